@@ -1,0 +1,15 @@
+"""`camfx bench NAME`: benchmarks that write JSON and PNG plots."""
+
+from __future__ import annotations
+
+import importlib
+import sys
+
+BENCHMARKS = {"latency": "camfx.bench.latency", "engine": "camfx.bench.engine"}
+
+
+def main(argv: list[str]) -> int:
+    if not argv or argv[0] not in BENCHMARKS:
+        print(f"usage: camfx bench {{{','.join(BENCHMARKS)}}} [options]", file=sys.stderr)
+        return 2
+    return importlib.import_module(BENCHMARKS[argv[0]]).main(argv[1:]) or 0

@@ -1,0 +1,68 @@
+"""A synthetic moving-person clip: a real portrait photograph sliding over a scene.
+
+Used as the camera in benchmarks, tests and the browser's fake camera (as .y4m).
+The portrait is Grace Hopper (US Navy photograph, public domain) that matplotlib ships.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import cv2
+import numpy as np
+
+from camfx.engine import effects, yuv
+
+
+def _portrait() -> np.ndarray:
+    from matplotlib import cbook
+
+    with cbook.get_sample_data("grace_hopper.jpg") as f:
+        data = np.frombuffer(f.read(), dtype=np.uint8)
+    return cv2.cvtColor(cv2.imdecode(data, cv2.IMREAD_COLOR), cv2.COLOR_BGR2RGB)
+
+
+def _scene(height: int, width: int) -> np.ndarray:
+    """A textured indoor-looking backdrop (shelves and a window), RGB."""
+    yy, xx = np.mgrid[0:height, 0:width].astype(np.float32)
+    wall = np.stack([150 + 30 * np.sin(xx / 37.0), 140 + 20 * np.cos(yy / 23.0), 120 + 0 * xx], -1)
+    scene = wall.astype(np.uint8)
+    for i in range(6):  # shelves with "books"
+        y = int(height * (0.15 + 0.13 * i))
+        cv2.rectangle(scene, (0, y), (width // 3, y + height // 60), (90, 60, 40), -1)
+        for j in range(12):
+            x = j * width // 36
+            colour = tuple(int(c) for c in np.random.default_rng(i * 12 + j).integers(40, 220, 3))
+            cv2.rectangle(scene, (x, y - height // 12), (x + width // 40, y), colour, -1)
+    cv2.rectangle(scene, (int(width * 0.65), int(height * 0.1)), (int(width * 0.95), int(height * 0.55)), (210, 230, 250), -1)
+    return scene
+
+
+def person_clip(width: int, height: int, frames: int = 60) -> list[np.ndarray]:
+    """`frames` I420 frames: the portrait swaying left and right over the scene, looping smoothly."""
+    portrait = _portrait()
+    ph = int(height * 0.85)
+    pw = int(portrait.shape[1] * ph / portrait.shape[0])
+    portrait = cv2.resize(portrait, (pw, ph), interpolation=cv2.INTER_AREA)
+    scene = _scene(height, width)
+    clip = []
+    for i in range(frames):
+        x = int((width - pw) / 2 + np.sin(2 * np.pi * i / frames) * (width - pw) / 3)
+        frame = scene.copy()
+        frame[height - ph :, x : x + pw] = portrait
+        clip.append(yuv.from_rgb(frame))
+    return clip
+
+
+def write_y4m(path: Path, clip: list[np.ndarray], fps: int = 30) -> Path:
+    """Write I420 frames as a YUV4MPEG2 file (Chromium's fake-camera format)."""
+    h, w = yuv.frame_size(clip[0])
+    with open(path, "wb") as f:
+        f.write(f"YUV4MPEG2 W{w} H{h} F{fps}:1 Ip A1:1 C420jpeg\n".encode())
+        for frame in clip:
+            f.write(b"FRAME\n")
+            f.write(frame.tobytes())
+    return Path(path)
+
+
+__all__ = ["person_clip", "write_y4m", "effects"]

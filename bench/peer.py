@@ -1,0 +1,143 @@
+"""A real aiortc client peer for camfx (and for a plain echo server): it sends a synthetic
+camera, receives the processed stream, and matches each received frame to the frame it was
+made from by the id stamped in the probe rows."""
+
+from __future__ import annotations
+
+import asyncio
+import fractions
+import json
+import time
+from dataclasses import dataclass, field
+
+import aiohttp
+import numpy as np
+from aiortc import MediaStreamTrack, RTCPeerConnection, RTCRtpSender, RTCSessionDescription
+from aiortc.mediastreams import MediaStreamError
+from av import VideoFrame
+
+from . import probe
+
+CLOCK_RATE = 90_000
+
+
+class SyntheticCamera(MediaStreamTrack):
+    """Plays `clip` (I420 frames) in a loop at `fps`, stamping a frame id into each frame and
+    remembering when each id was sent."""
+
+    kind = "video"
+
+    def __init__(self, clip: list[np.ndarray], fps: float = 30.0, stamp_ids: bool = True):
+        super().__init__()
+        self._clip, self._fps, self._stamp = clip, fps, stamp_ids
+        self._count = 0
+        self._start: float | None = None
+        self.sent_at: dict[int, float] = {}
+
+    async def recv(self) -> VideoFrame:
+        if self.readyState != "live":
+            raise MediaStreamError
+        if self._start is None:
+            self._start = time.perf_counter()
+        due = self._start + self._count / self._fps
+        delay = due - time.perf_counter()
+        if delay > 0:
+            await asyncio.sleep(delay)
+        frame_id = self._count
+        image = self._clip[frame_id % len(self._clip)].copy()
+        if self._stamp:
+            probe.stamp(image, frame_id % (1 << probe.BITS))
+        frame = VideoFrame.from_ndarray(image, format="yuv420p")
+        frame.pts = int(frame_id * CLOCK_RATE / self._fps)
+        frame.time_base = fractions.Fraction(1, CLOCK_RATE)
+        self._count += 1
+        self.sent_at[frame_id % (1 << probe.BITS)] = time.perf_counter()
+        if len(self.sent_at) > 4096:  # bounded: forget the oldest ids
+            self.sent_at.pop(next(iter(self.sent_at)))
+        return frame
+
+
+@dataclass
+class Received:
+    """What came back: arrival times, glass-to-glass latencies (s) and the last frames."""
+
+    arrivals: list[float] = field(default_factory=list)
+    latencies: list[float] = field(default_factory=list)
+    last_frames: list[np.ndarray] = field(default_factory=list)
+    keep_frames: int = 4
+
+
+class ClientPeer:
+    """Connects a SyntheticCamera to `base_url` (POST /offer) and collects the stream back."""
+
+    def __init__(self, camera: SyntheticCamera, codec: str = "VP8", read_ids: bool = True):
+        self.camera = camera
+        self.codec = codec
+        self.read_ids = read_ids
+        self.pc = RTCPeerConnection()
+        self.received = Received()
+        self.session_id: str | None = None
+        self.control = None
+        self.control_messages: list[dict] = []
+        self._reader: asyncio.Task | None = None
+        self._http: aiohttp.ClientSession | None = None
+
+    async def connect(self, base_url: str, params: dict | None = None, timeout: float = 20.0) -> None:
+        transceiver = self.pc.addTransceiver(self.camera, direction="sendrecv")
+        codecs = [c for c in RTCRtpSender.getCapabilities("video").codecs if c.mimeType.lower() == f"video/{self.codec.lower()}"]
+        if not codecs:
+            raise ValueError(f"codec {self.codec} not supported by aiortc")
+        transceiver.setCodecPreferences(codecs)
+        self.control = self.pc.createDataChannel("control")
+
+        @self.control.on("message")
+        def on_message(message):
+            self.control_messages.append(json.loads(message))
+            del self.control_messages[:-50]  # bounded
+
+        @self.pc.on("track")
+        def on_track(track):
+            self._reader = asyncio.ensure_future(self._read(track))
+
+        await self.pc.setLocalDescription(await self.pc.createOffer())
+        body = {"sdp": self.pc.localDescription.sdp, "type": "offer", "params": params or {}}
+        self._http = aiohttp.ClientSession()
+        async with self._http.post(f"{base_url}/offer", json=body, timeout=aiohttp.ClientTimeout(total=timeout)) as resp:
+            answer = await resp.json()
+            if resp.status != 200:
+                raise RuntimeError(f"offer refused: {resp.status} {answer}")
+        self.session_id = answer.get("session_id")
+        await self.pc.setRemoteDescription(RTCSessionDescription(sdp=answer["sdp"], type=answer["type"]))
+
+    async def _read(self, track) -> None:
+        got = self.received
+        try:
+            while True:
+                frame = await track.recv()
+                now = time.perf_counter()
+                got.arrivals.append(now)
+                image = frame.to_ndarray(format="yuv420p")
+                if self.read_ids:
+                    sent = self.camera.sent_at.get(probe.read(image))
+                    if sent is not None:
+                        got.latencies.append(now - sent)
+                got.last_frames.append(image)
+                del got.last_frames[: -got.keep_frames]
+        except MediaStreamError:
+            return
+
+    async def wait_frames(self, count: int, timeout: float = 30.0) -> None:
+        """Wait until `count` frames have come back (raises TimeoutError)."""
+        deadline = time.perf_counter() + timeout
+        while len(self.received.arrivals) < count:
+            if time.perf_counter() > deadline:
+                raise TimeoutError(f"only {len(self.received.arrivals)} of {count} frames came back")
+            await asyncio.sleep(0.05)
+
+    async def close(self) -> None:
+        if self._reader is not None:
+            self._reader.cancel()
+            await asyncio.gather(self._reader, return_exceptions=True)
+        await self.pc.close()
+        if self._http is not None:
+            await self._http.close()

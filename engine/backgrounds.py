@@ -1,0 +1,85 @@
+"""Background images: the bundled ones and those users upload, with a small cache of each
+image already scaled to a frame size."""
+
+from __future__ import annotations
+
+import io
+import secrets
+import threading
+from collections import OrderedDict
+from importlib import resources
+
+import cv2
+import numpy as np
+from PIL import Image, UnidentifiedImageError
+
+from . import effects
+
+MAX_UPLOADS = 32
+MAX_UPLOAD_PIXELS = 40_000_000  # checked from the header, before decoding (decompression bombs)
+STORED_MAX_SIDE = 1920  # uploads are scaled down to this once, on arrival
+
+
+class BackgroundError(ValueError):
+    """An upload that is not a usable image."""
+
+
+def _bundled() -> dict[str, np.ndarray]:
+    images = {}
+    folder = resources.files("camfx.demo") / "backgrounds"
+    for entry in folder.iterdir():
+        if entry.name.endswith((".jpg", ".png")):
+            data = np.frombuffer(entry.read_bytes(), dtype=np.uint8)
+            images[entry.name.rsplit(".", 1)[0]] = cv2.cvtColor(cv2.imdecode(data, cv2.IMREAD_COLOR), cv2.COLOR_BGR2RGB)
+    return images
+
+
+class Backgrounds:
+    def __init__(self) -> None:
+        self._bundled = _bundled()
+        self._uploads: OrderedDict[str, np.ndarray] = OrderedDict()  # oldest first, capped
+        self._scaled: OrderedDict[tuple[str, int, int], np.ndarray] = OrderedDict()
+        self._lock = threading.Lock()
+
+    def names(self) -> dict[str, list[str]]:
+        with self._lock:
+            return {"bundled": sorted(self._bundled), "uploaded": list(self._uploads)}
+
+    def __contains__(self, name: str) -> bool:
+        with self._lock:
+            return name in self._bundled or name in self._uploads
+
+    def add_upload(self, data: bytes) -> str:
+        """Decode and keep an uploaded image; returns its id. Raises BackgroundError."""
+        try:
+            with Image.open(io.BytesIO(data)) as img:
+                if img.width * img.height > MAX_UPLOAD_PIXELS:
+                    raise BackgroundError(f"the image has more than {MAX_UPLOAD_PIXELS} pixels")
+                img.thumbnail((STORED_MAX_SIDE, STORED_MAX_SIDE))
+                image = np.asarray(img.convert("RGB"))
+        except (UnidentifiedImageError, OSError, Image.DecompressionBombError) as exc:
+            raise BackgroundError(f"the upload is not a readable image (JPEG, PNG, WebP...): {exc}") from None
+        image_id = "u-" + secrets.token_hex(6)
+        with self._lock:
+            self._uploads[image_id] = image
+            while len(self._uploads) > MAX_UPLOADS:
+                self._uploads.popitem(last=False)
+        return image_id
+
+    def frame(self, name: str, height: int, width: int) -> np.ndarray:
+        """The image `name` as an I420 frame of (height, width). Unknown names raise KeyError."""
+        key = (name, height, width)
+        with self._lock:
+            cached = self._scaled.get(key)
+            if cached is not None:
+                self._scaled.move_to_end(key)
+                return cached
+            image = self._bundled.get(name)
+            if image is None:
+                image = self._uploads[name]
+        scaled = effects.cover(image, height, width)
+        with self._lock:
+            self._scaled[key] = scaled
+            while len(self._scaled) > 8:
+                self._scaled.popitem(last=False)
+        return scaled

@@ -1,0 +1,88 @@
+"""The `camfx` command: serve, export, bench."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+import typing
+
+from pydantic import ValidationError
+
+from .params import Params, ParamsError
+
+
+def _add_param_flags(parser: argparse.ArgumentParser) -> None:
+    """One flag per effect parameter, generated from the schema so the two never drift."""
+    group = parser.add_argument_group("default effect parameters (also settable live from the page or API)")
+    for name, info in Params.model_fields.items():
+        flag = "--" + name.replace("_", "-")
+        choices = typing.get_args(info.annotation) or None
+        if info.annotation is bool:
+            group.add_argument(flag, dest=f"param_{name}", action=argparse.BooleanOptionalAction, default=None)
+        else:
+            group.add_argument(
+                flag, dest=f"param_{name}", default=None, choices=choices,
+                help=f"default: {info.default}",
+            )
+
+
+def _params_from_args(args: argparse.Namespace) -> Params:
+    patch = {k[len("param_"):]: v for k, v in vars(args).items() if k.startswith("param_") and v is not None}
+    return Params().updated(patch)  # pydantic coerces the strings ("12" -> 12.0)
+
+
+def serve(argv: list[str]) -> int:
+    parser = argparse.ArgumentParser(prog="camfx serve", description="Serve the demo page and the WebRTC engine.")
+    parser.add_argument("--host", default="127.0.0.1")
+    parser.add_argument("--port", type=int, default=8080)
+    parser.add_argument("--max-sessions", type=int, default=4, help="concurrent peers; more get 503")
+    parser.add_argument("--model-threads", type=int, default=1, help="onnxruntime threads per model run")
+    parser.add_argument("--log-level", default="INFO")
+    _add_param_flags(parser)
+    args = parser.parse_args(argv)
+    try:
+        defaults = _params_from_args(args)
+    except ParamsError as exc:
+        parser.error(str(exc))
+
+    from aiohttp import web
+
+    from .server import ServerConfig, create_app
+
+    logging.basicConfig(level=args.log_level.upper(), format="%(asctime)s %(name)s %(levelname)s %(message)s")
+    config = ServerConfig(
+        host=args.host, port=args.port, max_sessions=args.max_sessions,
+        model_threads=args.model_threads, defaults=defaults,
+    )
+    print(f"camfx: open http://{args.host}:{args.port}/ in a browser", flush=True)
+    web.run_app(create_app(config), host=args.host, port=args.port, print=None)
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    commands = {
+        "serve": serve,
+        "export": lambda rest: _delegate("camfx.export.cli", rest),
+        "bench": lambda rest: _delegate("camfx.bench.cli", rest),
+    }
+    if not argv or argv[0] not in commands:
+        print("usage: camfx {serve,export,bench} [options]  (camfx COMMAND --help for more)", file=sys.stderr)
+        return 2
+    return commands[argv[0]](argv[1:]) or 0
+
+
+def _delegate(module: str, argv: list[str]) -> int:
+    import importlib
+
+    try:
+        mod = importlib.import_module(module)
+    except ImportError as exc:
+        print(f"camfx: {exc}. Install the extra it needs, e.g. pip install 'camfx[export,bench]'", file=sys.stderr)
+        return 1
+    return mod.main(argv) or 0
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

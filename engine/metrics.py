@@ -1,0 +1,31 @@
+"""Prometheus metrics. One registry per server so tests can run several servers side by side."""
+
+from __future__ import annotations
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+
+# Milliseconds matter here: buckets from 0.5 ms to 1 s.
+_BUCKETS = (0.0005, 0.001, 0.002, 0.004, 0.006, 0.008, 0.012, 0.016, 0.025, 0.033, 0.05, 0.1, 0.25, 0.5, 1.0)
+
+
+class Metrics:
+    def __init__(self) -> None:
+        self.registry = CollectorRegistry()
+        r = self.registry
+        self.frames_in = Counter("camfx_frames_in", "Frames received from peers", registry=r)
+        self.frames_out = Counter("camfx_frames_out", "Frames sent to peers (repeats included)", registry=r)
+        self.frames_dropped = Counter(
+            "camfx_frames_dropped", "Received frames replaced by a newer one before processing", registry=r
+        )
+        self.deadline_misses = Counter(
+            "camfx_deadline_misses", "Output ticks where no new processed frame was ready in time", registry=r
+        )
+        self.stage_seconds = Histogram(
+            "camfx_stage_seconds", "Time spent in each pipeline stage", ["stage"], buckets=_BUCKETS, registry=r
+        )
+        self.frame_latency = Histogram(
+            "camfx_frame_latency_seconds", "From a frame's arrival to its processed frame being sent",
+            buckets=_BUCKETS, registry=r,
+        )
+        self.sessions = Gauge("camfx_sessions", "Open sessions", registry=r)
+        self.sessions_total = Counter("camfx_sessions_opened", "Sessions opened", registry=r)

@@ -1,0 +1,137 @@
+"""The per-session pipeline: a list of timed stages, `process(work) -> work`.
+
+Runs in an executor thread (never on the event loop) and knows nothing of WebRTC, so it can
+be tested on ndarrays.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from typing import Protocol
+
+import numpy as np
+
+from . import effects, yuv
+from .backgrounds import Backgrounds
+from .budget import LADDER, Quality
+from .mask import MaskRefiner
+from .params import Params, hex_to_rgb
+from .segmenter import Segmenters
+
+PROBE_ROWS = 16
+NEEDS_MASK = ("blur", "replace", "remove")
+
+
+@dataclass
+class Work:
+    """One frame on its way through the pipeline."""
+
+    image: np.ndarray  # I420 input (see `yuv`)
+    params: Params
+    quality: Quality = LADDER[0]
+    t_recv: float = 0.0  # time.perf_counter() when the frame was received
+    probability: np.ndarray | None = None  # model output, model resolution
+    alpha: np.ndarray | None = None  # refined mask, work resolution
+    output: np.ndarray | None = None  # I420 result
+    timings: dict[str, float] = field(default_factory=dict)  # stage name -> seconds
+
+
+class Stage(Protocol):
+    name: str
+
+    def __call__(self, work: Work) -> None: ...
+
+
+class Segment:
+    name = "segment"
+
+    def __init__(self, segmenters: Segmenters):
+        self._segmenters = segmenters
+        self._frames = 0
+        self._last: tuple[str, np.ndarray] | None = None
+
+    def __call__(self, work: Work) -> None:
+        if work.params.effect not in NEEDS_MASK:
+            return
+        self._frames += 1
+        model = work.params.model
+        reuse = self._last is not None and self._last[0] == model and self._frames % work.quality.mask_every
+        if reuse:
+            work.probability = self._last[1]
+        else:
+            work.probability = self._segmenters.get(model)(work.image)
+            self._last = (model, work.probability)
+
+
+class RefineMask:
+    name = "refine"
+
+    def __init__(self) -> None:
+        self._refiner = MaskRefiner()
+
+    def __call__(self, work: Work) -> None:
+        if work.probability is None:
+            return
+        p = work.params
+        work.alpha = self._refiner.refine(
+            work.probability,
+            work.image,
+            mode=p.mask_mode,
+            threshold=p.mask_threshold,
+            smoothing=p.mask_smoothing,
+            feather=p.mask_feather if work.quality.feather else 0,
+        )
+
+
+class ApplyEffect:
+    name = "effect"
+
+    def __init__(self, backgrounds: Backgrounds):
+        self._backgrounds = backgrounds
+
+    def __call__(self, work: Work) -> None:
+        p, frame = work.params, work.image
+        h, w = yuv.frame_size(frame)
+        if p.effect == "none":
+            work.output = frame
+        elif p.effect == "toon":
+            work.output = effects.toon(frame, min(p.toon_smoothing, work.quality.toon_passes), p.toon_edges)
+        else:
+            work.output = effects.composite(frame, self._background(p, h, w, frame), work.alpha)
+        if p.probe:
+            # The untouched input rows let a latency probe match this output to its input.
+            if work.output is frame:
+                work.output = frame.copy()
+            work.output[:PROBE_ROWS] = frame[:PROBE_ROWS]
+            for src, dst in zip(yuv.planes(frame)[1:], yuv.planes(work.output)[1:]):
+                dst[: PROBE_ROWS // 2] = src[: PROBE_ROWS // 2]
+
+    def _background(self, p: Params, h: int, w: int, frame: np.ndarray) -> np.ndarray:
+        if p.effect == "blur":
+            return effects.blurred(frame, p.blur_strength)
+        if p.effect == "remove":
+            return effects.solid(h, w, hex_to_rgb(p.key_color))
+        if p.background == "image" and p.background_image in self._backgrounds:
+            return self._backgrounds.frame(p.background_image, h, w)
+        return effects.solid(h, w, hex_to_rgb(p.background_color))
+
+
+class Pipeline:
+    """Runs its stages in order, timing each into `work.timings`."""
+
+    def __init__(self, stages: list[Stage]):
+        self.stages = stages
+
+    def process(self, work: Work) -> Work:
+        for stage in self.stages:
+            start = time.perf_counter()
+            stage(work)
+            work.timings[stage.name] = time.perf_counter() - start
+        if work.output is None:
+            work.output = work.image
+        return work
+
+
+def default_pipeline(segmenters: Segmenters, backgrounds: Backgrounds) -> Pipeline:
+    return Pipeline([Segment(segmenters), RefineMask(), ApplyEffect(backgrounds)])

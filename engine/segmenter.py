@@ -1,0 +1,49 @@
+"""Person segmentation: an I420 frame in, a probability map at model resolution out."""
+
+from __future__ import annotations
+
+import threading
+
+import numpy as np
+
+from camfx.models.registry import SEGMENTATION_MODELS, model_path
+
+from . import effects
+from .backends import Backend, load_backend
+
+
+class Segmenter:
+    def __init__(self, name: str, backend: Backend):
+        spec = SEGMENTATION_MODELS[name]
+        self.name = name
+        self.backend = backend
+        self.input_hw = (spec.input_height, spec.input_width)
+
+    def __call__(self, frame: np.ndarray) -> np.ndarray:
+        """Person probability in [0, 1], float32 (model height, model width)."""
+        rgb = effects.model_input(frame, *self.input_hw)
+        image = rgb.astype(np.float32)[None] * np.float32(1.0 / 255.0)  # RGB in [0, 1], NHWC
+        return self.backend.run({"image": image})["mask"][0, :, :, 0]
+
+
+class Segmenters:
+    """Loads each segmentation model once; sessions share them (onnxruntime runs are thread-safe)."""
+
+    def __init__(self, threads: int = 1):
+        self._threads = threads
+        self._loaded: dict[str, Segmenter] = {}
+        self._lock = threading.Lock()
+
+    def get(self, name: str) -> Segmenter:
+        with self._lock:
+            if name not in self._loaded:
+                self._loaded[name] = Segmenter(name, load_backend(name, model_path(name), self._threads))
+            return self._loaded[name]
+
+    def load_all(self) -> None:
+        for name in SEGMENTATION_MODELS:
+            self.get(name)
+
+    def backends(self) -> dict[str, str]:
+        with self._lock:
+            return {name: seg.backend.name for name, seg in self._loaded.items()}

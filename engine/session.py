@@ -1,0 +1,263 @@
+"""One peer connection: its tracks, control channel, parameters, tasks and clean teardown.
+
+    receiver --ingest--> FrameSlot --worker (executor)--> FrameSlot --> ProcessedTrack --> sender
+
+Ingest drains aiortc's unbounded receive queue as fast as frames come; each slot keeps only
+the newest item, so a slow pipeline drops frames (counted) instead of adding latency.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import time
+from collections import deque
+from concurrent.futures import Executor
+from typing import Any, Callable
+
+import numpy as np
+from aiortc import MediaStreamTrack, RTCDataChannel, RTCPeerConnection
+from aiortc.mediastreams import MediaStreamError
+from av import VideoFrame
+
+from .budget import BudgetController
+from .frame_slot import FrameSlot
+from .metrics import Metrics
+from .params import Params, ParamsError
+from .pipeline import Pipeline, Work
+from .tracks import ProcessedTrack
+
+log = logging.getLogger("camfx.session")
+
+CONNECT_TIMEOUT_S = 30.0  # a peer that never connects is dropped
+STATS_INTERVAL_S = 1.0
+
+
+def _to_i420(frame: VideoFrame) -> np.ndarray:
+    # I420 needs even sizes; a rare odd-sized source loses its last row or column.
+    w, h = frame.width & ~1, frame.height & ~1
+    if (w, h) != (frame.width, frame.height) or frame.format.name != "yuv420p":
+        frame = frame.reformat(width=w, height=h, format="yuv420p")
+    return frame.to_ndarray(format="yuv420p")
+
+
+class RateMeter:
+    """Events per second over the last couple of seconds."""
+
+    def __init__(self, horizon_s: float = 2.0):
+        self._times: deque[float] = deque()
+        self._horizon = horizon_s
+
+    def tick(self, now: float) -> None:
+        self._times.append(now)
+        while self._times and now - self._times[0] > self._horizon:
+            self._times.popleft()
+
+    def rate(self, now: float) -> float:
+        while self._times and now - self._times[0] > self._horizon:
+            self._times.popleft()
+        if len(self._times) < 2:
+            return 0.0
+        return (len(self._times) - 1) / max(self._times[-1] - self._times[0], 1e-6)
+
+
+class Session:
+    def __init__(
+        self,
+        session_id: str,
+        pc: RTCPeerConnection,
+        params: Params,
+        pipeline: Pipeline,
+        executor: Executor,
+        metrics: Metrics,
+        on_closed: Callable[["Session"], None],
+        check_params: Callable[[Params], None] = lambda params: None,
+    ):
+        self.id = session_id
+        self.pc = pc
+        self.params = params
+        self.pipeline = pipeline
+        self.budget = BudgetController()
+        self.output = ProcessedTrack(self)
+        self.inbox: FrameSlot[tuple[VideoFrame, float]] = FrameSlot()
+        self.outbox: FrameSlot[tuple[VideoFrame, Work]] = FrameSlot()
+        self.closed = asyncio.Event()
+        self.busy = False  # the worker holds a frame
+        self._executor = executor
+        self._metrics = metrics
+        self._on_closed = on_closed
+        self._check_params = check_params
+        self._tasks: set[asyncio.Task] = set()
+        self._channel: RTCDataChannel | None = None
+        self._in_rate, self._out_rate = RateMeter(), RateMeter()
+        self._stage_ms: dict[str, float] = {}
+        self._latency_ms: deque[float] = deque(maxlen=120)
+        self.frames_in = self.frames_out = self.deadline_misses = 0
+        self.created = time.perf_counter()
+
+        pc.on("track", self._on_track)
+        pc.on("datachannel", self._on_datachannel)
+        pc.on("connectionstatechange", self._on_connection_state)
+        self._spawn(self._close_if_never_connected())
+
+    # ---- tasks ---------------------------------------------------------------------------
+    def _spawn(self, coro) -> None:
+        task = asyncio.ensure_future(coro)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    def _on_track(self, track: MediaStreamTrack) -> None:
+        if track.kind != "video":
+            return
+        self._spawn(self._ingest(track))
+        self._spawn(self._work())
+        self._spawn(self._report_stats())
+
+    async def _ingest(self, track: MediaStreamTrack) -> None:
+        """Take every decoded frame as soon as it exists; only the newest waits for the worker."""
+        try:
+            while True:
+                frame = await track.recv()
+                now = time.perf_counter()
+                self._in_rate.tick(now)
+                self.frames_in += 1
+                self._metrics.frames_in.inc()
+                if self.inbox.pending:
+                    self._metrics.frames_dropped.inc()
+                self.inbox.put((frame, now))
+        except MediaStreamError:
+            log.info("session %s: remote track ended", self.id)
+            self._spawn(self.close())
+
+    async def _work(self) -> None:
+        loop = asyncio.get_running_loop()
+        while True:
+            frame, t_recv = await self.inbox.take()
+            self.busy = True
+            work = Work(image=np.empty(0), params=self.params, quality=self.budget.quality, t_recv=t_recv)
+            try:
+                out = await loop.run_in_executor(self._executor, self._process, frame, work)
+            except Exception:
+                log.exception("session %s: pipeline failed; passing the frame through", self.id)
+                out = frame
+            finally:
+                self.busy = False
+            self.budget.set_fps(self._in_rate.rate(time.perf_counter()) or 30.0)
+            self.budget.observe(sum(work.timings.values()))
+            for stage, seconds in work.timings.items():
+                self._metrics.stage_seconds.labels(stage).observe(seconds)
+                previous = self._stage_ms.get(stage, seconds * 1000)
+                self._stage_ms[stage] = 0.9 * previous + 0.1 * seconds * 1000
+            self.outbox.put((out, work))
+
+    def _process(self, frame: VideoFrame, work: Work) -> VideoFrame:
+        """Executor thread: decode to I420, run the pipeline, wrap the result as a VideoFrame."""
+        start = time.perf_counter()
+        work.image = _to_i420(frame)
+        work.timings["convert_in"] = time.perf_counter() - start
+        self.pipeline.process(work)
+        start = time.perf_counter()
+        out = VideoFrame.from_ndarray(work.output, format="yuv420p")
+        work.timings["convert_out"] = time.perf_counter() - start
+        return out
+
+    def record_sent(self, work: Work | None, now: float, missed: bool) -> None:
+        """Called by the output track for each frame it hands to the encoder (`work` is None
+        for a repeat of the last frame)."""
+        self.frames_out += 1
+        self._out_rate.tick(now)
+        self._metrics.frames_out.inc()
+        if missed:
+            self.deadline_misses += 1
+            self._metrics.deadline_misses.inc()
+        if work is not None:
+            self._metrics.frame_latency.observe(now - work.t_recv)
+            self._latency_ms.append((now - work.t_recv) * 1000)
+
+    @property
+    def frame_interval(self) -> float:
+        rate = self._in_rate.rate(time.perf_counter())
+        return 1.0 / rate if rate > 1.0 else 1.0 / 30.0
+
+    # ---- control ---------------------------------------------------------------------------
+    def update_params(self, patch: Any) -> Params:
+        """Apply a partial update; raises ParamsError (nothing changes) when it is invalid."""
+        params = self.params.updated(patch)
+        self._check_params(params)
+        self.params = params
+        return params
+
+    def _on_datachannel(self, channel: RTCDataChannel) -> None:
+        if channel.label != "control":
+            return
+        self._channel = channel
+
+        @channel.on("message")
+        def on_message(message: Any) -> None:
+            try:
+                patch = json.loads(message)
+            except (TypeError, ValueError) as exc:
+                self._send({"type": "error", "errors": [{"field": "", "message": f"malformed JSON: {exc}"}]})
+                return
+            try:
+                params = self.update_params(patch)
+            except ParamsError as exc:
+                self._send({"type": "error", "errors": exc.errors})
+                return
+            self._send({"type": "params", "params": params.model_dump()})
+
+    def _send(self, message: dict) -> None:
+        if self._channel is not None and self._channel.readyState == "open":
+            self._channel.send(json.dumps(message))
+
+    async def _report_stats(self) -> None:
+        while True:
+            await asyncio.sleep(STATS_INTERVAL_S)
+            self._send({"type": "stats", **self.stats()})
+
+    def stats(self) -> dict[str, Any]:
+        now = time.perf_counter()
+        latency = np.fromiter(self._latency_ms, dtype=np.float64)
+        return {
+            "session_id": self.id,
+            "fps_in": round(self._in_rate.rate(now), 1),
+            "fps_out": round(self._out_rate.rate(now), 1),
+            "frames_in": self.frames_in,
+            "frames_out": self.frames_out,
+            "frames_dropped": self.inbox.dropped,
+            "deadline_misses": self.deadline_misses,
+            "stage_ms": {k: round(v, 2) for k, v in self._stage_ms.items()},
+            "engine_latency_ms_p50": round(float(np.median(latency)), 2) if latency.size else None,
+            "budget_ms": round(self.budget.budget_s * 1000, 1),
+            "quality": self.budget.quality.name,
+            "effect": self.params.effect,
+        }
+
+    # ---- teardown ----------------------------------------------------------------------------
+    async def _on_connection_state(self) -> None:
+        if self.pc.connectionState in ("failed", "closed"):
+            await self.close()
+
+    async def _close_if_never_connected(self) -> None:
+        await asyncio.sleep(CONNECT_TIMEOUT_S)
+        if self.pc.connectionState != "connected":
+            log.info("session %s: peer never connected; closing", self.id)
+            self._spawn(self.close())
+
+    async def close(self) -> None:
+        """Idempotent: stop tasks, close the peer connection, free buffers."""
+        if self.closed.is_set():
+            return
+        self.closed.set()
+        current = asyncio.current_task()
+        tasks = [t for t in self._tasks if t is not current]
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+        self.output.stop()
+        await self.pc.close()
+        self.inbox.take_nowait()
+        self.outbox.take_nowait()
+        self._on_closed(self)
+        log.info("session %s: closed", self.id)

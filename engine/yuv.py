@@ -1,0 +1,53 @@
+"""I420 frames as one ndarray, the layout PyAV's `to_ndarray(format="yuv420p")` gives:
+shape (H * 3 // 2, W), the Y plane on top, then U, then V (each H/2 x W/2).
+
+The engine works in the codec's own format: no colour conversion round trip, and half the
+bytes of RGB to blur and blend.
+"""
+
+from __future__ import annotations
+
+import cv2
+import numpy as np
+
+
+def frame_size(frame: np.ndarray) -> tuple[int, int]:
+    """(height, width) of the picture in an I420 array."""
+    return frame.shape[0] * 2 // 3, frame.shape[1]
+
+
+def planes(frame: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Views of the Y, U and V planes; writing to them writes the frame."""
+    h, w = frame_size(frame)
+    q = h // 4
+    return (
+        frame[:h],
+        frame[h : h + q].reshape(h // 2, w // 2),
+        frame[h + q : h + 2 * q].reshape(h // 2, w // 2),
+    )
+
+
+def empty(height: int, width: int) -> np.ndarray:
+    return np.empty((height * 3 // 2, width), dtype=np.uint8)
+
+
+def from_rgb(rgb: np.ndarray) -> np.ndarray:
+    return cv2.cvtColor(rgb, cv2.COLOR_RGB2YUV_I420)
+
+
+def to_rgb(frame: np.ndarray) -> np.ndarray:
+    return cv2.cvtColor(frame, cv2.COLOR_YUV2RGB_I420)
+
+
+def resize(frame: np.ndarray, height: int, width: int, interpolation: int = cv2.INTER_AREA) -> np.ndarray:
+    """Resize plane by plane (height and width must be even)."""
+    out = empty(height, width)
+    for src, dst in zip(planes(frame), planes(out)):
+        cv2.resize(src, (dst.shape[1], dst.shape[0]), dst=dst, interpolation=interpolation)
+    return out
+
+
+def colour(rgb: tuple[int, int, int]) -> tuple[int, int, int]:
+    """The (Y, U, V) of an RGB colour, converted exactly as frames are."""
+    patch = cv2.cvtColor(np.full((2, 2, 3), rgb, dtype=np.uint8), cv2.COLOR_RGB2YUV_I420)
+    return int(patch[0, 0]), int(patch[2, 0]), int(patch[2, 1])
