@@ -74,16 +74,20 @@ def _error(status: int, message: str, errors: list | None = None) -> web.Respons
     body: dict[str, Any] = {"error": message}
     if errors is not None:
         body["errors"] = errors
-    return web.json_response(body, status=status)
+    response = web.json_response(body, status=status)
+    if status == 413:
+        response.force_close()  # the rest of the body is never read: do not reuse the connection
+    return response
 
 
 async def _read_json(request: web.Request) -> Any:
     """The request's JSON body, or raise an HTTP error response."""
+    too_large = _HTTPJSON(413, f"JSON bodies are limited to {MAX_JSON_BYTES} bytes")
     if request.content_length is not None and request.content_length > MAX_JSON_BYTES:
-        raise web.HTTPRequestEntityTooLarge(max_size=MAX_JSON_BYTES, actual_size=request.content_length)
+        raise too_large
     raw = await request.content.read(MAX_JSON_BYTES + 1)
     if len(raw) > MAX_JSON_BYTES:
-        raise web.HTTPRequestEntityTooLarge(max_size=MAX_JSON_BYTES, actual_size=len(raw))
+        raise too_large
     try:
         return json.loads(raw)
     except ValueError as exc:
@@ -99,10 +103,15 @@ class _HTTPJSON(web.HTTPException):
         if errors is not None:
             body["errors"] = errors
         super().__init__(text=json.dumps(body), content_type="application/json")
+        if status == 413:
+            self.force_close()
+
+
+ENGINE = web.AppKey("engine", Engine)
 
 
 def _engine(request: web.Request) -> Engine:
-    return request.app["engine"]
+    return request.app[ENGINE]
 
 
 async def index(request: web.Request) -> web.StreamResponse:
@@ -216,11 +225,22 @@ async def schema(request: web.Request) -> web.Response:
     return web.json_response(Params.model_json_schema())
 
 
+@web.middleware
+async def json_errors(request: web.Request, handler):
+    """Every error is JSON {"error": ...}, aiohttp's own (404, 405, 413) included."""
+    try:
+        return await handler(request)
+    except web.HTTPException as exc:
+        if exc.status < 400 or exc.content_type == "application/json":
+            raise
+        return _error(exc.status, exc.reason if exc.text is None or exc.text.startswith(f"{exc.status}:") else exc.text)
+
+
 def create_app(config: ServerConfig | None = None, pipeline_factory=None) -> web.Application:
     config = config or ServerConfig()
-    app = web.Application(client_max_size=MAX_UPLOAD_BYTES)
+    app = web.Application(client_max_size=MAX_UPLOAD_BYTES, middlewares=[json_errors])
     engine = Engine(config, pipeline_factory)
-    app["engine"] = engine
+    app[ENGINE] = engine
     demo = resources.files("camfx.demo")
     app.router.add_get("/", index)
     app.router.add_static("/static", str(demo), show_index=False)

@@ -1,0 +1,1 @@
+"""camfx.models."""

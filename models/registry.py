@@ -1,0 +1,98 @@
+"""The bundled segmentation models: what they are, where they came from, how to check them.
+
+Serving imports this module, so it must stay light: no torch, no onnx.
+
+ONNX contract shared by every entry (the engine relies on it exactly; shapes are static):
+  input  "image": float32 [1, input_height, input_width, 3], RGB in [0, 1]
+  output "mask":  float32 [1, input_height, input_width, 1], foreground probability
+"""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass
+from pathlib import Path
+
+INPUT_NAME = "image"
+OUTPUT_NAME = "mask"
+MODELS_DIR = Path(__file__).resolve().parent
+
+_LICENCE = "Apache-2.0, (c) Google LLC (MediaPipe); see models/NOTICE"
+_SOURCE = (
+    "MediaPipe selfie segmentation, mediapipe==0.10.21 wheel, "
+    "mediapipe/modules/selfie_segmentation/{tflite} (sha256 {sha256}), "
+    "converted to ONNX by `camfx export selfie`"
+)
+
+
+@dataclass(frozen=True)
+class ModelSpec:
+    name: str
+    filename: str  # under MODELS_DIR
+    sha256: str
+    input_height: int
+    input_width: int
+    licence: str
+    source: str
+
+
+SEGMENTATION_MODELS: dict[str, ModelSpec] = {
+    "general": ModelSpec(
+        name="general",
+        filename="selfie_segmentation.onnx",
+        sha256="833bafc67f0cb7a03f67cc8f7b3959feada524cf4231799cbbc42fb8f944cbd9",
+        input_height=256,
+        input_width=256,
+        licence=_LICENCE,
+        source=_SOURCE.format(
+            tflite="selfie_segmentation.tflite",
+            sha256="9ee168ec7c8f2a16c56fe8e1cfbc514974cbbb7e434051b455635f1bd1462f5c",
+        ),
+    ),
+    "landscape": ModelSpec(
+        name="landscape",
+        filename="selfie_segmentation_landscape.onnx",
+        sha256="8c7a868da90832f9ee95acaec468ab8d944b43cd3bdd5c400766f4dd0da681d3",
+        input_height=144,
+        input_width=256,
+        licence=_LICENCE,
+        source=_SOURCE.format(
+            tflite="selfie_segmentation_landscape.tflite",
+            sha256="a77d03f4659b9f6b6c1f5106947bf40e99d7655094b6527f214ea7d451106edd",
+        ),
+    ),
+}
+
+
+class ChecksumError(ValueError):
+    """A bundled model file is not the one the registry describes."""
+
+
+def _spec(name: str) -> ModelSpec:
+    try:
+        return SEGMENTATION_MODELS[name]
+    except KeyError:
+        valid = ", ".join(sorted(SEGMENTATION_MODELS))
+        raise ValueError(f"unknown segmentation model {name!r}; valid names: {valid}") from None
+
+
+def model_path(name: str) -> Path:
+    """Path of the bundled ONNX file for model `name`."""
+    return MODELS_DIR / _spec(name).filename
+
+
+def sha256_file(path: Path) -> str:
+    return hashlib.sha256(Path(path).read_bytes()).hexdigest()
+
+
+def verify(name: str) -> None:
+    """Raise ChecksumError unless the bundled file for `name` has the registered sha256."""
+    spec, path = _spec(name), model_path(name)
+    if not path.is_file():
+        raise FileNotFoundError(f"bundled model {path} is missing; reinstall camfx")
+    actual = sha256_file(path)
+    if actual != spec.sha256:
+        raise ChecksumError(
+            f"{path}: sha256 {actual} does not match the registry's {spec.sha256}; "
+            "the file is corrupt or was re-exported without updating models/registry.py"
+        )

@@ -1,0 +1,258 @@
+"""PyTorch port of MediaPipe's selfie segmentation models, built from their .tflite files.
+
+The port is generic over the graph rather than a hand-written architecture: every TFLite op
+becomes one torch module, named after the tensor it produces, and `forward` runs them in file
+order. Weights come straight from the .tflite (fp16, widened to fp32), so the port is exactly
+the network MediaPipe ships. Internally it runs NCHW; the public layout is the tflite one:
+float32 NHWC RGB in [0, 1] in, [N, H, W, 1] sigmoid probability out.
+
+Shapes are static (resize targets and "SAME" pads are fixed at build time), so each instance
+accepts only its model's input size, as the .tflite does.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import os
+import re
+import zipfile
+from pathlib import Path
+
+import torch
+from torch import nn
+from torch.nn import functional as F
+
+from .tflite_graph import Op, TfliteGraph, read_tflite
+
+# variant -> file under mediapipe/modules/selfie_segmentation/ in mediapipe 0.10.14 to 0.10.21.
+TFLITE_FILES = {
+    "general": "selfie_segmentation.tflite",  # 256 x 256
+    "landscape": "selfie_segmentation_landscape.tflite",  # 144 high x 256 wide
+}
+_WHEEL_DIR = "mediapipe/modules/selfie_segmentation"
+_WHEEL_ENV = "CAMFX_MEDIAPIPE_WHEEL"
+
+
+def find_selfie_tflite(variant: str, wheel: str | Path | None = None) -> Path:
+    """Locate the .tflite for `variant`.
+
+    Looks in, in order: the mediapipe wheel `wheel`, the wheel named by $CAMFX_MEDIAPIPE_WHEEL
+    (the file is extracted to a cache folder), then an installed mediapipe package (found
+    without importing it: mediapipe's __init__ pulls in its whole solutions API).
+    """
+    if variant not in TFLITE_FILES:
+        raise ValueError(f"unknown selfie variant {variant!r}; valid: {', '.join(TFLITE_FILES)}")
+    name = TFLITE_FILES[variant]
+    wheel = wheel or os.environ.get(_WHEEL_ENV)
+    if wheel:
+        return _extract_from_wheel(Path(wheel), name)
+    spec = importlib.util.find_spec("mediapipe")
+    for root in (spec.submodule_search_locations or []) if spec else []:
+        path = Path(root, "modules", "selfie_segmentation", name)
+        if path.is_file():
+            return path
+    raise FileNotFoundError(
+        f"{name} not found. Install a mediapipe that ships it "
+        "(pip install --no-deps mediapipe==0.10.21), or point "
+        f"${_WHEEL_ENV} / --wheel at a mediapipe 0.10.14-0.10.21 wheel file."
+    )
+
+
+def _extract_from_wheel(wheel: Path, name: str) -> Path:
+    cache = Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache"), "camfx", wheel.stem)
+    target = cache / name
+    with zipfile.ZipFile(wheel) as zf:
+        try:
+            data = zf.read(f"{_WHEEL_DIR}/{name}")
+        except KeyError:
+            raise FileNotFoundError(
+                f"{wheel} has no {_WHEEL_DIR}/{name}; use a mediapipe 0.10.14-0.10.21 wheel "
+                "(pip install --no-deps mediapipe==0.10.21)"
+            ) from None
+    if not target.is_file() or target.read_bytes() != data:
+        cache.mkdir(parents=True, exist_ok=True)
+        target.write_bytes(data)
+    return target
+
+
+class Add(nn.Module):
+    def forward(self, a, b):
+        return a + b
+
+
+class Mul(nn.Module):
+    def forward(self, a, b):
+        return a * b
+
+
+class ZeroPad(nn.Module):
+    """Zero padding (left, right, top, bottom) that exports as one ONNX Pad with constant pads."""
+
+    def __init__(self, left: int, right: int, top: int, bottom: int):
+        super().__init__()
+        self.pads = (left, right, top, bottom)
+
+    def forward(self, x):
+        return _ConstantPad.apply(x, self.pads)
+
+    def extra_repr(self) -> str:
+        return f"pads={self.pads}"
+
+
+class _ConstantPad(torch.autograd.Function):
+    # The stock opset >= 11 export of F.pad computes the pads at run time through a reversing
+    # Slice that the exporter cannot constant-fold, leaving ~10 shape nodes per pad; this emits
+    # the Pad node with its pads as a constant instead.
+    @staticmethod
+    def forward(ctx, x, pads):
+        return F.pad(x, pads)
+
+    @staticmethod
+    def symbolic(g, x, pads):
+        left, right, top, bottom = pads
+        onnx_pads = torch.tensor([0, 0, top, left, 0, 0, bottom, right], dtype=torch.int64)
+        return g.op("Pad", x, g.op("Constant", value_t=onnx_pads), mode_s="constant")
+
+
+class Mean(nn.Module):
+    def __init__(self, dims: tuple[int, ...]):
+        super().__init__()
+        self.dims = dims
+
+    def forward(self, x):
+        return x.mean(dim=self.dims, keepdim=True)
+
+    def extra_repr(self) -> str:
+        return f"dims={self.dims}"
+
+
+# TFLite NHWC axis -> our NCHW axis.
+_NCHW_AXIS = {0: 0, 1: 2, 2: 3, 3: 1}
+
+
+def _same_pads(size: int, kernel: int, stride: int, dilation: int) -> tuple[int, int]:
+    """TensorFlow "SAME": output ceil(size / stride); any odd pixel of padding goes after."""
+    span = (kernel - 1) * dilation + 1
+    total = max((-(-size // stride) - 1) * stride + span - size, 0)
+    return total // 2, total - total // 2
+
+
+def _conv(op: Op, graph: TfliteGraph, depthwise: bool) -> nn.Module:
+    _, height, width, channels = graph.shapes[op.inputs[0]]
+    kernel = torch.from_numpy(graph.constants[op.inputs[1]])
+    # CONV_2D kernels are [out, kh, kw, in]; DEPTHWISE_CONV_2D ones [1, kh, kw, in * multiplier].
+    weight = kernel.permute(3, 0, 1, 2) if depthwise else kernel.permute(0, 3, 1, 2)
+    (kh, kw), (sh, sw), (dh, dw) = weight.shape[2:], op.options["stride"], op.options["dilation"]
+    groups = channels if depthwise else 1
+    conv = nn.Conv2d(channels, weight.shape[0], (kh, kw), (sh, sw), dilation=(dh, dw), groups=groups)
+    conv.weight.data.copy_(weight)
+    conv.bias.data.copy_(torch.from_numpy(graph.constants[op.inputs[2]]))
+    if op.options["padding"] == "VALID":
+        return conv
+    top, bottom = _same_pads(height, kh, sh, dh)
+    left, right = _same_pads(width, kw, sw, dw)
+    if (top, left) == (bottom, right):
+        conv.padding = (top, left)
+        return conv
+    # Asymmetric (stride 2): an explicit Pad keeps the exported Conv a plain symmetric one.
+    return nn.Sequential(ZeroPad(left, right, top, bottom), conv)
+
+
+def _transpose_conv(op: Op, graph: TfliteGraph) -> nn.Module:
+    # MediaPipe's Convolution2DTransposeBias: kernel [out, kh, kw, in], bias as third input.
+    kernel = torch.from_numpy(graph.constants[op.inputs[1]])
+    out_channels, kh, kw, in_channels = kernel.shape
+    if (kh, kw) != op.options["stride"]:
+        # With kernel == stride every input pixel fills its own output block: no padding either
+        # way, so "SAME" and "VALID" agree. Other shapes would need TF's crop rules.
+        raise NotImplementedError(f"transpose conv kernel {(kh, kw)} != stride {op.options['stride']}")
+    deconv = nn.ConvTranspose2d(in_channels, out_channels, (kh, kw), (kh, kw))
+    deconv.weight.data.copy_(kernel.permute(3, 0, 1, 2))
+    deconv.bias.data.copy_(torch.from_numpy(graph.constants[op.inputs[2]]))
+    return deconv
+
+
+def _resize(op: Op, graph: TfliteGraph) -> nn.Module:
+    if not op.options["half_pixel_centers"] or op.options["align_corners"]:
+        raise NotImplementedError(f"RESIZE_BILINEAR with options {op.options}")
+    _, height, width, _ = graph.shapes[op.inputs[0]]
+    out_height, out_width = (int(s) for s in graph.constants[op.inputs[1]])
+    if out_height % height or out_width % width:
+        raise NotImplementedError(f"RESIZE_BILINEAR {height}x{width} -> {out_height}x{out_width}")
+    # An integer scale (not a size) exports as a Resize with constant scales and static shapes;
+    # a size is exported as one computed from Shape at run time.
+    scale = (float(out_height // height), float(out_width // width))
+    # align_corners=False is TensorFlow's half_pixel_centers mapping.
+    return nn.Upsample(scale_factor=scale, mode="bilinear", align_corners=False)
+
+
+def _avg_pool(op: Op, graph: TfliteGraph) -> nn.Module:
+    if op.options["padding"] != "VALID":  # TFLite's SAME average excludes the padding
+        raise NotImplementedError("AVERAGE_POOL_2D with SAME padding")
+    return nn.AvgPool2d(op.options["filter"], op.options["stride"])
+
+
+def _mean(op: Op, graph: TfliteGraph) -> nn.Module:
+    if not op.options["keep_dims"]:
+        raise NotImplementedError("MEAN without keep_dims")
+    return Mean(tuple(sorted(_NCHW_AXIS[int(a)] for a in graph.constants[op.inputs[1]])))
+
+
+_BUILDERS = {
+    "CONV_2D": lambda op, g: _conv(op, g, depthwise=False),
+    "DEPTHWISE_CONV_2D": lambda op, g: _conv(op, g, depthwise=True),
+    "Convolution2DTransposeBias": _transpose_conv,
+    "RESIZE_BILINEAR": _resize,
+    "AVERAGE_POOL_2D": _avg_pool,
+    "MEAN": _mean,
+    "HARD_SWISH": lambda op, g: nn.Hardswish(),
+    "RELU": lambda op, g: nn.ReLU(),
+    "LOGISTIC": lambda op, g: nn.Sigmoid(),
+    "ADD": lambda op, g: Add(),
+    "MUL": lambda op, g: Mul(),
+}
+
+
+class SelfieSegmenter(nn.Module):
+    """One MediaPipe selfie segmentation network, executed op by op as in its .tflite."""
+
+    def __init__(self, graph: TfliteGraph):
+        super().__init__()
+        if len(graph.inputs) != 1 or len(graph.outputs) != 1:
+            raise ValueError("expected a graph with one input and one output")
+        self._input, self._output = graph.inputs[0], graph.outputs[0]
+        _, height, width, _ = graph.shapes[self._input]
+        self.input_size = (height, width)
+        self.layers = nn.ModuleDict()
+        self._steps: list[tuple[str, tuple[int, ...], int]] = []  # (layer, activations in, out)
+        available = {self._input}
+        for op in graph.ops:
+            if op.name not in _BUILDERS:
+                raise NotImplementedError(f"tflite op {op.name} is not supported")
+            if op.options.get("activation", "NONE") != "NONE":
+                raise NotImplementedError(f"{op.name} with fused {op.options['activation']}")
+            key = re.sub(r"\W", "_", graph.names[op.outputs[0]])
+            if key in self.layers:
+                raise ValueError(f"duplicate tensor name {key!r}")
+            activations = tuple(i for i in op.inputs if i not in graph.constants)
+            if not set(activations) <= available:
+                raise ValueError(f"{op.name} -> {key}: reads a tensor no earlier op produced")
+            self.layers[key] = _BUILDERS[op.name](op, graph)
+            self._steps.append((key, activations, op.outputs[0]))
+            available.add(op.outputs[0])
+        self.eval()
+
+    @classmethod
+    def from_tflite(cls, path: str | Path) -> SelfieSegmenter:
+        return cls(read_tflite(path))
+
+    @classmethod
+    def from_variant(cls, variant: str, wheel: str | Path | None = None) -> SelfieSegmenter:
+        return cls.from_tflite(find_selfie_tflite(variant, wheel))
+
+    def forward(self, image: torch.Tensor) -> torch.Tensor:
+        """image: float32 [N, H, W, 3] RGB in [0, 1] -> [N, H, W, 1] foreground probability."""
+        values = {self._input: image.permute(0, 3, 1, 2)}
+        for key, inputs, output in self._steps:
+            values[output] = self.layers[key](*(values[i] for i in inputs))
+        return values[self._output].permute(0, 2, 3, 1)

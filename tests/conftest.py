@@ -1,0 +1,69 @@
+"""Shared fixtures: a real camfx server on a loopback port, real photographs, clips."""
+
+from __future__ import annotations
+
+import socket
+
+import numpy as np
+import pytest
+import pytest_asyncio
+from aiohttp import web
+
+from camfx.engine import yuv
+from camfx.engine.server import ENGINE, ServerConfig, create_app
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+class RunningServer:
+    def __init__(self, app: web.Application, url: str):
+        self.app, self.url = app, url
+
+    @property
+    def engine(self):
+        return self.app[ENGINE]
+
+
+async def start_server(config: ServerConfig | None = None, pipeline_factory=None):
+    config = config or ServerConfig()
+    config.port = free_port()
+    app = create_app(config, pipeline_factory)
+    runner = web.AppRunner(app)
+    await runner.setup()
+    await web.TCPSite(runner, "127.0.0.1", config.port).start()
+    return runner, RunningServer(app, f"http://127.0.0.1:{config.port}")
+
+
+@pytest_asyncio.fixture
+async def server():
+    runner, running = await start_server()
+    yield running
+    await runner.cleanup()
+
+
+@pytest.fixture(scope="session")
+def portrait_rgb() -> np.ndarray:
+    """A real photograph of a person (matplotlib's Grace Hopper sample), 480x640 RGB."""
+    import cv2
+    from matplotlib import cbook
+
+    with cbook.get_sample_data("grace_hopper.jpg") as f:
+        data = np.frombuffer(f.read(), dtype=np.uint8)
+    rgb = cv2.cvtColor(cv2.imdecode(data, cv2.IMREAD_COLOR), cv2.COLOR_BGR2RGB)
+    return cv2.resize(rgb, (640, 480), interpolation=cv2.INTER_AREA)
+
+
+@pytest.fixture(scope="session")
+def portrait(portrait_rgb) -> np.ndarray:
+    return yuv.from_rgb(portrait_rgb)
+
+
+@pytest.fixture(scope="session")
+def clip_640():
+    from camfx.bench.clip import person_clip
+
+    return person_clip(640, 480, 30)

@@ -1,0 +1,105 @@
+"""Effects and mask refinement on ndarrays: pixels change where they should and nowhere else."""
+
+import numpy as np
+import pytest
+
+from camfx.engine import effects, yuv
+from camfx.engine.mask import MaskRefiner, guided_filter, work_size
+
+
+def textured(h=240, w=320, seed=0):
+    rng = np.random.default_rng(seed)
+    return yuv.from_rgb(rng.integers(0, 256, (h, w, 3), dtype=np.uint8))
+
+
+def left_half_alpha(h=60, w=80):
+    alpha = np.zeros((h, w), np.float32)
+    alpha[:, : w // 2] = 1.0
+    return alpha
+
+
+def test_planes_are_views_of_the_frame():
+    frame = yuv.empty(4, 6)
+    y, u, v = yuv.planes(frame)
+    assert (y.shape, u.shape, v.shape) == ((4, 6), (2, 3), (2, 3))
+    u[...] = 7
+    assert (frame[4:5].ravel()[:6] == 7).all()
+
+
+def test_composite_takes_foreground_where_alpha_is_one_and_background_where_zero():
+    fg, bg = textured(seed=1), textured(seed=2)
+    out = effects.composite(fg, bg, left_half_alpha())
+    for o, f, b in zip(yuv.planes(out), yuv.planes(fg), yuv.planes(bg)):
+        w = o.shape[1]
+        margin = w // 8  # the bilinear alpha edge
+        assert np.array_equal(o[:, : w // 2 - margin], f[:, : w // 2 - margin])
+        assert np.array_equal(o[:, w // 2 + margin :], b[:, w // 2 + margin :])
+
+
+def test_blur_changes_background_and_keeps_person():
+    frame = textured()
+    out = effects.composite(frame, effects.blurred(frame, 12), left_half_alpha())
+    y_in, y_out = yuv.planes(frame)[0].astype(int), yuv.planes(out)[0].astype(int)
+    assert np.abs(y_out[:, :120] - y_in[:, :120]).max() == 0  # person untouched
+    assert np.abs(y_out[:, 200:] - y_in[:, 200:]).mean() > 30  # noise background smoothed away
+    assert y_out[:, 200:].std() < y_in[:, 200:].std() / 4
+
+
+def test_blur_strength_scales_the_blur():
+    frame = textured()
+    weak, strong = effects.blurred(frame, 2), effects.blurred(frame, 30)
+    assert yuv.planes(strong)[0].std() < yuv.planes(weak)[0].std()
+
+
+@pytest.mark.parametrize("rgb", [(0, 255, 0), (255, 0, 255), (47, 93, 138)])
+def test_solid_background_has_the_key_colour(rgb):
+    out = effects.composite(textured(), effects.solid(240, 320, rgb), left_half_alpha())
+    back = yuv.to_rgb(out)[:, 200:].reshape(-1, 3).astype(int)
+    assert np.abs(back - rgb).max() <= 3  # I420 round trip of a flat colour
+
+
+def test_cover_fills_without_distortion():
+    image = np.zeros((100, 400, 3), np.uint8)
+    image[:, 150:250] = 255  # a white band in the middle
+    out = yuv.to_rgb(effects.cover(image, 120, 160))
+    assert out.shape == (120, 160, 3)
+    # the 4:1 image is cropped to 4:3 around its centre: the band now spans the middle 5/8
+    assert out[:, 80].mean() > 240 and out[:, 5].mean() < 15
+
+
+def test_toon_flattens_colours_and_keeps_size():
+    frame = textured()
+    out = effects.toon(frame, smoothing=2, edges=0.6)
+    assert out.shape == frame.shape
+    assert len(np.unique(yuv.planes(out)[0])) < len(np.unique(yuv.planes(frame)[0]))
+
+
+def test_work_size_never_below_model_resolution():
+    assert work_size((720, 1280), (144, 256)) == (180, 320)
+    assert work_size((240, 320), (144, 256)) == (144, 192)
+
+
+def test_threshold_mode_is_binary_without_feather():
+    prob = np.linspace(0, 1, 144 * 256, dtype=np.float32).reshape(144, 256)
+    alpha = MaskRefiner().refine(prob, textured(576, 1024), mode="threshold", threshold=0.5, feather=0)
+    assert set(np.unique(alpha)) == {0.0, 1.0}
+
+
+def test_temporal_smoothing_blends_with_previous_mask():
+    refiner, frame = MaskRefiner(), textured()
+    ones, zeros = np.ones((144, 256), np.float32), np.zeros((144, 256), np.float32)
+    refiner.refine(ones, frame)
+    assert np.allclose(refiner.refine(zeros, frame, smoothing=0.5), 0.5, atol=1e-3)
+    refiner.reset()
+    assert np.allclose(refiner.refine(zeros, frame, smoothing=0.5), 0.0)
+
+
+def test_guided_filter_snaps_a_coarse_mask_to_image_edges():
+    guide = np.zeros((100, 100), np.float32)
+    guide[:, 50:] = 1.0  # an image edge at column 50
+    coarse = np.zeros((100, 100), np.float32)
+    coarse[:, 40:] = 1.0  # a mask edge 10 px off
+    snapped = guided_filter(guide, coarse, radius=12, eps=1e-4)
+    # the mask now changes where the image does
+    profile = snapped[50]
+    assert np.argmax(np.diff(profile)) in (48, 49, 50)
