@@ -63,7 +63,7 @@ class Received:
 
     arrivals: list[float] = field(default_factory=list)
     latencies: list[float] = field(default_factory=list)
-    last_frames: list[np.ndarray] = field(default_factory=list)
+    last_frames: list[tuple[int | None, np.ndarray]] = field(default_factory=list)  # (input id, I420)
     keep_frames: int = 4
 
 
@@ -117,11 +117,11 @@ class ClientPeer:
                 now = time.perf_counter()
                 got.arrivals.append(now)
                 image = frame.to_ndarray(format="yuv420p")
-                if self.read_ids:
-                    sent = self.camera.sent_at.get(probe.read(image))
-                    if sent is not None:
-                        got.latencies.append(now - sent)
-                got.last_frames.append(image)
+                frame_id = probe.read(image) if self.read_ids else None
+                sent = self.camera.sent_at.get(frame_id) if frame_id is not None else None
+                if sent is not None:
+                    got.latencies.append(now - sent)
+                got.last_frames.append((frame_id if sent is not None else None, image))
                 del got.last_frames[: -got.keep_frames]
         except MediaStreamError:
             return

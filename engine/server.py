@@ -35,6 +35,7 @@ class ServerConfig:
     port: int = 8080
     max_sessions: int = 4
     model_threads: int = 1
+    connect_timeout: float = 30.0  # seconds for a peer to connect before its session is dropped
     workers: int = field(default_factory=lambda: max(2, os.cpu_count() or 2))
     defaults: Params = field(default_factory=Params)
 
@@ -134,7 +135,7 @@ async def offer(request: web.Request) -> web.Response:
     pc = RTCPeerConnection()
     session = Session(
         uuid.uuid4().hex, pc, params, engine.new_pipeline(), engine.executor, engine.metrics, engine.forget,
-        check_params=engine.check_params,
+        check_params=engine.check_params, connect_timeout=engine.config.connect_timeout,
     )
     engine.sessions[session.id] = session
     engine.metrics.sessions.set(len(engine.sessions))

@@ -30,7 +30,6 @@ from .tracks import ProcessedTrack
 
 log = logging.getLogger("camfx.session")
 
-CONNECT_TIMEOUT_S = 30.0  # a peer that never connects is dropped
 STATS_INTERVAL_S = 1.0
 
 
@@ -73,6 +72,7 @@ class Session:
         metrics: Metrics,
         on_closed: Callable[["Session"], None],
         check_params: Callable[[Params], None] = lambda params: None,
+        connect_timeout: float = 30.0,
     ):
         self.id = session_id
         self.pc = pc
@@ -88,6 +88,7 @@ class Session:
         self._metrics = metrics
         self._on_closed = on_closed
         self._check_params = check_params
+        self._connect_timeout = connect_timeout
         self._tasks: set[asyncio.Task] = set()
         self._channel: RTCDataChannel | None = None
         self._in_rate, self._out_rate = RateMeter(), RateMeter()
@@ -240,7 +241,7 @@ class Session:
             await self.close()
 
     async def _close_if_never_connected(self) -> None:
-        await asyncio.sleep(CONNECT_TIMEOUT_S)
+        await asyncio.sleep(self._connect_timeout)
         if self.pc.connectionState != "connected":
             log.info("session %s: peer never connected; closing", self.id)
             self._spawn(self.close())

@@ -1,0 +1,207 @@
+"""Real WebRTC: an aiortc client peer sends a moving-person clip to a real camfx server over
+loopback and checks the processed frames that come back."""
+
+import asyncio
+import gc
+import threading
+import time
+import weakref
+
+import numpy as np
+import pytest
+from aiortc import RTCPeerConnection
+
+from camfx.bench.peer import ClientPeer, SyntheticCamera
+from camfx.engine import yuv
+from camfx.engine.pipeline import Pipeline, default_pipeline
+from camfx.engine.segmenter import Segmenters
+from camfx.engine.server import ServerConfig
+
+from .conftest import start_server
+
+pytestmark = pytest.mark.timeout(120)
+
+
+def regions(clip, frame_id, segmenter):
+    """Boolean (person, background) luma masks of input frame `frame_id`, from the model."""
+    frame = clip[frame_id % len(clip)]
+    h, w = yuv.frame_size(frame)
+    import cv2
+
+    prob = cv2.resize(segmenter(frame), (w, h))
+    person, background = prob > 0.95, prob < 0.05
+    person[:32], background[:32] = False, False  # probe rows
+    return person, background
+
+
+async def connect(server, clip, params, codec="VP8"):
+    peer = ClientPeer(SyntheticCamera(clip), codec=codec)
+    await peer.connect(server.url, params)
+    await peer.wait_frames(20)
+    return peer
+
+
+async def matched_frame(peer):
+    """The newest received frame whose input id is known, after letting a few more arrive."""
+    await peer.wait_frames(len(peer.received.arrivals) + 5)
+    for frame_id, image in reversed(peer.received.last_frames):
+        if frame_id is not None:
+            return frame_id, image
+    raise AssertionError("no received frame carried a readable id")
+
+
+@pytest.fixture(scope="module")
+def segmenter():
+    return Segmenters().get("landscape")
+
+
+@pytest.mark.parametrize("codec", ["VP8", "H264"])
+async def test_remove_keys_the_background_and_keeps_the_person(server, clip_640, segmenter, codec):
+    peer = await connect(server, clip_640, {"effect": "remove", "probe": True, "key_color": "#00ff00"}, codec)
+    try:
+        frame_id, out = await matched_frame(peer)
+        person, background = regions(clip_640, frame_id, segmenter)
+        inp = yuv.planes(clip_640[frame_id % len(clip_640)])[0].astype(int)
+        luma = yuv.planes(out)[0].astype(int)
+        green_y = yuv.colour((0, 255, 0))[0]
+        assert np.abs(luma[background] - green_y).mean() < 8  # keyed (codec noise only)
+        assert np.abs(luma[person] - inp[person]).mean() < 8  # the person's own pixels
+        rgb = yuv.to_rgb(out)
+        g = rgb[background].astype(int)
+        assert (g[:, 1] - g[:, 0]).mean() > 150 and (g[:, 1] - g[:, 2]).mean() > 150
+    finally:
+        await peer.close()
+
+
+async def test_effects_switch_live_without_renegotiation(server, clip_640, segmenter):
+    peer = await connect(server, clip_640, {"effect": "none", "probe": True})
+    try:
+        frame_id, out = await matched_frame(peer)
+        _, background = regions(clip_640, frame_id, segmenter)
+        inp = yuv.planes(clip_640[frame_id % len(clip_640)])[0].astype(int)
+        assert np.abs(yuv.planes(out)[0].astype(int)[background] - inp[background]).mean() < 8
+
+        # over the control data channel
+        peer.control.send('{"effect": "replace", "background": "color", "background_color": "#ff00ff"}')
+        await asyncio.sleep(0.5)
+        assert peer.control_messages[-1]["type"] in ("params", "stats")
+        frame_id, out = await matched_frame(peer)
+        _, background = regions(clip_640, frame_id, segmenter)
+        magenta = yuv.to_rgb(out)[background].astype(int)
+        assert (magenta[:, 0] - magenta[:, 1]).mean() > 150
+
+        # a bad message is refused on the channel and changes nothing
+        peer.control.send('{"effect": "sepia"}')
+        await asyncio.sleep(0.3)
+        errors = [m for m in peer.control_messages if m["type"] == "error"]
+        assert errors and errors[-1]["errors"][0]["field"] == "effect"
+        assert server.engine.sessions[peer.session_id].params.effect == "replace"
+
+        # over HTTP: blur smooths the textured background
+        import aiohttp
+
+        async with aiohttp.ClientSession() as http:
+            async with http.post(f"{server.url}/sessions/{peer.session_id}/params", json={"effect": "blur", "blur_strength": 30}) as r:
+                assert r.status == 200
+        await asyncio.sleep(0.3)
+        frame_id, out = await matched_frame(peer)
+        _, background = regions(clip_640, frame_id, segmenter)
+        inp = yuv.planes(clip_640[frame_id % len(clip_640)])[0].astype(float)
+        got = yuv.planes(out)[0].astype(float)
+        import cv2
+
+        def texture(x):  # mean high-frequency energy inside the background
+            return np.abs(x - cv2.blur(x, (7, 7)))[background].mean()
+
+        assert texture(got) < texture(inp) / 3
+        stats = [m for m in peer.control_messages if m["type"] == "stats"]
+        assert stats and stats[-1]["effect"] == "blur"
+    finally:
+        await peer.close()
+
+
+class SlowStage:
+    """Stands in for an effect far slower than the camera."""
+
+    name = "slow"
+
+    def __init__(self, seconds: float):
+        self.seconds = seconds
+
+    def __call__(self, work) -> None:
+        time.sleep(self.seconds)
+
+
+async def test_latency_stays_flat_when_the_pipeline_is_slower_than_the_camera(clip_640):
+    slow = 0.15  # 150 ms per frame against a 33 ms camera interval
+    holder = {}
+
+    def factory():
+        pipeline = default_pipeline(holder["engine"].segmenters, holder["engine"].backgrounds)
+        return Pipeline([*pipeline.stages, SlowStage(slow)])
+
+    runner, server = await start_server(ServerConfig(), factory)
+    holder["engine"] = server.engine
+    peer = ClientPeer(SyntheticCamera(clip_640))
+    try:
+        await peer.connect(server.url, {"effect": "blur", "probe": True})
+        await peer.wait_frames(10, timeout=30)
+        await asyncio.sleep(6)
+        lat = np.array(peer.received.latencies)
+        session = server.engine.sessions[peer.session_id]
+        stats = session.stats()
+        # Latency is bounded by one slow frame plus transport, and does not grow over time.
+        early, late = np.median(lat[: len(lat) // 3]), np.median(lat[-len(lat) // 3 :])
+        assert late < 0.6, f"late median latency {late:.3f}s"
+        assert late < early + 0.1, f"latency grew from {early:.3f}s to {late:.3f}s"
+        # Frames were dropped and counted, nothing queued, and the output kept its pace.
+        assert stats["frames_dropped"] > stats["frames_in"] / 2
+        assert stats["deadline_misses"] > 0
+        assert not session.inbox.pending or session.inbox.dropped > 0
+        out_rate = len([t for t in peer.received.arrivals if t > peer.received.arrivals[-1] - 3]) / 3
+        assert out_rate > 15, f"output fps {out_rate:.1f}"
+    finally:
+        await peer.close()
+        await runner.cleanup()
+
+
+async def test_sessions_free_everything_when_peers_leave(clip_640):
+    runner, server = await start_server(ServerConfig(max_sessions=2, connect_timeout=1.5))
+    try:
+        await asyncio.sleep(0.2)
+        gc.collect()
+        tasks_before = len(asyncio.all_tasks())
+        server_pcs = []  # weak references to the server side of every peer connection
+        for _ in range(6):  # peers that connect, stream, then hang up
+            peer = await connect(server, clip_640[:4], {"effect": "blur"})
+            server_pcs.append(weakref.ref(server.engine.sessions[peer.session_id].pc))
+            await peer.close()
+        # a peer that sends an offer and vanishes without ever connecting
+        ghost = RTCPeerConnection()
+        ghost.addTransceiver("video", direction="sendrecv")
+        await ghost.setLocalDescription(await ghost.createOffer())
+        import aiohttp
+
+        async with aiohttp.ClientSession() as http:
+            async with http.post(f"{server.url}/offer", json={"sdp": ghost.localDescription.sdp, "type": "offer"}) as r:
+                assert r.status == 200
+                server_pcs.append(weakref.ref(server.engine.sessions[(await r.json())["session_id"]].pc))
+        await ghost.close()
+
+        deadline = time.perf_counter() + 10
+        while server.engine.sessions and time.perf_counter() < deadline:
+            await asyncio.sleep(0.1)
+        assert server.engine.sessions == {}
+        await asyncio.sleep(1.0)  # let aiortc's own threads wind down
+        gc.collect()
+        assert len(asyncio.all_tasks()) <= tasks_before
+        # Threads left are only those of bounded pools: asyncio's default executor (aiortc
+        # encodes there) and camfx's worker pool. Nothing per session survives.
+        names = [t.name for t in threading.enumerate() if t is not threading.main_thread()]
+        assert all(n.startswith(("asyncio_", "camfx-worker")) for n in names), names
+        assert len([n for n in names if n.startswith("camfx-worker")]) <= server.engine.config.workers
+        assert [ref for ref in server_pcs if ref() is not None] == []
+        metrics = server.engine.metrics
+        assert metrics.sessions._value.get() == 0
+    finally:
+        await runner.cleanup()
