@@ -61,8 +61,9 @@ class SyntheticCamera(MediaStreamTrack):
 class Received:
     """What came back: arrival times, glass-to-glass latencies (s) and the last frames."""
 
-    arrivals: list[float] = field(default_factory=list)
-    latencies: list[float] = field(default_factory=list)
+    arrivals: list[float] = field(default_factory=list)  # every frame, repeats included
+    fresh: list[float] = field(default_factory=list)  # frames made from an input not seen before
+    latencies: list[float] = field(default_factory=list)  # one per fresh frame
     last_frames: list[tuple[int | None, np.ndarray]] = field(default_factory=list)  # (input id, I420)
     keep_frames: int = 4
 
@@ -111,6 +112,7 @@ class ClientPeer:
 
     async def _read(self, track) -> None:
         got = self.received
+        last_id = None
         try:
             while True:
                 frame = await track.recv()
@@ -119,8 +121,10 @@ class ClientPeer:
                 image = frame.to_ndarray(format="yuv420p")
                 frame_id = probe.read(image) if self.read_ids else None
                 sent = self.camera.sent_at.get(frame_id) if frame_id is not None else None
-                if sent is not None:
+                if sent is not None and frame_id != last_id:  # a repeat is not a new latency sample
+                    got.fresh.append(now)
                     got.latencies.append(now - sent)
+                last_id = frame_id
                 got.last_frames.append((frame_id if sent is not None else None, image))
                 del got.last_frames[: -got.keep_frames]
         except MediaStreamError:

@@ -1,0 +1,89 @@
+"""`camfx bench engine`: the pipeline's compute per frame, per stage, without WebRTC.
+
+Feeds the synthetic person clip through the same Pipeline sessions use and reports median and
+p95 per stage and in total, per effect and frame size, with `none` as the same-run baseline.
+"""
+
+from __future__ import annotations
+
+import argparse
+import time
+from pathlib import Path
+
+from camfx.engine.backgrounds import Backgrounds
+from camfx.engine.params import Params
+from camfx.engine.pipeline import Work, default_pipeline
+from camfx.engine.segmenter import Segmenters
+
+from .clip import person_clip
+from .stats import machine, summary_ms, write_json
+
+
+def run(sizes: list[tuple[int, int]], effects: list[str], frames: int, model: str, threads: int) -> dict:
+    segmenters, backgrounds = Segmenters(threads=threads), Backgrounds()
+    results = []
+    for width, height in sizes:
+        clip = person_clip(width, height, 60)
+        for effect in effects:
+            pipeline = default_pipeline(segmenters, backgrounds)
+            params = Params(effect=effect, model=model)
+            per_stage: dict[str, list[float]] = {}
+            totals = []
+            for i in range(frames + 20):
+                work = Work(image=clip[i % len(clip)], params=params, t_recv=time.perf_counter())
+                pipeline.process(work)
+                if i < 20:  # warm-up: first runs allocate and fill caches
+                    continue
+                for stage, seconds in work.timings.items():
+                    per_stage.setdefault(stage, []).append(seconds)
+                totals.append(sum(work.timings.values()))
+            row = {
+                "size": f"{width}x{height}", "effect": effect, "model": model,
+                "total_ms": summary_ms(totals),
+                "stages_ms": {k: summary_ms(v) for k, v in per_stage.items()},
+            }
+            results.append(row)
+            t = row["total_ms"]
+            print(f"{row['size']:>9} {effect:>8}: total p50 {t['p50']:6.2f} ms  p95 {t['p95']:6.2f} ms  "
+                  + "  ".join(f"{k} {v['p50']:.2f}" for k, v in row["stages_ms"].items()), flush=True)
+    return {"benchmark": "engine", "machine": machine(), "frames": frames, "model_threads": threads, "results": results}
+
+
+def plot(data: dict, path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    rows = data["results"]
+    labels = [f"{r['effect']}\n{r['size']}" for r in rows]
+    stages = sorted({s for r in rows for s in r["stages_ms"]}, key=["segment", "refine", "effect"].index)
+    fig, ax = plt.subplots(figsize=(max(6, len(rows) * 0.9), 4))
+    bottom = [0.0] * len(rows)
+    for stage in stages:
+        values = [r["stages_ms"].get(stage, {}).get("p50", 0.0) for r in rows]
+        ax.bar(labels, values, bottom=bottom, label=stage)
+        bottom = [b + v for b, v in zip(bottom, values)]
+    ax.plot(labels, [r["total_ms"]["p95"] for r in rows], "k_", markersize=20, label="total p95")
+    ax.set_ylabel("ms per frame (median, stacked)")
+    ax.set_title(f"camfx engine compute per frame ({data['machine']['cores']} cores)")
+    ax.legend()
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+
+
+def main(argv: list[str]) -> int:
+    parser = argparse.ArgumentParser(prog="camfx bench engine", description=__doc__)
+    parser.add_argument("--sizes", nargs="+", default=["640x480", "1280x720"])
+    parser.add_argument("--effects", nargs="+", default=["none", "blur", "replace", "remove", "toon"])
+    parser.add_argument("--frames", type=int, default=300)
+    parser.add_argument("--model", default="landscape", choices=["general", "landscape"])
+    parser.add_argument("--model-threads", type=int, default=1)
+    parser.add_argument("--out", type=Path, default=Path("bench/results"))
+    args = parser.parse_args(argv)
+    sizes = [tuple(int(v) for v in s.split("x")) for s in args.sizes]
+    data = run(sizes, args.effects, args.frames, args.model, args.model_threads)
+    print("wrote", write_json(args.out / "engine.json", data))
+    plot(data, args.out / "engine.png")
+    print("wrote", args.out / "engine.png")
+    return 0

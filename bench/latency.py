@@ -1,0 +1,170 @@
+"""`camfx bench latency`: glass-to-glass latency and received fps over real WebRTC.
+
+A real aiortc client sends the synthetic moving-person clip (frame ids stamped in the probe
+rows) to a camfx server, and, in the same run, to a plain aiortc echo server as the baseline.
+Both servers run as their own processes on loopback. For every codec x size x effect it reports
+received fps and latency p50 / p95 / p99 from a frame's creation at the client to its decoded
+return, and writes JSON and a PNG plot.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import aiohttp
+
+from .clip import person_clip
+from .peer import ClientPeer, SyntheticCamera
+from .stats import machine, summary_ms, write_json
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+async def _wait_http(url: str, timeout: float = 60.0) -> None:
+    deadline = time.perf_counter() + timeout
+    async with aiohttp.ClientSession() as http:
+        while True:
+            try:
+                async with http.get(url) as resp:
+                    if resp.status < 500:
+                        return
+            except aiohttp.ClientError:
+                pass
+            if time.perf_counter() > deadline:
+                raise TimeoutError(f"{url} did not come up")
+            await asyncio.sleep(0.2)
+
+
+class Server:
+    """A server process on a free loopback port, stopped on exit."""
+
+    def __init__(self, args: list[str], probe_path: str):
+        self.port = _free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        self._args, self._probe = [*args, "--port", str(self.port)], probe_path
+        self._proc: subprocess.Popen | None = None
+
+    async def __aenter__(self) -> "Server":
+        self._proc = subprocess.Popen([sys.executable, *self._args], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        await _wait_http(self.url + self._probe)
+        return self
+
+    async def __aexit__(self, *exc) -> None:
+        assert self._proc is not None
+        self._proc.terminate()
+        try:
+            self._proc.wait(10)
+        except subprocess.TimeoutExpired:
+            self._proc.kill()
+
+
+async def measure(url: str, clip, codec: str, params: dict | None, seconds: float, warmup: float, fps: float) -> dict:
+    peer = ClientPeer(SyntheticCamera(clip, fps=fps), codec=codec)
+    try:
+        await peer.connect(url, params)
+        await peer.wait_frames(5, timeout=30)
+        await asyncio.sleep(warmup)
+        got = peer.received
+        start_arrivals, start_fresh = len(got.arrivals), len(got.fresh)
+        t0 = time.perf_counter()
+        await asyncio.sleep(seconds)
+        elapsed = time.perf_counter() - t0
+        arrivals = len(got.arrivals) - start_arrivals
+        fresh = len(got.fresh) - start_fresh
+        latencies = got.latencies[start_fresh:]
+        server_stats = None
+        if peer.session_id:
+            async with aiohttp.ClientSession() as http:
+                async with http.get(f"{url}/sessions/{peer.session_id}") as resp:
+                    server_stats = await resp.json()
+        return {
+            "fps": round(arrivals / elapsed, 1),  # what the viewer sees, repeats included
+            "fresh_fps": round(fresh / elapsed, 1),  # distinct input frames that came back
+            "latency_ms": summary_ms(latencies),
+            "server": server_stats,
+        }
+    finally:
+        await peer.close()
+
+
+async def run(args) -> dict:
+    results = []
+    camfx_cmd = ["-m", "camfx.engine.cli", "serve", "--log-level", "WARNING", "--max-sessions", "1"]
+    echo_cmd = ["-m", "camfx.bench.echo"]
+    async with Server(echo_cmd, "/offer") as echo, Server(camfx_cmd, "/healthz") as camfx:
+        for size in args.sizes:
+            width, height = (int(v) for v in size.split("x"))
+            clip = person_clip(width, height, 60)
+            for codec in args.codecs:
+                configs = [("echo", echo.url, None)] + [
+                    (effect, camfx.url, {"effect": effect, "probe": True}) for effect in args.effects
+                ]
+                for name, url, params in configs:
+                    row = await measure(url, clip, codec, params, args.seconds, args.warmup, args.fps)
+                    row.update(size=size, codec=codec, config=name)
+                    results.append(row)
+                    lat = row["latency_ms"]
+                    engine = ""
+                    if row["server"]:
+                        stages = row["server"]["stage_ms"]
+                        engine = f"  engine {sum(stages.values()):.1f} ms ({row['server']['quality']})"
+                        engine += f"  dropped {row['server']['frames_dropped']}  misses {row['server']['deadline_misses']}"
+                    print(f"{size:>9} {codec:>4} {name:>8}: {row['fps']:5.1f} fps ({row['fresh_fps']:4.1f} fresh)  "
+                          f"p50 {lat.get('p50', float('nan')):6.1f}  p95 {lat.get('p95', float('nan')):6.1f}  "
+                          f"p99 {lat.get('p99', float('nan')):6.1f} ms{engine}", flush=True)
+    return {
+        "benchmark": "latency", "machine": machine(), "seconds": args.seconds, "camera_fps": args.fps,
+        "results": results,
+    }
+
+
+def plot(data: dict, path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    rows = data["results"]
+    groups = sorted({(r["size"], r["codec"]) for r in rows}, key=lambda g: (int(g[0].split("x")[0]), g[1]))
+    configs = list(dict.fromkeys(r["config"] for r in rows))
+    fig, ax = plt.subplots(figsize=(10, 4.5))
+    width = 0.8 / len(configs)
+    for i, config in enumerate(configs):
+        p50 = [next((r["latency_ms"].get("p50", 0) for r in rows if (r["size"], r["codec"]) == g and r["config"] == config), 0) for g in groups]
+        p95 = [next((r["latency_ms"].get("p95", 0) for r in rows if (r["size"], r["codec"]) == g and r["config"] == config), 0) for g in groups]
+        xs = [j + i * width for j in range(len(groups))]
+        ax.bar(xs, p50, width, label=f"{config} p50")
+        ax.scatter(xs, p95, marker="_", s=200, color="black")
+    ax.set_xticks([j + 0.4 - width / 2 for j in range(len(groups))], [f"{s} {c}" for s, c in groups])
+    ax.set_ylabel("glass-to-glass ms (bar p50, tick p95)")
+    ax.set_title(f"camfx vs plain aiortc echo, loopback, {data['machine']['cores']} cores")
+    ax.legend(fontsize=8, ncol=len(configs))
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+
+
+def main(argv: list[str]) -> int:
+    parser = argparse.ArgumentParser(prog="camfx bench latency", description=__doc__)
+    parser.add_argument("--sizes", nargs="+", default=["640x480", "1280x720"])
+    parser.add_argument("--codecs", nargs="+", default=["VP8", "H264"], choices=["VP8", "H264"])
+    parser.add_argument("--effects", nargs="+", default=["none", "blur", "replace"])
+    parser.add_argument("--seconds", type=float, default=10.0, help="measured seconds per configuration")
+    parser.add_argument("--warmup", type=float, default=3.0)
+    parser.add_argument("--fps", type=float, default=30.0)
+    parser.add_argument("--out", type=Path, default=Path("bench/results"))
+    args = parser.parse_args(argv)
+    data = asyncio.run(run(args))
+    print("wrote", write_json(args.out / "latency.json", data))
+    plot(data, args.out / "latency.png")
+    print("wrote", args.out / "latency.png")
+    return 0

@@ -1,0 +1,42 @@
+"""Small helpers shared by the benchmarks: percentiles and result files."""
+
+from __future__ import annotations
+
+import json
+import platform
+from pathlib import Path
+
+import numpy as np
+
+
+def summary_ms(seconds: list[float]) -> dict[str, float]:
+    """Median / p95 / p99 in milliseconds of a list of durations in seconds."""
+    if not seconds:
+        return {"n": 0}
+    ms = np.asarray(seconds) * 1000
+    return {
+        "n": int(ms.size),
+        "p50": round(float(np.percentile(ms, 50)), 2),
+        "p95": round(float(np.percentile(ms, 95)), 2),
+        "p99": round(float(np.percentile(ms, 99)), 2),
+    }
+
+
+def machine() -> dict[str, str | int]:
+    import os
+
+    cpu = platform.processor() or platform.machine()
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    return {"cpu": cpu, "cores": os.cpu_count() or 0, "python": platform.python_version()}
+
+
+def write_json(path: Path, data: dict) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(data, indent=2) + "\n")
+    return path
