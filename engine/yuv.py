@@ -17,13 +17,18 @@ def frame_size(frame: np.ndarray) -> tuple[int, int]:
 
 
 def planes(frame: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Views of the Y, U and V planes; writing to them writes the frame."""
+    """Views of the Y, U and V planes; writing to them writes the frame.
+
+    Sliced from the flat buffer: when H % 4 == 2 (480x270, say) a chroma plane does not fill
+    whole rows of the (H * 3 // 2, W) array.
+    """
     h, w = frame_size(frame)
-    q = h // 4
+    flat = frame.reshape(-1)
+    luma, chroma = h * w, (h // 2) * (w // 2)
     return (
-        frame[:h],
-        frame[h : h + q].reshape(h // 2, w // 2),
-        frame[h + q : h + 2 * q].reshape(h // 2, w // 2),
+        flat[:luma].reshape(h, w),
+        flat[luma : luma + chroma].reshape(h // 2, w // 2),
+        flat[luma + chroma : luma + 2 * chroma].reshape(h // 2, w // 2),
     )
 
 

@@ -26,6 +26,19 @@ def test_planes_are_views_of_the_frame():
     assert (frame[4:5].ravel()[:6] == 7).all()
 
 
+@pytest.mark.parametrize("h, w", [(270, 480), (180, 320), (718, 1280), (2, 2)])
+def test_planes_fit_every_even_size(h, w):
+    """Chrome scales 720p down to 480x270: H % 4 == 2 must work (chroma rows are not whole rows)."""
+    rgb = np.random.default_rng(0).integers(0, 256, (h, w, 3), dtype=np.uint8)
+    frame = yuv.from_rgb(rgb)
+    y, u, v = yuv.planes(frame)
+    assert (y.shape, u.shape, v.shape) == ((h, w), (h // 2, w // 2), (h // 2, w // 2))
+    assert np.shares_memory(u, frame) and np.shares_memory(v, frame)
+    blurred = effects.composite(frame, effects.blurred(frame, 8), np.ones((10, 10), np.float32))
+    assert np.array_equal(blurred, frame)
+    assert effects.model_input(frame, 144, 256).shape == (144, 256, 3)
+
+
 def test_composite_takes_foreground_where_alpha_is_one_and_background_where_zero():
     fg, bg = textured(seed=1), textured(seed=2)
     out = effects.composite(fg, bg, left_half_alpha())

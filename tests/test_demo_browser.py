@@ -1,0 +1,320 @@
+"""The demo page in a real browser: headless Chromium with a fake camera (a .y4m clip of a
+person) talks WebRTC to a real camfx server, shows the processed stream and live stats, drives
+the effect parameters over the data channel, and closes its session on Stop.
+
+Needs Playwright's Python package and a Chromium binary (Debian's /usr/bin/chromium, or the
+path in $CAMFX_CHROMIUM). Playwright's own browser download is never used.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import shutil
+import threading
+import time
+import urllib.error
+import urllib.request
+from pathlib import Path
+
+import pytest
+
+pytestmark = [pytest.mark.browser, pytest.mark.timeout(240)]
+
+CHROMIUM = os.environ.get("CAMFX_CHROMIUM", "/usr/bin/chromium")
+WAIT_MS = 30_000  # a 2-core machine runs browser, encoder, decoder and engine at once
+
+if not (os.path.isfile(CHROMIUM) and os.access(CHROMIUM, os.X_OK)) and not shutil.which(CHROMIUM):
+    pytest.skip(f"no Chromium at {CHROMIUM} (apt-get install chromium, or set CAMFX_CHROMIUM)", allow_module_level=True)
+sync_api = pytest.importorskip("playwright.sync_api", reason="playwright is not installed (pip install playwright)")
+
+from aiohttp import web  # noqa: E402
+
+from camfx.bench.clip import person_clip, write_y4m  # noqa: E402
+from camfx.engine.server import ServerConfig, create_app  # noqa: E402
+
+
+# ---- a real server on a loopback port, in a thread with its own event loop -----------------
+class ServerThread:
+    """camfx's aiohttp app on 127.0.0.1 (a free port), served from a background event loop so
+    the synchronous Playwright API can drive the browser from the test thread."""
+
+    def __init__(self, config: ServerConfig):
+        self.config = config
+        self.loop = asyncio.new_event_loop()
+        self._thread = threading.Thread(target=self.loop.run_forever, name="camfx-server", daemon=True)
+        self._runner: web.AppRunner | None = None
+        self.url = ""
+
+    def _call(self, coro, timeout: float = 60.0):
+        return asyncio.run_coroutine_threadsafe(coro, self.loop).result(timeout)
+
+    def start(self) -> "ServerThread":
+        self._thread.start()
+        self._call(self._start())
+        return self
+
+    async def _start(self) -> None:
+        self._runner = web.AppRunner(create_app(self.config))
+        await self._runner.setup()  # runs on_startup: loads the models
+        site = web.TCPSite(self._runner, "127.0.0.1", 0)
+        await site.start()
+        host, port = self._runner.addresses[0][:2]
+        self.url = f"http://{host}:{port}"
+
+    def stop(self) -> None:
+        try:
+            if self._runner is not None:
+                self._call(self._runner.cleanup())
+        finally:
+            self.loop.call_soon_threadsafe(self.loop.stop)
+            self._thread.join(10)
+            self.loop.close()
+
+    # Plain blocking HTTP from the test thread.
+    def get(self, path: str):
+        with urllib.request.urlopen(self.url + path, timeout=10) as response:
+            return json.loads(response.read())
+
+    def sessions(self) -> int:
+        return self.get("/healthz")["sessions"]
+
+    def wait_sessions(self, count: int, timeout: float = 5.0) -> None:
+        deadline = time.monotonic() + timeout
+        while (n := self.sessions()) != count:
+            assert time.monotonic() < deadline, f"server still has {n} sessions, expected {count}"
+            time.sleep(0.1)
+
+
+@pytest.fixture(scope="module")
+def server():
+    # A short connect timeout: a session the browser never connects must not hold a slot long.
+    running = ServerThread(ServerConfig(max_sessions=2, connect_timeout=15.0)).start()
+    yield running
+    running.stop()
+
+
+@pytest.fixture(scope="module")
+def camera_file(tmp_path_factory) -> Path:
+    return write_y4m(tmp_path_factory.mktemp("camera") / "person.y4m", person_clip(640, 480, 30))
+
+
+@pytest.fixture(scope="module")
+def browser(camera_file):
+    playwright = sync_api.sync_playwright().start()
+    try:
+        browser = playwright.chromium.launch(
+            executable_path=CHROMIUM,
+            headless=True,
+            args=[
+                "--no-sandbox",
+                "--disable-gpu",
+                "--disable-quic",
+                "--no-first-run",
+                "--disable-background-networking",
+                "--disable-component-update",
+                "--disable-sync",
+                "--use-fake-ui-for-media-stream",
+                "--use-fake-device-for-media-stream",
+                f"--use-file-for-fake-video-capture={camera_file}",
+            ],
+        )
+    except Exception:
+        playwright.stop()
+        raise
+    yield browser
+    browser.close()
+    playwright.stop()
+
+
+@pytest.fixture
+def page(browser, server):
+    context = browser.new_context(viewport={"width": 1440, "height": 900})
+    page = context.new_page()
+    problems: list[str] = []
+    page.on("pageerror", lambda exc: problems.append(f"page error: {exc}"))
+    page.on("console", lambda msg: msg.type == "error" and problems.append(f"console error: {msg.text}"))
+    page.problems = problems
+    yield page
+    try:
+        # Whatever a test left running, the server must end up with no sessions.
+        page.evaluate("() => window.camfx && window.camfx.pc ? window.camfx.stop() : null")
+    finally:
+        context.close()
+    server.wait_sessions(0, timeout=10)
+
+
+def open_demo(page, server) -> None:
+    page.goto(server.url + "/")
+    page.wait_for_function("() => window.camfx && window.camfx.ready === true", timeout=WAIT_MS)
+
+
+def camfx(page, expression: str):
+    return page.evaluate(f"() => {{ const s = window.camfx; return {expression}; }}")
+
+
+def wait_for(page, condition: str, arg=None, timeout: int = WAIT_MS):
+    """Poll a JS expression over `s` (window.camfx) and `arg` until it is truthy."""
+    page.wait_for_function(f"(arg) => {{ const s = window.camfx; return {condition}; }}", arg=arg, timeout=timeout)
+
+
+# ---- tests ------------------------------------------------------------------------------------
+def test_stream_stats_live_params_and_stop(page, server):
+    open_demo(page, server)
+    # The controls come from /params/schema: every field has one.
+    schema = server.get("/params/schema")
+    for field in schema["properties"]:
+        assert page.locator(f'[data-field="{field}"]').count() == 1, f"no control for {field}"
+    assert page.locator(".bg-tile").count() >= len(server.get("/backgrounds")["bundled"])
+
+    page.click("#start")
+    wait_for(page, "s.sessionId && s.status === 'live'")
+    session_id = camfx(page, "s.sessionId")
+    assert server.sessions() == 1
+
+    # The processed video plays decoded frames.
+    wait_for(page, "(v => v.videoWidth > 0 && v.currentTime > 0)(document.getElementById('remote'))")
+    t0 = page.evaluate("() => document.getElementById('remote').currentTime")
+    wait_for(page, "document.getElementById('remote').currentTime > arg + 0.5", arg=t0)
+    wait_for(page, "s.lastStats && s.lastStats.framesDecoded > 0")
+    decoded = camfx(page, "s.lastStats.framesDecoded")
+    wait_for(page, "s.lastStats.framesDecoded > arg + 10", arg=decoded)
+    # The client-side stats are all there: fps both ways, round trip, jitter buffer.
+    wait_for(
+        page,
+        "s.lastStats.fpsSent > 0 && s.lastStats.fpsReceived > 0 && s.lastStats.rttMs !== null"
+        " && s.lastStats.jitterBufferMs > 0",
+    )
+    assert page.locator("#st-decoded").inner_text() not in ("", "–")
+
+    # The server's stats messages arrive on the data channel and are shown.
+    wait_for(page, "s.lastServerStats && s.lastServerStats.frames_out > 0")
+    server_stats = camfx(page, "s.lastServerStats")
+    assert server_stats["session_id"] == session_id
+    assert {"segment", "effect"} <= set(server_stats["stage_ms"])
+    assert server_stats["quality"]
+    wait_for(page, "document.querySelectorAll('#sv-stages .stage-row').length >= 3")
+    assert page.locator("#sv-quality").inner_text() == server_stats["quality"]
+
+    # Switching the effect changes the session's params on the server.
+    page.click('#f-effect .seg[data-value="toon"]')
+    wait_for(page, "s.serverParams && s.serverParams.effect === 'toon'")
+    assert server.get(f"/sessions/{session_id}")["params"]["effect"] == "toon"
+    assert page.locator("#f-toon_edges").is_visible()
+    wait_for(page, "s.lastServerStats.effect === 'toon'")
+
+    # A slider drag is sent live (coalesced) and lands on the server.
+    page.click('#f-effect .seg[data-value="blur"]')
+    page.eval_on_selector(
+        "#f-blur_strength",
+        "el => { for (const v of [20, 25, 30]) { el.value = v; el.dispatchEvent(new Event('input', {bubbles: true})); } }",
+    )
+    wait_for(page, "s.serverParams && s.serverParams.effect === 'blur' && s.serverParams.blur_strength === 30")
+    params = server.get(f"/sessions/{session_id}")["params"]
+    assert (params["effect"], params["blur_strength"]) == ("blur", 30.0)
+    assert page.locator("#f-blur_strength").locator("xpath=..").locator("output").inner_text() == "30.0 px"
+
+    # An invalid value is refused by the server, shown next to its control, and changes nothing.
+    page.evaluate("() => window.camfx.send({blur_strength: 999})")
+    error = page.locator("#f-blur_strength-error")
+    error.wait_for(state="visible", timeout=WAIT_MS)
+    assert "50" in error.inner_text()
+    assert server.get(f"/sessions/{session_id}")["params"]["blur_strength"] == 30.0
+
+    # Colours and the background image go the same way.
+    page.click('#f-effect .seg[data-value="replace"]')
+    page.click('#f-background .seg[data-value="image"]')
+    page.click('.bg-tile[data-value="office"]')
+    wait_for(page, "s.serverParams.effect === 'replace' && s.serverParams.background_image === 'office'")
+    assert server.get(f"/sessions/{session_id}")["params"]["background_image"] == "office"
+
+    # Stop closes the camera, the peer connection and the server's session.
+    page.click("#stop")
+    wait_for(page, "s.status === 'idle' && s.pc === null && s.stream === null")
+    assert page.evaluate("() => document.getElementById('local').srcObject") is None
+    server.wait_sessions(0, timeout=5)
+
+    # Start again on the same page: a new session, with the settings chosen before.
+    page.click("#start")
+    wait_for(page, "s.sessionId && s.sessionId !== arg && s.lastStats && s.lastStats.framesDecoded > 5", arg=session_id)
+    params = server.get(f"/sessions/{camfx(page, 's.sessionId')}")["params"]
+    assert (params["effect"], params["background_image"], params["blur_strength"]) == ("replace", "office", 30.0)
+    page.click("#stop")
+    server.wait_sessions(0, timeout=5)
+    assert page.problems == []
+
+
+def test_uploaded_background_is_selected(page, server, tmp_path):
+    import cv2
+    import numpy as np
+
+    image = np.zeros((90, 160, 3), np.uint8)
+    image[:, :80] = (40, 160, 240)
+    png = tmp_path / "mine.png"
+    cv2.imwrite(str(png), image)
+    not_an_image = tmp_path / "notes.png"
+    not_an_image.write_bytes(b"this is not a picture")
+
+    open_demo(page, server)
+    page.click('#f-effect .seg[data-value="replace"]')
+    page.set_input_files("#upload", str(not_an_image))
+    page.locator("#upload-error").wait_for(state="visible", timeout=WAIT_MS)
+
+    page.set_input_files("#upload", str(png))
+    wait_for(page, "s.params.background_image && s.params.background_image.startsWith('u-')")
+    uploaded = camfx(page, "s.params.background_image")
+    assert uploaded in server.get("/backgrounds")["uploaded"]
+    assert page.locator(f'.bg-tile[data-value="{uploaded}"]').get_attribute("aria-checked") == "true"
+    assert page.locator("#upload-error").is_hidden()
+
+    # Chosen before Start, it goes out with the offer.
+    page.click("#start")
+    wait_for(page, "s.sessionId && s.status === 'live'")
+    params = server.get(f"/sessions/{camfx(page, 's.sessionId')}")["params"]
+    assert (params["effect"], params["background"], params["background_image"]) == ("replace", "image", uploaded)
+    page.click("#stop")
+    server.wait_sessions(0, timeout=5)
+
+
+def test_busy_server_is_reported(page, server):
+    open_demo(page, server)
+    server.config.max_sessions = 0  # the engine reads its config on every offer
+    try:
+        page.click("#start")
+        banner = page.locator("#banner")
+        banner.wait_for(state="visible", timeout=WAIT_MS)
+        assert "busy" in banner.inner_text() and "session limit" in banner.inner_text()
+        wait_for(page, "s.status === 'error' && s.pc === null && s.stream === null")
+        assert page.locator("#start").is_enabled()
+    finally:
+        server.config.max_sessions = 2
+    assert server.sessions() == 0
+
+
+def test_denied_camera_is_reported(page, server):
+    page.add_init_script(
+        "navigator.mediaDevices.getUserMedia = () =>"
+        " Promise.reject(new DOMException('Permission denied', 'NotAllowedError'));"
+    )
+    open_demo(page, server)
+    page.click("#start")
+    banner = page.locator("#banner")
+    banner.wait_for(state="visible", timeout=WAIT_MS)
+    assert "permission was denied" in banner.inner_text()
+    assert camfx(page, "s.status") == "error"
+    assert page.locator("#start").is_enabled() and page.locator("#stop").is_disabled()
+    assert server.sessions() == 0
+
+
+def test_h264_when_the_browser_offers_it(page, server):
+    open_demo(page, server)
+    if page.locator('#codec option[value="video/H264"]').is_disabled():
+        pytest.skip("this Chromium build has no H264")
+    page.select_option("#codec", "video/H264")
+    page.click("#start")
+    wait_for(page, "s.lastStats && s.lastStats.framesDecoded > 5")
+    assert camfx(page, "s.lastStats.codecReceived") == "video/H264"
+    assert camfx(page, "s.lastStats.codecSent") == "video/H264"
+    page.click("#stop")
+    server.wait_sessions(0, timeout=5)
