@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import time
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 from camfx.engine.backgrounds import Backgrounds
@@ -21,11 +22,12 @@ from .stats import machine, summary_ms, write_json
 
 def run(sizes: list[tuple[int, int]], effects: list[str], frames: int, model: str, threads: int) -> dict:
     segmenters, backgrounds = Segmenters(threads=threads), Backgrounds()
+    helper = ThreadPoolExecutor(max_workers=2)  # as the server's: background layer alongside the model
     results = []
     for width, height in sizes:
         clip = person_clip(width, height, 60)
         for effect in effects:
-            pipeline = default_pipeline(segmenters, backgrounds)
+            pipeline = default_pipeline(segmenters, backgrounds, helper)
             params = Params(effect=effect, model=model)
             per_stage: dict[str, list[float]] = {}
             totals = []
@@ -57,7 +59,7 @@ def plot(data: dict, path: Path) -> None:
 
     rows = data["results"]
     labels = [f"{r['effect']}\n{r['size']}" for r in rows]
-    stages = sorted({s for r in rows for s in r["stages_ms"]}, key=["segment", "refine", "effect"].index)
+    stages = sorted({s for r in rows for s in r["stages_ms"]}, key=["background", "segment", "refine", "effect"].index)
     fig, ax = plt.subplots(figsize=(max(6, len(rows) * 0.9), 4))
     bottom = [0.0] * len(rows)
     for stage in stages:

@@ -83,10 +83,12 @@ async def measure(url: str, clip, codec: str, params: dict | None, seconds: floa
         fresh = len(got.fresh) - start_fresh
         latencies = got.latencies[start_fresh:]
         server_stats = None
-        if peer.session_id:
+        if peer.session_id:  # camfx (the echo has no sessions): read its stats, then end it
             async with aiohttp.ClientSession() as http:
                 async with http.get(f"{url}/sessions/{peer.session_id}") as resp:
                     server_stats = await resp.json()
+                async with http.delete(f"{url}/sessions/{peer.session_id}") as resp:
+                    resp.raise_for_status()
         return {
             "fps": round(arrivals / elapsed, 1),  # what the viewer sees, repeats included
             "fresh_fps": round(fresh / elapsed, 1),  # distinct input frames that came back

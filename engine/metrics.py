@@ -23,7 +23,7 @@ class Metrics:
         self.stage_seconds = Histogram(
             "camfx_stage_seconds", "Time spent in each pipeline stage", ["stage"], buckets=_BUCKETS, registry=r
         )
-        for stage in ("convert_in", "segment", "refine", "effect", "convert_out"):
+        for stage in ("convert_in", "background", "segment", "refine", "effect", "convert_out"):
             self.stage_seconds.labels(stage)  # listed from the start, before any frame
         self.frame_latency = Histogram(
             "camfx_frame_latency_seconds", "From a frame's arrival to its processed frame being sent",

@@ -7,6 +7,7 @@ be tested on ndarrays.
 from __future__ import annotations
 
 import time
+from concurrent.futures import Executor, Future
 from dataclasses import dataclass, field
 from typing import Protocol
 
@@ -33,6 +34,7 @@ class Work:
     t_recv: float = 0.0  # time.perf_counter() when the frame was received
     probability: np.ndarray | None = None  # model output, model resolution
     alpha: np.ndarray | None = None  # refined mask, work resolution
+    background: Future | None = None  # the layer behind the person (I420), being made
     output: np.ndarray | None = None  # I420 result
     timings: dict[str, float] = field(default_factory=dict)  # stage name -> seconds
 
@@ -41,6 +43,39 @@ class Stage(Protocol):
     name: str
 
     def __call__(self, work: Work) -> None: ...
+
+
+def background_layer(backgrounds: Backgrounds, p: Params, frame: np.ndarray) -> np.ndarray:
+    """The I420 layer that shows where the mask says background."""
+    h, w = yuv.frame_size(frame)
+    if p.effect == "blur":
+        return effects.blurred(frame, p.blur_strength)
+    if p.effect == "remove":
+        return effects.solid(h, w, hex_to_rgb(p.key_color))
+    if p.background == "image" and p.background_image in backgrounds:
+        return backgrounds.frame(p.background_image, h, w)
+    return effects.solid(h, w, hex_to_rgb(p.background_color))
+
+
+class PrepareBackground:
+    """Starts the background layer on a helper thread, where it overlaps with segmentation (it
+    needs no mask; OpenCV and onnxruntime both release the GIL). Inline without an executor."""
+
+    name = "background"
+
+    def __init__(self, backgrounds: Backgrounds, executor: Executor | None = None):
+        self._backgrounds = backgrounds
+        self._executor = executor
+
+    def __call__(self, work: Work) -> None:
+        if work.params.effect not in NEEDS_MASK:
+            return
+        args = (self._backgrounds, work.params, work.image)
+        if self._executor is not None:
+            work.background = self._executor.submit(background_layer, *args)
+        else:
+            work.background = Future()
+            work.background.set_result(background_layer(*args))
 
 
 class Segment:
@@ -87,18 +122,14 @@ class RefineMask:
 class ApplyEffect:
     name = "effect"
 
-    def __init__(self, backgrounds: Backgrounds):
-        self._backgrounds = backgrounds
-
     def __call__(self, work: Work) -> None:
         p, frame = work.params, work.image
-        h, w = yuv.frame_size(frame)
         if p.effect == "none":
             work.output = frame
         elif p.effect == "toon":
             work.output = effects.toon(frame, min(p.toon_smoothing, work.quality.toon_passes), p.toon_edges)
         else:
-            work.output = effects.composite(frame, self._background(p, h, w, frame), work.alpha)
+            work.output = effects.composite(frame, work.background.result(), work.alpha)
         if p.probe:
             # The untouched input rows let a latency probe match this output to its input.
             if work.output is frame:
@@ -106,15 +137,6 @@ class ApplyEffect:
             work.output[:PROBE_ROWS] = frame[:PROBE_ROWS]
             for src, dst in zip(yuv.planes(frame)[1:], yuv.planes(work.output)[1:]):
                 dst[: PROBE_ROWS // 2] = src[: PROBE_ROWS // 2]
-
-    def _background(self, p: Params, h: int, w: int, frame: np.ndarray) -> np.ndarray:
-        if p.effect == "blur":
-            return effects.blurred(frame, p.blur_strength)
-        if p.effect == "remove":
-            return effects.solid(h, w, hex_to_rgb(p.key_color))
-        if p.background == "image" and p.background_image in self._backgrounds:
-            return self._backgrounds.frame(p.background_image, h, w)
-        return effects.solid(h, w, hex_to_rgb(p.background_color))
 
 
 class Pipeline:
@@ -133,5 +155,6 @@ class Pipeline:
         return work
 
 
-def default_pipeline(segmenters: Segmenters, backgrounds: Backgrounds) -> Pipeline:
-    return Pipeline([Segment(segmenters), RefineMask(), ApplyEffect(backgrounds)])
+def default_pipeline(segmenters: Segmenters, backgrounds: Backgrounds, helper: Executor | None = None) -> Pipeline:
+    """segment -> refine mask -> effect; with `helper`, the background layer is made alongside."""
+    return Pipeline([PrepareBackground(backgrounds, helper), Segment(segmenters), RefineMask(), ApplyEffect()])

@@ -49,8 +49,13 @@ class Engine:
         self.segmenters = Segmenters(threads=config.model_threads)
         self.backgrounds = Backgrounds()
         self.executor = ThreadPoolExecutor(max_workers=config.workers, thread_name_prefix="camfx-worker")
+        # Work a frame's pipeline hands off to run alongside itself (a separate pool: a worker
+        # waiting on its own pool could deadlock it).
+        self.helper = ThreadPoolExecutor(max_workers=config.workers, thread_name_prefix="camfx-helper")
         self.sessions: dict[str, Session] = {}
-        self._pipeline_factory = pipeline_factory or (lambda: default_pipeline(self.segmenters, self.backgrounds))
+        self._pipeline_factory = pipeline_factory or (
+            lambda: default_pipeline(self.segmenters, self.backgrounds, self.helper)
+        )
 
     def new_pipeline(self):
         return self._pipeline_factory()
@@ -69,6 +74,7 @@ class Engine:
     async def shutdown(self) -> None:
         await asyncio.gather(*(s.close() for s in list(self.sessions.values())), return_exceptions=True)
         self.executor.shutdown(wait=True, cancel_futures=True)
+        self.helper.shutdown(wait=True, cancel_futures=True)
 
 
 def _error(status: int, message: str, errors: list | None = None) -> web.Response:

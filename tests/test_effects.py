@@ -88,7 +88,7 @@ def test_toon_flattens_colours_and_keeps_size():
 
 
 def test_work_size_never_below_model_resolution():
-    assert work_size((720, 1280), (144, 256)) == (180, 320)
+    assert work_size((720, 1280), (144, 256)) == (144, 256)
     assert work_size((240, 320), (144, 256)) == (144, 192)
 
 

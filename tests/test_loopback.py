@@ -137,7 +137,7 @@ async def test_latency_stays_flat_when_the_pipeline_is_slower_than_the_camera(cl
     holder = {}
 
     def factory():
-        pipeline = default_pipeline(holder["engine"].segmenters, holder["engine"].backgrounds)
+        pipeline = default_pipeline(holder["engine"].segmenters, holder["engine"].backgrounds, holder["engine"].helper)
         return Pipeline([*pipeline.stages, SlowStage(slow)])
 
     runner, server = await start_server(ServerConfig(), factory)
@@ -168,9 +168,12 @@ async def test_latency_stays_flat_when_the_pipeline_is_slower_than_the_camera(cl
 async def test_sessions_free_everything_when_peers_leave(clip_640):
     runner, server = await start_server(ServerConfig(max_sessions=2, connect_timeout=1.5))
     try:
-        await asyncio.sleep(0.2)
+        warm_up = await connect(server, clip_640[:4], {"effect": "blur"})  # pools start their threads
+        await warm_up.close()
+        await asyncio.sleep(0.5)
         gc.collect()
         tasks_before = len(asyncio.all_tasks())
+        threads_before = {t.name for t in threading.enumerate()}
         server_pcs = []  # weak references to the server side of every peer connection
         for _ in range(6):  # peers that connect, stream, then hang up
             peer = await connect(server, clip_640[:4], {"effect": "blur"})
@@ -195,11 +198,11 @@ async def test_sessions_free_everything_when_peers_leave(clip_640):
         await asyncio.sleep(1.0)  # let aiortc's own threads wind down
         gc.collect()
         assert len(asyncio.all_tasks()) <= tasks_before
-        # Threads left are only those of bounded pools: asyncio's default executor (aiortc
-        # encodes there) and camfx's worker pool. Nothing per session survives.
-        names = [t.name for t in threading.enumerate() if t is not threading.main_thread()]
-        assert all(n.startswith(("asyncio_", "camfx-worker")) for n in names), names
-        assert len([n for n in names if n.startswith("camfx-worker")]) <= server.engine.config.workers
+        # Any thread that appeared belongs to a bounded pool: asyncio's default executor (aiortc
+        # encodes there) or camfx's two pools. Nothing per session survives.
+        names = {t.name for t in threading.enumerate()}
+        assert all(n.startswith(("asyncio_", "camfx-worker", "camfx-helper")) for n in names - threads_before), names
+        assert len([n for n in names if n.startswith("camfx-")]) <= 2 * server.engine.config.workers
         assert [ref for ref in server_pcs if ref() is not None] == []
         metrics = server.engine.metrics
         assert metrics.sessions._value.get() == 0
