@@ -1,0 +1,344 @@
+"""The diffusion stylizer core on tiny models: offline, CPU, seconds.
+
+Tiny networks are built from config dicts, saved with `save_pretrained` in the layout of a hub
+repo (unet/, text_encoder/, tokenizer/, scheduler/, TAESD in its own folder) and loaded through
+the same `from_pretrained` path users hit. Weight values are random: the tests check plumbing
+and determinism, not pictures.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import string
+
+os.environ["HF_HUB_OFFLINE"] = "1"  # before huggingface_hub is imported: it reads this once
+
+import numpy as np
+import pytest
+import torch
+
+from camfx.engine import yuv
+from camfx.models import diffusion_compose as dc
+from camfx.models.diffusion import (
+    ModelNotFoundError,
+    PromptTooLongError,
+    SimilarityFilter,
+    StreamStylizer,
+    timestep_schedule,
+)
+
+SIZE = 64  # image side: latents are 8x8, the tiny UNet's sample size
+MAX_TOKENS = 16
+
+
+def _write_tokenizer(folder) -> int:
+    """A CLIP BPE tokenizer over lowercase letters, digits and a few merges; returns vocab size."""
+    folder.mkdir(parents=True)
+    chars = string.ascii_lowercase + string.digits + ".,!'"
+    merges = ["c a", "ca t</w>", "d o", "do g</w>"]
+    vocab = {c: i for i, c in enumerate(chars)}
+    vocab.update({c + "</w>": len(chars) + i for i, c in enumerate(chars)})
+    for merge in merges:
+        vocab[merge.replace(" ", "")] = len(vocab)
+    vocab["<|startoftext|>"] = len(vocab)
+    vocab["<|endoftext|>"] = len(vocab)
+    (folder / "vocab.json").write_text(json.dumps(vocab))
+    (folder / "merges.txt").write_text("#version: 0.2\n" + "\n".join(merges) + "\n")
+    (folder / "tokenizer_config.json").write_text(json.dumps({"model_max_length": MAX_TOKENS}))
+    return len(vocab)
+
+
+def _tiny_unet():
+    from diffusers import UNet2DConditionModel
+
+    torch.manual_seed(0)
+    return UNet2DConditionModel(
+        sample_size=8,
+        in_channels=4,
+        out_channels=4,
+        block_out_channels=(32, 64),
+        layers_per_block=1,
+        down_block_types=("CrossAttnDownBlock2D", "DownBlock2D"),
+        up_block_types=("UpBlock2D", "CrossAttnUpBlock2D"),
+        cross_attention_dim=32,
+        attention_head_dim=8,
+    )
+
+
+def _tiny_taesd():
+    from diffusers import AutoencoderTiny
+
+    torch.manual_seed(1)
+    return AutoencoderTiny(
+        encoder_block_out_channels=(8, 8, 8, 8),
+        decoder_block_out_channels=(8, 8, 8, 8),
+        num_encoder_blocks=(1, 1, 1, 1),
+        num_decoder_blocks=(1, 1, 1, 1),
+    )
+
+
+@pytest.fixture(scope="module")
+def tiny_repo(tmp_path_factory):
+    """(model folder, TAESD folder) laid out like stabilityai/sd-turbo and madebyollin/taesd."""
+    from diffusers import EulerDiscreteScheduler
+    from transformers import CLIPTextConfig, CLIPTextModel
+
+    root = tmp_path_factory.mktemp("diffusion")
+    repo, taesd = root / "sd-tiny", root / "taesd-tiny"
+    vocab_size = _write_tokenizer(repo / "tokenizer")
+    torch.manual_seed(2)
+    CLIPTextModel(
+        CLIPTextConfig(
+            vocab_size=vocab_size,
+            hidden_size=32,
+            intermediate_size=37,
+            num_hidden_layers=2,
+            num_attention_heads=4,
+            max_position_embeddings=MAX_TOKENS,
+            bos_token_id=vocab_size - 2,
+            eos_token_id=vocab_size - 1,
+        )
+    ).save_pretrained(repo / "text_encoder")
+    _tiny_unet().save_pretrained(repo / "unet")
+    # sd-turbo ships an Euler scheduler config; the stylizer only reads its betas from it.
+    EulerDiscreteScheduler(
+        beta_start=0.00085, beta_end=0.012, beta_schedule="scaled_linear", timestep_spacing="trailing"
+    ).save_pretrained(repo / "scheduler")
+    _tiny_taesd().save_pretrained(taesd)
+    return str(repo), str(taesd)
+
+
+def _stylizer(tiny_repo, **kwargs) -> StreamStylizer:
+    repo, taesd = tiny_repo
+    kwargs.setdefault("prompt", "a cat")
+    return StreamStylizer(repo, taesd_id=taesd, **kwargs)
+
+
+def _texture(seed: int = 0) -> np.ndarray:
+    rng = np.random.default_rng(seed)
+    return rng.integers(0, 256, (SIZE, SIZE, 3), dtype=np.uint8)
+
+
+def test_loads_and_restyles_deterministically(tiny_repo):
+    a = _stylizer(tiny_repo, seed=7, steps=2)
+    b = _stylizer(tiny_repo, seed=7, steps=2)
+    frame = _texture()
+    out = a.img2img(frame)
+    assert out.shape == frame.shape and out.dtype == np.uint8
+    assert np.array_equal(out, b.img2img(frame))
+    assert np.array_equal(out, a.img2img(frame.copy()))  # fixed per-stream noise: same in, same out
+    assert a.dtype == torch.float32 and a.device.type == "cpu"
+    assert not np.array_equal(out, _stylizer(tiny_repo, seed=8, steps=2).img2img(frame))
+
+
+def test_prompt_change_reencodes_without_reloading(tiny_repo):
+    s = _stylizer(tiny_repo)
+    unet, text_encoder, frame = s.unet, s.text_encoder, _texture()
+    before = s.img2img(frame)
+    embeddings = s._embeddings
+    s.prompt = "a cat"  # unchanged: nothing recomputed
+    assert s._embeddings is embeddings
+    s.prompt = "a dog"
+    after = s.img2img(frame)
+    assert s.unet is unet and s.text_encoder is text_encoder
+    assert not torch.equal(s._embeddings, embeddings)
+    assert not np.array_equal(before, after)
+    s.prompt = ""  # empty is allowed: the unconditional embedding
+    assert s.img2img(frame).shape == frame.shape
+
+
+def test_steps_strength_and_timesteps(tiny_repo):
+    assert timestep_schedule(1, 0.5) == [499]
+    assert timestep_schedule(4, 1.0) == [999, 749, 499, 249]
+    assert all(t % 20 == 19 for t in timestep_schedule(3, 0.7, lcm_grid=50))
+    s = _stylizer(tiny_repo, steps=1, strength=0.5)
+    s.steps, s.strength = 3, 1.0
+    assert s.timesteps == [999, 666, 332]
+    for bad in (0, 5, 2.0):
+        with pytest.raises(ValueError, match="steps"):
+            s.steps = bad
+        with pytest.raises(ValueError, match="steps"):
+            _stylizer(tiny_repo, steps=bad)
+    with pytest.raises(ValueError, match="strength"):
+        s.strength = 0.0
+    assert s.steps == 3  # a rejected value changes nothing
+
+
+def test_prompt_too_long_is_rejected_and_keeps_the_old_prompt(tiny_repo):
+    s = _stylizer(tiny_repo)
+    with pytest.raises(PromptTooLongError, match=f"prompt is 40 tokens long.*at most {MAX_TOKENS - 2}"):
+        s.prompt = " ".join(["cat"] * 40)
+    assert s.prompt == "a cat"
+
+
+def test_unknown_model_names_the_model_and_the_ways_out(tiny_repo, tmp_path):
+    missing = str(tmp_path / "no-such-model")
+    with pytest.raises(ModelNotFoundError) as info:
+        StreamStylizer(missing, taesd_id=tiny_repo[1])
+    message = str(info.value)
+    assert missing in message and "huggingface-cli download" in message and "--random-weights" in message
+    with pytest.raises(ModelNotFoundError, match="TAESD.*nobody/no-such-taesd"):
+        StreamStylizer(tiny_repo[0], taesd_id="nobody/no-such-taesd")
+    # A folder without its tokenizer files (transformers alone would build an empty tokenizer).
+    partial = tmp_path / "partial"
+    shutil.copytree(tiny_repo[0], partial, ignore=shutil.ignore_patterns("tokenizer"))
+    with pytest.raises(ModelNotFoundError, match="tokenizer.*partial.*no vocabulary"):
+        StreamStylizer(str(partial), taesd_id=tiny_repo[1])
+
+
+def test_similarity_filter_skips_static_input_not_moving_input(tiny_repo):
+    s = _stylizer(tiny_repo, similarity_threshold=0.95, max_skips=3)
+    frame = _texture()
+    first = s.img2img(frame)
+    assert s.img2img(frame.copy()) is first  # identical: skip probability 1
+    assert s.frames_skipped == 1
+    moved = np.roll(frame, 8, axis=1)
+    assert s.img2img(moved) is not first and s.frames_processed == 2
+    # At most max_skips in a row, then a refresh even on a static scene.
+    results = [s.img2img(moved) for _ in range(4)]
+    assert s.frames_skipped == 1 + 3 and s.frames_processed == 3
+    assert results[-1] is not results[0]
+
+
+def test_similarity_filter_probability_rises_with_similarity():
+    base = _texture().astype(np.int16)
+    noise = np.random.default_rng(1).integers(-40, 41, base.shape)
+    near = np.clip(base + noise // 8, 0, 255).astype(np.uint8)
+    far = np.clip(base + noise, 0, 255).astype(np.uint8)
+
+    def skips(frame) -> int:
+        f, count = SimilarityFilter(threshold=0.9, seed=0), 0
+        for _ in range(200):
+            f.reset()
+            f.should_skip(base.astype(np.uint8))  # the last processed frame
+            count += f.should_skip(frame)
+        return count
+
+    assert skips(far) < skips(near) < 200
+
+
+def test_feedback_blends_with_the_previous_frame(tiny_repo):
+    a, b = _texture(0), _texture(1)
+    plain = _stylizer(tiny_repo).img2img(b)
+    s = _stylizer(tiny_repo, feedback=0.5)
+    s.img2img(a)
+    assert not np.array_equal(s.img2img(b), plain)
+    with pytest.raises(ValueError, match="feedback"):
+        s.feedback = 1.0
+
+
+def test_txt2img_and_bad_images(tiny_repo):
+    s = _stylizer(tiny_repo, steps=2)
+    image = s.txt2img(SIZE, 2 * SIZE)
+    assert image.shape == (SIZE, 2 * SIZE, 3) and image.dtype == np.uint8
+    assert np.array_equal(image, s.txt2img(SIZE, 2 * SIZE))
+    assert not np.array_equal(image, s.txt2img(SIZE, 2 * SIZE, seed=1))
+    with pytest.raises(ValueError, match="multiples of 8"):
+        s.img2img(np.zeros((60, 64, 3), np.uint8))
+    with pytest.raises(ValueError, match="RGB uint8"):
+        s.img2img(np.zeros((64, 64), np.float32))
+
+
+def test_lcm_lora_is_fused_into_the_unet(tiny_repo, tmp_path):
+    from diffusers import StableDiffusionPipeline
+    from peft import LoraConfig, get_peft_model_state_dict
+
+    unet = _tiny_unet()
+    unet.add_adapter(LoraConfig(r=4, lora_alpha=4, target_modules=["to_q", "to_k", "to_v", "to_out.0"]))
+    torch.manual_seed(3)
+    for name, p in unet.named_parameters():
+        if "lora_B" in name:  # peft starts B at zero (a no-op LoRA); make it do something
+            p.data.normal_(0, 0.5)
+    StableDiffusionPipeline.save_lora_weights(tmp_path, unet_lora_layers=get_peft_model_state_dict(unet))
+
+    lcm = StreamStylizer.lcm_lora(tiny_repo[0], lora_id=str(tmp_path), taesd_id=tiny_repo[1], prompt="a cat")
+    assert lcm.family == "lcm" and all(t % 20 == 19 for t in lcm.timesteps)
+    assert not any("lora" in name for name, _ in lcm.unet.named_parameters())  # fused, not wrapped
+    base = _stylizer(tiny_repo)
+    changed = [k for k, v in lcm.unet.state_dict().items() if not torch.equal(v, base.unet.state_dict()[k])]
+    assert changed and all("attn" in k for k in changed)
+    assert lcm.img2img(_texture()).shape == (SIZE, SIZE, 3)
+
+
+# -- compositing -------------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def scene():
+    """A 96x128 camera frame, a stylized picture at another resolution, a mask with a hard person."""
+    rng = np.random.default_rng(0)
+    frame = yuv.from_rgb(rng.integers(0, 256, (96, 128, 3), dtype=np.uint8))
+    stylized = rng.integers(0, 256, (64, 64, 3), dtype=np.uint8)
+    alpha = np.zeros((48, 64), np.float32)  # half resolution, as masks come
+    alpha[8:40, 16:40] = 1.0
+    alpha[8:40, 40:44] = 0.5  # a soft edge
+    return frame, stylized, alpha
+
+
+def _full_and_half(alpha: np.ndarray, frame: np.ndarray, value: float):
+    """Where the mask is exactly `value` for each I420 plane (nearest scaling: no blending)."""
+    import cv2
+
+    h, w = yuv.frame_size(frame)
+    full = cv2.resize(alpha, (w, h), interpolation=cv2.INTER_NEAREST)
+    half = cv2.resize(alpha, (w // 2, h // 2), interpolation=cv2.INTER_NEAREST)
+    # Stay one pixel inside each region: linear scaling blends across the border.
+    erode = lambda m: cv2.erode(m.astype(np.uint8), np.ones((5, 5), np.uint8)).astype(bool)  # noqa: E731
+    return [erode(full == value), erode(half == value), erode(half == value)]
+
+
+@pytest.mark.parametrize("mode", ["background", "backdrop"])
+def test_background_modes_keep_the_person_exactly(scene, mode):
+    frame, stylized, alpha = scene
+    out = dc.compose(mode, frame, stylized, alpha)
+    assert out.shape == frame.shape and out.dtype == np.uint8
+    for plane_out, plane_in, where in zip(
+        yuv.planes(out), yuv.planes(frame), _full_and_half(alpha, frame, 1.0)
+    ):
+        assert where.any() and np.array_equal(plane_out[where], plane_in[where])
+    outside = _full_and_half(alpha, frame, 0.0)[0]
+    assert not np.array_equal(yuv.planes(out)[0][outside], yuv.planes(frame)[0][outside])
+
+
+def test_person_mode_keeps_the_background_exactly(scene):
+    frame, stylized, alpha = scene
+    out = dc.compose("person", frame, stylized, alpha)
+    for plane_out, plane_in, where in zip(
+        yuv.planes(out), yuv.planes(frame), _full_and_half(alpha, frame, 0.0)
+    ):
+        assert where.any() and np.array_equal(plane_out[where], plane_in[where])
+    inside = _full_and_half(alpha, frame, 1.0)[0]
+    assert not np.array_equal(yuv.planes(out)[0][inside], yuv.planes(frame)[0][inside])
+
+
+def test_frame_mode_and_errors(scene):
+    frame, stylized, alpha = scene
+    out = dc.compose("frame", frame, stylized)
+    assert np.array_equal(out, dc.stylized_frame(stylized, 96, 128))
+    # At the model's own size it is the engine's plain colour conversion.
+    assert np.array_equal(dc.stylized_frame(stylized, 64, 64), yuv.from_rgb(stylized))
+    with pytest.raises(ValueError, match="mode 'sepia'"):
+        dc.compose("sepia", frame, stylized, alpha)
+    with pytest.raises(ValueError, match="mask"):
+        dc.compose("person", frame, stylized, None)
+
+
+# -- ONNX export -------------------------------------------------------------------------------
+
+
+def test_onnx_export_matches_torch(tmp_path):
+    from camfx.export import diffusion as ex
+
+    unet, vae = _tiny_unet().eval(), _tiny_taesd().eval()
+    path = ex.export_unet(unet, tmp_path / "unet.onnx", batch=2, height=SIZE, width=SIZE)
+    assert ex.check_parity(ex.UNetForExport(unet), path, ex.unet_inputs(unet, 2, SIZE, SIZE)) <= ex.TOLERANCE
+
+    enc, dec = ex.export_taesd(vae, tmp_path, height=SIZE, width=2 * SIZE)
+    assert dec.name == f"taesd_decoder_b1_{SIZE}x{2 * SIZE}.onnx"
+    g = torch.Generator().manual_seed(0)
+    latent = torch.randn(1, 4, SIZE // 8, SIZE // 4, generator=g)
+    image = torch.rand(1, 3, SIZE, 2 * SIZE, generator=g) * 2 - 1
+    assert ex.check_parity(ex.TAESDDecoder(vae), dec, {"latent": latent}) <= ex.TOLERANCE
+    assert ex.check_parity(ex.TAESDEncoder(vae), enc, {"image": image}) <= ex.TOLERANCE
