@@ -11,7 +11,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from camfx.engine import effects, yuv
+from camfx.engine import yuv
 
 
 def _portrait() -> np.ndarray:
@@ -64,5 +64,3 @@ def write_y4m(path: Path, clip: list[np.ndarray], fps: int = 30) -> Path:
             f.write(frame.tobytes())
     return Path(path)
 
-
-__all__ = ["person_clip", "write_y4m", "effects"]

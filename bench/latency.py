@@ -24,7 +24,8 @@ from .peer import ClientPeer, SyntheticCamera
 from .stats import machine, summary_ms, write_json
 
 
-def _free_port() -> int:
+def free_port() -> int:
+    """A loopback port nobody is listening on."""
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
@@ -49,7 +50,7 @@ class Server:
     """A server process on a free loopback port, stopped on exit."""
 
     def __init__(self, args: list[str], probe_path: str):
-        self.port = _free_port()
+        self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self._args, self._probe = [*args, "--port", str(self.port)], probe_path
         self._proc: subprocess.Popen | None = None

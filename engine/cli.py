@@ -7,7 +7,6 @@ import logging
 import sys
 import typing
 
-from pydantic import ValidationError
 
 from .params import Params, ParamsError
 

@@ -21,12 +21,14 @@ class FrameSlot(Generic[T]):
         self.dropped = 0
         self.put_count = 0
 
-    def put(self, item: T) -> None:
-        if self._has_item.is_set():
-            self.dropped += 1
+    def put(self, item: T) -> bool:
+        """Store `item`; True when it replaced an unread one (a drop)."""
+        replaced = self._has_item.is_set()
+        self.dropped += replaced
         self._item = item
         self.put_count += 1
         self._has_item.set()
+        return replaced
 
     def take_nowait(self) -> T | None:
         """The unread item, or None when there is none."""

@@ -29,5 +29,8 @@ class Metrics:
             "camfx_frame_latency_seconds", "From a frame's arrival to its processed frame being sent",
             buckets=_BUCKETS, registry=r,
         )
+        self.pipeline_errors = Counter(
+            "camfx_pipeline_errors", "Frames whose pipeline raised (sent on unprocessed)", registry=r
+        )
         self.sessions = Gauge("camfx_sessions", "Open sessions", registry=r)
         self.sessions_total = Counter("camfx_sessions_opened", "Sessions opened", registry=r)

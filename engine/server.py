@@ -77,11 +77,12 @@ class Engine:
         self.helper.shutdown(wait=True, cancel_futures=True)
 
 
+def _error_body(message: str, errors: list | None = None) -> dict[str, Any]:
+    return {"error": message} if errors is None else {"error": message, "errors": errors}
+
+
 def _error(status: int, message: str, errors: list | None = None) -> web.Response:
-    body: dict[str, Any] = {"error": message}
-    if errors is not None:
-        body["errors"] = errors
-    response = web.json_response(body, status=status)
+    response = web.json_response(_error_body(message, errors), status=status)
     if status == 413:
         response.force_close()  # the rest of the body is never read: do not reuse the connection
     return response
@@ -106,10 +107,7 @@ class _HTTPJSON(web.HTTPException):
 
     def __init__(self, status: int, message: str, errors: list | None = None):
         self.status_code = status
-        body: dict[str, Any] = {"error": message}
-        if errors is not None:
-            body["errors"] = errors
-        super().__init__(text=json.dumps(body), content_type="application/json")
+        super().__init__(text=json.dumps(_error_body(message, errors)), content_type="application/json")
         if status == 413:
             self.force_close()
 
@@ -157,6 +155,7 @@ async def offer(request: web.Request) -> web.Response:
                 break
         await pc.setLocalDescription(await pc.createAnswer())
     except Exception as exc:  # aiortc raises several types for bad SDP
+        log.warning("offer refused: %s", exc)
         await session.close()
         return _error(400, f"bad SDP offer: {exc}")
     log.info("session %s: opened (%s)", session.id, params.effect)

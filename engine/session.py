@@ -124,9 +124,8 @@ class Session:
                 self._in_rate.tick(now)
                 self.frames_in += 1
                 self._metrics.frames_in.inc()
-                if self.inbox.pending:
+                if self.inbox.put((frame, now)):
                     self._metrics.frames_dropped.inc()
-                self.inbox.put((frame, now))
         except MediaStreamError:
             log.info("session %s: remote track ended", self.id)
             self._spawn(self.close())
@@ -140,7 +139,9 @@ class Session:
             try:
                 out = await loop.run_in_executor(self._executor, self._process, frame, work)
             except Exception:
+                # The stream must not freeze: send the input on, and make the failure visible.
                 log.exception("session %s: pipeline failed; passing the frame through", self.id)
+                self._metrics.pipeline_errors.inc()
                 out = frame
             finally:
                 self.busy = False

@@ -2,21 +2,14 @@
 
 from __future__ import annotations
 
-import socket
-
 import numpy as np
 import pytest
 import pytest_asyncio
 from aiohttp import web
 
+from camfx.bench.latency import free_port
 from camfx.engine import yuv
 from camfx.engine.server import ENGINE, ServerConfig, create_app
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 class RunningServer:

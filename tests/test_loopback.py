@@ -157,7 +157,6 @@ async def test_latency_stays_flat_when_the_pipeline_is_slower_than_the_camera(cl
         # Frames were dropped and counted, nothing queued, and the output kept its pace.
         assert stats["frames_dropped"] > stats["frames_in"] / 2
         assert stats["deadline_misses"] > 0
-        assert not session.inbox.pending or session.inbox.dropped > 0
         out_rate = len([t for t in peer.received.arrivals if t > peer.received.arrivals[-1] - 3]) / 3
         assert out_rate > 15, f"output fps {out_rate:.1f}"
     finally:

@@ -29,8 +29,8 @@ MIN_IOU = 0.99
 
 def _photos() -> dict[str, np.ndarray]:
     """Real photographs of people, uint8 RGB, from packages the test extra installs."""
-    data = pytest.importorskip("skimage.data")
-    cbook = pytest.importorskip("matplotlib.cbook")
+    from matplotlib import cbook
+    from skimage import data
     import matplotlib.image
 
     with cbook.get_sample_data("grace_hopper.jpg") as f:
@@ -55,7 +55,7 @@ def model_inputs() -> dict[tuple[str, str], np.ndarray]:
 
 
 def _mediapipe_mask(variant: str, image: np.ndarray) -> np.ndarray:
-    mp = pytest.importorskip("mediapipe")
+    import mediapipe as mp
     selection = {"general": 0, "landscape": 1}[variant]
     with mp.solutions.selfie_segmentation.SelfieSegmentation(model_selection=selection) as seg:
         return seg.process(image).segmentation_mask
@@ -69,8 +69,6 @@ def _onnx_mask(path, image: np.ndarray) -> np.ndarray:
 
 @functools.cache
 def _torch_model(variant: str):
-    pytest.importorskip("torch")
-    pytest.importorskip("tflite")
     from camfx.models.selfie import SelfieSegmenter
 
     return SelfieSegmenter.from_variant(variant)
@@ -144,9 +142,7 @@ def test_onnx_contract(name):
 
 
 def test_export_reproduces_bundled_files(tmp_path, model_inputs):
-    pytest.importorskip("torch")
-    pytest.importorskip("tflite")
-    onnx = pytest.importorskip("onnx")
+    import onnx
     import torch
 
     from camfx.export.selfie import export_selfie
@@ -163,8 +159,6 @@ def test_export_reproduces_bundled_files(tmp_path, model_inputs):
 
 
 def test_find_tflite_in_a_wheel(tmp_path, monkeypatch):
-    pytest.importorskip("torch")
-    pytest.importorskip("mediapipe")
     from camfx.models.selfie import find_selfie_tflite
 
     monkeypatch.delenv("CAMFX_MEDIAPIPE_WHEEL", raising=False)
