@@ -90,44 +90,57 @@ async def measure(url: str, clip, codec: str, params: dict | None, seconds: floa
                     server_stats = await resp.json()
                 async with http.delete(f"{url}/sessions/{peer.session_id}") as resp:
                     resp.raise_for_status()
-        return {
-            "fps": round(arrivals / elapsed, 1),  # what the viewer sees, repeats included
-            "fresh_fps": round(fresh / elapsed, 1),  # distinct input frames that came back
-            "latency_ms": summary_ms(latencies),
-            "server": server_stats,
-        }
+        return {"elapsed": elapsed, "arrivals": arrivals, "fresh": fresh, "latencies": latencies, "server": server_stats}
     finally:
         await peer.close()
 
 
-async def run(args) -> dict:
-    results = []
-    camfx_cmd = ["-m", "camfx.engine.cli", "serve", "--log-level", "WARNING", "--max-sessions", "1"]
-    echo_cmd = ["-m", "camfx.bench.echo"]
-    async with Server(echo_cmd, "/offer") as echo, Server(camfx_cmd, "/healthz") as camfx:
-        for size in args.sizes:
-            width, height = (int(v) for v in size.split("x"))
-            clip = person_clip(width, height, 60)
-            for codec in args.codecs:
-                configs = [("echo", echo.url, None)] + [
-                    (effect, camfx.url, {"effect": effect, "probe": True}) for effect in args.effects
-                ]
-                for name, url, params in configs:
-                    row = await measure(url, clip, codec, params, args.seconds, args.warmup, args.fps)
-                    row.update(size=size, codec=codec, config=name)
-                    results.append(row)
-                    lat = row["latency_ms"]
-                    engine = ""
-                    if row["server"]:
-                        stages = row["server"]["stage_ms"]
-                        engine = f"  engine {sum(stages.values()):.1f} ms ({row['server']['quality']})"
-                        engine += f"  dropped {row['server']['frames_dropped']}  misses {row['server']['deadline_misses']}"
-                    print(f"{size:>9} {codec:>4} {name:>8}: {row['fps']:5.1f} fps ({row['fresh_fps']:4.1f} fresh)  "
-                          f"p50 {lat.get('p50', float('nan')):6.1f}  p95 {lat.get('p95', float('nan')):6.1f}  "
-                          f"p99 {lat.get('p99', float('nan')):6.1f} ms{engine}", flush=True)
+def summarise(samples: list[dict]) -> dict:
+    """One configuration's rounds pooled into one row."""
+    elapsed = sum(m["elapsed"] for m in samples)
     return {
-        "benchmark": "latency", "machine": machine(), "seconds": args.seconds, "camera_fps": args.fps,
-        "results": results,
+        "fps": round(sum(m["arrivals"] for m in samples) / elapsed, 1),  # what the viewer sees, repeats included
+        "fresh_fps": round(sum(m["fresh"] for m in samples) / elapsed, 1),  # distinct input frames that came back
+        "latency_ms": summary_ms([x for m in samples for x in m["latencies"]]),
+        "server": samples[-1]["server"],
+    }
+
+
+async def run(args) -> dict:
+    camfx_cmd = ["-m", "camfx.engine.cli", "serve", "--log-level", "WARNING", "--max-sessions", "1", *args.serve_args]
+    echo_cmd = ["-m", "camfx.bench.echo"]
+    samples: dict[tuple[str, str, str], list[dict]] = {}
+    async with Server(echo_cmd, "/offer") as echo, Server(camfx_cmd, "/healthz") as camfx:
+        # Rounds interleave the configurations, so a slow drift of the machine (other tenants,
+        # clocks) lands on all of them alike instead of on whichever ran at that moment.
+        for _ in range(args.rounds):
+            for size in args.sizes:
+                width, height = (int(v) for v in size.split("x"))
+                clip = person_clip(width, height, 60)
+                for codec in args.codecs:
+                    configs = [("echo", echo.url, None)] + [
+                        (effect, camfx.url, {"effect": effect, "probe": True}) for effect in args.effects
+                    ]
+                    for name, url, params in configs:
+                        sample = await measure(url, clip, codec, params, args.seconds / args.rounds, args.warmup, args.fps)
+                        samples.setdefault((size, codec, name), []).append(sample)
+    results = []
+    for (size, codec, name), runs in samples.items():
+        row = summarise(runs)
+        row.update(size=size, codec=codec, config=name)
+        results.append(row)
+        lat = row["latency_ms"]
+        engine = ""
+        if row["server"]:
+            stages = row["server"]["stage_ms"]
+            engine = f"  engine {sum(stages.values()):.1f} ms ({row['server']['quality']})"
+            engine += f"  dropped {row['server']['frames_dropped']}  misses {row['server']['deadline_misses']}"
+        print(f"{size:>9} {codec:>4} {name:>8}: {row['fps']:5.1f} fps ({row['fresh_fps']:4.1f} fresh)  "
+              f"p50 {lat.get('p50', float('nan')):6.1f}  p95 {lat.get('p95', float('nan')):6.1f}  "
+              f"p99 {lat.get('p99', float('nan')):6.1f} ms{engine}", flush=True)
+    return {
+        "benchmark": "latency", "machine": machine(), "seconds": args.seconds, "rounds": args.rounds,
+        "camera_fps": args.fps, "results": results,
     }
 
 
@@ -161,10 +174,13 @@ def main(argv: list[str]) -> int:
     parser.add_argument("--sizes", nargs="+", default=["640x480", "1280x720"])
     parser.add_argument("--codecs", nargs="+", default=["VP8", "H264"], choices=["VP8", "H264"])
     parser.add_argument("--effects", nargs="+", default=["none", "blur", "replace"])
-    parser.add_argument("--seconds", type=float, default=10.0, help="measured seconds per configuration")
+    parser.add_argument("--seconds", type=float, default=10.0, help="measured seconds per configuration, all rounds together")
+    parser.add_argument("--rounds", type=int, default=1, help="split each configuration's time into this many interleaved runs")
     parser.add_argument("--warmup", type=float, default=3.0)
     parser.add_argument("--fps", type=float, default=30.0)
     parser.add_argument("--out", type=Path, default=Path("bench/results"))
+    parser.add_argument("--serve-args", nargs=argparse.REMAINDER, default=[],
+                        help="everything after this goes to `camfx serve` (e.g. --model-threads 2)")
     args = parser.parse_args(argv)
     data = asyncio.run(run(args))
     print("wrote", write_json(args.out / "latency.json", data))

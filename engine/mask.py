@@ -78,7 +78,7 @@ class MaskRefiner:
         if feather > 0:
             # Radius is given at 720p; scale it to this work resolution.
             radius = max(1, round(feather * wh / (720 / WORK_DIVISOR) / 2))
-            luma = cv2.resize(yuv.planes(frame)[0], (ww, wh), interpolation=cv2.INTER_AREA)
+            luma = yuv.shrink(yuv.planes(frame)[0], wh, ww)
             guide = luma.astype(np.float32) * (1.0 / 255.0)
             alpha = guided_filter(guide, alpha, radius)
         return np.clip(alpha, 0.0, 1.0, out=alpha)

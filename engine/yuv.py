@@ -44,11 +44,26 @@ def to_rgb(frame: np.ndarray) -> np.ndarray:
     return cv2.cvtColor(frame, cv2.COLOR_YUV2RGB_I420)
 
 
+def shrink(plane: np.ndarray, height: int, width: int, dst: np.ndarray | None = None) -> np.ndarray:
+    """Area-average one plane down to (height, width).
+
+    OpenCV's area resize is fast only at exactly 2x (10-20x faster than at 4x, 5x or 2.5x), so
+    the plane is halved while it stays at least the target size; the rest, under 2x, is bilinear,
+    which at such a ratio still reads every source pixel.
+    """
+    while plane.shape[0] // 2 >= height and plane.shape[1] // 2 >= width:
+        plane = cv2.resize(plane, (plane.shape[1] // 2, plane.shape[0] // 2), interpolation=cv2.INTER_AREA)
+    return cv2.resize(plane, (width, height), dst=dst, interpolation=cv2.INTER_LINEAR)
+
+
 def resize(frame: np.ndarray, height: int, width: int, interpolation: int = cv2.INTER_AREA) -> np.ndarray:
     """Resize plane by plane (height and width must be even)."""
     out = empty(height, width)
     for src, dst in zip(planes(frame), planes(out)):
-        cv2.resize(src, (dst.shape[1], dst.shape[0]), dst=dst, interpolation=interpolation)
+        if interpolation == cv2.INTER_AREA:
+            shrink(src, *dst.shape, dst=dst)
+        else:
+            cv2.resize(src, (dst.shape[1], dst.shape[0]), dst=dst, interpolation=interpolation)
     return out
 
 
