@@ -5,7 +5,11 @@ from __future__ import annotations
 import importlib
 import sys
 
-BENCHMARKS = {"latency": "camfx.bench.latency", "engine": "camfx.bench.engine"}
+BENCHMARKS = {
+    "latency": "camfx.bench.latency",
+    "engine": "camfx.bench.engine",
+    "diffusion": "camfx.bench.diffusion",
+}
 
 
 def main(argv: list[str]) -> int:

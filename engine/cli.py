@@ -38,6 +38,16 @@ def serve(argv: list[str]) -> int:
     parser.add_argument("--max-sessions", type=int, default=4, help="concurrent peers; more get 503")
     parser.add_argument("--model-threads", type=int, default=1, help="onnxruntime threads per model run")
     parser.add_argument("--log-level", default="INFO")
+    diffusion = parser.add_argument_group("diffusion models (the `diffusion` effect; needs the diffusion extra)")
+    diffusion.add_argument(
+        "--add-diffusion-model", action="append", default=[], metavar="NAME=MODEL",
+        help="serve an sd-turbo-family model (hub id or local folder) under NAME; repeatable",
+    )
+    diffusion.add_argument("--taesd", default="madebyollin/taesd", help="tiny autoencoder (hub id or folder)")
+    diffusion.add_argument(
+        "--random-weights", action="store_true",
+        help="also serve random/sd-turbo: the full-size architecture, untrained (timing, no download)",
+    )
     _add_param_flags(parser)
     args = parser.parse_args(argv)
     try:
@@ -48,11 +58,21 @@ def serve(argv: list[str]) -> int:
     from aiohttp import web
 
     from .server import ServerConfig, create_app
+    from .stylize import DiffusionModelSpec, default_specs
+
+    models = default_specs(random_weights=args.random_weights)
+    for entry in args.add_diffusion_model:
+        name, _, model = entry.partition("=")
+        if not name or not model:
+            parser.error(f"--add-diffusion-model wants NAME=MODEL, got {entry!r}")
+        models[name] = DiffusionModelSpec(model, taesd_id=args.taesd)
+    if args.taesd != "madebyollin/taesd":
+        models = {k: DiffusionModelSpec(v.model_id, args.taesd, v.lora_id, v.random_weights) for k, v in models.items()}
 
     logging.basicConfig(level=args.log_level.upper(), format="%(asctime)s %(name)s %(levelname)s %(message)s")
     config = ServerConfig(
         host=args.host, port=args.port, max_sessions=args.max_sessions,
-        model_threads=args.model_threads, defaults=defaults,
+        model_threads=args.model_threads, defaults=defaults, diffusion_models=models,
     )
     print(f"camfx: open http://{args.host}:{args.port}/ in a browser", flush=True)
     web.run_app(create_app(config), host=args.host, port=args.port, print=None)

@@ -11,7 +11,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
-Effect = Literal["none", "blur", "replace", "remove", "toon"]
+Effect = Literal["none", "blur", "replace", "remove", "toon", "diffusion"]
 EFFECTS: tuple[str, ...] = Effect.__args__  # type: ignore[attr-defined]
 
 _HEX_COLOUR = re.compile(r"^#[0-9a-fA-F]{6}$")
@@ -34,6 +34,22 @@ class Params(BaseModel):
     # toon: edge-preserving smoothing passes and edge darkness.
     toon_smoothing: int = Field(2, ge=1, le=5)
     toon_edges: float = Field(0.6, ge=0.0, le=1.0)
+    # diffusion: few-step img2img / txt2img (see camfx.engine.stylize); the server checks that
+    # diffusion_model is one it serves.
+    diffusion_mode: Literal["frame", "background", "person", "backdrop"] = "background"
+    prompt: str = Field("a watercolor painting, soft light", max_length=500)
+    strength: float = Field(0.5, gt=0.0, le=1.0)
+    steps: int = Field(1, ge=1, le=4)
+    seed: int = Field(0, ge=0, le=2**31 - 1)
+    # The long side of the picture the model works on (the short side follows the frame's shape).
+    diffusion_size: int = Field(512, ge=128, le=1024, multiple_of=64)
+    diffusion_model: str = Field("stabilityai/sd-turbo", min_length=1, max_length=200)
+    # Weight of the previous clean latent, against flicker (adds that much lag); 0 = off.
+    diffusion_feedback: float = Field(0.0, ge=0.0, le=0.9)
+    # Skip frames nearly identical to the last one generated (StreamDiffusion uses 0.98); 0 = off.
+    similarity_threshold: float = Field(0.0, ge=0.0, lt=1.0)
+    # Denoise successive frames' steps in one UNet batch: more fps at steps > 1, steps - 1 frames lag.
+    stream_batch: bool = False
     # mask quality
     model: Literal["general", "landscape"] = "landscape"
     mask_mode: Literal["soft", "threshold"] = "soft"
@@ -44,6 +60,14 @@ class Params(BaseModel):
     mask_feather: int = Field(4, ge=0, le=32)
     # Keep the top 16 rows of the input so latency probes can match output to input.
     probe: bool = False
+
+    @field_validator("prompt")
+    @classmethod
+    def _prompt(cls, value: str) -> str:
+        value = " ".join(value.split())
+        if not value:
+            raise ValueError("the prompt is empty; describe the look you want")
+        return value
 
     @field_validator("background_color", "key_color")
     @classmethod

@@ -13,15 +13,22 @@ from typing import Protocol
 
 import numpy as np
 
+from camfx.models import diffusion_compose
+
 from . import effects, yuv
 from .backgrounds import Backgrounds
 from .budget import LADDER, Quality
 from .mask import MaskRefiner
 from .params import Params, hex_to_rgb
 from .segmenter import Segmenters
+from .stylize import Stylized
 
 PROBE_ROWS = 16
 NEEDS_MASK = ("blur", "replace", "remove")
+
+
+def needs_mask(p: Params) -> bool:
+    return p.effect in NEEDS_MASK or (p.effect == "diffusion" and p.diffusion_mode != "frame")
 
 
 @dataclass
@@ -35,6 +42,7 @@ class Work:
     probability: np.ndarray | None = None  # model output, model resolution
     alpha: np.ndarray | None = None  # refined mask, work resolution
     background: Future | None = None  # the layer behind the person (I420), being made
+    stylized: Stylized | None = None  # the newest diffusion picture (diffusion effect)
     output: np.ndarray | None = None  # I420 result
     timings: dict[str, float] = field(default_factory=dict)  # stage name -> seconds
 
@@ -87,7 +95,7 @@ class Segment:
         self._last: tuple[str, np.ndarray] | None = None
 
     def __call__(self, work: Work) -> None:
-        if work.params.effect not in NEEDS_MASK:
+        if not needs_mask(work.params):
             return
         self._frames += 1
         model = work.params.model
@@ -122,12 +130,17 @@ class RefineMask:
 class ApplyEffect:
     name = "effect"
 
+    def __init__(self) -> None:
+        self._layer: tuple[tuple, np.ndarray] | None = None  # (key, the stylized picture as I420)
+
     def __call__(self, work: Work) -> None:
         p, frame = work.params, work.image
         if p.effect == "none":
             work.output = frame
         elif p.effect == "toon":
             work.output = effects.toon(frame, min(p.toon_smoothing, work.quality.toon_passes), p.toon_edges)
+        elif p.effect == "diffusion":
+            work.output = self._diffusion(work)
         else:
             work.output = effects.composite(frame, work.background.result(), work.alpha)
         if p.probe:
@@ -137,6 +150,19 @@ class ApplyEffect:
             work.output[:PROBE_ROWS] = frame[:PROBE_ROWS]
             for src, dst in zip(yuv.planes(frame)[1:], yuv.planes(work.output)[1:]):
                 dst[: PROBE_ROWS // 2] = src[: PROBE_ROWS // 2]
+
+
+    def _diffusion(self, work: Work) -> np.ndarray:
+        """The newest generated picture composited with this frame (and this frame's mask)."""
+        s, mode = work.stylized, work.params.diffusion_mode
+        if s is None or (s.mode == "backdrop") != (mode == "backdrop"):
+            return work.image  # nothing made for this mode yet: the camera's picture meanwhile
+        key = (s.serial, mode == "backdrop", *yuv.frame_size(work.image))
+        if self._layer is None or self._layer[0] != key:
+            self._layer = (key, diffusion_compose.layer(mode, s.rgb, *key[2:]))
+        out = diffusion_compose.blend(mode, work.image, self._layer[1], work.alpha)
+        # The kept layer itself goes out in `frame` mode: the probe must not write into it.
+        return out.copy() if out is self._layer[1] and work.params.probe else out
 
 
 class Pipeline:

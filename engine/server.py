@@ -22,6 +22,7 @@ from .params import Params, ParamsError
 from .pipeline import default_pipeline
 from .segmenter import Segmenters
 from .session import Session
+from .stylize import DiffusionModels, DiffusionModelSpec, Generator, default_specs
 
 log = logging.getLogger("camfx.server")
 
@@ -38,6 +39,8 @@ class ServerConfig:
     connect_timeout: float = 30.0  # seconds for a peer to connect before its session is dropped
     workers: int = field(default_factory=lambda: max(2, os.cpu_count() or 2))
     defaults: Params = field(default_factory=Params)
+    # The models `diffusion_model` may name (see camfx.engine.stylize.default_specs).
+    diffusion_models: dict[str, DiffusionModelSpec] = field(default_factory=default_specs)
 
 
 class Engine:
@@ -52,6 +55,10 @@ class Engine:
         # Work a frame's pipeline hands off to run alongside itself (a separate pool: a worker
         # waiting on its own pool could deadlock it).
         self.helper = ThreadPoolExecutor(max_workers=config.workers, thread_name_prefix="camfx-helper")
+        # Diffusion runs one picture at a time, on its own thread: it must never take the
+        # workers' place, and two at once would only share the same cores or GPU.
+        self.diffusion_models = DiffusionModels(config.diffusion_models)
+        self.diffusion = ThreadPoolExecutor(max_workers=1, thread_name_prefix="camfx-diffusion")
         self.sessions: dict[str, Session] = {}
         self._pipeline_factory = pipeline_factory or (
             lambda: default_pipeline(self.segmenters, self.backgrounds, self.helper)
@@ -61,11 +68,16 @@ class Engine:
         return self._pipeline_factory()
 
     def check_params(self, params: Params) -> None:
-        """What the schema cannot know: that a named background image exists."""
+        """What the schema cannot know: that a named background image exists, that this server
+        serves the diffusion model named."""
         if params.background_image not in self.backgrounds:
             raise ParamsError(
                 [{"field": "background_image", "message": f"no background image {params.background_image!r}"}]
             )
+        self.diffusion_models.check(params)
+
+    def new_generator(self, on_error) -> Generator:
+        return Generator(self.diffusion_models, self.diffusion, on_error)
 
     def forget(self, session: Session) -> None:
         if self.sessions.pop(session.id, None) is not None:
@@ -75,6 +87,7 @@ class Engine:
         await asyncio.gather(*(s.close() for s in list(self.sessions.values())), return_exceptions=True)
         self.executor.shutdown(wait=True, cancel_futures=True)
         self.helper.shutdown(wait=True, cancel_futures=True)
+        self.diffusion.shutdown(wait=True, cancel_futures=True)
 
 
 def _error_body(message: str, errors: list | None = None) -> dict[str, Any]:
@@ -140,6 +153,7 @@ async def offer(request: web.Request) -> web.Response:
     session = Session(
         uuid.uuid4().hex, pc, params, engine.new_pipeline(), engine.executor, engine.metrics, engine.forget,
         check_params=engine.check_params, connect_timeout=engine.config.connect_timeout,
+        make_generator=engine.new_generator,
     )
     engine.sessions[session.id] = session
     engine.metrics.sessions.set(len(engine.sessions))
@@ -218,6 +232,8 @@ async def healthz(request: web.Request) -> web.Response:
             "sessions": len(engine.sessions),
             "max_sessions": engine.config.max_sessions,
             "backends": engine.segmenters.backends(),
+            "diffusion_models": sorted(engine.diffusion_models.specs),
+            "diffusion_loaded": engine.diffusion_models.loaded(),
         }
     )
 

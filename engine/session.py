@@ -26,6 +26,7 @@ from .frame_slot import FrameSlot
 from .metrics import Metrics
 from .params import Params, ParamsError
 from .pipeline import Pipeline, Work
+from .stylize import Generator
 from .tracks import ProcessedTrack
 
 log = logging.getLogger("camfx.session")
@@ -81,6 +82,7 @@ class Session:
         on_closed: Callable[["Session"], None],
         check_params: Callable[[Params], None] = lambda params: None,
         connect_timeout: float = 30.0,
+        make_generator: Callable[[Callable[[str, str], None]], Generator] | None = None,
     ):
         self.id = session_id
         self.pc = pc
@@ -104,6 +106,9 @@ class Session:
         self._latency_ms: deque[float] = deque(maxlen=120)
         self.frames_in = self.frames_out = self.deadline_misses = 0
         self.created = time.perf_counter()
+        # The diffusion effect's generator, made when the effect is first used.
+        self._make_generator = make_generator
+        self.generator: Generator | None = None
 
         pc.on("track", self._on_track)
         pc.on("datachannel", self._on_datachannel)
@@ -143,7 +148,10 @@ class Session:
         while True:
             frame, t_recv = await self.inbox.take()
             self.busy = True
-            work = Work(image=np.empty(0), params=self.params, quality=self.budget.quality, t_recv=t_recv)
+            params = self.params
+            work = Work(image=np.empty(0), params=params, quality=self.budget.quality, t_recv=t_recv)
+            if params.effect == "diffusion":
+                work.stylized = self._generator().latest
             try:
                 out = await loop.run_in_executor(self._executor, self._process, frame, work)
             except Exception:
@@ -160,6 +168,19 @@ class Session:
                 previous = self._stage_ms.get(stage, seconds * 1000)
                 self._stage_ms[stage] = 0.9 * previous + 0.1 * seconds * 1000
             self.outbox.put((out, work))
+            if params.effect == "diffusion" and work.image.size:
+                self._generator().offer(work.image, params)
+
+    def _generator(self) -> Generator:
+        if self.generator is None:
+            if self._make_generator is None:
+                raise RuntimeError("this server has no diffusion models")
+            self.generator = self._make_generator(self._on_generator_error)
+            self._spawn(self.generator.run())
+        return self.generator
+
+    def _on_generator_error(self, field: str, message: str) -> None:
+        self._send({"type": "error", "errors": [{"field": field, "message": message}]})
 
     def _process(self, frame: VideoFrame, work: Work) -> VideoFrame:
         """Executor thread: decode to I420, run the pipeline, wrap the result as a VideoFrame."""
@@ -195,6 +216,8 @@ class Session:
         """Apply a partial update; raises ParamsError (nothing changes) when it is invalid."""
         params = self.params.updated(patch)
         self._check_params(params)
+        if self.generator is not None:
+            self.generator.check(params)
         self.params = params
         return params
 
@@ -242,6 +265,7 @@ class Session:
             "budget_ms": round(self.budget.budget_s * 1000, 1),
             "quality": self.budget.quality.name,
             "effect": self.params.effect,
+            "diffusion": self.generator.stats() if self.generator is not None else None,
         }
 
     # ---- teardown ----------------------------------------------------------------------------

@@ -40,8 +40,11 @@ Streaming features:
   trading a little lag for temporal stability;
 - fp32 on CPU, fp16 + channels_last on CUDA.
 
-Not done: stream batch (denoising successive frames' steps in one UNet call: more throughput for
-steps > 1 at the cost of steps-1 frames of added lag) and residual self-negative CFG.
+- stream batch (`stream_batch`): with steps > 1, successive frames' steps share one UNet call
+  (a batch of `steps`), so a frame costs one UNet call instead of `steps`, at the cost of
+  `steps - 1` frames of added lag (`lag_frames`).
+
+Not done: residual self-negative CFG (turbo models need no guidance).
 
 Prompts. An empty prompt is allowed: it is the unconditional embedding, so the model only
 "cleans up" the frame towards its own idea of an image. A prompt longer than the text encoder
@@ -55,6 +58,7 @@ from __future__ import annotations
 
 import math
 import os
+import time
 import zlib
 from dataclasses import dataclass
 from pathlib import Path
@@ -166,16 +170,80 @@ class _Buffers:
     image: torch.Tensor  # [1, 3, h, w] model input in [-1, 1]
     last_latent: torch.Tensor | None = None
     last_output: np.ndarray | None = None
+    pipe: torch.Tensor | None = None  # stream batch: earlier frames' latents between steps
+
+
+class _Clock:
+    """Wall time per stage; on CUDA it waits for the device so each stage gets its own time."""
+
+    def __init__(self, device: torch.device):
+        self._sync = device.type == "cuda"
+        self._last = time.perf_counter()
+        self.laps: dict[str, float] = {}
+
+    def lap(self, name: str) -> None:
+        if self._sync:
+            torch.cuda.synchronize()
+        now = time.perf_counter()
+        self.laps[name] = now - self._last
+        self._last = now
+
+
+@dataclass
+class DiffusionParts:
+    """Loaded weights, shareable between streams (they are only read)."""
+
+    unet: torch.nn.Module
+    vae: torch.nn.Module
+    text_encoder: torch.nn.Module
+    tokenizer: object | None  # None for random weights: see StreamStylizer._token_ids
+    scheduler: object
+    family: str  # "turbo" or "lcm"
+    model_id: str
+    device: torch.device
+    dtype: torch.dtype
+
+
+def load_parts(
+    model_id: str = DEFAULT_MODEL,
+    *,
+    taesd_id: str = DEFAULT_TAESD,
+    lora_id: str | None = None,
+    device: str | torch.device | None = None,
+    dtype: torch.dtype | None = None,
+    random_weights: bool = False,
+) -> DiffusionParts:
+    """Load (or, with random_weights, build) a model family onto `device`; see StreamStylizer."""
+    device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
+    # fp16 on GPUs (tensor cores, half the memory traffic); fp32 on CPU, where fp16 is slow.
+    dtype = dtype or (torch.float16 if device.type == "cuda" else torch.float32)
+    if random_weights:
+        unet, vae, text_encoder, scheduler = _random_sd_turbo()
+        tokenizer = None
+        for module in (unet, vae, text_encoder):
+            module.to(dtype=dtype)  # built in fp32
+    else:
+        unet, vae, text_encoder, tokenizer, scheduler = _load_weights(model_id, taesd_id, lora_id, dtype)
+    for module in (unet, vae, text_encoder):
+        module.to(device).eval().requires_grad_(False)
+    if device.type == "cuda":
+        # Convolutions in cuDNN prefer NHWC; the UNet and TAESD are mostly convolutions.
+        unet.to(memory_format=torch.channels_last)
+        vae.to(memory_format=torch.channels_last)
+    family = "lcm" if lora_id else "turbo"
+    return DiffusionParts(unet, vae, text_encoder, tokenizer, scheduler, family, model_id, device, dtype)
 
 
 class StreamStylizer:
     """img2img for a live stream and txt2img for backdrops; see the module docstring.
 
     model_id / taesd_id: hub ids or local folders. lora_id: a LoRA to fuse (the `lcm` family).
-    prompt, steps (1..4), strength (0, 1], feedback [0, 1): live, settable attributes.
+    prompt, steps (1..4), strength (0, 1], feedback [0, 1), stream_batch: live, settable attributes.
     seed: the per-stream noise. similarity_threshold: 0 = filter off; StreamDiffusion uses 0.98.
     max_skips: most frames skipped in a row. device / dtype: default cuda+fp16 if there is a GPU,
     else cpu+fp32. random_weights: the full-size sd-turbo architecture, untrained, no download.
+    parts: weights already loaded by `load_parts` (shared between streams); the model arguments
+    are then ignored.
     """
 
     def __init__(
@@ -191,30 +259,22 @@ class StreamStylizer:
         similarity_threshold: float = 0.0,
         max_skips: int = 10,
         feedback: float = 0.0,
+        stream_batch: bool = False,
         device: str | torch.device | None = None,
         dtype: torch.dtype | None = None,
         random_weights: bool = False,
+        parts: DiffusionParts | None = None,
     ):
-        self.device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
-        # fp16 on GPUs (tensor cores, half the memory traffic); fp32 on CPU, where fp16 is slow.
-        self.dtype = dtype or (torch.float16 if self.device.type == "cuda" else torch.float32)
-        self.model_id, self.taesd_id, self.lora_id = model_id, taesd_id, lora_id
-        self.family = "lcm" if lora_id else "turbo"
-        self.seed = seed
-        if random_weights:
-            self.unet, self.vae, self.text_encoder, self.scheduler = _random_sd_turbo()
-            self.tokenizer = None  # no vocabulary without a download: see _token_ids
-            if self.dtype != torch.float32:  # built in fp32
-                for module in (self.unet, self.vae, self.text_encoder):
-                    module.to(dtype=self.dtype)
-        else:
-            self._load()
-        for module in (self.unet, self.vae, self.text_encoder):
-            module.to(self.device).eval().requires_grad_(False)
-        if self.device.type == "cuda":
-            # Convolutions in cuDNN prefer NHWC; the UNet and TAESD are mostly convolutions.
-            self.unet.to(memory_format=torch.channels_last)
-            self.vae.to(memory_format=torch.channels_last)
+        if parts is None:
+            parts = load_parts(
+                model_id, taesd_id=taesd_id, lora_id=lora_id, device=device, dtype=dtype,
+                random_weights=random_weights,
+            )
+        self.parts = parts
+        self.unet, self.vae, self.text_encoder = parts.unet, parts.vae, parts.text_encoder
+        self.tokenizer, self.scheduler = parts.tokenizer, parts.scheduler
+        self.device, self.dtype, self.family, self.model_id = parts.device, parts.dtype, parts.family, parts.model_id
+        self._seed = seed
         config = self.scheduler.config
         self._alphas = self.scheduler.alphas_cumprod.to(torch.float64)  # a_t for t in 0..T-1
         self._prediction = config.get("prediction_type", "epsilon")
@@ -223,6 +283,7 @@ class StreamStylizer:
         self._steps, self._strength = check_steps(steps), check_strength(strength)
         self._timesteps = self._schedule()
         self.feedback = feedback
+        self.stream_batch = stream_batch
         self.similarity = SimilarityFilter(similarity_threshold, max_skips, seed)
         self._prompt: str | None = None
         self._embeddings: torch.Tensor | None = None
@@ -230,6 +291,7 @@ class StreamStylizer:
         self._buffers: _Buffers | None = None
         self.frames_processed = 0
         self.frames_skipped = 0
+        self.timings: dict[str, float] = {}  # stage -> seconds, of the last generated frame
 
     @classmethod
     def lcm_lora(cls, model_id: str = LCM_BASE_MODEL, lora_id: str = LCM_LORA, **kwargs) -> "StreamStylizer":
@@ -237,46 +299,6 @@ class StreamStylizer:
         return cls(model_id, lora_id=lora_id, **kwargs)
 
     # -- loading -----------------------------------------------------------------------------
-
-    def _load(self) -> None:
-        from diffusers import AutoencoderTiny, LCMScheduler, UNet2DConditionModel
-        from transformers import CLIPTextModel, CLIPTokenizer
-
-        mid, dtype = self.model_id, self.dtype
-        self.text_encoder = _load(
-            "text encoder",
-            mid,
-            lambda: CLIPTextModel.from_pretrained(mid, subfolder="text_encoder", dtype=dtype),
-        )
-        self.tokenizer = _load("tokenizer", mid, lambda: _tokenizer(CLIPTokenizer, mid))
-        self.unet = _load(
-            "UNet",
-            mid,
-            lambda: UNet2DConditionModel.from_pretrained(mid, subfolder="unet", torch_dtype=dtype),
-        )
-        # Only the beta schedule and prediction type are read from the repo's scheduler config
-        # (sd-turbo ships an Euler one); LCMScheduler gives alphas_cumprod and LCM's scalings.
-        self.scheduler = _load(
-            "scheduler config", mid, lambda: LCMScheduler.from_pretrained(mid, subfolder="scheduler")
-        )
-        self.vae = _load(
-            "TAESD VAE",
-            self.taesd_id,
-            lambda: AutoencoderTiny.from_pretrained(self.taesd_id, torch_dtype=dtype),
-        )
-        if self.lora_id:
-            self._fuse_lora(self.lora_id)
-
-    def _fuse_lora(self, lora_id: str) -> None:
-        """Merge a LoRA (diffusers, PEFT or kohya layout) into the UNet's weights: no runtime cost."""
-        from diffusers import StableDiffusionPipeline
-
-        # The pipeline's class method only reads and converts the state dict (kohya -> PEFT
-        # names); nothing of a pipeline is built.
-        state, alphas = _load("LoRA", lora_id, lambda: StableDiffusionPipeline.lora_state_dict(lora_id))
-        self.unet.load_lora_adapter(state, prefix="unet", network_alphas=alphas, adapter_name="stream")
-        self.unet.fuse_lora(lora_scale=1.0)
-        self.unet.unload_lora()
 
     # -- live parameters ---------------------------------------------------------------------
 
@@ -290,6 +312,21 @@ class StreamStylizer:
             return
         self._embeddings = self._encode(prompt)  # raises before anything changes
         self._prompt = prompt
+
+    def check_prompt(self, prompt: str) -> None:
+        """Raise PromptTooLongError / TypeError as setting `prompt` would, without encoding it
+        (tokenizing only: cheap enough to validate a live control)."""
+        self._token_ids(prompt)
+
+    @property
+    def seed(self) -> int:
+        return self._seed
+
+    @seed.setter
+    def seed(self, seed: int) -> None:
+        if seed != self._seed:
+            self._seed = seed
+            self._buffers = None  # new fixed noise on the next frame
 
     @property
     def steps(self) -> int:
@@ -382,34 +419,55 @@ class StreamStylizer:
     def img2img(self, rgb: np.ndarray) -> np.ndarray:
         """Restyle one RGB uint8 frame (H, W multiples of 8). Returns RGB uint8, same size.
 
-        A skipped frame (similarity filter) returns the previous output object itself: treat
-        outputs as read-only.
+        With `stream_batch` and steps > 1 the result is that of the frame `steps - 1` calls
+        earlier (see `_denoise_stream`). A skipped frame (similarity filter) returns the previous
+        output object itself: treat outputs as read-only.
         """
         height, width = _check_image(rgb)
         buffers = self._buffers_for(height, width)
         if self.similarity.should_skip(rgb) and buffers.last_output is not None:
             self.frames_skipped += 1
             return buffers.last_output
+        clock = _Clock(self.device)
         with torch.inference_mode():
             source = torch.from_numpy(np.ascontiguousarray(rgb)).to(self.device, non_blocking=True)
             buffers.image.copy_(source.permute(2, 0, 1).unsqueeze(0))
             buffers.image.div_(127.5).sub_(1.0)
             latent = self.vae.encode(buffers.image).latents * self._vae_scale
-            clean = self._denoise(latent, buffers.noise, self._timesteps)
+            clock.lap("encode")
+            if self.stream_batch and self._steps > 1:
+                clean = self._denoise_stream(latent, buffers)
+            else:
+                buffers.pipe = None
+                clean = self._denoise(latent, buffers.noise, self._timesteps)
             if self._feedback and buffers.last_latent is not None:
                 clean = torch.lerp(clean, buffers.last_latent, self._feedback)
             buffers.last_latent = clean
+            clock.lap("unet")
             out = self._decode(clean)
+            clock.lap("decode")
+        self.timings = clock.laps
         buffers.last_output = out
         self.frames_processed += 1
         return out
+
+    @property
+    def lag_frames(self) -> int:
+        """Frames between an input and the output made from it (stream batch only)."""
+        return self._steps - 1 if self.stream_batch else 0
 
     def txt2img(self, height: int = 512, width: int = 512, seed: int | None = None) -> np.ndarray:
         """An image of the prompt from pure noise (for the `backdrop` mode): RGB uint8."""
         _check_size(height, width)
         noise = self._noise(height, width, MAX_STEPS, self.seed if seed is None else seed)
+        clock = _Clock(self.device)
         with torch.inference_mode():
-            return self._decode(self._denoise(None, noise, self._schedule(strength=1.0)))
+            clean = self._denoise(None, noise, self._schedule(strength=1.0))
+            clock.lap("unet")
+            out = self._decode(clean)
+            clock.lap("decode")
+        self.timings = clock.laps
+        return out
 
     def _denoise(
         self, latent: torch.Tensor | None, noise: torch.Tensor, timesteps: list[int]
@@ -418,12 +476,39 @@ class StreamStylizer:
         x = noise[:1] if latent is None else self._add_noise(latent, noise[:1], timesteps[0])
         clean = x
         for i, t in enumerate(timesteps):
-            t_in = torch.full((1,), t, device=self.device, dtype=torch.long)
-            model_out = self.unet(x, t_in, encoder_hidden_states=self._embeddings, return_dict=False)[0]
-            clean = self._clean(x, model_out, t)
+            clean = self._step(x, [t])
             if i + 1 < len(timesteps):
                 x = self._add_noise(clean, noise[i + 1 : i + 2], timesteps[i + 1])
         return clean
+
+    def _denoise_stream(self, latent: torch.Tensor, buffers: "_Buffers") -> torch.Tensor:
+        """Stream batch: one UNet call denoises this frame's first step together with the later
+        steps of the `steps - 1` frames before it, each at its own timestep.
+
+        Every frame still gets exactly the steps it would get alone (same noise, same timesteps),
+        so the output equals the unbatched output of the frame `steps - 1` calls earlier; until
+        the pipe is full the oldest frame in it is returned at the step it has reached.
+        """
+        timesteps, noise = self._timesteps, buffers.noise
+        x = self._add_noise(latent, noise[:1], timesteps[0])
+        pipe = buffers.pipe
+        if pipe is not None and pipe.shape[0] < len(timesteps):  # else steps shrank: start over
+            x = torch.cat([x, pipe])
+        clean = self._step(x, timesteps[: x.shape[0]])
+        # Re-noise all but the last to their next timestep: they wait in the pipe for the next call.
+        keep = min(x.shape[0], len(timesteps) - 1)
+        buffers.pipe = torch.cat(
+            [self._add_noise(clean[i : i + 1], noise[i + 1 : i + 2], timesteps[i + 1]) for i in range(keep)]
+        )
+        return clean[-1:]
+
+    def _step(self, x: torch.Tensor, timesteps: list[int]) -> torch.Tensor:
+        """One UNet call over a batch, element i at timesteps[i]; returns clean estimates."""
+        n = x.shape[0]
+        t_in = torch.tensor(timesteps, device=self.device, dtype=torch.long)
+        embeddings = self._embeddings.expand(n, -1, -1)
+        model_out = self.unet(x, t_in, encoder_hidden_states=embeddings, return_dict=False)[0]
+        return torch.cat([self._clean(x[i : i + 1], model_out[i : i + 1], t) for i, t in enumerate(timesteps)])
 
     def _add_noise(self, x0: torch.Tensor, noise: torch.Tensor, t: int) -> torch.Tensor:
         a = float(self._alphas[t])
@@ -445,6 +530,39 @@ class StreamStylizer:
         image = self.vae.decode(latent / self._vae_scale).sample[0]
         image = ((image.clamp(-1.0, 1.0) + 1.0) * 127.5).round().to(torch.uint8)
         return image.permute(1, 2, 0).contiguous().cpu().numpy()
+
+
+def _load_weights(model_id: str, taesd_id: str, lora_id: str | None, dtype: torch.dtype):
+    from diffusers import AutoencoderTiny, LCMScheduler, UNet2DConditionModel
+    from transformers import CLIPTextModel, CLIPTokenizer
+
+    mid = model_id
+    text_encoder = _load(
+        "text encoder", mid, lambda: CLIPTextModel.from_pretrained(mid, subfolder="text_encoder", dtype=dtype)
+    )
+    tokenizer = _load("tokenizer", mid, lambda: _tokenizer(CLIPTokenizer, mid))
+    unet = _load(
+        "UNet", mid, lambda: UNet2DConditionModel.from_pretrained(mid, subfolder="unet", torch_dtype=dtype)
+    )
+    # Only the beta schedule and prediction type are read from the repo's scheduler config
+    # (sd-turbo ships an Euler one); LCMScheduler gives alphas_cumprod and LCM's scalings.
+    scheduler = _load("scheduler config", mid, lambda: LCMScheduler.from_pretrained(mid, subfolder="scheduler"))
+    vae = _load("TAESD VAE", taesd_id, lambda: AutoencoderTiny.from_pretrained(taesd_id, torch_dtype=dtype))
+    if lora_id:
+        _fuse_lora(unet, lora_id)
+    return unet, vae, text_encoder, tokenizer, scheduler
+
+
+def _fuse_lora(unet, lora_id: str) -> None:
+    """Merge a LoRA (diffusers, PEFT or kohya layout) into the UNet's weights: no runtime cost."""
+    from diffusers import StableDiffusionPipeline
+
+    # The pipeline's class method only reads and converts the state dict (kohya -> PEFT
+    # names); nothing of a pipeline is built.
+    state, alphas = _load("LoRA", lora_id, lambda: StableDiffusionPipeline.lora_state_dict(lora_id))
+    unet.load_lora_adapter(state, prefix="unet", network_alphas=alphas, adapter_name="stream")
+    unet.fuse_lora(lora_scale=1.0)
+    unet.unload_lora()
 
 
 def _check_size(height: int, width: int) -> None:

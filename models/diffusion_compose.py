@@ -40,17 +40,18 @@ def stylized_frame(stylized_rgb: np.ndarray, height: int, width: int) -> np.ndar
     return yuv.resize(small, height, width, interpolation=cv2.INTER_LINEAR)
 
 
-def compose(
-    mode: str, frame: np.ndarray, stylized_rgb: np.ndarray, alpha: np.ndarray | None = None
-) -> np.ndarray:
-    """The output I420 frame for `mode` (see the module docstring); `frame` is not modified."""
+def layer(mode: str, stylized_rgb: np.ndarray, height: int, width: int) -> np.ndarray:
+    """The stylized picture as an I420 layer of the frame's size (worth keeping while the same
+    picture is composited onto many camera frames)."""
     if mode not in MODES:
         raise ValueError(f"unknown diffusion mode {mode!r}; valid modes: {', '.join(MODES)}")
-    h, w = yuv.frame_size(frame)
     if mode == "backdrop":
-        styled = effects.cover(stylized_rgb, h, w)
-    else:
-        styled = stylized_frame(stylized_rgb, h, w)
+        return effects.cover(stylized_rgb, height, width)
+    return stylized_frame(stylized_rgb, height, width)
+
+
+def blend(mode: str, frame: np.ndarray, styled: np.ndarray, alpha: np.ndarray | None) -> np.ndarray:
+    """The output I420 frame for `mode` from the camera `frame` and the `layer` it goes with."""
     if mode == "frame":
         return styled
     if alpha is None:
@@ -60,3 +61,11 @@ def compose(
         return effects.composite(styled, frame, alpha)
     # background and backdrop: the person (alpha = 1) keeps the camera's pixels.
     return effects.composite(frame, styled, alpha)
+
+
+def compose(
+    mode: str, frame: np.ndarray, stylized_rgb: np.ndarray, alpha: np.ndarray | None = None
+) -> np.ndarray:
+    """The output I420 frame for `mode` (see the module docstring); `frame` is not modified."""
+    h, w = yuv.frame_size(frame)
+    return blend(mode, frame, layer(mode, stylized_rgb, h, w), alpha)

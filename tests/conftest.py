@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import os
+
+os.environ["HF_HUB_OFFLINE"] = "1"  # before huggingface_hub is imported: it reads this once
+
 import numpy as np
 import pytest
 import pytest_asyncio
@@ -60,3 +64,11 @@ def clip_640():
     from camfx.bench.clip import person_clip
 
     return person_clip(640, 480, 30)
+
+
+@pytest.fixture(scope="session")
+def tiny_repo(tmp_path_factory):
+    """(model folder, TAESD folder) of tiny random diffusion models, saved like hub repos."""
+    from .tiny_diffusion import build_tiny_repo
+
+    return build_tiny_repo(tmp_path_factory.mktemp("diffusion"))

@@ -8,12 +8,7 @@ and determinism, not pictures.
 
 from __future__ import annotations
 
-import json
-import os
 import shutil
-import string
-
-os.environ["HF_HUB_OFFLINE"] = "1"  # before huggingface_hub is imported: it reads this once
 
 import numpy as np
 import pytest
@@ -29,85 +24,11 @@ from camfx.models.diffusion import (
     timestep_schedule,
 )
 
+from .tiny_diffusion import MAX_TOKENS, tiny_taesd, tiny_unet
+
 SIZE = 64  # image side: latents are 8x8, the tiny UNet's sample size
-MAX_TOKENS = 16
 
 
-def _write_tokenizer(folder) -> int:
-    """A CLIP BPE tokenizer over lowercase letters, digits and a few merges; returns vocab size."""
-    folder.mkdir(parents=True)
-    chars = string.ascii_lowercase + string.digits + ".,!'"
-    merges = ["c a", "ca t</w>", "d o", "do g</w>"]
-    vocab = {c: i for i, c in enumerate(chars)}
-    vocab.update({c + "</w>": len(chars) + i for i, c in enumerate(chars)})
-    for merge in merges:
-        vocab[merge.replace(" ", "")] = len(vocab)
-    vocab["<|startoftext|>"] = len(vocab)
-    vocab["<|endoftext|>"] = len(vocab)
-    (folder / "vocab.json").write_text(json.dumps(vocab))
-    (folder / "merges.txt").write_text("#version: 0.2\n" + "\n".join(merges) + "\n")
-    (folder / "tokenizer_config.json").write_text(json.dumps({"model_max_length": MAX_TOKENS}))
-    return len(vocab)
-
-
-def _tiny_unet():
-    from diffusers import UNet2DConditionModel
-
-    torch.manual_seed(0)
-    return UNet2DConditionModel(
-        sample_size=8,
-        in_channels=4,
-        out_channels=4,
-        block_out_channels=(32, 64),
-        layers_per_block=1,
-        down_block_types=("CrossAttnDownBlock2D", "DownBlock2D"),
-        up_block_types=("UpBlock2D", "CrossAttnUpBlock2D"),
-        cross_attention_dim=32,
-        attention_head_dim=8,
-    )
-
-
-def _tiny_taesd():
-    from diffusers import AutoencoderTiny
-
-    torch.manual_seed(1)
-    return AutoencoderTiny(
-        encoder_block_out_channels=(8, 8, 8, 8),
-        decoder_block_out_channels=(8, 8, 8, 8),
-        num_encoder_blocks=(1, 1, 1, 1),
-        num_decoder_blocks=(1, 1, 1, 1),
-    )
-
-
-@pytest.fixture(scope="module")
-def tiny_repo(tmp_path_factory):
-    """(model folder, TAESD folder) laid out like stabilityai/sd-turbo and madebyollin/taesd."""
-    from diffusers import EulerDiscreteScheduler
-    from transformers import CLIPTextConfig, CLIPTextModel
-
-    root = tmp_path_factory.mktemp("diffusion")
-    repo, taesd = root / "sd-tiny", root / "taesd-tiny"
-    vocab_size = _write_tokenizer(repo / "tokenizer")
-    torch.manual_seed(2)
-    CLIPTextModel(
-        CLIPTextConfig(
-            vocab_size=vocab_size,
-            hidden_size=32,
-            intermediate_size=37,
-            num_hidden_layers=2,
-            num_attention_heads=4,
-            max_position_embeddings=MAX_TOKENS,
-            bos_token_id=vocab_size - 2,
-            eos_token_id=vocab_size - 1,
-        )
-    ).save_pretrained(repo / "text_encoder")
-    _tiny_unet().save_pretrained(repo / "unet")
-    # sd-turbo ships an Euler scheduler config; the stylizer only reads its betas from it.
-    EulerDiscreteScheduler(
-        beta_start=0.00085, beta_end=0.012, beta_schedule="scaled_linear", timestep_spacing="trailing"
-    ).save_pretrained(repo / "scheduler")
-    _tiny_taesd().save_pretrained(taesd)
-    return str(repo), str(taesd)
 
 
 def _stylizer(tiny_repo, **kwargs) -> StreamStylizer:
@@ -229,6 +150,31 @@ def test_feedback_blends_with_the_previous_frame(tiny_repo):
         s.feedback = 1.0
 
 
+@pytest.mark.parametrize("steps", [2, 3])
+def test_stream_batch_gives_the_unbatched_output_steps_minus_one_frames_later(tiny_repo, steps):
+    frames = [_texture(i) for i in range(5)]
+    plain = _stylizer(tiny_repo, steps=steps, strength=0.9)
+    batched = _stylizer(tiny_repo, steps=steps, strength=0.9, stream_batch=True)
+    expected = [plain.img2img(f) for f in frames]
+    got = [batched.img2img(f) for f in frames]
+    lag = batched.lag_frames
+    assert lag == steps - 1 and plain.lag_frames == 0
+    for i in range(lag, len(frames)):
+        # Same noise, same timesteps, one UNet batch: equal up to batched float rounding.
+        assert np.abs(got[i].astype(int) - expected[i - lag].astype(int)).max() <= 1, i
+        assert not np.array_equal(got[i], expected[i]), "the batch should lag, not repeat the plain output"
+    assert set(batched.timings) == {"encode", "unet", "decode"}
+
+
+def test_seed_change_draws_new_noise(tiny_repo):
+    s = _stylizer(tiny_repo)
+    first = s.img2img(_texture(0))
+    s.seed = 1
+    assert not np.array_equal(s.img2img(_texture(0)), first)
+    s.seed = 0
+    assert np.array_equal(s.img2img(_texture(0)), first)
+
+
 def test_txt2img_and_bad_images(tiny_repo):
     s = _stylizer(tiny_repo, steps=2)
     image = s.txt2img(SIZE, 2 * SIZE)
@@ -245,7 +191,7 @@ def test_lcm_lora_is_fused_into_the_unet(tiny_repo, tmp_path):
     from diffusers import StableDiffusionPipeline
     from peft import LoraConfig, get_peft_model_state_dict
 
-    unet = _tiny_unet()
+    unet = tiny_unet()
     unet.add_adapter(LoraConfig(r=4, lora_alpha=4, target_modules=["to_q", "to_k", "to_v", "to_out.0"]))
     torch.manual_seed(3)
     for name, p in unet.named_parameters():
@@ -331,7 +277,7 @@ def test_frame_mode_and_errors(scene):
 def test_onnx_export_matches_torch(tmp_path):
     from camfx.export import diffusion as ex
 
-    unet, vae = _tiny_unet().eval(), _tiny_taesd().eval()
+    unet, vae = tiny_unet().eval(), tiny_taesd().eval()
     path = ex.export_unet(unet, tmp_path / "unet.onnx", batch=2, height=SIZE, width=SIZE)
     assert ex.check_parity(ex.UNetForExport(unet), path, ex.unet_inputs(unet, 2, SIZE, SIZE)) <= ex.TOLERANCE
 

@@ -5,7 +5,7 @@ from camfx.engine.params import EFFECTS, Params, ParamsError, hex_to_rgb
 
 def test_defaults_are_valid_and_effects_listed():
     assert Params().effect in EFFECTS
-    assert set(EFFECTS) == {"none", "blur", "replace", "remove", "toon"}
+    assert set(EFFECTS) == {"none", "blur", "replace", "remove", "toon", "diffusion"}
 
 
 def test_partial_update_keeps_other_fields():

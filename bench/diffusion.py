@@ -1,0 +1,141 @@
+"""`camfx bench diffusion`: the diffusion effect's cost per generated picture, per stage.
+
+    camfx bench diffusion --random-weights --size 512 --steps 1
+
+Times TAESD encode, the UNet steps and TAESD decode inside `StreamStylizer.img2img` (the clock
+waits for the GPU at each stage boundary on CUDA), and compositing the picture behind the camera's
+person at 720p. Stream batch is measured off and on in the same run (at 1 step they are the same
+thing). Flicker is the mean absolute difference of consecutive outputs on a still scene with
+sensor-like noise (sigma 2 grey levels), with latent feedback off and on.
+
+`--random-weights` builds the full-size sd-turbo architecture untrained: the speed is the real
+one, the pictures are noise. On CUDA when there is one, else the CPU.
+"""
+
+from __future__ import annotations
+
+import argparse
+import time
+from pathlib import Path
+
+import numpy as np
+
+from camfx.engine import effects
+from camfx.engine.mask import MaskRefiner
+from camfx.engine.segmenter import Segmenters
+
+from .clip import person_clip
+from .stats import machine, summary_ms, write_json
+
+
+def _frames(size: int, count: int) -> tuple[list[np.ndarray], list[np.ndarray]]:
+    """(moving RGB frames at size x size, the matching 720p I420 camera frames)."""
+    clip = person_clip(1280, 720, max(count, 2))
+    return [effects.model_input(f, size, size) for f in clip], clip
+
+
+def _run(stylizer, rgbs: list[np.ndarray], warmup: int) -> dict[str, list[float]]:
+    laps: dict[str, list[float]] = {}
+    for i, rgb in enumerate(rgbs):
+        start = time.perf_counter()
+        stylizer.img2img(rgb)
+        total = time.perf_counter() - start
+        if i < warmup:
+            continue
+        for stage, seconds in stylizer.timings.items():
+            laps.setdefault(stage, []).append(seconds)
+        laps.setdefault("total", []).append(total)
+    return laps
+
+
+def _flicker(stylizer, rgb: np.ndarray, frames: int) -> float:
+    rng = np.random.default_rng(0)
+    outputs = []
+    for _ in range(frames):
+        noisy = np.clip(rgb.astype(np.float32) + rng.normal(0, 2, rgb.shape), 0, 255).astype(np.uint8)
+        outputs.append(stylizer.img2img(noisy).astype(np.float32))
+    return float(np.mean([np.abs(a - b).mean() for a, b in zip(outputs[1:], outputs[2:])]))
+
+
+def run(args) -> dict:
+    import torch
+
+    from camfx.models.diffusion import StreamStylizer, load_parts
+
+    device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
+    start = time.perf_counter()
+    parts = load_parts(args.model, taesd_id=args.taesd, device=device, random_weights=args.random_weights)
+    load_s = time.perf_counter() - start
+    gpu = torch.cuda.get_device_name() if parts.device.type == "cuda" else None
+    print(f"model {'random sd-turbo architecture' if args.random_weights else args.model} on {parts.device}"
+          f"{f' ({gpu})' if gpu else ''}, {str(parts.dtype).removeprefix('torch.')}, built in {load_s:.1f} s", flush=True)
+
+    rgbs, clip = _frames(args.size, args.frames + args.warmup)
+    results = []
+    for stream_batch in (False, True):
+        stylizer = StreamStylizer(parts=parts, prompt=args.prompt, steps=args.steps, strength=args.strength,
+                                  stream_batch=stream_batch)
+        laps = _run(stylizer, rgbs, args.warmup)
+        total = summary_ms(laps.pop("total"))
+        row = {
+            "stream_batch": stream_batch, "lag_frames": stylizer.lag_frames,
+            "stages_ms": {k: summary_ms(v) for k, v in laps.items()}, "total_ms": total,
+            "fps": round(1000.0 / total["p50"], 2),
+        }
+        results.append(row)
+        print(f"stream batch {'on ' if stream_batch else 'off'} (lag {row['lag_frames']} frames): "
+              f"{row['fps']:.2f} fps  total p50 {total['p50']:.1f} ms  p95 {total['p95']:.1f} ms  "
+              + "  ".join(f"{k} {v['p50']:.1f}" for k, v in row["stages_ms"].items()), flush=True)
+
+    # Compositing the newest picture behind the person, per camera frame (720p, CPU).
+    picture = stylizer.img2img(rgbs[0])
+    frame = clip[0]
+    alpha = MaskRefiner().refine(Segmenters().get("landscape")(frame), frame, feather=4)
+    from camfx.models import diffusion_compose
+
+    layer = diffusion_compose.layer("background", picture, 720, 1280)
+    composite = []
+    for _ in range(200):
+        t = time.perf_counter()
+        diffusion_compose.blend("background", frame, layer, alpha)
+        composite.append(time.perf_counter() - t)
+    composite_ms = summary_ms(composite)
+    print(f"composite (background mode, 720p, per camera frame): p50 {composite_ms['p50']:.2f} ms", flush=True)
+
+    flicker = {}
+    for feedback in (0.0, 0.5):
+        stylizer = StreamStylizer(parts=parts, prompt=args.prompt, steps=args.steps, strength=args.strength,
+                                  feedback=feedback)
+        flicker[str(feedback)] = round(_flicker(stylizer, rgbs[0], args.flicker_frames), 3)
+    print(f"flicker (mean |consecutive output difference|, still scene): feedback 0: {flicker['0.0']}  "
+          f"feedback 0.5: {flicker['0.5']}", flush=True)
+    return {
+        "benchmark": "diffusion", "machine": machine(), "device": str(parts.device), "gpu": gpu,
+        "dtype": str(parts.dtype), "torch": torch.__version__, "random_weights": args.random_weights,
+        "model": None if args.random_weights else args.model, "size": args.size, "steps": args.steps,
+        "strength": args.strength, "frames": args.frames, "results": results,
+        "composite_720p_ms": composite_ms, "flicker": flicker,
+    }
+
+
+def main(argv: list[str]) -> int:
+    parser = argparse.ArgumentParser(prog="camfx bench diffusion", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--random-weights", action="store_true", help="full-size sd-turbo architecture, no download")
+    parser.add_argument("--model", default="stabilityai/sd-turbo", help="hub id or folder (without --random-weights)")
+    parser.add_argument("--taesd", default="madebyollin/taesd")
+    parser.add_argument("--size", type=int, default=512, help="square picture side (multiple of 8)")
+    parser.add_argument("--steps", type=int, default=1, choices=[1, 2, 3, 4])
+    parser.add_argument("--strength", type=float, default=0.5)
+    parser.add_argument("--prompt", default="a watercolor painting, soft light")
+    parser.add_argument("--frames", type=int, default=5, help="measured pictures per configuration")
+    parser.add_argument("--warmup", type=int, default=2)
+    parser.add_argument("--flicker-frames", type=int, default=4)
+    parser.add_argument("--device", default=None, help="cuda or cpu (default: cuda when present)")
+    parser.add_argument("--out", type=Path, default=Path("bench/results"))
+    args = parser.parse_args(argv)
+    if args.size % 8:
+        parser.error("--size must be a multiple of 8")
+    data = run(args)
+    print("wrote", write_json(args.out / "diffusion.json", data))
+    return 0

@@ -1,0 +1,200 @@
+"""The `diffusion` effect in a real camfx server: parameters over HTTP and the control channel,
+and a real aiortc loopback session on tiny offline models whose generation is made far slower
+than the camera, to show that the camera's frame rate does not depend on it."""
+
+import asyncio
+import time
+
+import aiohttp
+import numpy as np
+import pytest
+
+from camfx.bench.peer import ClientPeer, SyntheticCamera
+from camfx.engine import effects, yuv
+from camfx.engine.server import ServerConfig
+from camfx.engine.stylize import DiffusionModelSpec, diffusion_size
+from camfx.models import diffusion_compose
+from camfx.models.diffusion import StreamStylizer
+
+from .conftest import start_server
+from .test_loopback import matched_frame, regions, segmenter  # noqa: F401 (a fixture)
+from .tiny_diffusion import MAX_TOKENS
+
+pytestmark = pytest.mark.timeout(180)
+
+SLOW_S = 0.6  # each generated picture takes at least this long: 18 camera frames
+
+
+@pytest.mark.parametrize(
+    "patch, field",
+    [
+        ({"diffusion_model": "someone/unknown-model"}, "diffusion_model"),
+        ({"steps": 0}, "steps"),
+        ({"steps": 5}, "steps"),
+        ({"prompt": ""}, "prompt"),
+        ({"prompt": "   "}, "prompt"),
+        ({"prompt": "word " * 200}, "prompt"),
+        ({"strength": 0}, "strength"),
+        ({"diffusion_size": 500}, "diffusion_size"),
+        ({"diffusion_mode": "sideways"}, "diffusion_mode"),
+    ],
+)
+async def test_bad_diffusion_params_get_422_naming_the_field(server, patch, field):
+    body = {"sdp": "v=0", "type": "offer", "params": {"effect": "diffusion", **patch}}
+    async with aiohttp.ClientSession() as http, http.post(f"{server.url}/offer", json=body) as resp:
+        assert resp.status == 422
+        errors = (await resp.json())["errors"]
+    assert [e["field"] for e in errors] == [field]
+    if field == "diffusion_model":
+        assert "stabilityai/sd-turbo" in errors[0]["message"]  # says what is served
+
+
+def test_diffusion_size_keeps_the_frame_shape():
+    assert diffusion_size((480, 640), 512) == (384, 512)
+    assert diffusion_size((720, 1280), 512) == (288, 512)
+    assert diffusion_size((720, 1280), 128) == (72, 128)
+
+
+@pytest.fixture
+def slow_generation(monkeypatch):
+    """Every generated picture takes at least SLOW_S, as full-size models do on a CPU."""
+    for name in ("img2img", "txt2img"):
+        real = getattr(StreamStylizer, name)
+
+        def slow(self, *args, _real=real, **kwargs):
+            start = time.perf_counter()
+            out = _real(self, *args, **kwargs)
+            time.sleep(max(0.0, SLOW_S - (time.perf_counter() - start)))
+            return out
+
+        monkeypatch.setattr(StreamStylizer, name, slow)
+
+
+async def _until(condition, timeout: float, what: str) -> None:
+    deadline = time.perf_counter() + timeout
+    while not condition():
+        if time.perf_counter() > deadline:
+            raise AssertionError(f"timed out waiting for {what}")
+        await asyncio.sleep(0.05)
+
+
+async def _fresh_rate(peer, seconds: float) -> float:
+    start = len(peer.received.fresh)
+    await asyncio.sleep(seconds)
+    return (len(peer.received.fresh) - start) / seconds
+
+
+async def test_diffusion_session_keeps_the_camera_rate_and_follows_live_changes(
+    tiny_repo, clip_640, segmenter, slow_generation  # noqa: F811
+):
+    repo, taesd = tiny_repo
+    config = ServerConfig(diffusion_models={"tiny": DiffusionModelSpec(repo, taesd_id=taesd)})
+    runner, server = await start_server(config)
+    peer = ClientPeer(SyntheticCamera(clip_640), codec="VP8")
+    params = {
+        "effect": "diffusion", "diffusion_mode": "backdrop", "diffusion_model": "tiny",
+        "diffusion_size": 128, "prompt": "a cat", "probe": True,
+    }
+    try:
+        await peer.connect(server.url, params)
+        await peer.wait_frames(10)
+        session = server.engine.sessions[peer.session_id]
+        await _until(lambda: session.generator is not None and session.generator.frames >= 1, 30, "a backdrop")
+        generator = session.generator
+
+        # Backdrop: the generated picture behind the camera's person, at the camera's rate.
+        backdrop = generator.latest
+        frame_id, out = await matched_frame(peer)
+        person, background = regions(clip_640, frame_id, segmenter)
+        camera = yuv.planes(clip_640[frame_id % len(clip_640)])[0].astype(int)
+        layer = yuv.planes(effects.cover(backdrop.rgb, 480, 640))[0].astype(int)
+        luma = yuv.planes(out)[0].astype(int)
+        assert np.abs(luma[person] - camera[person]).mean() < 8
+        assert np.abs(luma[background] - layer[background]).mean() < 8
+        assert np.abs(luma[background] - camera[background]).mean() > 20  # it did change
+
+        # A prompt change over the control channel: re-encoded and regenerated, no reload.
+        parts = generator._models.parts("tiny")
+        peer.control.send('{"prompt": "a dog"}')
+        await _until(lambda: generator.latest.serial > backdrop.serial, 10, "the new prompt's backdrop")
+        assert not np.array_equal(generator.latest.rgb, backdrop.rgb)
+        assert generator._models.parts("tiny") is parts
+
+        # Background mode: img2img of every frame it can take, each one slow (SLOW_S).
+        peer.control.send('{"diffusion_mode": "background", "strength": 0.8}')
+        await _until(lambda: generator.latest.mode == "background", 10, "a stylized background")
+        rate = await _fresh_rate(peer, 2.0)
+        assert rate > 20, f"camera rate fell to {rate:.1f} fps while generating at {1 / SLOW_S:.1f}"
+        assert generator.stats()["fps"] <= 1 / SLOW_S + 0.2
+        frame_id, out = await matched_frame(peer)
+        person, background = regions(clip_640, frame_id, segmenter)
+        camera = yuv.planes(clip_640[frame_id % len(clip_640)])[0].astype(int)
+        layer = yuv.planes(diffusion_compose.layer("background", generator.latest.rgb, 480, 640))[0].astype(int)
+        luma = yuv.planes(out)[0].astype(int)
+        assert np.abs(luma[person] - camera[person]).mean() < 8  # the person is the camera's
+        # The background is the newest picture (made from an earlier frame while this one came).
+        assert np.abs(luma[background] - layer[background]).mean() < 12
+
+        # Bad input over HTTP and the channel: clear errors, the session keeps running.
+        url = f"{server.url}/sessions/{peer.session_id}/params"
+        async with aiohttp.ClientSession() as http:
+            for patch, field in [
+                ({"steps": 7}, "steps"),
+                ({"diffusion_model": "nope"}, "diffusion_model"),
+                ({"prompt": "cat " * MAX_TOKENS}, "prompt"),  # too many tokens for this encoder
+            ]:
+                async with http.post(url, json=patch) as resp:
+                    assert resp.status == 422, patch
+                    assert [e["field"] for e in (await resp.json())["errors"]] == [field]
+        peer.control.send('{"prompt": "' + "dog " * MAX_TOKENS + '"}')
+        await _until(
+            lambda: any(m.get("type") == "error" and m["errors"][0]["field"] == "prompt" for m in peer.control_messages),
+            5, "the channel's error",
+        )
+        assert session.params.prompt == "a dog"
+        assert await _fresh_rate(peer, 1.0) > 20
+        stats = await _until_stats(peer)
+        assert stats["diffusion"]["status"] == "running" and stats["diffusion"]["frames"] >= 3
+        assert set(stats["diffusion"]["stage_ms"]) == {"encode", "unet", "decode"}
+
+        await peer.close()  # hanging up ends the session and its generator task
+        await _until(lambda: not server.engine.sessions, 10, "the session to end")
+        assert session.closed.is_set() and not session._tasks
+    finally:
+        await peer.close()
+        await runner.cleanup()
+
+
+def _last_stats(peer) -> dict | None:
+    return next((m for m in reversed(peer.control_messages) if m.get("type") == "stats"), None)
+
+
+async def _until_stats(peer) -> dict:
+    """The next stats message (they come every second)."""
+    before = _last_stats(peer)
+    await _until(lambda: _last_stats(peer) is not before, 5, "stats")
+    return _last_stats(peer)
+
+
+async def test_missing_weights_are_reported_and_the_stream_goes_on(tmp_path, clip_640):
+    config = ServerConfig(diffusion_models={"absent": DiffusionModelSpec(str(tmp_path / "no-such-model"))})
+    runner, server = await start_server(config)
+    peer = ClientPeer(SyntheticCamera(clip_640), codec="VP8")
+    try:
+        await peer.connect(server.url, {"effect": "diffusion", "diffusion_model": "absent"})
+        await peer.wait_frames(10)
+        await _until(
+            lambda: any(m.get("type") == "error" for m in peer.control_messages), 30, "the load error"
+        )
+        error = next(m for m in peer.control_messages if m.get("type") == "error")["errors"][0]
+        assert error["field"] == "diffusion_model"
+        assert "no-such-model" in error["message"] and "--random-weights" in error["message"]
+        assert await _fresh_rate(peer, 1.0) > 20  # the camera's picture goes on meanwhile
+        # Now the server knows: asking for the model again is a 422 with the same message.
+        async with aiohttp.ClientSession() as http:
+            async with http.post(f"{server.url}/sessions/{peer.session_id}/params", json={"steps": 2}) as resp:
+                assert resp.status == 422
+                assert "no-such-model" in (await resp.json())["errors"][0]["message"]
+    finally:
+        await peer.close()
+        await runner.cleanup()
