@@ -48,12 +48,16 @@ def _run(stylizer, rgbs: list[np.ndarray], warmup: int) -> dict[str, list[float]
     return laps
 
 
-def _flicker(stylizer, rgb: np.ndarray, frames: int) -> float:
+def _flicker(stylizer, rgb: np.ndarray, frames: int) -> float | None:
+    """Mean |difference| of consecutive outputs (the first one left out: feedback starts there);
+    None when the outputs are flat pictures (untrained decoders saturate), which says nothing."""
     rng = np.random.default_rng(0)
     outputs = []
     for _ in range(frames):
         noisy = np.clip(rgb.astype(np.float32) + rng.normal(0, 2, rgb.shape), 0, 255).astype(np.uint8)
         outputs.append(stylizer.img2img(noisy).astype(np.float32))
+    if max(o.std() for o in outputs) < 1.0:
+        return None
     return float(np.mean([np.abs(a - b).mean() for a, b in zip(outputs[1:], outputs[2:])]))
 
 
@@ -106,9 +110,13 @@ def run(args) -> dict:
     for feedback in (0.0, 0.5):
         stylizer = StreamStylizer(parts=parts, prompt=args.prompt, steps=args.steps, strength=args.strength,
                                   feedback=feedback)
-        flicker[str(feedback)] = round(_flicker(stylizer, rgbs[0], args.flicker_frames), 3)
-    print(f"flicker (mean |consecutive output difference|, still scene): feedback 0: {flicker['0.0']}  "
-          f"feedback 0.5: {flicker['0.5']}", flush=True)
+        value = _flicker(stylizer, rgbs[0], args.flicker_frames)
+        flicker[str(feedback)] = None if value is None else round(value, 3)
+    if None in flicker.values():
+        print("flicker: not measurable, the outputs are flat pictures (random weights); use real weights", flush=True)
+    else:
+        print(f"flicker (mean |consecutive output difference|, still scene): feedback 0: {flicker['0.0']}  "
+              f"feedback 0.5: {flicker['0.5']}", flush=True)
     return {
         "benchmark": "diffusion", "machine": machine(), "device": str(parts.device), "gpu": gpu,
         "dtype": str(parts.dtype), "torch": torch.__version__, "random_weights": args.random_weights,
@@ -130,12 +138,14 @@ def main(argv: list[str]) -> int:
     parser.add_argument("--prompt", default="a watercolor painting, soft light")
     parser.add_argument("--frames", type=int, default=5, help="measured pictures per configuration")
     parser.add_argument("--warmup", type=int, default=2)
-    parser.add_argument("--flicker-frames", type=int, default=4)
+    parser.add_argument("--flicker-frames", type=int, default=4, help="at least 3")
     parser.add_argument("--device", default=None, help="cuda or cpu (default: cuda when present)")
     parser.add_argument("--out", type=Path, default=Path("bench/results"))
     args = parser.parse_args(argv)
     if args.size % 8:
         parser.error("--size must be a multiple of 8")
+    if args.flicker_frames < 3:
+        parser.error("--flicker-frames must be at least 3")
     data = run(args)
     print("wrote", write_json(args.out / "diffusion.json", data))
     return 0

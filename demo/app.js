@@ -28,7 +28,7 @@
   const FIELDS = {
     effect: {
       label: "Effect", kind: "segmented",
-      labels: { none: "None", blur: "Blur", replace: "Replace", remove: "Remove", toon: "Toon" },
+      labels: { none: "None", blur: "Blur", replace: "Replace", remove: "Remove", toon: "Toon", diffusion: "Diffusion" },
     },
     blur_strength: { label: "Blur strength", step: 0.5, fmt: (v) => `${v.toFixed(1)} px` },
     background: { label: "Fill with", kind: "segmented", labels: { color: "Colour", image: "Image" } },
@@ -37,6 +37,20 @@
     key_color: { label: "Key colour", kind: "color", hint: "Key it out downstream (OBS chroma key)." },
     toon_smoothing: { label: "Smoothing passes", step: 1, fmt: (v) => String(v) },
     toon_edges: { label: "Edge darkness", step: 0.05, fmt: (v) => v.toFixed(2) },
+    diffusion_mode: {
+      label: "Restyle", kind: "segmented",
+      labels: { frame: "Frame", background: "Background", person: "Person", backdrop: "Backdrop" },
+      hint: "Backdrop and background keep the camera's frame rate whatever the generation rate.",
+    },
+    prompt: { label: "Prompt", kind: "text", hint: "Press Enter: applied within a few frames, no model reload." },
+    strength: { label: "Strength", step: 0.05, fmt: (v) => v.toFixed(2) },
+    steps: { label: "Steps", step: 1, fmt: (v) => String(v) },
+    seed: { label: "Seed", kind: "number" },
+    diffusion_size: { label: "Resolution (long side)", step: 64, fmt: (v) => `${v} px` },
+    diffusion_model: { label: "Model", kind: "select" },
+    diffusion_feedback: { label: "Anti-flicker feedback", step: 0.05, fmt: (v) => (v ? v.toFixed(2) : "off") },
+    similarity_threshold: { label: "Skip similar frames", step: 0.01, fmt: (v) => (v ? v.toFixed(2) : "off") },
+    stream_batch: { label: "Stream batch (steps − 1 frames of lag)", kind: "checkbox" },
     model: {
       label: "Model", kind: "select",
       labels: { general: "General · 256×256", landscape: "Landscape · 144×256 (fast)" },
@@ -58,8 +72,16 @@
     { title: "Chroma key", fields: ["key_color"], when: (p) => p.effect === "remove" },
     { title: "Toon", fields: ["toon_smoothing", "toon_edges"], when: (p) => p.effect === "toon" },
     {
+      title: "Diffusion",
+      fields: [
+        "diffusion_mode", "prompt", "strength", "steps", "seed", "diffusion_size", "diffusion_model",
+        "diffusion_feedback", "similarity_threshold", "stream_batch",
+      ],
+      when: (p) => p.effect === "diffusion",
+    },
+    {
       title: "Mask", fields: ["model", "mask_mode", "mask_threshold", "mask_smoothing", "mask_feather"],
-      when: (p) => NEEDS_MASK.includes(p.effect),
+      when: (p) => NEEDS_MASK.includes(p.effect) || (p.effect === "diffusion" && p.diffusion_mode !== "frame"),
     },
     { title: "Advanced", fields: ["probe"], collapsed: true },
   ];
@@ -244,6 +266,13 @@
         el("div", { class: "color-row" }, input),
       );
       set = (value) => { input.value = value; code.textContent = value; };
+    } else if (kind === "number") {
+      const input = el("input", {
+        type: "number", id, name: field, min: spec.minimum ?? 0, max: spec.maximum ?? "", step: 1,
+        onchange: () => change(field, parseInt(input.value, 10), true),
+      });
+      row.append(el("label", { class: "field-label", for: id, text: label }), input);
+      set = (value) => { input.value = value; };
     } else if (kind === "checkbox") {
       const input = el("input", { type: "checkbox", id, name: field, onchange: () => change(field, input.checked, true) });
       row.append(el("label", { class: "check" }, input, el("span", { text: label })));
@@ -829,6 +858,24 @@
       );
     }
     $("sv-stages").replaceChildren(...rows);
+
+    const runtimes = Object.entries(s.runtimes || {});
+    const failed = runtimes.flatMap(([model, r]) => r.failed.map((f) => `${model}: ${f}`));
+    $("sv-runtime").textContent = runtimes.map(([model, r]) => `${model} on ${r.runtime}`).join(" · ")
+      + (failed.length ? ` · fell back after: ${failed.join("; ")}` : "");
+    $("sv-runtime").dataset.fallback = failed.length ? "yes" : "no";
+
+    const d = s.diffusion;
+    $("sv-diffusion").hidden = !d;
+    if (d) {
+      const stages = Object.entries(d.stage_ms || {}).map(([k, v]) => `${k} ${fmtMs(v)}`);
+      const text = d.status === "error"
+        ? `Diffusion: error · ${d.error}`
+        : [`Diffusion: ${d.status}`, `${d.fps} pictures/s`, `${d.frames} made`, d.skipped ? `${d.skipped} skipped` : null,
+          d.lag_frames ? `lag ${d.lag_frames} frames` : null, d.device, ...stages].filter(Boolean).join(" · ");
+      $("sv-diffusion").textContent = text;
+      $("sv-diffusion").dataset.status = d.status;
+    }
   }
 
   // ---- boot ----
@@ -847,6 +894,10 @@
       const { ok, status, body } = await fetchJSON("/params/schema");
       if (!ok || !body) throw new Error(`HTTP ${status}`);
       state.schema = body;
+      // The diffusion models this server serves become the model picker's choices.
+      const health = await fetchJSON("/healthz");
+      const model = (body.properties || {}).diffusion_model;
+      if (model && health.ok && health.body && health.body.diffusion_models) model.enum = health.body.diffusion_models;
     } catch (err) {
       $("controls").replaceChildren(el("p", { class: "field-error", text: `Could not load the controls: ${err.message || err}` }));
       return;

@@ -15,6 +15,7 @@ when a model is first used: the base install serves every other effect without i
 from __future__ import annotations
 
 import asyncio
+import importlib.util
 import logging
 import os
 import threading
@@ -58,13 +59,12 @@ def default_specs(random_weights: bool = False) -> dict[str, DiffusionModelSpec]
     return specs
 
 
-def torch_available() -> str | None:
-    """None when the diffusion extra is installed, else what to do about it."""
-    try:
-        import diffusers  # noqa: F401
-        import torch  # noqa: F401
-    except ImportError as exc:
-        return f"the diffusion effect needs the diffusion extra ({exc.name} is missing): pip install 'camfx[diffusion]'"
+def missing_extra() -> str | None:
+    """None when the diffusion extra is installed, else what to do about it. Looks, does not
+    import: torch would cost the server seconds and memory before anyone asks for diffusion."""
+    for module in ("torch", "diffusers", "transformers"):
+        if importlib.util.find_spec(module) is None:
+            return f"the diffusion effect needs the diffusion extra ({module} is missing): pip install 'camfx[diffusion]'"
     return None
 
 
@@ -76,7 +76,7 @@ class DiffusionModels:
         self._parts: dict[str, Any] = {}
         self._errors: dict[str, str] = {}
         self._lock = threading.Lock()
-        self._missing_extra = torch_available()
+        self._missing_extra = missing_extra()
 
     def check(self, params: Params) -> None:
         """Raises ParamsError (a 422) for a model this server does not serve or cannot load."""

@@ -220,8 +220,9 @@ def load_parts(
     if random_weights:
         unet, vae, text_encoder, scheduler = _random_sd_turbo()
         tokenizer = None
-        for module in (unet, vae, text_encoder):
-            module.to(dtype=dtype)  # built in fp32
+        if dtype != torch.float32:  # built in fp32
+            for module in (unet, vae, text_encoder):
+                module.to(dtype=dtype)
     else:
         unet, vae, text_encoder, tokenizer, scheduler = _load_weights(model_id, taesd_id, lora_id, dtype)
     for module in (unet, vae, text_encoder):

@@ -317,3 +317,34 @@ def test_h264_end_to_end(page, server):
     assert camfx(page, "s.lastStats.codecSent") == "video/H264"
     page.click("#stop")
     server.wait_sessions(0, timeout=5)
+
+
+def test_diffusion_controls_and_a_model_without_weights(page, server):
+    open_demo(page, server)
+    page.click('[data-field="effect"] [data-value="diffusion"]')
+    # The diffusion controls appear, the mask's too (background mode needs the person mask).
+    assert page.locator('[data-field="prompt"] input[type="text"]').is_visible()
+    assert page.locator('[data-field="model"]').is_visible()
+    served = server.get("/healthz")["diffusion_models"]
+    options = page.locator('[data-field="diffusion_model"] option').evaluate_all("os => os.map(o => o.value)")
+    assert options == served and "stabilityai/sd-turbo" in options
+    page.click('[data-field="diffusion_mode"] [data-value="frame"]')
+    assert not page.locator('[data-field="model"]').is_visible()  # no mask in frame mode
+
+    # No weights on this machine: the page says so next to the model, and the stream goes on.
+    page.click("#start")
+    wait_for(page, "s.sessionId && s.status === 'live'")
+    wait_for(page, "s.errors.diffusion_model", timeout=60_000)
+    assert "--random-weights" in camfx(page, "s.errors.diffusion_model")
+    assert page.locator('[data-field="diffusion_model"] .field-error').is_visible()
+    wait_for(page, "document.getElementById('sv-diffusion').dataset.status === 'error'")
+    assert page.locator("#sv-diffusion").inner_text().startswith("Diffusion: error")
+    t0 = page.evaluate("() => document.getElementById('remote').currentTime")
+    wait_for(page, "document.getElementById('remote').currentTime > arg + 0.5", arg=t0)
+
+    # An empty prompt is refused by the server and shown at the prompt.
+    page.fill('[data-field="prompt"] input', "   ")
+    page.press('[data-field="prompt"] input', "Enter")
+    wait_for(page, "s.errors.prompt")
+    assert "empty" in camfx(page, "s.errors.prompt")
+    assert page.problems == []

@@ -288,3 +288,22 @@ def test_onnx_export_matches_torch(tmp_path):
     image = torch.rand(1, 3, SIZE, 2 * SIZE, generator=g) * 2 - 1
     assert ex.check_parity(ex.TAESDDecoder(vae), dec, {"latent": latent}) <= ex.TOLERANCE
     assert ex.check_parity(ex.TAESDEncoder(vae), enc, {"image": image}) <= ex.TOLERANCE
+
+
+def test_bench_diffusion_runs_end_to_end_on_a_local_model(tiny_repo, tmp_path):
+    """`camfx bench diffusion` on the tiny model (the full-size one takes minutes on a CPU)."""
+    import json
+
+    from camfx.bench.diffusion import main
+
+    repo, taesd = tiny_repo
+    args = ["--model", repo, "--taesd", taesd, "--size", "64", "--steps", "2", "--frames", "2", "--warmup", "1", "--prompt", "a cat",
+            "--flicker-frames", "3", "--device", "cpu", "--out", str(tmp_path)]
+    assert main(args) == 0
+    data = json.loads((tmp_path / "diffusion.json").read_text())
+    off, on = data["results"]
+    assert (off["stream_batch"], off["lag_frames"], on["stream_batch"], on["lag_frames"]) == (False, 0, True, 1)
+    for row in (off, on):
+        assert set(row["stages_ms"]) == {"encode", "unet", "decode"} and row["fps"] > 0
+    assert data["composite_720p_ms"]["p50"] > 0
+    assert set(data["flicker"]) == {"0.0", "0.5"}

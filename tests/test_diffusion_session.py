@@ -198,3 +198,19 @@ async def test_missing_weights_are_reported_and_the_stream_goes_on(tmp_path, cli
     finally:
         await peer.close()
         await runner.cleanup()
+
+
+def test_without_the_diffusion_extra_the_effect_is_a_422_saying_what_to_install(monkeypatch):
+    import importlib.util
+
+    from camfx.engine.params import Params, ParamsError
+    from camfx.engine.stylize import DiffusionModels
+
+    real = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == "torch" else real(name, *a))
+    models = DiffusionModels()
+    models.check(Params(effect="blur"))  # other effects do not care
+    with pytest.raises(ParamsError) as err:
+        models.check(Params(effect="diffusion"))
+    assert err.value.errors[0]["field"] == "effect"
+    assert "pip install 'camfx[diffusion]'" in err.value.errors[0]["message"]
