@@ -85,9 +85,10 @@ def main(argv: list[str] | None = None) -> int:
         "serve": serve,
         "export": lambda rest: _delegate("camfx.export.cli", rest),
         "bench": lambda rest: _delegate("camfx.bench.cli", rest),
+        "doctor": lambda rest: _delegate("camfx.engine.doctor", rest),
     }
     if not argv or argv[0] not in commands:
-        print("usage: camfx {serve,export,bench} [options]  (camfx COMMAND --help for more)", file=sys.stderr)
+        print("usage: camfx {serve,export,bench,doctor} [options]  (camfx COMMAND --help for more)", file=sys.stderr)
         return 2
     return commands[argv[0]](argv[1:]) or 0
 

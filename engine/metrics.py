@@ -32,5 +32,9 @@ class Metrics:
         self.pipeline_errors = Counter(
             "camfx_pipeline_errors", "Frames whose pipeline raised (sent on unprocessed)", registry=r
         )
+        self.backend_fallbacks = Counter(
+            "camfx_backend_fallbacks", "Runtimes dropped for a model (failed at load or run)",
+            ["model", "runtime"], registry=r,
+        )
         self.sessions = Gauge("camfx_sessions", "Open sessions", registry=r)
         self.sessions_total = Counter("camfx_sessions_opened", "Sessions opened", registry=r)

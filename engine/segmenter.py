@@ -10,6 +10,7 @@ from camfx.models.registry import SEGMENTATION_MODELS, model_path
 
 from . import effects
 from .backends import Backend, load_backend
+from .engine_cache import cached_segmentation_engine
 
 
 class Segmenter:
@@ -29,15 +30,19 @@ class Segmenter:
 class Segmenters:
     """Loads each segmentation model once; sessions share them (onnxruntime runs are thread-safe)."""
 
-    def __init__(self, threads: int = 1):
+    def __init__(self, threads: int = 1, on_fallback=lambda model, failed, reason: None):
         self._threads = threads
+        self._on_fallback = on_fallback
         self._loaded: dict[str, Segmenter] = {}
         self._lock = threading.Lock()
 
     def get(self, name: str) -> Segmenter:
         with self._lock:
             if name not in self._loaded:
-                self._loaded[name] = Segmenter(name, load_backend(name, model_path(name), self._threads))
+                backend = load_backend(
+                    name, model_path(name), self._threads, cached_segmentation_engine(name), self._on_fallback
+                )
+                self._loaded[name] = Segmenter(name, backend)
             return self._loaded[name]
 
     def load_all(self) -> None:
@@ -47,3 +52,8 @@ class Segmenters:
     def backends(self) -> dict[str, str]:
         with self._lock:
             return {name: seg.backend.name for name, seg in self._loaded.items()}
+
+    def fallbacks(self) -> dict[str, list[str]]:
+        """Per model, the runtimes dropped so far and why."""
+        with self._lock:
+            return {name: list(getattr(seg.backend, "failures", [])) for name, seg in self._loaded.items()}

@@ -49,7 +49,7 @@ class Engine:
     def __init__(self, config: ServerConfig, pipeline_factory=None):
         self.config = config
         self.metrics = Metrics()
-        self.segmenters = Segmenters(threads=config.model_threads)
+        self.segmenters = Segmenters(threads=config.model_threads, on_fallback=self._count_fallback)
         self.backgrounds = Backgrounds()
         self.executor = ThreadPoolExecutor(max_workers=config.workers, thread_name_prefix="camfx-worker")
         # Work a frame's pipeline hands off to run alongside itself (a separate pool: a worker
@@ -63,6 +63,15 @@ class Engine:
         self._pipeline_factory = pipeline_factory or (
             lambda: default_pipeline(self.segmenters, self.backgrounds, self.helper)
         )
+
+    def runtimes(self) -> dict[str, Any]:
+        """Per segmentation model: the runtime in use and those that failed (for the page)."""
+        fallbacks = self.segmenters.fallbacks()
+        return {name: {"runtime": runtime, "failed": fallbacks.get(name, [])}
+                for name, runtime in self.segmenters.backends().items()}
+
+    def _count_fallback(self, model: str, failed: str, reason: str) -> None:
+        self.metrics.backend_fallbacks.labels(model, failed).inc()
 
     def new_pipeline(self):
         return self._pipeline_factory()
@@ -153,7 +162,7 @@ async def offer(request: web.Request) -> web.Response:
     session = Session(
         uuid.uuid4().hex, pc, params, engine.new_pipeline(), engine.executor, engine.metrics, engine.forget,
         check_params=engine.check_params, connect_timeout=engine.config.connect_timeout,
-        make_generator=engine.new_generator,
+        make_generator=engine.new_generator, runtimes=engine.runtimes,
     )
     engine.sessions[session.id] = session
     engine.metrics.sessions.set(len(engine.sessions))
@@ -232,6 +241,7 @@ async def healthz(request: web.Request) -> web.Response:
             "sessions": len(engine.sessions),
             "max_sessions": engine.config.max_sessions,
             "backends": engine.segmenters.backends(),
+            "backend_fallbacks": engine.segmenters.fallbacks(),
             "diffusion_models": sorted(engine.diffusion_models.specs),
             "diffusion_loaded": engine.diffusion_models.loaded(),
         }

@@ -83,6 +83,7 @@ class Session:
         check_params: Callable[[Params], None] = lambda params: None,
         connect_timeout: float = 30.0,
         make_generator: Callable[[Callable[[str, str], None]], Generator] | None = None,
+        runtimes: Callable[[], dict[str, Any]] = dict,
     ):
         self.id = session_id
         self.pc = pc
@@ -108,6 +109,7 @@ class Session:
         self.created = time.perf_counter()
         # The diffusion effect's generator, made when the effect is first used.
         self._make_generator = make_generator
+        self._runtimes = runtimes  # which runtime runs each model, and what fell back
         self.generator: Generator | None = None
 
         pc.on("track", self._on_track)
@@ -266,6 +268,7 @@ class Session:
             "quality": self.budget.quality.name,
             "effect": self.params.effect,
             "diffusion": self.generator.stats() if self.generator is not None else None,
+            "runtimes": self._runtimes(),
         }
 
     # ---- teardown ----------------------------------------------------------------------------

@@ -1,0 +1,93 @@
+"""`camfx doctor`: what this machine can run, and which runtime each model will use."""
+
+from __future__ import annotations
+
+import importlib.metadata
+import importlib.util
+import logging
+import platform
+import shutil
+import subprocess
+
+
+def _version(package: str) -> str | None:
+    try:
+        return importlib.metadata.version(package)
+    except importlib.metadata.PackageNotFoundError:
+        return None
+
+
+def _gpu() -> str:
+    if shutil.which("nvidia-smi"):
+        try:
+            out = subprocess.run(
+                ["nvidia-smi", "--query-gpu=name,driver_version,memory.total", "--format=csv,noheader"],
+                capture_output=True, text=True, timeout=10, check=True,
+            ).stdout.strip()
+            return out or "nvidia-smi found no GPU"
+        except (subprocess.SubprocessError, OSError) as exc:
+            return f"nvidia-smi failed: {exc}"
+    return "none found (no nvidia-smi)"
+
+
+def facts() -> list[tuple[str, str]]:
+    import onnxruntime as ort
+
+    from .backends import available_onnx_providers
+    from .engine_cache import cache_dir, runtime_facts
+
+    rows = [
+        ("python", platform.python_version()),
+        ("GPU", _gpu()),
+        ("onnxruntime", f"{ort.__version__}; providers: {', '.join(available_onnx_providers())}"),
+    ]
+    if importlib.util.find_spec("torch") is None:
+        rows.append(("torch", "not installed (only the diffusion and export extras need it)"))
+    else:
+        import torch
+
+        cuda = f"CUDA {torch.version.cuda}, {torch.cuda.get_device_name()}" if torch.cuda.is_available() else "no CUDA"
+        rows.append(("torch", f"{torch.__version__}; {cuda}"))
+    trt = _version("tensorrt") or _version("tensorrt-cu12") or _version("tensorrt_cu12")
+    rows.append(("TensorRT", trt or "not installed"))
+    rows.append(("engine cache", str(cache_dir())))
+    facts_trt = runtime_facts()
+    rows.append(("native TensorRT", "usable" if facts_trt else "not usable here (needs tensorrt, torch and a CUDA GPU)"))
+    return rows
+
+
+def model_rows() -> list[tuple[str, str]]:
+    """Per model, the runtime that would serve it (the chain is actually loaded, as serve does)."""
+    from camfx.models.registry import SEGMENTATION_MODELS
+
+    from .segmenter import Segmenters
+
+    rows = []
+    segmenters = Segmenters()
+    for name in SEGMENTATION_MODELS:
+        try:
+            backend = segmenters.get(name).backend
+            failed = getattr(backend, "failures", [])
+            rows.append((f"segmentation {name}", backend.name + (f" (after: {'; '.join(failed)})" if failed else "")))
+        except Exception as exc:
+            rows.append((f"segmentation {name}", f"cannot load: {exc}"))
+    if importlib.util.find_spec("torch") is None or importlib.util.find_spec("diffusers") is None:
+        rows.append(("diffusion", "unavailable: pip install 'camfx[diffusion]'"))
+    else:
+        import torch
+
+        device = "torch CUDA fp16" if torch.cuda.is_available() else "torch CPU fp32 (slow: seconds per picture)"
+        rows.append(("diffusion UNet + TAESD", device))
+    return rows
+
+
+def main(argv: list[str]) -> int:
+    if argv and argv[0] in ("-h", "--help"):
+        print("usage: camfx doctor\n\n" + (__doc__ or ""))
+        return 0
+    logging.basicConfig(level=logging.WARNING)
+    rows = facts() + [("", "")] + model_rows()
+    width = max(len(k) for k, _ in rows)
+    for key, value in rows:
+        print(f"{key:>{width}}  {value}" if key else "")
+    return 0

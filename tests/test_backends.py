@@ -1,0 +1,242 @@
+"""Runtimes and their fallback chain, engine cache keys and ONNX preparation for TensorRT.
+
+TensorRT and CUDA cannot run here: the chain is exercised with runtimes that fail on purpose in
+front of the real onnxruntime CPU one, and TensorRT's inputs (prepared ONNX files, profiles,
+cache keys) are checked on the real bundled models.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+
+import aiohttp
+import numpy as np
+import pytest
+
+from camfx.bench.peer import ClientPeer, SyntheticCamera
+from camfx.engine import segmenter as segmenter_module
+from camfx.engine.backends import (
+    Backend,
+    BackendError,
+    Candidate,
+    FallbackBackend,
+    OnnxRuntimeBackend,
+    candidates_for,
+)
+from camfx.engine.doctor import main as doctor
+from camfx.engine.engine_cache import EngineKey, cache_dir, engine_path, segmentation_key
+from camfx.export.tensorrt import engine_key, prepare_onnx
+from camfx.models.registry import SEGMENTATION_MODELS, model_path
+
+from .conftest import start_server
+
+CPU = "onnxruntime:CPUExecutionProvider"
+
+
+def _image(name: str, batch: int = 1, seed: int = 0) -> np.ndarray:
+    spec = SEGMENTATION_MODELS[name]
+    return np.random.default_rng(seed).random((batch, spec.input_height, spec.input_width, 3), dtype=np.float32)
+
+
+def _cpu(name: str = "landscape") -> Candidate:
+    return Candidate(CPU, lambda: OnnxRuntimeBackend(model_path(name), "CPUExecutionProvider"))
+
+
+class Flaky(Backend):
+    """Runs the real CPU model `ok_runs` times, then fails like a lost GPU would."""
+
+    name = "flaky-gpu"
+
+    def __init__(self, ok_runs: int):
+        self._inner = OnnxRuntimeBackend(model_path("landscape"), "CPUExecutionProvider")
+        self.ok_runs = ok_runs
+
+    def run(self, inputs):
+        if self.ok_runs <= 0:
+            raise RuntimeError("CUDA error: an illegal memory access was encountered")
+        self.ok_runs -= 1
+        return self._inner.run(inputs)
+
+
+def _cannot_load() -> Backend:
+    raise RuntimeError("libnvinfer.so.10: cannot open shared object file")
+
+
+def test_a_runtime_that_fails_to_load_is_skipped_visibly(caplog):
+    caplog.set_level("INFO", logger="camfx.backend")
+    dropped = []
+    chain = FallbackBackend(
+        "landscape", [Candidate("tensorrt", _cannot_load), _cpu()], lambda *args: dropped.append(args)
+    )
+    assert chain.name == CPU
+    assert dropped == [("landscape", "tensorrt", "load: libnvinfer.so.10: cannot open shared object file")]
+    assert "tensorrt failed to load" in caplog.text and f"using {CPU}" in caplog.text
+    out = chain.run({"image": _image("landscape")})["mask"]
+    assert out.shape == (1, 144, 256, 1)
+
+
+def test_a_runtime_that_fails_at_run_time_hands_the_same_input_to_the_next():
+    dropped = []
+    flaky = Flaky(ok_runs=2)
+    chain = FallbackBackend("landscape", [Candidate("flaky-gpu", lambda: flaky), _cpu()], lambda *a: dropped.append(a))
+    reference = OnnxRuntimeBackend(model_path("landscape"), "CPUExecutionProvider")
+    for seed in range(4):  # two runs on the flaky one, the third fails over, the fourth is on CPU
+        image = {"image": _image("landscape", seed=seed)}
+        np.testing.assert_array_equal(chain.run(image)["mask"], reference.run(image)["mask"])
+    assert chain.name == CPU
+    assert [d[1] for d in dropped] == ["flaky-gpu"] and dropped[0][2].startswith("run: CUDA error")
+    assert chain.failures == ["flaky-gpu: run: CUDA error: an illegal memory access was encountered"]
+
+
+def test_when_every_runtime_fails_the_error_says_why():
+    with pytest.raises(BackendError, match="no runtime could load model 'landscape'.*libnvinfer"):
+        FallbackBackend("landscape", [Candidate("tensorrt", _cannot_load)])
+    chain = FallbackBackend("landscape", [Candidate("flaky-gpu", lambda: Flaky(0))])
+    with pytest.raises(BackendError, match="CUDA error"):
+        chain.run({"image": _image("landscape")})
+
+
+def test_this_machine_chain_is_onnxruntime_cpu_and_tensorrt_needs_an_engine(tmp_path):
+    assert [c.name for c in candidates_for(model_path("general"))][-1] == CPU
+    # A plan file alone does not put native TensorRT in the chain where tensorrt is missing.
+    plan = tmp_path / "general.plan"
+    plan.write_bytes(b"not an engine")
+    names = [c.name for c in candidates_for(model_path("general"), engine=plan)]
+    assert "tensorrt" not in names
+
+
+@pytest.mark.parametrize("name", sorted(SEGMENTATION_MODELS))
+def test_io_binding_gives_the_plain_run_result(name):
+    image = {"image": _image(name)}
+    plain = OnnxRuntimeBackend(model_path(name), "CPUExecutionProvider", io_binding=False).run(image)
+    bound = OnnxRuntimeBackend(model_path(name), "CPUExecutionProvider", io_binding=True).run(image)
+    np.testing.assert_array_equal(plain["mask"], bound["mask"])
+
+
+# ---- engine cache keys --------------------------------------------------------------------------
+BASE = EngineKey(
+    model="landscape", weights_sha256="ab" * 32, input_shapes=(("image", (1, 144, 256, 3)),), max_batch=4,
+    precision="fp16", tensorrt="10.13.0", gpu="NVIDIA H100 80GB HBM3",
+)
+CHANGES = {
+    "model": "general",
+    "weights_sha256": "cd" * 32,
+    "input_shapes": (("image", (1, 288, 512, 3)),),  # the resolution
+    "max_batch": 1,
+    "precision": "fp32",
+    "tensorrt": "10.14.1",
+    "gpu": "NVIDIA H200",
+}
+
+
+@pytest.mark.parametrize("field", sorted(CHANGES))
+def test_the_engine_cache_key_changes_with_every_input(field):
+    changed = dataclasses.replace(BASE, **{field: CHANGES[field]})
+    assert changed.digest() != BASE.digest()
+    assert changed.filename() != BASE.filename()
+
+
+def test_engine_cache_key_is_stable_and_files_are_named_after_the_model(monkeypatch, tmp_path):
+    assert dataclasses.replace(BASE).digest() == BASE.digest()
+    assert set(f.name for f in dataclasses.fields(EngineKey)) == set(CHANGES)  # nothing left out
+    assert BASE.filename().startswith("landscape-") and BASE.filename().endswith(".plan")
+    assert EngineKey(**{**dataclasses.asdict(BASE), "model": "stabilityai/sd-turbo:unet"}).filename().startswith(
+        "stabilityai_sd-turbo_unet-"
+    )
+    monkeypatch.setenv("CAMFX_CACHE", str(tmp_path))
+    assert cache_dir() == tmp_path / "engines"
+    assert engine_path(BASE).parent == tmp_path / "engines"
+    general = segmentation_key("general", 4, "fp16", "10.13.0", "gpu")
+    landscape = segmentation_key("landscape", 4, "fp16", "10.13.0", "gpu")
+    assert general.weights_sha256 == SEGMENTATION_MODELS["general"].sha256
+    assert dict(landscape.input_shapes)["image"] == (1, 144, 256, 3)
+    assert general.digest() != landscape.digest()
+
+
+# ---- ONNX preparation for TensorRT, on the real bundled models ------------------------------
+@pytest.mark.parametrize("name", sorted(SEGMENTATION_MODELS))
+def test_prepared_onnx_has_a_batch_profile_and_batches_exactly(name, tmp_path):
+    import onnx
+    import onnxruntime as ort
+
+    spec = SEGMENTATION_MODELS[name]
+    plan = prepare_onnx(model_path(name), tmp_path / f"{name}.onnx", max_batch=4, opt_batch=2)
+    shape = (spec.input_height, spec.input_width, 3)
+    assert plan.inputs == {"image": (1, *shape)}
+    assert plan.outputs == {"mask": (1, spec.input_height, spec.input_width, 1)}
+    assert plan.profile == {"image": ((1, *shape), (2, *shape), (4, *shape))}
+    graph = onnx.load(str(plan.path)).graph
+    assert graph.input[0].type.tensor_type.shape.dim[0].dim_param == "batch"
+    # Batch 3 through onnxruntime equals three single runs: the profile's batches are real.
+    session = ort.InferenceSession(str(plan.path), providers=["CPUExecutionProvider"])
+    images = _image(name, batch=3, seed=5)
+    batched = session.run(None, {"image": images})[0]
+    single = OnnxRuntimeBackend(model_path(name), "CPUExecutionProvider")
+    for i in range(3):
+        np.testing.assert_allclose(batched[i : i + 1], single.run({"image": images[i : i + 1]})["mask"], atol=1e-5)
+    key = engine_key(name, model_path(name), plan, "fp16", "10.13.0", "gpu")
+    assert key == segmentation_key(name, 4, "fp16", "10.13.0", "gpu")  # export and serve agree
+
+
+def test_prepare_onnx_refuses_shapes_tensorrt_cannot_plan(tmp_path):
+    import onnx
+    from onnx import TensorProto, helper
+
+    x = helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, "height", 8])
+    y = helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, "height", 8])
+    model = helper.make_model(helper.make_graph([helper.make_node("Relu", ["x"], ["y"])], "g", [x], [y]))
+    onnx.save(model, str(tmp_path / "dynamic.onnx"))
+    with pytest.raises(ValueError, match="x needs fixed dimensions"):
+        prepare_onnx(tmp_path / "dynamic.onnx", tmp_path / "out.onnx")
+    with pytest.raises(ValueError, match="opt_batch"):
+        prepare_onnx(model_path("general"), tmp_path / "out.onnx", max_batch=2, opt_batch=3)
+
+
+def test_export_engines_prepares_everything_and_says_tensorrt_is_missing(tmp_path, capsys):
+    from camfx.export.engines import main
+
+    assert main(["--cache", str(tmp_path)]) == 1
+    err = capsys.readouterr().err
+    assert "TensorRT is not installed" in err
+    assert sorted(p.name for p in (tmp_path / "onnx").iterdir()) == ["general.trt.onnx", "landscape.trt.onnx"]
+
+
+def test_doctor_names_every_model_and_its_runtime(capsys):
+    assert doctor([]) == 0
+    out = capsys.readouterr().out
+    for name in SEGMENTATION_MODELS:
+        assert f"segmentation {name}  {CPU}" in out
+    assert "TensorRT  not installed" in out and "onnxruntime" in out
+
+
+# ---- a live stream survives its runtime failing --------------------------------------------------
+async def test_a_stream_goes_on_when_its_runtime_fails_mid_session(clip_640, monkeypatch):
+    def flaky_chain(name, path, threads=1, engine=None, on_fallback=lambda *a: None):
+        return FallbackBackend(name, [Candidate("flaky-gpu", lambda: Flaky(ok_runs=15)), _cpu(name)], on_fallback)
+
+    monkeypatch.setattr(segmenter_module, "load_backend", flaky_chain)
+    runner, server = await start_server()
+    peer = ClientPeer(SyntheticCamera(clip_640), codec="VP8")
+    try:
+        await peer.connect(server.url, {"effect": "blur"})
+        await peer.wait_frames(40)  # well past the 15th run
+        start = len(peer.received.fresh)
+        await asyncio.sleep(1.5)
+        assert (len(peer.received.fresh) - start) / 1.5 > 20
+        async with aiohttp.ClientSession() as http:
+            async with http.get(f"{server.url}/healthz") as resp:
+                health = await resp.json()
+            async with http.get(f"{server.url}/metrics") as resp:
+                metrics = await resp.text()
+            async with http.get(f"{server.url}/sessions/{peer.session_id}") as resp:
+                stats = await resp.json()
+        assert health["backends"]["landscape"] == CPU
+        assert health["backend_fallbacks"]["landscape"][0].startswith("flaky-gpu: run: CUDA error")
+        assert 'camfx_backend_fallbacks_total{model="landscape",runtime="flaky-gpu"} 1.0' in metrics
+        assert stats["runtimes"]["landscape"]["runtime"] == CPU
+        assert stats["runtimes"]["landscape"]["failed"]
+        assert server.engine.metrics.pipeline_errors._value.get() == 0  # no frame was lost to it
+    finally:
+        await peer.close()
+        await runner.cleanup()
