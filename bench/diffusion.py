@@ -68,7 +68,8 @@ def run(args) -> dict:
 
     device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
     start = time.perf_counter()
-    parts = load_parts(args.model, taesd_id=args.taesd, device=device, random_weights=args.random_weights)
+    parts = load_parts(args.model, taesd_id=args.taesd, device=device, random_weights=args.random_weights,
+                       compile=args.compile)
     load_s = time.perf_counter() - start
     gpu = torch.cuda.get_device_name() if parts.device.type == "cuda" else None
     print(f"model {'random sd-turbo architecture' if args.random_weights else args.model} on {parts.device}"
@@ -121,7 +122,7 @@ def run(args) -> dict:
         "benchmark": "diffusion", "machine": machine(), "device": str(parts.device), "gpu": gpu,
         "dtype": str(parts.dtype), "torch": torch.__version__, "random_weights": args.random_weights,
         "model": None if args.random_weights else args.model, "size": args.size, "steps": args.steps,
-        "strength": args.strength, "frames": args.frames, "results": results,
+        "strength": args.strength, "frames": args.frames, "compiled": args.compile, "results": results,
         "composite_720p_ms": composite_ms, "flicker": flicker,
     }
 
@@ -140,6 +141,8 @@ def main(argv: list[str]) -> int:
     parser.add_argument("--warmup", type=int, default=2)
     parser.add_argument("--flicker-frames", type=int, default=4, help="at least 3")
     parser.add_argument("--device", default=None, help="cuda or cpu (default: cuda when present)")
+    parser.add_argument("--compile", action="store_true",
+                        help="torch.compile the UNet (CUDA graphs on CUDA); raise --warmup: the first calls compile")
     parser.add_argument("--out", type=Path, default=Path("bench/results"))
     args = parser.parse_args(argv)
     if args.size % 8:

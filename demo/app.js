@@ -51,6 +51,7 @@
     diffusion_feedback: { label: "Anti-flicker feedback", step: 0.05, fmt: (v) => (v ? v.toFixed(2) : "off") },
     similarity_threshold: { label: "Skip similar frames", step: 0.01, fmt: (v) => (v ? v.toFixed(2) : "off") },
     stream_batch: { label: "Stream batch (steps − 1 frames of lag)", kind: "checkbox" },
+    guidance: { label: "Self-negative guidance", step: 0.1, fmt: (v) => (v > 1 ? v.toFixed(1) : "off") },
     model: {
       label: "Model", kind: "select",
       labels: { general: "General · 256×256", landscape: "Landscape · 144×256 (fast)" },
@@ -75,7 +76,7 @@
       title: "Diffusion",
       fields: [
         "diffusion_mode", "prompt", "strength", "steps", "seed", "diffusion_size", "diffusion_model",
-        "diffusion_feedback", "similarity_threshold", "stream_batch",
+        "diffusion_feedback", "similarity_threshold", "stream_batch", "guidance",
       ],
       when: (p) => p.effect === "diffusion",
     },

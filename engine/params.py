@@ -48,6 +48,8 @@ class Params(BaseModel):
     diffusion_feedback: float = Field(0.0, ge=0.0, le=0.9)
     # Skip frames nearly identical to the last one generated (StreamDiffusion uses 0.98); 0 = off.
     similarity_threshold: float = Field(0.0, ge=0.0, lt=1.0)
+    # Residual self-negative guidance (1 = off: turbo models need none; no second UNet call).
+    guidance: float = Field(1.0, ge=1.0, le=3.0)
     # Denoise successive frames' steps in one UNet batch: more fps at steps > 1, steps - 1 frames lag.
     stream_batch: bool = False
     # mask quality

@@ -223,7 +223,7 @@ class Generator:
         s.seed = params.seed
         s.prompt = params.prompt  # re-encoded only when it changed
         s.steps, s.strength = params.steps, params.strength
-        s.feedback, s.stream_batch = params.diffusion_feedback, params.stream_batch
+        s.feedback, s.stream_batch, s.guidance = params.diffusion_feedback, params.stream_batch, params.guidance
         s.similarity.threshold = params.similarity_threshold
         self.status, self.error, self._failed_params = "running", None, None
         return s

@@ -44,7 +44,9 @@ Streaming features:
   (a batch of `steps`), so a frame costs one UNet call instead of `steps`, at the cost of
   `steps - 1` frames of added lag (`lag_frames`).
 
-Not done: residual self-negative CFG (turbo models need no guidance).
+- residual self-negative CFG (`guidance` > 1, StreamDiffusion's RCFG "self" mode): the noise
+  that made x_t stands in for the unconditional prediction, eps = n + g (eps_c - n), so guidance
+  costs no second UNet call. 1 = off, right for turbo models; LCM-family models may like 1.2-2.
 
 Prompts. An empty prompt is allowed: it is the unconditional embedding, so the model only
 "cleans up" the frame towards its own idea of an image. A prompt longer than the text encoder
@@ -212,8 +214,14 @@ def load_parts(
     device: str | torch.device | None = None,
     dtype: torch.dtype | None = None,
     random_weights: bool = False,
+    compile: bool = False,
 ) -> DiffusionParts:
-    """Load (or, with random_weights, build) a model family onto `device`; see StreamStylizer."""
+    """Load (or, with random_weights, build) a model family onto `device`; see StreamStylizer.
+
+    compile: `torch.compile` the UNet; on CUDA with mode "reduce-overhead", i.e. CUDA graphs
+    replayed per call (the per-step launch overhead is what dominates 1-step sd-turbo on a fast
+    GPU). The first call per input shape compiles: seconds to minutes, so warm it up.
+    """
     device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
     # fp16 on GPUs (tensor cores, half the memory traffic); fp32 on CPU, where fp16 is slow.
     dtype = dtype or (torch.float16 if device.type == "cuda" else torch.float32)
@@ -231,6 +239,8 @@ def load_parts(
         # Convolutions in cuDNN prefer NHWC; the UNet and TAESD are mostly convolutions.
         unet.to(memory_format=torch.channels_last)
         vae.to(memory_format=torch.channels_last)
+    if compile:
+        unet = torch.compile(unet, mode="reduce-overhead" if device.type == "cuda" else "default", dynamic=False)
     family = "lcm" if lora_id else "turbo"
     return DiffusionParts(unet, vae, text_encoder, tokenizer, scheduler, family, model_id, device, dtype)
 
@@ -261,6 +271,7 @@ class StreamStylizer:
         max_skips: int = 10,
         feedback: float = 0.0,
         stream_batch: bool = False,
+        guidance: float = 1.0,
         device: str | torch.device | None = None,
         dtype: torch.dtype | None = None,
         random_weights: bool = False,
@@ -285,6 +296,7 @@ class StreamStylizer:
         self._timesteps = self._schedule()
         self.feedback = feedback
         self.stream_batch = stream_batch
+        self.guidance = guidance
         self.similarity = SimilarityFilter(similarity_threshold, max_skips, seed)
         self._prompt: str | None = None
         self._embeddings: torch.Tensor | None = None
@@ -346,6 +358,16 @@ class StreamStylizer:
     def strength(self, strength: float) -> None:
         self._strength = check_strength(strength)
         self._timesteps = self._schedule()
+
+    @property
+    def guidance(self) -> float:
+        return self._guidance
+
+    @guidance.setter
+    def guidance(self, guidance: float) -> None:
+        if not 1.0 <= guidance <= 10.0:
+            raise ValueError(f"guidance must be in [1, 10] (1 = off), got {guidance!r}")
+        self._guidance = float(guidance)
 
     @property
     def feedback(self) -> float:
@@ -477,7 +499,7 @@ class StreamStylizer:
         x = noise[:1] if latent is None else self._add_noise(latent, noise[:1], timesteps[0])
         clean = x
         for i, t in enumerate(timesteps):
-            clean = self._step(x, [t])
+            clean = self._step(x, [t], noise[i : i + 1])
             if i + 1 < len(timesteps):
                 x = self._add_noise(clean, noise[i + 1 : i + 2], timesteps[i + 1])
         return clean
@@ -495,7 +517,7 @@ class StreamStylizer:
         pipe = buffers.pipe
         if pipe is not None and pipe.shape[0] < len(timesteps):  # else steps shrank: start over
             x = torch.cat([x, pipe])
-        clean = self._step(x, timesteps[: x.shape[0]])
+        clean = self._step(x, timesteps[: x.shape[0]], noise[: x.shape[0]])
         # Re-noise all but the last to their next timestep: they wait in the pipe for the next call.
         keep = min(x.shape[0], len(timesteps) - 1)
         buffers.pipe = torch.cat(
@@ -503,12 +525,15 @@ class StreamStylizer:
         )
         return clean[-1:]
 
-    def _step(self, x: torch.Tensor, timesteps: list[int]) -> torch.Tensor:
-        """One UNet call over a batch, element i at timesteps[i]; returns clean estimates."""
+    def _step(self, x: torch.Tensor, timesteps: list[int], stock: torch.Tensor) -> torch.Tensor:
+        """One UNet call over a batch, element i at timesteps[i] and made with noise stock[i];
+        returns clean estimates."""
         n = x.shape[0]
         t_in = torch.tensor(timesteps, device=self.device, dtype=torch.long)
         embeddings = self._embeddings.expand(n, -1, -1)
         model_out = self.unet(x, t_in, encoder_hidden_states=embeddings, return_dict=False)[0]
+        if self._guidance != 1.0 and self._prediction == "epsilon":
+            model_out = stock + self._guidance * (model_out - stock)
         return torch.cat([self._clean(x[i : i + 1], model_out[i : i + 1], t) for i, t in enumerate(timesteps)])
 
     def _add_noise(self, x0: torch.Tensor, noise: torch.Tensor, t: int) -> torch.Tensor:

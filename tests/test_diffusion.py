@@ -166,6 +166,30 @@ def test_stream_batch_gives_the_unbatched_output_steps_minus_one_frames_later(ti
     assert set(batched.timings) == {"encode", "unet", "decode"}
 
 
+def test_self_negative_guidance_is_off_at_1_and_changes_the_picture_above(tiny_repo):
+    frame = _texture(3)
+    plain = _stylizer(tiny_repo, steps=2).img2img(frame)
+    assert np.array_equal(_stylizer(tiny_repo, steps=2, guidance=1.0).img2img(frame), plain)
+    guided = _stylizer(tiny_repo, steps=2, guidance=2.0)
+    out = guided.img2img(frame)
+    assert not np.array_equal(out, plain)
+    assert np.array_equal(_stylizer(tiny_repo, steps=2, guidance=2.0).img2img(frame), out)  # deterministic
+    with pytest.raises(ValueError, match="guidance"):
+        guided.guidance = 0.5
+
+
+def test_compiled_unet_gives_the_eager_pictures(tiny_repo):
+    """torch.compile on the CPU (CUDA graphs are its CUDA mode, not runnable here): same pictures."""
+    from camfx.models.diffusion import load_parts
+
+    repo, taesd = tiny_repo
+    frame = _texture(4)
+    eager = _stylizer(tiny_repo).img2img(frame)
+    parts = load_parts(repo, taesd_id=taesd, device="cpu", compile=True)
+    compiled = StreamStylizer(parts=parts, prompt="a cat").img2img(frame)
+    assert np.abs(compiled.astype(int) - eager.astype(int)).max() <= 1
+
+
 def test_seed_change_draws_new_noise(tiny_repo):
     s = _stylizer(tiny_repo)
     first = s.img2img(_texture(0))
