@@ -42,6 +42,7 @@
       labels: { frame: "Frame", background: "Background", person: "Person", backdrop: "Backdrop" },
       hint: "Backdrop and background keep the camera's frame rate whatever the generation rate.",
     },
+    backdrop_source: { label: "Backdrop from", kind: "segmented", labels: { prompt: "Prompt only", room: "The room" } },
     prompt: { label: "Prompt", kind: "text", hint: "Press Enter: applied within a few frames, no model reload." },
     strength: { label: "Strength", step: 0.05, fmt: (v) => v.toFixed(2) },
     steps: { label: "Steps", step: 1, fmt: (v) => String(v) },
@@ -75,7 +76,7 @@
     {
       title: "Diffusion",
       fields: [
-        "diffusion_mode", "prompt", "strength", "steps", "seed", "diffusion_size", "diffusion_model",
+        "diffusion_mode", "backdrop_source", "prompt", "strength", "steps", "seed", "diffusion_size", "diffusion_model",
         "diffusion_feedback", "similarity_threshold", "stream_batch", "guidance",
       ],
       when: (p) => p.effect === "diffusion",
@@ -88,6 +89,7 @@
   ];
 
   const FIELD_WHEN = {
+    backdrop_source: (p) => p.diffusion_mode === "backdrop",
     background_color: (p) => p.background === "color",
     background_image: (p) => p.background === "image",
     mask_threshold: (p) => p.mask_mode === "threshold",

@@ -37,6 +37,9 @@ class Params(BaseModel):
     # diffusion: few-step img2img / txt2img (see camfx.engine.stylize); the server checks that
     # diffusion_model is one it serves.
     diffusion_mode: Literal["frame", "background", "person", "backdrop"] = "background"
+    # backdrop: from the prompt alone (txt2img, made again when it changes) or from the room
+    # (img2img of the camera picture with the person taken out, remade as fast as it can be).
+    backdrop_source: Literal["prompt", "room"] = "prompt"
     prompt: str = Field("a watercolor painting, soft light", max_length=500)
     strength: float = Field(0.5, gt=0.0, le=1.0)
     steps: int = Field(1, ge=1, le=4)

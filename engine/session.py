@@ -171,7 +171,7 @@ class Session:
                 self._stage_ms[stage] = 0.9 * previous + 0.1 * seconds * 1000
             self.outbox.put((out, work))
             if params.effect == "diffusion" and work.image.size:
-                self._generator().offer(work.image, params)
+                self._generator().offer(work.image, work.alpha, params)
 
     def _generator(self) -> Generator:
         if self.generator is None:

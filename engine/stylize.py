@@ -24,6 +24,7 @@ from concurrent.futures import Executor
 from dataclasses import dataclass
 from typing import Any, Callable
 
+import cv2
 import numpy as np
 
 from . import effects, yuv
@@ -118,8 +119,8 @@ class DiffusionModels:
             return self._parts[name]
 
     def loaded(self) -> list[str]:
-        with self._lock:
-            return sorted(self._parts)
+        # No lock: /healthz calls this on the event loop, and a load holds the lock for minutes.
+        return sorted(list(self._parts))
 
 
 def diffusion_size(frame_hw: tuple[int, int], long_side: int) -> tuple[int, int]:
@@ -151,7 +152,7 @@ class Generator:
         self._models = models
         self._executor = executor
         self._on_error = on_error
-        self._slot: FrameSlot[tuple[np.ndarray, Params]] = FrameSlot()
+        self._slot: FrameSlot[tuple[np.ndarray, np.ndarray | None, Params]] = FrameSlot()
         self._stylizer = None
         self._model_name: str | None = None
         self._backdrop_key: tuple | None = None
@@ -174,41 +175,59 @@ class Generator:
         except ValueError as exc:
             raise ParamsError([{"field": "prompt", "message": str(exc)}]) from None
 
-    def offer(self, frame: np.ndarray, params: Params) -> None:
-        """Event loop: hand over the newest frame (replacing one not yet taken)."""
+    def offer(self, frame: np.ndarray, alpha: np.ndarray | None, params: Params) -> None:
+        """Event loop: hand over the newest frame and its person mask (replacing any not taken)."""
         if params != self._failed_params:  # after an error, wait for a change of parameters
-            self._slot.put((frame, params))
+            self._slot.put((frame, alpha, params))
 
     async def run(self) -> None:
         """The session's generator task: runs until cancelled."""
         loop = asyncio.get_running_loop()
         while True:
-            frame, params = await self._slot.take()
+            frame, alpha, params = await self._slot.take()
             try:
-                await loop.run_in_executor(self._executor, self._generate, frame, params)
+                await loop.run_in_executor(self._executor, self._generate, frame, alpha, params)
             except Exception as exc:  # missing weights, a prompt too long, out of memory...
                 log.warning("diffusion failed (%s): %s", params.diffusion_model, exc)
                 self.status, self.error, self._failed_params = "error", str(exc), params
                 self._on_error(_field_of(exc), str(exc))
 
-    def _generate(self, frame: np.ndarray, params: Params) -> None:
+    def _generate(self, frame: np.ndarray, alpha: np.ndarray | None, params: Params) -> None:
         """Diffusion thread."""
         stylizer = self._stylizer_for(params)
         height, width = diffusion_size(yuv.frame_size(frame), params.diffusion_size)
-        if params.diffusion_mode == "backdrop":
-            # A backdrop depends on the prompt, not on the camera: made again only when it changes.
+        if params.diffusion_mode == "backdrop" and params.backdrop_source == "prompt":
+            # From the prompt alone: nothing new to make until the prompt or its settings change.
             key = (params.diffusion_model, params.prompt, params.seed, params.steps, height, width)
             if key == self._backdrop_key:
                 return
             rgb = stylizer.txt2img(height, width, seed=params.seed)
             self._backdrop_key = key
         else:
+            image = effects.model_input(frame, height, width)
+            if params.diffusion_mode == "backdrop":  # from the room: the person taken out first
+                image = self._room_without_person(image, alpha)
             skipped = stylizer.frames_skipped
-            rgb = stylizer.img2img(effects.model_input(frame, height, width))
+            rgb = stylizer.img2img(image)
             self._backdrop_key = None
             if stylizer.frames_skipped != skipped:  # the similarity filter kept the last picture
                 return
         self._publish(Stylized(rgb, params.diffusion_mode, (self.latest.serial + 1) if self.latest else 1), stylizer)
+
+    def _room_without_person(self, rgb: np.ndarray, alpha: np.ndarray | None) -> np.ndarray:
+        """The camera picture with the person painted over by the last backdrop (or, before there
+        is one, by a heavy blur of the room), so the backdrop shows the room, not a ghost."""
+        if alpha is None:
+            return rgb
+        h, w = rgb.shape[:2]
+        a = cv2.resize(alpha, (w, h), interpolation=cv2.INTER_LINEAR)[..., None]
+        a = np.clip(a * 1.5, 0.0, 1.0)  # reach past the soft edge, where hair still shows
+        last = self.latest
+        if last is not None and last.mode == "backdrop" and last.rgb.shape == rgb.shape:
+            fill = last.rgb
+        else:
+            fill = cv2.blur(rgb, (max(3, w // 8) | 1, max(3, h // 8) | 1))
+        return (rgb * (1.0 - a) + fill * a).astype(np.uint8)
 
     def _stylizer_for(self, params: Params):
         if self._stylizer is None or self._model_name != params.diffusion_model:

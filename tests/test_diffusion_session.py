@@ -135,6 +135,13 @@ async def test_diffusion_session_keeps_the_camera_rate_and_follows_live_changes(
         # The background is the newest picture (made from an earlier frame while this one came).
         assert np.abs(luma[background] - layer[background]).mean() < 12
 
+        # A backdrop from the room: remade continuously from the camera, person painted out.
+        peer.control.send('{"diffusion_mode": "backdrop", "backdrop_source": "room"}')
+        await _until(lambda: generator.latest.mode == "backdrop", 10, "a room backdrop")
+        first = generator.latest.serial
+        await _until(lambda: generator.latest.serial >= first + 2, 10, "the room backdrop to refresh")
+        assert await _fresh_rate(peer, 1.0) > 20
+
         # Bad input over HTTP and the channel: clear errors, the session keeps running.
         url = f"{server.url}/sessions/{peer.session_id}/params"
         async with aiohttp.ClientSession() as http:
@@ -214,3 +221,23 @@ def test_without_the_diffusion_extra_the_effect_is_a_422_saying_what_to_install(
         models.check(Params(effect="diffusion"))
     assert err.value.errors[0]["field"] == "effect"
     assert "pip install 'camfx[diffusion]'" in err.value.errors[0]["message"]
+
+
+def test_room_backdrop_paints_the_person_out():
+    from camfx.engine.stylize import Generator, Stylized
+
+    rng = np.random.default_rng(0)
+    room = rng.integers(0, 256, (64, 96, 3), dtype=np.uint8)
+    alpha = np.zeros((32, 48), np.float32)
+    alpha[8:24, 16:32] = 1.0  # the person, at work resolution
+    generator = Generator(models=None, executor=None)
+    assert np.array_equal(generator._room_without_person(room, None), room)
+    out = generator._room_without_person(room, alpha)
+    assert np.array_equal(out[:8], room[:8]) and np.array_equal(out[:, :24], room[:, :24])  # room kept
+    inside = out[20:44, 36:60].astype(int)
+    assert np.abs(inside - room[20:44, 36:60]).mean() > 40  # the person's area is filled...
+    assert inside.std() < room.std() / 3  # ...with something smooth (a blur of the room)
+    previous = np.full_like(room, 77)
+    generator.latest = Stylized(previous, "backdrop", 1)
+    out = generator._room_without_person(room, alpha)
+    assert (out[20:44, 36:60] == 77).all()  # later, with the last backdrop
