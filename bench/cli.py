@@ -9,6 +9,7 @@ BENCHMARKS = {
     "latency": "camfx.bench.latency",
     "engine": "camfx.bench.engine",
     "diffusion": "camfx.bench.diffusion",
+    "runtimes": "camfx.bench.runtimes",
 }
 
 

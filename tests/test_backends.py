@@ -240,3 +240,15 @@ async def test_a_stream_goes_on_when_its_runtime_fails_mid_session(clip_640, mon
     finally:
         await peer.close()
         await runner.cleanup()
+
+
+def test_bench_runtimes_times_every_runtime_in_the_chain(tmp_path):
+    import json
+
+    from camfx.bench.runtimes import main
+
+    assert main(["--sizes", "640x480", "--frames", "5", "--out", str(tmp_path)]) == 0
+    rows = json.loads((tmp_path / "runtimes.json").read_text())["results"]
+    assert {(r["model"], r["runtime"]) for r in rows} == {(m, CPU) for m in SEGMENTATION_MODELS}
+    for row in rows:
+        assert 0 < row["segment_ms"]["p50"] < row["blur_pipeline_ms"]["p50"]

@@ -1,0 +1,87 @@
+"""`camfx bench runtimes`: segmentation and the whole blur pipeline per frame, on every runtime
+this machine has (TensorRT, onnxruntime TensorRT / CUDA / CPU), at 720p and 1080p.
+
+Each runtime in the chain `camfx serve` would build is loaded on its own and timed in the same
+run, so GPU rows come with the CPU row as their baseline. Segmentation includes making the model
+input from the I420 frame; the blur pipeline is the one sessions run (segment, refine, blur,
+composite). The target for a GPU runtime is segmentation <= 0.5 ms per frame.
+"""
+
+from __future__ import annotations
+
+import argparse
+import time
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+from camfx.engine.backends import candidates_for
+from camfx.engine.backgrounds import Backgrounds
+from camfx.engine.engine_cache import cached_segmentation_engine
+from camfx.engine.params import Params
+from camfx.engine.pipeline import Work, default_pipeline
+from camfx.engine.segmenter import Segmenter
+from camfx.models.registry import SEGMENTATION_MODELS, model_path
+
+from .clip import person_clip
+from .stats import machine, summary_ms, write_json
+
+
+class _One:
+    """Stands in for `Segmenters`: every model name gets the one segmenter under test."""
+
+    def __init__(self, segmenter: Segmenter):
+        self._segmenter = segmenter
+
+    def get(self, name: str) -> Segmenter:
+        return self._segmenter
+
+
+def _time(fn, frames: list, count: int, warmup: int = 20) -> dict:
+    seconds = []
+    for i in range(count + warmup):
+        start = time.perf_counter()
+        fn(frames[i % len(frames)])
+        if i >= warmup:
+            seconds.append(time.perf_counter() - start)
+    return summary_ms(seconds)
+
+
+def run(sizes: list[tuple[int, int]], models: list[str], frames: int, threads: int) -> dict:
+    helper = ThreadPoolExecutor(max_workers=2)
+    backgrounds = Backgrounds()
+    rows = []
+    for width, height in sizes:
+        clip = person_clip(width, height, 30)
+        for model in models:
+            for candidate in candidates_for(model_path(model), threads, cached_segmentation_engine(model)):
+                try:
+                    segmenter = Segmenter(model, candidate.load())
+                except Exception as exc:  # listed as available, yet cannot load: say so, go on
+                    print(f"{width}x{height} {model:>9} {candidate.name}: cannot load ({exc})", flush=True)
+                    continue
+                pipeline = default_pipeline(_One(segmenter), backgrounds, helper)
+                params = Params(effect="blur", model=model)
+                segment = _time(segmenter, clip, frames)
+                blur = _time(lambda f: pipeline.process(Work(image=f, params=params)), clip, frames)
+                rows.append({"size": f"{width}x{height}", "model": model, "runtime": candidate.name,
+                             "segment_ms": segment, "blur_pipeline_ms": blur})
+                print(f"{width}x{height} {model:>9} {candidate.name:<40} segment p50 {segment['p50']:6.2f}  "
+                      f"p95 {segment['p95']:6.2f} ms   blur pipeline p50 {blur['p50']:6.2f}  p95 {blur['p95']:6.2f} ms",
+                      flush=True)
+    helper.shutdown()
+    return {"benchmark": "runtimes", "machine": machine(), "frames": frames, "model_threads": threads, "results": rows}
+
+
+def main(argv: list[str]) -> int:
+    parser = argparse.ArgumentParser(prog="camfx bench runtimes", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--sizes", nargs="+", default=["1280x720", "1920x1080"])
+    parser.add_argument("--models", nargs="+", default=sorted(SEGMENTATION_MODELS), choices=sorted(SEGMENTATION_MODELS))
+    parser.add_argument("--frames", type=int, default=200)
+    parser.add_argument("--model-threads", type=int, default=1)
+    parser.add_argument("--out", type=Path, default=Path("bench/results"))
+    args = parser.parse_args(argv)
+    sizes = [tuple(int(v) for v in s.split("x")) for s in args.sizes]
+    data = run(sizes, args.models, args.frames, args.model_threads)
+    print("wrote", write_json(args.out / "runtimes.json", data))
+    return 0
