@@ -36,5 +36,11 @@ class Metrics:
             "camfx_backend_fallbacks", "Runtimes dropped for a model (failed at load or run)",
             ["model", "runtime"], registry=r,
         )
+        self.diffusion_pictures = Counter("camfx_diffusion_pictures", "Pictures the diffusion effect made", registry=r)
+        self.diffusion_errors = Counter("camfx_diffusion_errors", "Diffusion generations that failed", registry=r)
+        self.diffusion_stage_seconds = Histogram(
+            "camfx_diffusion_stage_seconds", "Time per diffusion stage (encode, unet, decode)", ["stage"],
+            buckets=(0.005, 0.01, 0.02, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0), registry=r,
+        )
         self.sessions = Gauge("camfx_sessions", "Open sessions", registry=r)
         self.sessions_total = Counter("camfx_sessions_opened", "Sessions opened", registry=r)

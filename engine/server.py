@@ -86,7 +86,7 @@ class Engine:
         self.diffusion_models.check(params)
 
     def new_generator(self, on_error) -> Generator:
-        return Generator(self.diffusion_models, self.diffusion, on_error)
+        return Generator(self.diffusion_models, self.diffusion, on_error, self.metrics)
 
     def forget(self, session: Session) -> None:
         if self.sessions.pop(session.id, None) is not None:

@@ -148,8 +148,10 @@ class Generator:
         models: DiffusionModels,
         executor: Executor,
         on_error: Callable[[str, str], None] = lambda field, message: None,
+        metrics=None,
     ):
         self._models = models
+        self._metrics = metrics
         self._executor = executor
         self._on_error = on_error
         self._slot: FrameSlot[tuple[np.ndarray, np.ndarray | None, Params]] = FrameSlot()
@@ -190,6 +192,8 @@ class Generator:
             except Exception as exc:  # missing weights, a prompt too long, out of memory...
                 log.warning("diffusion failed (%s): %s", params.diffusion_model, exc)
                 self.status, self.error, self._failed_params = "error", str(exc), params
+                if self._metrics is not None:
+                    self._metrics.diffusion_errors.inc()
                 self._on_error(_field_of(exc), str(exc))
 
     def _generate(self, frame: np.ndarray, alpha: np.ndarray | None, params: Params) -> None:
@@ -251,6 +255,10 @@ class Generator:
         self.latest = stylized
         self.frames += 1
         self.stage_ms = {k: round(v * 1000, 1) for k, v in stylizer.timings.items()}
+        if self._metrics is not None:
+            self._metrics.diffusion_pictures.inc()
+            for stage, seconds in stylizer.timings.items():
+                self._metrics.diffusion_stage_seconds.labels(stage).observe(seconds)
         now = time.perf_counter()
         self._times = [t for t in self._times if now - t < 5.0] + [now]
 

@@ -164,6 +164,12 @@ async def test_diffusion_session_keeps_the_camera_rate_and_follows_live_changes(
         assert stats["diffusion"]["status"] == "running" and stats["diffusion"]["frames"] >= 3
         assert set(stats["diffusion"]["stage_ms"]) == {"encode", "unet", "decode"}
 
+        async with aiohttp.ClientSession() as http, http.get(f"{server.url}/metrics") as resp:
+            metrics = await resp.text()
+        assert 'camfx_diffusion_stage_seconds_count{stage="unet"}' in metrics
+        pictures = server.engine.metrics.diffusion_pictures._value.get()
+        assert pictures >= generator.frames >= 3
+
         await peer.close()  # hanging up ends the session and its generator task
         await _until(lambda: not server.engine.sessions, 10, "the session to end")
         assert session.closed.is_set() and not session._tasks
@@ -196,6 +202,7 @@ async def test_missing_weights_are_reported_and_the_stream_goes_on(tmp_path, cli
         error = next(m for m in peer.control_messages if m.get("type") == "error")["errors"][0]
         assert error["field"] == "diffusion_model"
         assert "no-such-model" in error["message"] and "--random-weights" in error["message"]
+        assert server.engine.metrics.diffusion_errors._value.get() == 1
         assert await _fresh_rate(peer, 1.0) > 20  # the camera's picture goes on meanwhile
         # Now the server knows: asking for the model again is a 422 with the same message.
         async with aiohttp.ClientSession() as http:
