@@ -26,6 +26,7 @@ from .frame_slot import FrameSlot
 from .metrics import Metrics
 from .params import Params, ParamsError
 from .pipeline import Pipeline, Work
+from .rate import RateMeter
 from .stylize import Generator
 from .tracks import ProcessedTrack
 
@@ -48,26 +49,6 @@ def _to_video_frame(i420: np.ndarray) -> VideoFrame:
     if i420.flags.c_contiguous and (i420.shape[0] * 2 // 3) % 4 == 0:
         return VideoFrame.from_numpy_buffer(i420, format="yuv420p")
     return VideoFrame.from_ndarray(i420, format="yuv420p")
-
-
-class RateMeter:
-    """Events per second over the last couple of seconds."""
-
-    def __init__(self, horizon_s: float = 2.0):
-        self._times: deque[float] = deque()
-        self._horizon = horizon_s
-
-    def tick(self, now: float) -> None:
-        self._times.append(now)
-        while self._times and now - self._times[0] > self._horizon:
-            self._times.popleft()
-
-    def rate(self, now: float) -> float:
-        while self._times and now - self._times[0] > self._horizon:
-            self._times.popleft()
-        if len(self._times) < 2:
-            return 0.0
-        return (len(self._times) - 1) / max(self._times[-1] - self._times[0], 1e-6)
 
 
 class Session:

@@ -30,6 +30,7 @@ import numpy as np
 from . import effects, yuv
 from .frame_slot import FrameSlot
 from .params import Params, ParamsError
+from .rate import RateMeter
 
 log = logging.getLogger("camfx.diffusion")
 
@@ -75,7 +76,7 @@ class DiffusionModels:
     def __init__(self, specs: dict[str, DiffusionModelSpec] | None = None):
         self.specs = specs if specs is not None else default_specs()
         self._parts: dict[str, Any] = {}
-        self._errors: dict[str, str] = {}
+        self._errors: dict[str, Exception] = {}  # models that failed to load, and why
         self._lock = threading.Lock()
         self._missing_extra = missing_extra()
 
@@ -92,13 +93,13 @@ class DiffusionModels:
                 "message": f"unknown model {name!r}; this server serves: {', '.join(sorted(self.specs))}",
             }])
         if name in self._errors:
-            raise ParamsError([{"field": "diffusion_model", "message": self._errors[name]}])
+            raise ParamsError([{"field": "diffusion_model", "message": str(self._errors[name])}])
 
     def parts(self, name: str):
         """The loaded weights of `name` (blocking: call from the diffusion thread)."""
         with self._lock:
             if name in self._errors:
-                raise RuntimeError(self._errors[name])
+                raise self._errors[name]
             if name not in self._parts:
                 from camfx.models.diffusion import load_parts
 
@@ -111,7 +112,7 @@ class DiffusionModels:
                         random_weights=spec.random_weights,
                     )
                 except Exception as exc:
-                    self._errors[name] = str(exc)
+                    self._errors[name] = exc
                     raise
                 parts = self._parts[name]
                 log.info("diffusion model %s: loaded on %s (%s) in %.1f s",
@@ -164,7 +165,7 @@ class Generator:
         self.error: str | None = None
         self.frames = 0
         self.stage_ms: dict[str, float] = {}
-        self._times: list[float] = []
+        self._rate = RateMeter(horizon_s=10.0)  # pictures can be seconds apart
 
     def check(self, params: Params) -> None:
         """Raises ParamsError (a 422) for a prompt the loaded text encoder cannot take whole.
@@ -259,13 +260,10 @@ class Generator:
             self._metrics.diffusion_pictures.inc()
             for stage, seconds in stylizer.timings.items():
                 self._metrics.diffusion_stage_seconds.labels(stage).observe(seconds)
-        now = time.perf_counter()
-        self._times = [t for t in self._times if now - t < 5.0] + [now]
+        self._rate.tick(time.perf_counter())
 
     def stats(self) -> dict[str, Any]:
-        now = time.perf_counter()
-        recent = [t for t in self._times if now - t < 5.0]
-        fps = (len(recent) - 1) / (recent[-1] - recent[0]) if len(recent) > 1 and recent[-1] > recent[0] else 0.0
+        fps = self._rate.rate(time.perf_counter())
         s = self._stylizer
         return {
             "status": self.status,
