@@ -81,6 +81,26 @@ class OnnxRuntimeBackend(Backend):
         self._session.run_with_iobinding(binding)
         return dict(zip(self._outputs, binding.copy_outputs_to_cpu()))
 
+    def run_tensor(self, inputs):
+        """torch tensors on the device in, on the device out: IO binding to their memory."""
+        if self._device == "cpu":
+            return _through_host(self, inputs)
+        import torch
+
+        torch.cuda.current_stream().synchronize()  # onnxruntime reads on its own stream
+        binding = self._session.io_binding()
+        for name, tensor in inputs.items():
+            tensor = tensor.contiguous()
+            binding.bind_input(name, "cuda", tensor.device.index or 0, np.float32, list(tensor.shape), tensor.data_ptr())
+        outputs = {}
+        device = next(iter(inputs.values())).device
+        for out in self._session.get_outputs():
+            tensor = torch.empty([d if isinstance(d, int) else 1 for d in out.shape], dtype=torch.float32, device=device)
+            binding.bind_output(out.name, "cuda", device.index or 0, np.float32, list(tensor.shape), tensor.data_ptr())
+            outputs[out.name] = tensor
+        self._session.run_with_iobinding(binding)
+        return outputs
+
 
 def provider_options(provider: str, cache: Path) -> dict[str, str]:
     """Options per execution provider: fp16 and on-disk engine / timing caches for TensorRT."""
@@ -151,6 +171,19 @@ class TensorRTBackend(Backend):
             raise BackendError("TensorRT execute_async_v3 failed")
         for host, device in self._outputs.values():
             host.copy_(device, non_blocking=True)
+
+    def run_tensor(self, inputs):
+        """Device tensors in and out: device-to-device copies around one execute_async_v3."""
+        torch = self._torch
+        self._stream.wait_stream(torch.cuda.current_stream())
+        with torch.cuda.stream(self._stream):
+            for name, tensor in inputs.items():
+                self._inputs[name][1].copy_(tensor, non_blocking=True)
+            if not self._context.execute_async_v3(self._stream.cuda_stream):
+                raise BackendError("TensorRT execute_async_v3 failed")
+            outputs = {name: device.clone() for name, (_, device) in self._outputs.items()}
+        torch.cuda.current_stream().wait_stream(self._stream)
+        return outputs
 
     def run(self, inputs: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         torch = self._torch
@@ -228,18 +261,39 @@ class FallbackBackend(Backend):
         raise BackendError(f"no runtime could load model {self.model!r}: {'; '.join(self.failures) or 'none available'}")
 
     def run(self, inputs: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        return self._with_fallback(lambda backend: backend.run(inputs))
+
+    def run_tensor(self, inputs):
+        return self._with_fallback(lambda backend: run_tensors(backend, inputs))
+
+    def _with_fallback(self, call):
         while True:
             backend = self._current
             if backend is None:
                 raise BackendError(f"model {self.model!r} has no working runtime left: {'; '.join(self.failures)}")
             try:
-                return backend.run(inputs)
+                return call(backend)
             except Exception as exc:
                 with self._lock:
                     if self._current is backend:  # another thread may have moved on already
                         log.error("model %s: %s failed at run time (%s); falling back", self.model, backend.name, exc)
                         self._drop(backend.name, f"run: {exc}")
                         self._load_next()
+
+
+def run_tensors(backend: Backend, inputs):
+    """Run `backend` on torch tensors (the device pipeline's frames): through its own device path
+    when it has one, so the data never leaves the GPU, else through host memory."""
+    own = getattr(backend, "run_tensor", None)
+    return own(inputs) if own is not None else _through_host(backend, inputs)
+
+
+def _through_host(backend: Backend, inputs):
+    import torch
+
+    device = next(iter(inputs.values())).device
+    outputs = backend.run({k: v.contiguous().cpu().numpy() for k, v in inputs.items()})
+    return {k: torch.from_numpy(v).to(device) for k, v in outputs.items()}
 
 
 def available_onnx_providers() -> list[str]:

@@ -38,6 +38,8 @@ def serve(argv: list[str]) -> int:
     parser.add_argument("--max-sessions", type=int, default=4, help="concurrent peers; more get 503")
     parser.add_argument("--model-threads", type=int, default=1, help="onnxruntime threads per model run")
     parser.add_argument("--log-level", default="INFO")
+    parser.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"],
+                        help="where frames are processed: cuda keeps them on the GPU (needs torch); default: cuda if present")
     diffusion = parser.add_argument_group("diffusion models (the `diffusion` effect; needs the diffusion extra)")
     diffusion.add_argument(
         "--add-diffusion-model", action="append", default=[], metavar="NAME=MODEL",
@@ -72,7 +74,7 @@ def serve(argv: list[str]) -> int:
     logging.basicConfig(level=args.log_level.upper(), format="%(asctime)s %(name)s %(levelname)s %(message)s")
     config = ServerConfig(
         host=args.host, port=args.port, max_sessions=args.max_sessions,
-        model_threads=args.model_threads, defaults=defaults, diffusion_models=models,
+        model_threads=args.model_threads, defaults=defaults, diffusion_models=models, device=args.device,
     )
     print(f"camfx: open http://{args.host}:{args.port}/ in a browser", flush=True)
     web.run_app(create_app(config), host=args.host, port=args.port, print=None)

@@ -6,10 +6,12 @@ import asyncio
 import json
 import logging
 import os
+import shutil
 import uuid
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from importlib import resources
+from pathlib import Path
 from typing import Any
 
 from aiohttp import web
@@ -39,8 +41,31 @@ class ServerConfig:
     connect_timeout: float = 30.0  # seconds for a peer to connect before its session is dropped
     workers: int = field(default_factory=lambda: max(2, os.cpu_count() or 2))
     defaults: Params = field(default_factory=Params)
+    # Where frames are processed: "cuda" keeps each frame on the GPU (torch, see
+    # device_pipeline); "cpu" is the OpenCV path; "auto" picks cuda when torch sees a GPU.
+    device: str = "auto"
     # The models `diffusion_model` may name (see camfx.engine.stylize.default_specs).
     diffusion_models: dict[str, DiffusionModelSpec] = field(default_factory=default_specs)
+
+
+def resolve_device(device: str) -> str:
+    """"cpu" or "cuda" for a configured "auto" | "cpu" | "cuda"; asking for cuda without one fails."""
+    import importlib.util
+
+    if device not in ("auto", "cpu", "cuda"):
+        raise ValueError(f"device must be auto, cpu or cuda, got {device!r}")
+    no_gpu_here = importlib.util.find_spec("torch") is None or not (
+        Path("/dev/nvidiactl").exists() or shutil.which("nvidia-smi")
+    )
+    if device == "cpu" or (device == "auto" and no_gpu_here):  # no torch import for nothing
+        return "cpu"
+    import torch
+
+    if torch.cuda.is_available():
+        return "cuda"
+    if device == "cuda":
+        raise ValueError("device cuda was asked for, but torch sees no CUDA GPU")
+    return "cpu"
 
 
 class Engine:
@@ -60,9 +85,8 @@ class Engine:
         self.diffusion_models = DiffusionModels(config.diffusion_models)
         self.diffusion = ThreadPoolExecutor(max_workers=1, thread_name_prefix="camfx-diffusion")
         self.sessions: dict[str, Session] = {}
-        self._pipeline_factory = pipeline_factory or (
-            lambda: default_pipeline(self.segmenters, self.backgrounds, self.helper)
-        )
+        self.device = resolve_device(config.device)
+        self._pipeline_factory = pipeline_factory or self._default_pipeline
 
     def runtimes(self) -> dict[str, Any]:
         """Per segmentation model: the runtime in use and those that failed (for the page)."""
@@ -72,6 +96,14 @@ class Engine:
 
     def _count_fallback(self, model: str, failed: str, reason: str) -> None:
         self.metrics.backend_fallbacks.labels(model, failed).inc()
+
+    def _default_pipeline(self):
+        pipeline = default_pipeline(self.segmenters, self.backgrounds, self.helper)
+        if self.device == "cuda":
+            from .device_pipeline import DevicePipeline
+
+            return DevicePipeline(self.segmenters, self.backgrounds, pipeline, "cuda")
+        return pipeline
 
     def new_pipeline(self):
         return self._pipeline_factory()
@@ -240,6 +272,7 @@ async def healthz(request: web.Request) -> web.Response:
             "status": "ok",
             "sessions": len(engine.sessions),
             "max_sessions": engine.config.max_sessions,
+            "device": engine.device,
             "backends": engine.segmenters.backends(),
             "backend_fallbacks": engine.segmenters.fallbacks(),
             "diffusion_models": sorted(engine.diffusion_models.specs),

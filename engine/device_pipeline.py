@@ -1,0 +1,219 @@
+"""The mask effects (blur, replace, remove) with the frame kept on a torch device.
+
+On a GPU the frame is uploaded once (pinned host memory, an asynchronous copy on this
+pipeline's own CUDA stream), then scaled, converted, segmented, refined, blurred and composited
+there, and downloaded once. The same code runs on the CPU (device "cpu"), which is how it is
+tested here against the numpy pipeline; on a CPU that numpy pipeline stays the default, because
+OpenCV is faster there. Other effects (none, toon, diffusion) go to the numpy pipeline.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import math
+import time
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from . import yuv
+from .backends import run_tensors
+from .backgrounds import Backgrounds
+from .mask import WORK_DIVISOR, work_size
+from .params import Params, hex_to_rgb
+from .pipeline import NEEDS_MASK, PROBE_ROWS, Pipeline, Work
+from .segmenter import Segmenters
+
+# OpenCV's I420 -> RGB (BT.601, limited range), so the model sees what the numpy path gives it.
+_Y_SCALE, _V_R, _U_G, _V_G, _U_B = 1.164, 1.596, -0.391, -0.813, 2.018
+
+
+class DevicePipeline:
+    """Same interface as `Pipeline`: `process(work) -> work`, stage times in `work.timings`."""
+
+    def __init__(self, segmenters: Segmenters, backgrounds: Backgrounds, fallback: Pipeline, device: str = "cuda"):
+        self.device = torch.device(device)
+        self._segmenters, self._backgrounds, self._fallback = segmenters, backgrounds, fallback
+        self._cuda = self.device.type == "cuda"
+        self._stream = torch.cuda.Stream(self.device) if self._cuda else None
+        self._pinned: dict[tuple, torch.Tensor] = {}  # (role, *shape) -> page-locked host buffer
+        self._layer: tuple[tuple, torch.Tensor] | None = None  # (key, background image on the device)
+        self._previous: torch.Tensor | None = None  # last alpha, for temporal smoothing
+
+    def process(self, work: Work) -> Work:
+        if work.params.effect not in NEEDS_MASK:
+            return self._fallback.process(work)
+        stream = torch.cuda.stream(self._stream) if self._cuda else contextlib.nullcontext()
+        with stream, torch.inference_mode():
+            clock = _Clock(self._stream)
+            frame = self._upload(work.image)
+            clock.lap(work, "upload")
+            alpha = self._mask(frame, work.params)
+            clock.lap(work, "segment")
+            out = self._effect(frame, alpha, work.params)
+            clock.lap(work, "effect")
+            work.output = self._download(out)
+            clock.lap(work, "download")
+        return work
+
+    # -- transfers --------------------------------------------------------------------------
+    def _upload(self, image: np.ndarray) -> torch.Tensor:
+        if not self._cuda:
+            return torch.from_numpy(image)
+        pinned = self._pinned_for(image.shape)
+        pinned.numpy()[...] = image
+        return pinned.to(self.device, non_blocking=True)
+
+    def _download(self, out: torch.Tensor) -> np.ndarray:
+        if not self._cuda:
+            return out.numpy()
+        pinned = self._pinned_for(tuple(out.shape), "out")
+        pinned.copy_(out, non_blocking=True)
+        self._stream.synchronize()
+        return pinned.numpy().copy()
+
+    def _pinned_for(self, shape: tuple[int, ...], role: str = "in") -> torch.Tensor:
+        key = (role, *shape)
+        if key not in self._pinned:
+            self._pinned[key] = torch.empty(shape, dtype=torch.uint8, pin_memory=True)
+        return self._pinned[key]
+
+    # -- mask -------------------------------------------------------------------------------
+    def _mask(self, frame: torch.Tensor, p: Params) -> torch.Tensor:
+        h, w = yuv.frame_size(frame)
+        segmenter = self._segmenters.get(p.model)
+        mh, mw = segmenter.input_hw
+        y, u, v = _planes(frame, h, w)
+        rgb = _to_rgb(_shrink(y, mh, mw), _shrink(u, mh // 2, mw // 2), _shrink(v, mh // 2, mw // 2))
+        prob = run_tensors(segmenter.backend, {"image": rgb[None]})["mask"][0, :, :, 0]
+        wh, ww = work_size((h, w), (mh, mw))
+        alpha = _resize(prob, wh, ww)
+        if p.mask_smoothing > 0 and self._previous is not None and self._previous.shape == alpha.shape:
+            alpha = torch.lerp(alpha, self._previous, p.mask_smoothing)
+        self._previous = alpha
+        if p.mask_mode == "threshold":
+            alpha = (alpha >= p.mask_threshold).float()
+        if p.mask_feather > 0:
+            radius = max(1, round(p.mask_feather * wh / (720 / WORK_DIVISOR) / 2))
+            alpha = _guided_filter(_shrink(y, wh, ww).float() / 255.0, alpha, radius)
+        return alpha.clamp_(0.0, 1.0)
+
+    # -- effect -----------------------------------------------------------------------------
+    def _effect(self, frame: torch.Tensor, alpha: torch.Tensor, p: Params) -> torch.Tensor:
+        h, w = yuv.frame_size(frame)
+        background = self._background(frame, p, h, w)
+        out = torch.empty_like(frame)
+        for i, (f, b, o) in enumerate(zip(_planes(frame, h, w), _planes(background, h, w), _planes(out, h, w))):
+            a = _resize(alpha, *f.shape)
+            ff, bf = f.float(), b.float()
+            o.copy_((bf + (ff - bf) * a).round_().clamp_(0, 255))
+        if p.probe:  # the untouched input rows let a latency probe match output to input
+            for i, (src, dst) in enumerate(zip(_planes(frame, h, w), _planes(out, h, w))):
+                rows = PROBE_ROWS if i == 0 else PROBE_ROWS // 2
+                dst[:rows] = src[:rows]
+        return out
+
+    def _background(self, frame: torch.Tensor, p: Params, h: int, w: int) -> torch.Tensor:
+        if p.effect == "blur":
+            sigma = p.blur_strength * h / 720.0
+            out = torch.empty_like(frame)
+            for i, (src, dst) in enumerate(zip(_planes(frame, h, w), _planes(out, h, w))):
+                dst.copy_(_blur(src, sigma if i == 0 else sigma / 2))
+            return out
+        if p.effect == "replace" and p.background == "image" and p.background_image in self._backgrounds:
+            key = (p.background_image, h, w)
+            if self._layer is None or self._layer[0] != key:
+                image = self._backgrounds.frame(p.background_image, h, w)
+                self._layer = (key, torch.from_numpy(image).to(self.device))
+            return self._layer[1]
+        colour = p.key_color if p.effect == "remove" else p.background_color
+        out = torch.empty_like(frame)
+        for plane, value in zip(_planes(out, h, w), yuv.colour(hex_to_rgb(colour))):
+            plane.fill_(value)
+        return out
+
+
+class _Clock:
+    def __init__(self, stream):
+        self._stream = stream
+        self._last = time.perf_counter()
+
+    def lap(self, work: Work, name: str) -> None:
+        if self._stream is not None:
+            self._stream.synchronize()  # per-stage times need it; it costs microseconds
+        now = time.perf_counter()
+        work.timings[name] = now - self._last
+        self._last = now
+
+
+def _planes(frame: torch.Tensor, h: int, w: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    flat = frame.reshape(-1)
+    luma, chroma = h * w, (h // 2) * (w // 2)
+    return (
+        flat[:luma].view(h, w),
+        flat[luma : luma + chroma].view(h // 2, w // 2),
+        flat[luma + chroma : luma + 2 * chroma].view(h // 2, w // 2),
+    )
+
+
+def _resize(x: torch.Tensor, height: int, width: int) -> torch.Tensor:
+    """Bilinear, half-pixel centres (as OpenCV's INTER_LINEAR); float32 out."""
+    if tuple(x.shape[-2:]) == (height, width):
+        return x.float()
+    return F.interpolate(x.float()[None, None], size=(height, width), mode="bilinear", align_corners=False)[0, 0]
+
+
+def _shrink(plane: torch.Tensor, height: int, width: int) -> torch.Tensor:
+    """Area-average down by halving while it stays at least the target, then bilinear (as
+    `yuv.shrink`); float32 out."""
+    x = plane.float()[None, None]
+    while x.shape[-2] // 2 >= height and x.shape[-1] // 2 >= width:
+        x = F.avg_pool2d(x, 2)
+    return F.interpolate(x, size=(height, width), mode="bilinear", align_corners=False)[0, 0]
+
+
+def _to_rgb(y: torch.Tensor, u: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
+    """I420 planes (float, chroma at half size) -> RGB in [0, 1], (H, W, 3)."""
+    h, w = y.shape
+    u = F.interpolate(u[None, None], size=(h, w), mode="nearest")[0, 0] - 128.0
+    v = F.interpolate(v[None, None], size=(h, w), mode="nearest")[0, 0] - 128.0
+    luma = _Y_SCALE * (y - 16.0)
+    rgb = torch.stack([luma + _V_R * v, luma + _U_G * u + _V_G * v, luma + _U_B * u], dim=-1)
+    return rgb.round_().clamp_(0, 255) / 255.0
+
+
+def _box(x: torch.Tensor, radius: int) -> torch.Tensor:
+    k = 2 * radius + 1
+    padded = F.pad(x[None, None], (radius, radius, radius, radius), mode="reflect")
+    return F.avg_pool2d(padded, k, stride=1)[0, 0]
+
+
+def _guided_filter(guide: torch.Tensor, src: torch.Tensor, radius: int, eps: float = 1e-3) -> torch.Tensor:
+    """As `mask.guided_filter` (He et al., 2010), on the device."""
+    mean_i, mean_p = _box(guide, radius), _box(src, radius)
+    var_i = _box(guide * guide, radius) - mean_i * mean_i
+    a = (_box(guide * src, radius) - mean_i * mean_p) / (var_i + eps)
+    b = mean_p - a * mean_i
+    return _box(a, radius) * guide + _box(b, radius)
+
+
+def _blur(plane: torch.Tensor, sigma: float) -> torch.Tensor:
+    """Gaussian blur of a uint8 plane on a downscaled copy (as `effects.blurred`)."""
+    factor = 1
+    while factor * 2 <= min(sigma / 2, 8):
+        factor *= 2
+    h, w = plane.shape
+    x = plane.float()[None, None]
+    if factor > 1:
+        x = F.avg_pool2d(x, factor, ceil_mode=True)
+    s = max(sigma / factor, 0.5)
+    radius = max(1, math.ceil(3 * s))
+    taps = torch.arange(-radius, radius + 1, device=plane.device, dtype=torch.float32)
+    kernel = torch.exp(-(taps**2) / (2 * s * s))
+    kernel /= kernel.sum()
+    x = F.pad(x, (radius, radius, 0, 0), mode="reflect") if x.shape[-1] > radius else F.pad(x, (radius,) * 2 + (0, 0), mode="replicate")
+    x = F.conv2d(x, kernel.view(1, 1, 1, -1))
+    x = F.pad(x, (0, 0, radius, radius), mode="reflect") if x.shape[-2] > radius else F.pad(x, (0, 0) + (radius,) * 2, mode="replicate")
+    x = F.conv2d(x, kernel.view(1, 1, -1, 1))
+    return F.interpolate(x, size=(h, w), mode="bilinear", align_corners=False)[0, 0].round_().clamp_(0, 255)
