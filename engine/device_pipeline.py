@@ -84,7 +84,7 @@ class DevicePipeline:
         h, w = yuv.frame_size(frame)
         segmenter = self._segmenters.get(p.model)
         mh, mw = segmenter.input_hw
-        y, u, v = _planes(frame, h, w)
+        y, u, v = yuv.planes(frame)
         rgb = _to_rgb(_shrink(y, mh, mw), _shrink(u, mh // 2, mw // 2), _shrink(v, mh // 2, mw // 2))
         prob = run_tensors(segmenter.backend, {"image": rgb[None]})["mask"][0, :, :, 0]
         wh, ww = work_size((h, w), (mh, mw))
@@ -104,12 +104,12 @@ class DevicePipeline:
         h, w = yuv.frame_size(frame)
         background = self._background(frame, p, h, w)
         out = torch.empty_like(frame)
-        for i, (f, b, o) in enumerate(zip(_planes(frame, h, w), _planes(background, h, w), _planes(out, h, w))):
+        for i, (f, b, o) in enumerate(zip(yuv.planes(frame), yuv.planes(background), yuv.planes(out))):
             a = _resize(alpha, *f.shape)
             ff, bf = f.float(), b.float()
             o.copy_((bf + (ff - bf) * a).round_().clamp_(0, 255))
         if p.probe:  # the untouched input rows let a latency probe match output to input
-            for i, (src, dst) in enumerate(zip(_planes(frame, h, w), _planes(out, h, w))):
+            for i, (src, dst) in enumerate(zip(yuv.planes(frame), yuv.planes(out))):
                 rows = PROBE_ROWS if i == 0 else PROBE_ROWS // 2
                 dst[:rows] = src[:rows]
         return out
@@ -118,7 +118,7 @@ class DevicePipeline:
         if p.effect == "blur":
             sigma = p.blur_strength * h / 720.0
             out = torch.empty_like(frame)
-            for i, (src, dst) in enumerate(zip(_planes(frame, h, w), _planes(out, h, w))):
+            for i, (src, dst) in enumerate(zip(yuv.planes(frame), yuv.planes(out))):
                 dst.copy_(_blur(src, sigma if i == 0 else sigma / 2))
             return out
         if p.effect == "replace" and p.background == "image" and p.background_image in self._backgrounds:
@@ -129,7 +129,7 @@ class DevicePipeline:
             return self._layer[1]
         colour = p.key_color if p.effect == "remove" else p.background_color
         out = torch.empty_like(frame)
-        for plane, value in zip(_planes(out, h, w), yuv.colour(hex_to_rgb(colour))):
+        for plane, value in zip(yuv.planes(out), yuv.colour(hex_to_rgb(colour))):
             plane.fill_(value)
         return out
 
@@ -145,16 +145,6 @@ class _Clock:
         now = time.perf_counter()
         work.timings[name] = now - self._last
         self._last = now
-
-
-def _planes(frame: torch.Tensor, h: int, w: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    flat = frame.reshape(-1)
-    luma, chroma = h * w, (h // 2) * (w // 2)
-    return (
-        flat[:luma].view(h, w),
-        flat[luma : luma + chroma].view(h // 2, w // 2),
-        flat[luma + chroma : luma + 2 * chroma].view(h // 2, w // 2),
-    )
 
 
 def _resize(x: torch.Tensor, height: int, width: int) -> torch.Tensor:

@@ -17,7 +17,8 @@ def frame_size(frame: np.ndarray) -> tuple[int, int]:
 
 
 def planes(frame: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Views of the Y, U and V planes; writing to them writes the frame.
+    """Views of the Y, U and V planes; writing to them writes the frame (a contiguous ndarray or
+    torch tensor).
 
     Sliced from the flat buffer: when H % 4 == 2 (480x270, say) a chroma plane does not fill
     whole rows of the (H * 3 // 2, W) array.
