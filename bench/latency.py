@@ -39,7 +39,7 @@ async def _wait_http(url: str, timeout: float = 60.0) -> None:
                 async with http.get(url) as resp:
                     if resp.status < 500:
                         return
-            except aiohttp.ClientError:
+            except aiohttp.ClientError:  # not listening yet: the process is still starting
                 pass
             if time.perf_counter() > deadline:
                 raise TimeoutError(f"{url} did not come up")

@@ -22,7 +22,7 @@ from .backends import run_tensors
 from .backgrounds import Backgrounds
 from .mask import WORK_DIVISOR, work_size
 from .params import Params, hex_to_rgb
-from .pipeline import NEEDS_MASK, PROBE_ROWS, Pipeline, Work
+from .pipeline import NEEDS_MASK, Pipeline, Work, keep_probe_rows
 from .segmenter import Segmenters
 
 # OpenCV's I420 -> RGB (BT.601, limited range), so the model sees what the numpy path gives it.
@@ -85,7 +85,8 @@ class DevicePipeline:
         segmenter = self._segmenters.get(p.model)
         mh, mw = segmenter.input_hw
         y, u, v = yuv.planes(frame)
-        rgb = _to_rgb(_shrink(y, mh, mw), _shrink(u, mh // 2, mw // 2), _shrink(v, mh // 2, mw // 2))
+        small_y = _shrink(y, mh, mw)
+        rgb = _to_rgb(small_y, _shrink(u, mh // 2, mw // 2), _shrink(v, mh // 2, mw // 2))
         prob = run_tensors(segmenter.backend, {"image": rgb[None]})["mask"][0, :, :, 0]
         wh, ww = work_size((h, w), (mh, mw))
         alpha = _resize(prob, wh, ww)
@@ -96,7 +97,9 @@ class DevicePipeline:
             alpha = (alpha >= p.mask_threshold).float()
         if p.mask_feather > 0:
             radius = max(1, round(p.mask_feather * wh / (720 / WORK_DIVISOR) / 2))
-            alpha = _guided_filter(_shrink(y, wh, ww).float() / 255.0, alpha, radius)
+            # At 720p the work size is the model's: the luma shrunk for the model is the guide.
+            guide = small_y if (wh, ww) == (mh, mw) else _shrink(y, wh, ww)
+            alpha = _guided_filter(guide / 255.0, alpha, radius)
         return alpha.clamp_(0.0, 1.0)
 
     # -- effect -----------------------------------------------------------------------------
@@ -104,14 +107,12 @@ class DevicePipeline:
         h, w = yuv.frame_size(frame)
         background = self._background(frame, p, h, w)
         out = torch.empty_like(frame)
-        for i, (f, b, o) in enumerate(zip(yuv.planes(frame), yuv.planes(background), yuv.planes(out))):
-            a = _resize(alpha, *f.shape)
+        full, half = _resize(alpha, h, w), _resize(alpha, h // 2, w // 2)  # once each, as `composite`
+        for a, f, b, o in zip((full, half, half), yuv.planes(frame), yuv.planes(background), yuv.planes(out)):
             ff, bf = f.float(), b.float()
             o.copy_((bf + (ff - bf) * a).round_().clamp_(0, 255))
-        if p.probe:  # the untouched input rows let a latency probe match output to input
-            for i, (src, dst) in enumerate(zip(yuv.planes(frame), yuv.planes(out))):
-                rows = PROBE_ROWS if i == 0 else PROBE_ROWS // 2
-                dst[:rows] = src[:rows]
+        if p.probe:
+            keep_probe_rows(frame, out)
         return out
 
     def _background(self, frame: torch.Tensor, p: Params, h: int, w: int) -> torch.Tensor:
@@ -202,8 +203,8 @@ def _blur(plane: torch.Tensor, sigma: float) -> torch.Tensor:
     taps = torch.arange(-radius, radius + 1, device=plane.device, dtype=torch.float32)
     kernel = torch.exp(-(taps**2) / (2 * s * s))
     kernel /= kernel.sum()
-    x = F.pad(x, (radius, radius, 0, 0), mode="reflect") if x.shape[-1] > radius else F.pad(x, (radius,) * 2 + (0, 0), mode="replicate")
-    x = F.conv2d(x, kernel.view(1, 1, 1, -1))
-    x = F.pad(x, (0, 0, radius, radius), mode="reflect") if x.shape[-2] > radius else F.pad(x, (0, 0) + (radius,) * 2, mode="replicate")
-    x = F.conv2d(x, kernel.view(1, 1, -1, 1))
+    # OpenCV's default border is a reflection; torch can only reflect by less than the side.
+    mode = "reflect" if min(x.shape[-2:]) > radius else "replicate"
+    x = F.conv2d(F.pad(x, (radius, radius, 0, 0), mode=mode), kernel.view(1, 1, 1, -1))
+    x = F.conv2d(F.pad(x, (0, 0, radius, radius), mode=mode), kernel.view(1, 1, -1, 1))
     return F.interpolate(x, size=(h, w), mode="bilinear", align_corners=False)[0, 0].round_().clamp_(0, 255)

@@ -48,7 +48,7 @@ def facts() -> list[tuple[str, str]]:
 
         cuda = f"CUDA {torch.version.cuda}, {torch.cuda.get_device_name()}" if torch.cuda.is_available() else "no CUDA"
         rows.append(("torch", f"{torch.__version__}; {cuda}"))
-    trt = _version("tensorrt") or _version("tensorrt-cu12") or _version("tensorrt_cu12")
+    trt = _version("tensorrt") or _version("tensorrt-cu12")
     rows.append(("TensorRT", trt or "not installed"))
     rows.append(("engine cache", str(cache_dir())))
     facts_trt = runtime_facts()

@@ -147,9 +147,7 @@ class ApplyEffect:
             # The untouched input rows let a latency probe match this output to its input.
             if work.output is frame:
                 work.output = frame.copy()
-            work.output[:PROBE_ROWS] = frame[:PROBE_ROWS]
-            for src, dst in zip(yuv.planes(frame)[1:], yuv.planes(work.output)[1:]):
-                dst[: PROBE_ROWS // 2] = src[: PROBE_ROWS // 2]
+            keep_probe_rows(frame, work.output)
 
 
     def _diffusion(self, work: Work) -> np.ndarray:
@@ -163,6 +161,14 @@ class ApplyEffect:
         out = diffusion_compose.blend(mode, work.image, self._layer[1], work.alpha)
         # The kept layer itself goes out in `frame` mode: the probe must not write into it.
         return out.copy() if out is self._layer[1] and work.params.probe else out
+
+
+def keep_probe_rows(frame, output) -> None:
+    """Copy the input's top PROBE_ROWS (and the chroma rows under them) into `output`, for a
+    latency probe to match output to input. ndarrays or torch tensors alike."""
+    for i, (src, dst) in enumerate(zip(yuv.planes(frame), yuv.planes(output))):
+        rows = PROBE_ROWS if i == 0 else PROBE_ROWS // 2
+        dst[:rows] = src[:rows]
 
 
 class Pipeline:

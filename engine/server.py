@@ -49,7 +49,8 @@ class ServerConfig:
 
 
 def resolve_device(device: str) -> str:
-    """"cpu" or "cuda" for a configured "auto" | "cpu" | "cuda"; asking for cuda without one fails."""
+    """Where frames are processed ("cpu" or "cuda") for a configured "auto", "cpu" or "cuda";
+    asking for cuda without a GPU is an error, not a quiet CPU fallback."""
     import importlib.util
 
     if device not in ("auto", "cpu", "cuda"):
