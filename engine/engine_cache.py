@@ -15,6 +15,11 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 
+# Sessions one engine serves in one call (its optimization profile covers batch 1..this).
+# `camfx export engines` builds with it and `camfx serve` looks engines up with it.
+DEFAULT_MAX_BATCH = 4
+
+
 @dataclass(frozen=True)
 class EngineKey:
     model: str  # registry name or model id, e.g. "landscape", "stabilityai/sd-turbo:unet"
@@ -84,7 +89,9 @@ def segmentation_key(name: str, max_batch: int, precision: str, tensorrt: str, g
     )
 
 
-def cached_segmentation_engine(name: str, max_batch: int = 1, precision: str = "fp16") -> Path | None:
+def cached_segmentation_engine(
+    name: str, max_batch: int = DEFAULT_MAX_BATCH, precision: str = "fp16"
+) -> Path | None:
     """The built engine for a bundled segmentation model on this machine, if there is one."""
     facts = runtime_facts()
     if facts is None:

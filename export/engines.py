@@ -12,7 +12,7 @@ import argparse
 import sys
 from pathlib import Path
 
-from camfx.engine.engine_cache import cache_dir
+from camfx.engine.engine_cache import DEFAULT_MAX_BATCH, cache_dir
 from camfx.models.registry import SEGMENTATION_MODELS, model_path
 
 from .tensorrt import TensorRTUnavailable, build_engine, prepare_onnx
@@ -44,7 +44,10 @@ def _diffusion_sources(work: Path, size: int, random_weights: bool, model: str) 
 def main(argv: list[str]) -> int:
     parser = argparse.ArgumentParser(prog="camfx export engines", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--max-batch", type=int, default=4, help="sessions one engine can batch together")
+    parser.add_argument(
+        "--max-batch", type=int, default=DEFAULT_MAX_BATCH,
+        help=f"sessions one engine can batch together (default {DEFAULT_MAX_BATCH}; serve looks engines up with it)",
+    )
     parser.add_argument("--fp32", action="store_true", help="build fp32 engines (default fp16)")
     parser.add_argument("--cache", type=Path, default=None, help=f"engine cache (default {cache_dir()})")
     parser.add_argument("--diffusion", action="store_true", help="also the diffusion UNet and TAESD")

@@ -176,7 +176,26 @@ def test_prepared_onnx_has_a_batch_profile_and_batches_exactly(name, tmp_path):
     for i in range(3):
         np.testing.assert_allclose(batched[i : i + 1], single.run({"image": images[i : i + 1]})["mask"], atol=1e-5)
     key = engine_key(name, model_path(name), plan, "fp16", "10.13.0", "gpu")
-    assert key == segmentation_key(name, 4, "fp16", "10.13.0", "gpu")  # export and serve agree
+    assert key == segmentation_key(name, 4, "fp16", "10.13.0", "gpu")
+
+
+def test_serve_finds_the_engine_that_export_builds_by_default(tmp_path, monkeypatch):
+    """`camfx export engines` (default --max-batch) and `camfx serve` must agree on the key."""
+    from camfx.engine import engine_cache
+    from camfx.export import engines
+
+    def build_engine(name, source, plan, *, fp16, directory, progress):  # what TensorRT would write
+        path = engine_cache.engine_path(engine_key(name, source, plan, "fp16", "10.13.0", "gpu"), directory)
+        path.write_bytes(b"plan")
+        return path
+
+    monkeypatch.setenv("CAMFX_CACHE", str(tmp_path))
+    monkeypatch.setattr(engine_cache, "runtime_facts", lambda: ("10.13.0", "gpu"))
+    monkeypatch.setattr(engines, "build_engine", build_engine)
+    assert engine_cache.cached_segmentation_engine("landscape") is None
+    assert engines.main([]) == 0
+    built = next(tmp_path.glob("engines/landscape-*.plan"))
+    assert engine_cache.cached_segmentation_engine("landscape") == built
 
 
 def test_prepare_onnx_refuses_shapes_tensorrt_cannot_plan(tmp_path):
