@@ -40,6 +40,10 @@ def serve(argv: list[str]) -> int:
     parser.add_argument("--log-level", default="INFO")
     parser.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"],
                         help="where frames are processed: cuda keeps them on the GPU (needs torch); default: cuda if present")
+    parser.add_argument(
+        "--batch-sessions", default="auto", choices=["auto", "on", "off"],
+        help="one segmentation call for frames that sessions send together; default: on with --device cuda",
+    )
     diffusion = parser.add_argument_group("diffusion models (the `diffusion` effect; needs the diffusion extra)")
     diffusion.add_argument(
         "--add-diffusion-model", action="append", default=[], metavar="NAME=MODEL",
@@ -75,6 +79,7 @@ def serve(argv: list[str]) -> int:
     config = ServerConfig(
         host=args.host, port=args.port, max_sessions=args.max_sessions,
         model_threads=args.model_threads, defaults=defaults, diffusion_models=models, device=args.device,
+        batch_sessions=args.batch_sessions,
     )
     print(f"camfx: open http://{args.host}:{args.port}/ in a browser", flush=True)
     web.run_app(create_app(config), host=args.host, port=args.port, print=None)

@@ -6,18 +6,17 @@ import asyncio
 import json
 import logging
 import os
-import shutil
 import uuid
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from importlib import resources
-from pathlib import Path
 from typing import Any
 
 from aiohttp import web
 from aiortc import RTCPeerConnection, RTCSessionDescription
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
+from .backends import nvidia_gpu_present
 from .backgrounds import BackgroundError, Backgrounds
 from .metrics import Metrics
 from .params import Params, ParamsError
@@ -44,6 +43,9 @@ class ServerConfig:
     # Where frames are processed: "cuda" keeps each frame on the GPU (torch, see
     # device_pipeline); "cpu" is the OpenCV path; "auto" picks cuda when torch sees a GPU.
     device: str = "auto"
+    # Stack frames that sessions send together into one segmentation call: "auto" does on cuda,
+    # where it pays; on a CPU the sessions' runs go side by side on the cores instead.
+    batch_sessions: str = "auto"
     # The models `diffusion_model` may name (see camfx.engine.stylize.default_specs).
     diffusion_models: dict[str, DiffusionModelSpec] = field(default_factory=default_specs)
 
@@ -55,9 +57,7 @@ def resolve_device(device: str) -> str:
 
     if device not in ("auto", "cpu", "cuda"):
         raise ValueError(f"device must be auto, cpu or cuda, got {device!r}")
-    no_gpu_here = importlib.util.find_spec("torch") is None or not (
-        Path("/dev/nvidiactl").exists() or shutil.which("nvidia-smi")
-    )
+    no_gpu_here = importlib.util.find_spec("torch") is None or not nvidia_gpu_present()
     if device == "cpu" or (device == "auto" and no_gpu_here):  # no torch import for nothing
         return "cpu"
     import torch
@@ -75,7 +75,11 @@ class Engine:
     def __init__(self, config: ServerConfig, pipeline_factory=None):
         self.config = config
         self.metrics = Metrics()
-        self.segmenters = Segmenters(threads=config.model_threads, on_fallback=self._count_fallback)
+        self.device = resolve_device(config.device)
+        if config.batch_sessions not in ("auto", "on", "off"):
+            raise ValueError(f"batch_sessions must be auto, on or off, got {config.batch_sessions!r}")
+        batch = config.batch_sessions == "on" or (config.batch_sessions == "auto" and self.device == "cuda")
+        self.segmenters = Segmenters(threads=config.model_threads, on_fallback=self._count_fallback, batch=batch)
         self.backgrounds = Backgrounds()
         self.executor = ThreadPoolExecutor(max_workers=config.workers, thread_name_prefix="camfx-worker")
         # Work a frame's pipeline hands off to run alongside itself (a separate pool: a worker
@@ -86,7 +90,6 @@ class Engine:
         self.diffusion_models = DiffusionModels(config.diffusion_models)
         self.diffusion = ThreadPoolExecutor(max_workers=1, thread_name_prefix="camfx-diffusion")
         self.sessions: dict[str, Session] = {}
-        self.device = resolve_device(config.device)
         self._pipeline_factory = pipeline_factory or self._default_pipeline
 
     def runtimes(self) -> dict[str, Any]:
@@ -276,6 +279,7 @@ async def healthz(request: web.Request) -> web.Response:
             "device": engine.device,
             "backends": engine.segmenters.backends(),
             "backend_fallbacks": engine.segmenters.fallbacks(),
+            "batching": engine.segmenters.batching(),
             "diffusion_models": sorted(engine.diffusion_models.specs),
             "diffusion_loaded": engine.diffusion_models.loaded(),
         }

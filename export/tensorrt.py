@@ -26,6 +26,30 @@ log = logging.getLogger("camfx.export")
 BATCH_DIM = "batch"
 
 
+def symbolic_batch(model, source: str = "model"):
+    """`model` (an onnx ModelProto, changed in place) with the batch dimension of every input and
+    output made symbolic; returns it and {"inputs"|"outputs": {name: shape at batch 1}}."""
+    shapes: dict[str, dict[str, tuple[int, ...]]] = {"inputs": {}, "outputs": {}}
+    initializers = {i.name for i in model.graph.initializer}
+    for kind, values in (("inputs", model.graph.input), ("outputs", model.graph.output)):
+        for value in values:
+            if value.name in initializers:
+                continue
+            dims = value.type.tensor_type.shape.dim
+            rest = [d.dim_value if d.HasField("dim_value") else None for d in dims[1:]]
+            if not dims or None in rest or any(v <= 0 for v in rest):
+                raise ValueError(f"{source}: {value.name} needs fixed dimensions after the batch, got {list(dims)}")
+            first = dims[0]
+            if first.HasField("dim_value") and first.dim_value != 1:
+                raise ValueError(f"{source}: {value.name} has batch {first.dim_value}; export at batch 1")
+            first.ClearField("dim_value")
+            first.dim_param = BATCH_DIM
+            shapes[kind][value.name] = (1, *rest)
+    # Shapes inferred for inner values were for batch 1: drop them, runtimes infer their own.
+    del model.graph.value_info[:]
+    return model, shapes
+
+
 class TensorRTUnavailable(RuntimeError):
     """The tensorrt package or a CUDA GPU is missing."""
 
@@ -51,25 +75,7 @@ def prepare_onnx(src: Path, dst: Path, max_batch: int = 1, opt_batch: int = 1) -
 
     if not 1 <= opt_batch <= max_batch:
         raise ValueError(f"need 1 <= opt_batch <= max_batch, got {opt_batch}, {max_batch}")
-    model = onnx.load(str(src))
-    shapes: dict[str, dict[str, tuple[int, ...]]] = {"inputs": {}, "outputs": {}}
-    initializers = {i.name for i in model.graph.initializer}
-    for kind, values in (("inputs", model.graph.input), ("outputs", model.graph.output)):
-        for value in values:
-            if value.name in initializers:
-                continue
-            dims = value.type.tensor_type.shape.dim
-            rest = [d.dim_value if d.HasField("dim_value") else None for d in dims[1:]]
-            if not dims or None in rest or any(v <= 0 for v in rest):
-                raise ValueError(f"{src}: {value.name} needs fixed dimensions after the batch, got {list(dims)}")
-            first = dims[0]
-            if first.HasField("dim_value") and first.dim_value != 1:
-                raise ValueError(f"{src}: {value.name} has batch {first.dim_value}; export at batch 1")
-            first.ClearField("dim_value")
-            first.dim_param = BATCH_DIM
-            shapes[kind][value.name] = (1, *rest)
-    # Shapes inferred for inner values were for batch 1: drop them, TensorRT infers its own.
-    del model.graph.value_info[:]
+    model, shapes = symbolic_batch(onnx.load(str(src)), str(src))
     onnx.checker.check_model(model)
     dst.parent.mkdir(parents=True, exist_ok=True)
     onnx.save(model, str(dst))

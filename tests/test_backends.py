@@ -231,7 +231,7 @@ def test_doctor_names_every_model_and_its_runtime(capsys):
 
 # ---- a live stream survives its runtime failing --------------------------------------------------
 async def test_a_stream_goes_on_when_its_runtime_fails_mid_session(clip_640, monkeypatch):
-    def flaky_chain(name, path, threads=1, engine=None, on_fallback=lambda *a: None):
+    def flaky_chain(name, path, threads=1, engine=None, on_fallback=lambda *a: None, batch=False):
         return FallbackBackend(name, [Candidate("flaky-gpu", lambda: Flaky(ok_runs=15)), _cpu(name)], on_fallback)
 
     monkeypatch.setattr(segmenter_module, "load_backend", flaky_chain)
