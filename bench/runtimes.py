@@ -5,17 +5,24 @@ Each runtime in the chain `camfx serve` would build is loaded on its own and tim
 run, so GPU rows come with the CPU row as their baseline. Segmentation includes making the model
 input from the I420 frame; the blur pipeline is the one sessions run (segment, refine, blur,
 composite). The target for a GPU runtime is segmentation <= 0.5 ms per frame.
+
+With --sessions N (N > 1) each runtime also serves N sessions at once, each a thread sending
+frames as fast as it can, first side by side (one model call per frame) and then batched
+(engine/batching.py: the frames that meet share one call): total frames per second and the
+per-frame latency each session sees, in the same run.
 """
 
 from __future__ import annotations
 
 import argparse
+import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 from camfx.engine.backends import candidates_for
 from camfx.engine.backgrounds import Backgrounds
+from camfx.engine.batching import BatchingBackend
 from camfx.engine.engine_cache import cached_segmentation_engine
 from camfx.engine.params import Params
 from camfx.engine.pipeline import Work, default_pipeline
@@ -46,14 +53,51 @@ def _time(fn, frames: list, count: int, warmup: int = 20) -> dict:
     return summary_ms(seconds)
 
 
-def run(sizes: list[tuple[int, int]], models: list[str], frames: int, threads: int) -> dict:
+def _sessions(segmenter: Segmenter, frames: list, sessions: int, count: int) -> dict:
+    """`sessions` threads, each segmenting `count` frames back to back."""
+    seconds: list[float] = []
+    lock = threading.Lock()
+
+    def session(offset: int) -> None:
+        mine = []
+        for i in range(count):
+            start = time.perf_counter()
+            segmenter(frames[(offset + i) % len(frames)])
+            mine.append(time.perf_counter() - start)
+        with lock:
+            seconds.extend(mine[count // 10 :])  # the first tenth warms up
+
+    threads = [threading.Thread(target=session, args=(i * 7,)) for i in range(sessions)]
+    start = time.perf_counter()
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    wall = time.perf_counter() - start
+    return {"fps": round(sessions * count / wall, 1), "frame_ms": summary_ms(seconds)}
+
+
+def _batching_rows(size: str, model: str, name: str, backend, clip: list, sessions: int, frames: int) -> dict:
+    plain = _sessions(Segmenter(model, backend), clip, sessions, frames)
+    batcher = BatchingBackend(backend)
+    batched = _sessions(Segmenter(model, batcher), clip, sessions, frames)
+    batched["mean_batch"] = round(batcher.frames / max(batcher.calls, 1), 2)
+    print(f"{size} {model:>9} {name:<40} {sessions} sessions: side by side {plain['fps']:7.1f} fps "
+          f"(p50 {plain['frame_ms']['p50']:.2f} ms), batched {batched['fps']:7.1f} fps "
+          f"(p50 {batched['frame_ms']['p50']:.2f} ms, mean batch {batched['mean_batch']})", flush=True)
+    return {"size": size, "model": model, "runtime": name, "sessions": sessions,
+            "side_by_side": plain, "batched": batched, "batched_over_side_by_side": round(batched["fps"] / plain["fps"], 2)}
+
+
+def run(sizes: list[tuple[int, int]], models: list[str], frames: int, threads: int, sessions: int = 1) -> dict:
     helper = ThreadPoolExecutor(max_workers=2)
     backgrounds = Backgrounds()
-    rows = []
+    rows, batching = [], []
     for width, height in sizes:
         clip = person_clip(width, height, 30)
         for model in models:
-            for candidate in candidates_for(model_path(model), threads, cached_segmentation_engine(model)):
+            engine = cached_segmentation_engine(model)
+            for candidate in candidates_for(model_path(model), threads, engine, batch=sessions > 1):
                 try:
                     segmenter = Segmenter(model, candidate.load())
                 except Exception as exc:  # listed as available, yet cannot load: say so, go on
@@ -68,8 +112,12 @@ def run(sizes: list[tuple[int, int]], models: list[str], frames: int, threads: i
                 print(f"{width}x{height} {model:>9} {candidate.name:<40} segment p50 {segment['p50']:6.2f}  "
                       f"p95 {segment['p95']:6.2f} ms   blur pipeline p50 {blur['p50']:6.2f}  p95 {blur['p95']:6.2f} ms",
                       flush=True)
+                if sessions > 1:
+                    batching.append(_batching_rows(f"{width}x{height}", model, candidate.name, segmenter.backend,
+                                                   clip, sessions, frames))
     helper.shutdown()
-    return {"benchmark": "runtimes", "machine": machine(), "frames": frames, "model_threads": threads, "results": rows}
+    return {"benchmark": "runtimes", "machine": machine(), "frames": frames, "model_threads": threads,
+            "results": rows, "sessions": batching}
 
 
 def main(argv: list[str]) -> int:
@@ -79,9 +127,11 @@ def main(argv: list[str]) -> int:
     parser.add_argument("--models", nargs="+", default=sorted(SEGMENTATION_MODELS), choices=sorted(SEGMENTATION_MODELS))
     parser.add_argument("--frames", type=int, default=200)
     parser.add_argument("--model-threads", type=int, default=1)
+    parser.add_argument("--sessions", type=int, default=1,
+                        help="also time this many concurrent sessions, side by side and batched")
     parser.add_argument("--out", type=Path, default=Path("bench/results"))
     args = parser.parse_args(argv)
     sizes = [tuple(int(v) for v in s.split("x")) for s in args.sizes]
-    data = run(sizes, args.models, args.frames, args.model_threads)
+    data = run(sizes, args.models, args.frames, args.model_threads, args.sessions)
     print("wrote", write_json(args.out / "runtimes.json", data))
     return 0
