@@ -8,6 +8,11 @@ person at 720p. Stream batch is measured off and on in the same run (at 1 step t
 thing). Flicker is the mean absolute difference of consecutive outputs on a still scene with
 sensor-like noise (sigma 2 grey levels), with latent feedback off and on.
 
+In the same run, on the same weights, device and shapes: with `--compile`, camfx with its UNet
+compiled (`torch.compile`, CUDA graphs on CUDA) next to eager; and when the `streamdiffusion`
+package is installed (`pip install --no-deps streamdiffusion==0.1.1`), StreamDiffusion itself,
+its denoising batch off and on (bench/streamdiffusion.py), with camfx's fps over its fps.
+
 `--random-weights` builds the full-size sd-turbo architecture untrained: the speed is the real
 one, the pictures are noise. On CUDA when there is one, else the CPU.
 """
@@ -15,6 +20,7 @@ one, the pictures are noise. On CUDA when there is one, else the CPU.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import time
 from pathlib import Path
 
@@ -24,6 +30,7 @@ from camfx.engine import effects
 from camfx.engine.mask import MaskRefiner
 from camfx.engine.segmenter import Segmenters
 
+from . import streamdiffusion
 from .clip import person_clip
 from .stats import machine, summary_ms, write_json
 
@@ -35,17 +42,38 @@ def _frames(size: int, count: int) -> tuple[list[np.ndarray], list[np.ndarray]]:
 
 
 def _run(stylizer, rgbs: list[np.ndarray], warmup: int) -> dict[str, list[float]]:
+    """Per stage (those `stylizer.timings` names, if it has any) and "total": seconds per picture."""
     laps: dict[str, list[float]] = {}
     for i, rgb in enumerate(rgbs):
         start = time.perf_counter()
-        stylizer.img2img(rgb)
+        stylizer.img2img(rgb)  # returns a host array: the GPU has finished
         total = time.perf_counter() - start
         if i < warmup:
             continue
-        for stage, seconds in stylizer.timings.items():
+        for stage, seconds in getattr(stylizer, "timings", {}).items():
             laps.setdefault(stage, []).append(seconds)
         laps.setdefault("total", []).append(total)
     return laps
+
+
+def _row(runtime: str, stream_batch: bool, lag: int, laps: dict[str, list[float]]) -> dict:
+    total = summary_ms(laps.pop("total"))
+    row = {
+        "runtime": runtime, "stream_batch": stream_batch, "lag_frames": lag,
+        "stages_ms": {k: summary_ms(v) for k, v in laps.items()}, "total_ms": total,
+        "fps": round(1000.0 / total["p50"], 2),
+    }
+    print(f"{runtime:<24} stream batch {'on ' if stream_batch else 'off'} (lag {lag} frames): "
+          f"{row['fps']:.2f} fps  total p50 {total['p50']:.1f} ms  p95 {total['p95']:.1f} ms  "
+          + "  ".join(f"{k} {v['p50']:.1f}" for k, v in row["stages_ms"].items()), flush=True)
+    return row
+
+
+def _compiled(parts):
+    import torch
+
+    mode = "reduce-overhead" if parts.device.type == "cuda" else "default"
+    return dataclasses.replace(parts, unet=torch.compile(parts.unet, mode=mode, dynamic=False))
 
 
 def _flicker(stylizer, rgb: np.ndarray, frames: int) -> float | None:
@@ -68,29 +96,38 @@ def run(args) -> dict:
 
     device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
     start = time.perf_counter()
-    parts = load_parts(args.model, taesd_id=args.taesd, device=device, random_weights=args.random_weights,
-                       compile=args.compile)
+    parts = load_parts(args.model, taesd_id=args.taesd, device=device, random_weights=args.random_weights)
     load_s = time.perf_counter() - start
     gpu = torch.cuda.get_device_name() if parts.device.type == "cuda" else None
     print(f"model {'random sd-turbo architecture' if args.random_weights else args.model} on {parts.device}"
           f"{f' ({gpu})' if gpu else ''}, {str(parts.dtype).removeprefix('torch.')}, built in {load_s:.1f} s", flush=True)
 
     rgbs, clip = _frames(args.size, args.frames + args.warmup)
+    variants = [("camfx eager", parts)] + ([("camfx compiled", _compiled(parts))] if args.compile else [])
     results = []
-    for stream_batch in (False, True):
-        stylizer = StreamStylizer(parts=parts, prompt=args.prompt, steps=args.steps, strength=args.strength,
-                                  stream_batch=stream_batch)
-        laps = _run(stylizer, rgbs, args.warmup)
-        total = summary_ms(laps.pop("total"))
-        row = {
-            "stream_batch": stream_batch, "lag_frames": stylizer.lag_frames,
-            "stages_ms": {k: summary_ms(v) for k, v in laps.items()}, "total_ms": total,
-            "fps": round(1000.0 / total["p50"], 2),
-        }
-        results.append(row)
-        print(f"stream batch {'on ' if stream_batch else 'off'} (lag {row['lag_frames']} frames): "
-              f"{row['fps']:.2f} fps  total p50 {total['p50']:.1f} ms  p95 {total['p95']:.1f} ms  "
-              + "  ".join(f"{k} {v['p50']:.1f}" for k, v in row["stages_ms"].items()), flush=True)
+    for name, variant in variants:
+        for stream_batch in (False, True):
+            stylizer = StreamStylizer(parts=variant, prompt=args.prompt, steps=args.steps, strength=args.strength,
+                                      stream_batch=stream_batch)
+            results.append(_row(name, stream_batch, stylizer.lag_frames, _run(stylizer, rgbs, args.warmup)))
+    reference = None
+    if args.streamdiffusion and streamdiffusion.available():
+        reference = f"streamdiffusion {streamdiffusion.version()}"
+        for denoising_batch in (False, True):
+            sd = streamdiffusion.Reference(parts, stylizer.embeddings, args.size, args.steps, args.strength,
+                                           denoising_batch)
+            lag = args.steps - 1 if denoising_batch else 0
+            results.append(_row(reference, denoising_batch, lag, _run(sd, rgbs, args.warmup)))
+        for row in results:
+            base = next(r for r in results if r["runtime"] == reference and r["stream_batch"] == row["stream_batch"])
+            row["fps_over_streamdiffusion"] = round(row["fps"] / base["fps"], 2)
+        best = max((r for r in results if r["runtime"] != reference), key=lambda r: r["fps"])
+        best_sd = max((r for r in results if r["runtime"] == reference), key=lambda r: r["fps"])
+        print(f"best camfx {best['fps']:.2f} fps ({best['runtime']}, stream batch {best['stream_batch']}) / best "
+              f"StreamDiffusion {best_sd['fps']:.2f} fps = {best['fps'] / best_sd['fps']:.2f}x", flush=True)
+    elif args.streamdiffusion:
+        print("streamdiffusion is not installed (pip install --no-deps streamdiffusion==0.1.1): no reference row",
+              flush=True)
 
     # Compositing the newest picture behind the person, per camera frame (720p, CPU).
     picture = stylizer.img2img(rgbs[0])
@@ -122,7 +159,8 @@ def run(args) -> dict:
         "benchmark": "diffusion", "machine": machine(), "device": str(parts.device), "gpu": gpu,
         "dtype": str(parts.dtype), "torch": torch.__version__, "random_weights": args.random_weights,
         "model": None if args.random_weights else args.model, "size": args.size, "steps": args.steps,
-        "strength": args.strength, "frames": args.frames, "compiled": args.compile, "results": results,
+        "strength": args.strength, "frames": args.frames, "compiled": args.compile, "reference": reference,
+        "results": results,
         "composite_720p_ms": composite_ms, "flicker": flicker,
     }
 
@@ -142,7 +180,9 @@ def main(argv: list[str]) -> int:
     parser.add_argument("--flicker-frames", type=int, default=4, help="at least 3")
     parser.add_argument("--device", default=None, help="cuda or cpu (default: cuda when present)")
     parser.add_argument("--compile", action="store_true",
-                        help="torch.compile the UNet (CUDA graphs on CUDA); raise --warmup: the first calls compile")
+                        help="also time the UNet compiled (CUDA graphs on CUDA); raise --warmup: the first calls compile")
+    parser.add_argument("--no-streamdiffusion", dest="streamdiffusion", action="store_false",
+                        help="skip the StreamDiffusion reference even when it is installed")
     parser.add_argument("--out", type=Path, default=Path("bench/results"))
     args = parser.parse_args(argv)
     if args.size % 8:

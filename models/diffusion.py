@@ -326,6 +326,11 @@ class StreamStylizer:
         self._embeddings = self._encode(prompt)  # raises before anything changes
         self._prompt = prompt
 
+    @property
+    def embeddings(self) -> torch.Tensor:
+        """The text encoder's output for the current prompt, [1, 77, D]."""
+        return self._embeddings
+
     def check_prompt(self, prompt: str) -> None:
         """Raise PromptTooLongError / TypeError as setting `prompt` would, without encoding it
         (tokenizing only: cheap enough to validate a live control)."""

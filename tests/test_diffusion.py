@@ -315,7 +315,8 @@ def test_onnx_export_matches_torch(tmp_path):
 
 
 def test_bench_diffusion_runs_end_to_end_on_a_local_model(tiny_repo, tmp_path):
-    """`camfx bench diffusion` on the tiny model (the full-size one takes minutes on a CPU)."""
+    """`camfx bench diffusion` on the tiny model (the full-size one takes minutes on a CPU), with
+    StreamDiffusion driven on the same modules as the reference."""
     import json
 
     from camfx.bench.diffusion import main
@@ -325,9 +326,31 @@ def test_bench_diffusion_runs_end_to_end_on_a_local_model(tiny_repo, tmp_path):
             "--flicker-frames", "3", "--device", "cpu", "--out", str(tmp_path)]
     assert main(args) == 0
     data = json.loads((tmp_path / "diffusion.json").read_text())
-    off, on = data["results"]
+    off, on, sd_off, sd_on = data["results"]
     assert (off["stream_batch"], off["lag_frames"], on["stream_batch"], on["lag_frames"]) == (False, 0, True, 1)
     for row in (off, on):
+        assert row["runtime"] == "camfx eager"
         assert set(row["stages_ms"]) == {"encode", "unet", "decode"} and row["fps"] > 0
+    assert data["reference"] == "streamdiffusion 0.1.1"
+    assert (sd_off["runtime"], sd_off["stream_batch"], sd_on["stream_batch"]) == ("streamdiffusion 0.1.1", False, True)
+    for row in data["results"]:
+        same_batch = sd_on if row["stream_batch"] else sd_off
+        assert row["fps_over_streamdiffusion"] == pytest.approx(row["fps"] / same_batch["fps"], rel=0.02)
     assert data["composite_720p_ms"]["p50"] > 0
     assert set(data["flicker"]) == {"0.0", "0.5"}
+
+
+def test_streamdiffusion_reference_makes_a_picture_from_the_camera_frame(tiny_repo):
+    """The reference really runs img2img on our modules: its output follows its input."""
+    from camfx.bench import streamdiffusion
+    from camfx.models.diffusion import StreamStylizer, load_parts
+
+    repo, taesd = tiny_repo
+    parts = load_parts(repo, taesd_id=taesd, device="cpu")
+    embeddings = StreamStylizer(parts=parts, prompt="a cat").embeddings
+    assert streamdiffusion.t_index_list(1, 0.5) == [25] and streamdiffusion.t_index_list(2, 0.5) == [25, 37]
+    sd = streamdiffusion.Reference(parts, embeddings, 64, 1, 0.5, denoising_batch=False)
+    dark, light = np.full((64, 64, 3), 20, np.uint8), np.full((64, 64, 3), 235, np.uint8)
+    out_dark, out_light = sd.img2img(dark), sd.img2img(light)
+    assert out_dark.shape == (64, 64, 3) and out_dark.dtype == np.uint8
+    assert not np.array_equal(out_dark, out_light)
