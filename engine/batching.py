@@ -63,6 +63,9 @@ class BatchingBackend(Backend):
         return self._submit(_Run(inputs, "host"))
 
     def run_tensor(self, inputs):
+        # Each session's pipeline has its own CUDA stream, and the call may run on another
+        # session's: the inputs must be complete before they leave this stream.
+        _finish_stream(inputs)
         return self._submit(_Run(inputs, "tensor"))
 
     def _submit(self, run: _Run):
@@ -104,6 +107,8 @@ class BatchingBackend(Backend):
                 for r in batch:
                     r.outputs = {k: v[start : start + r.rows] for k, v in stacked.items()}
                     start += r.rows
+            if batch[0].kind == "tensor":
+                _finish_stream(batch[0].outputs)  # complete before other sessions' streams read them
         except Exception as exc:  # every run in the call gets the error, not just the leader
             for r in batch:
                 r.error = exc
@@ -115,6 +120,14 @@ class BatchingBackend(Backend):
                     r.done = True
                 self._busy = False
                 self._cond.notify_all()
+
+
+def _finish_stream(tensors: dict) -> None:
+    first = next(iter(tensors.values()))
+    if first.is_cuda:
+        import torch
+
+        torch.cuda.current_stream(first.device).synchronize()
 
 
 def _ops(kind: str, backend: Backend) -> tuple[Callable, Callable]:

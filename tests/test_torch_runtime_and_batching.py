@@ -195,7 +195,7 @@ async def test_two_live_sessions_are_batched_when_asked(clip_640):
             async with http.get(f"{server.url}/healthz") as resp:
                 health = await resp.json()
         batching = health["batching"]["landscape"]
-        assert batching["frames"] >= 60 and batching["calls"] <= batching["frames"]
+        assert batching["frames"] >= 20 and 0 < batching["calls"] <= batching["frames"]
         assert health["backends"]["landscape"] == CPU
     finally:
         await asyncio.gather(*(peer.close() for peer in peers))
