@@ -144,14 +144,14 @@ def run(args) -> dict:
     composite_ms = summary_ms(composite)
     print(f"composite (background mode, 720p, per camera frame): p50 {composite_ms['p50']:.2f} ms", flush=True)
 
-    flicker = {}
-    for feedback in (0.0, 0.5):
+    flicker: dict[str, float | None] = {"0.0": None, "0.5": None}
+    for feedback in (0.0, 0.5) if not args.random_weights else ():  # untrained: nothing to say
         stylizer = StreamStylizer(parts=parts, prompt=args.prompt, steps=args.steps, strength=args.strength,
                                   feedback=feedback)
         value = _flicker(stylizer, rgbs[0], args.flicker_frames)
         flicker[str(feedback)] = None if value is None else round(value, 3)
     if None in flicker.values():
-        print("flicker: not measurable, the outputs are flat pictures (random weights); use real weights", flush=True)
+        print("flicker: not measurable with random weights or flat pictures; use real weights", flush=True)
     else:
         print(f"flicker (mean |consecutive output difference|, still scene): feedback 0: {flicker['0.0']}  "
               f"feedback 0.5: {flicker['0.5']}", flush=True)

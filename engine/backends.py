@@ -103,19 +103,26 @@ class OnnxRuntimeBackend(Backend):
 
         torch.cuda.current_stream().synchronize()  # onnxruntime reads on its own stream
         binding = self._session.io_binding()
+        inputs = {name: tensor.contiguous() for name, tensor in inputs.items()}  # alive until the run ends
         for name, tensor in inputs.items():
-            tensor = tensor.contiguous()
-            binding.bind_input(name, "cuda", tensor.device.index or 0, np.float32, list(tensor.shape), tensor.data_ptr())
+            dtype = np.dtype(str(tensor.dtype).removeprefix("torch."))
+            binding.bind_input(name, "cuda", tensor.device.index or 0, dtype, list(tensor.shape), tensor.data_ptr())
         outputs = {}
         device = next(iter(inputs.values())).device
         batch = next(iter(inputs.values())).shape[0]
         for out in self._session.get_outputs():
             shape = [d if isinstance(d, int) else batch for d in out.shape]  # the batch is the only free dim
-            tensor = torch.empty(shape, dtype=torch.float32, device=device)
-            binding.bind_output(out.name, "cuda", device.index or 0, np.float32, list(tensor.shape), tensor.data_ptr())
+            dtype = _ORT_TYPES[out.type]
+            tensor = torch.empty(shape, dtype=getattr(torch, dtype), device=device)
+            binding.bind_output(out.name, "cuda", device.index or 0, np.dtype(dtype), shape, tensor.data_ptr())
             outputs[out.name] = tensor
         self._session.run_with_iobinding(binding)
         return outputs
+
+
+# onnxruntime's type strings -> dtype names numpy and torch share.
+_ORT_TYPES = {"tensor(float)": "float32", "tensor(float16)": "float16", "tensor(int64)": "int64",
+              "tensor(int32)": "int32"}
 
 
 def _symbolic_batch_bytes(model_path: Path) -> bytes:

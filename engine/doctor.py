@@ -76,8 +76,13 @@ def model_rows() -> list[tuple[str, str]]:
     else:
         import torch
 
+        from .diffusion_runtime import export_dir
+
         device = "torch CUDA fp16" if torch.cuda.is_available() else "torch CPU fp32 (slow: seconds per picture)"
         rows.append(("diffusion UNet + TAESD", device))
+        exported = sorted(p.stem for p in export_dir().glob("*.json"))
+        rows.append(("diffusion exported", ", ".join(exported) if exported else
+                     "nothing (camfx export engines --diffusion): torch serves them"))
     return rows
 
 

@@ -87,7 +87,7 @@ class Engine:
         self.helper = ThreadPoolExecutor(max_workers=config.workers, thread_name_prefix="camfx-helper")
         # Diffusion runs one picture at a time, on its own thread: it must never take the
         # workers' place, and two at once would only share the same cores or GPU.
-        self.diffusion_models = DiffusionModels(config.diffusion_models)
+        self.diffusion_models = DiffusionModels(config.diffusion_models, on_fallback=self._count_fallback)
         self.diffusion = ThreadPoolExecutor(max_workers=1, thread_name_prefix="camfx-diffusion")
         self.sessions: dict[str, Session] = {}
         self._pipeline_factory = pipeline_factory or self._default_pipeline
@@ -282,6 +282,7 @@ async def healthz(request: web.Request) -> web.Response:
             "batching": engine.segmenters.batching(),
             "diffusion_models": sorted(engine.diffusion_models.specs),
             "diffusion_loaded": engine.diffusion_models.loaded(),
+            "diffusion_runtimes": engine.diffusion_models.runtimes(),
         }
     )
 

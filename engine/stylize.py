@@ -9,7 +9,9 @@ generator is busy are replaced, not kept.
 
 Weights are loaded once per model and shared by all sessions (`DiffusionModels`); each session
 has its own `StreamStylizer` (prompt embeddings, fixed noise, buffers). torch is imported only
-when a model is first used: the base install serves every other effect without it.
+when a model is first used: the base install serves every other effect without it. Where
+`camfx export engines --diffusion` exported a model's UNet / TAESD, they run on TensorRT or
+onnxruntime with torch as the fallback (`camfx.engine.diffusion_runtime`; `runtimes()` says which).
 """
 
 from __future__ import annotations
@@ -22,6 +24,7 @@ import threading
 import time
 from concurrent.futures import Executor
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, Callable
 
 import cv2
@@ -71,14 +74,27 @@ def missing_extra() -> str | None:
 
 
 class DiffusionModels:
-    """Servable diffusion models by name; weights load on first use, once, and are shared."""
+    """Servable diffusion models by name; weights load on first use, once, and are shared.
 
-    def __init__(self, specs: dict[str, DiffusionModelSpec] | None = None):
+    exported: run the UNet / TAESD on the runtime chain where `camfx export engines --diffusion`
+    exported these weights under `cache` (the engine cache by default); torch where it did not.
+    on_fallback(model, runtime, reason): called when one of their runtimes is dropped (metrics).
+    """
+
+    def __init__(
+        self,
+        specs: dict[str, DiffusionModelSpec] | None = None,
+        *,
+        exported: bool = True,
+        cache: Path | None = None,
+        on_fallback: Callable[[str, str, str], None] = lambda model, runtime, reason: None,
+    ):
         self.specs = specs if specs is not None else default_specs()
         self._parts: dict[str, Any] = {}
         self._errors: dict[str, Exception] = {}  # models that failed to load, and why
         self._lock = threading.Lock()
         self._missing_extra = missing_extra()
+        self._exported, self._cache, self._on_fallback = exported, cache, on_fallback
 
     def check(self, params: Params) -> None:
         """Raises ParamsError (a 422) for a model this server does not serve or cannot load."""
@@ -117,11 +133,35 @@ class DiffusionModels:
                 parts = self._parts[name]
                 log.info("diffusion model %s: loaded on %s (%s) in %.1f s",
                          name, parts.device, str(parts.dtype).removeprefix("torch."), time.perf_counter() - start)
+                if self._exported:
+                    self._parts[name] = self._accelerated(name, parts)
             return self._parts[name]
+
+    def _accelerated(self, name: str, parts):
+        """`parts` with the UNet / TAESD on the runtime chain where they were exported."""
+        from .diffusion_runtime import accelerate_parts
+
+        try:
+            return accelerate_parts(parts, name, self._cache, on_fallback=self._on_fallback)
+        except Exception as exc:  # a broken cache must not stop the model: torch serves it as before
+            log.warning("diffusion model %s: exported parts not used (%s); torch serves it", name, exc)
+            return parts
 
     def loaded(self) -> list[str]:
         # No lock: /healthz calls this on the event loop, and a load holds the lock for minutes.
         return sorted(list(self._parts))
+
+    def runtimes(self) -> dict[str, dict[str, Any]]:
+        """Per loaded model, per part (unet, taesd_encoder, taesd_decoder): the runtime that served
+        its last call ("tensorrt", "onnxruntime:...", "torch"; None before the first), the sizes
+        exported for its weights, the runtime per size used so far, and the fallbacks so far.
+        Plain data for /healthz; no lock, like `loaded`."""
+        loaded = dict(self._parts)
+        if not loaded:
+            return {}  # and torch not imported: the base install has none
+        from .diffusion_runtime import runtime_info
+
+        return {name: runtime_info(parts) for name, parts in sorted(loaded.items())}
 
 
 def diffusion_size(frame_hw: tuple[int, int], long_side: int) -> tuple[int, int]:

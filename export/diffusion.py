@@ -1,10 +1,13 @@
-"""ONNX export of the diffusion stylizer's networks, with static shapes, and a parity check.
+"""ONNX export of the diffusion stylizer's networks (static shapes but the batch), and a parity check.
 
-One file per network, resolution and batch (static shapes: TensorRT and onnxruntime plan each
-shape best, and the stream runs at one resolution at a time):
+One file per network and resolution; every dimension is static but the batch (TensorRT and
+onnxruntime plan each shape best, and the stream runs at one resolution at a time). The batch
+dimension is exported dynamic ("batch"): traced at batch B, the graph would otherwise bake B into
+its reshapes, and stream batch runs the UNet at 1..steps. File names carry the traced batch:
 
     unet_b{B}_{H}x{W}.onnx          sample [B,4,H/8,W/8], timestep [B], encoder_hidden_states
-                                    [B,77,D] -> noise [B,4,H/8,W/8] (all float)
+                                    [B,S,D] -> noise [B,4,H/8,W/8] (all float; S: the text
+                                    encoder's length, 77 for CLIP)
     taesd_encoder_b{B}_{H}x{W}.onnx image [B,3,H,W] in [-1,1] -> latent [B,4,H/8,W/8]
     taesd_decoder_b{B}_{H}x{W}.onnx latent [B,4,H/8,W/8] -> image [B,3,H,W] in [-1,1]
 
@@ -13,16 +16,23 @@ file for small models and needs no onnxscript. The networks are exported in the 
 device they are in (fp16 on CUDA: the SD 2.1 UNet is 3.5 GB in fp32, over protobuf's 2 GB limit,
 1.7 GB in fp16). Only the tiny test models have been exported and checked here; the full-size
 export has not been run on our machines.
+
+`export_for_serve` writes the files `camfx serve` looks for (see camfx.engine.diffusion_runtime):
+`camfx export engines --diffusion` calls it.
 """
 
 from __future__ import annotations
 
 import warnings
 from pathlib import Path
+from typing import TYPE_CHECKING, Callable
 
 import numpy as np
 import torch
 from torch import nn
+
+if TYPE_CHECKING:
+    from .tensorrt import OnnxPlan
 
 OPSET = 17
 TOLERANCE = 1e-4  # max |onnxruntime - torch| accepted by check_parity (fp32)
@@ -61,12 +71,14 @@ def _param(module: nn.Module) -> torch.Tensor:
     return next(module.parameters())
 
 
-def unet_inputs(unet: nn.Module, batch: int, height: int, width: int) -> dict[str, torch.Tensor]:
-    """Example inputs of the UNet at one shape, seeded, in the UNet's dtype and device."""
+def unet_inputs(
+    unet: nn.Module, batch: int, height: int, width: int, seq: int = 77
+) -> dict[str, torch.Tensor]:
+    """Example inputs of the UNet at one shape, seeded, in the UNet's dtype and device. `seq`: the
+    prompt embedding's length (77, CLIP's context; the tiny test text encoders use less)."""
     p = _param(unet)
     g = torch.Generator().manual_seed(0)
     cfg = unet.config
-    seq = 77  # CLIP's context length; the tiny test text encoders use less but the UNet does not care
     return {
         "sample": torch.randn(batch, cfg.in_channels, height // 8, width // 8, generator=g).to(p),
         "timestep": torch.full((batch,), 499.0).to(p),
@@ -75,6 +87,7 @@ def unet_inputs(unet: nn.Module, batch: int, height: int, width: int) -> dict[st
 
 
 def _export(module: nn.Module, inputs: dict[str, torch.Tensor], output: str, path: Path) -> Path:
+    """Static shapes but a dynamic batch dimension on every input and the output."""
     path.parent.mkdir(parents=True, exist_ok=True)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # tracer warnings about Python bools from static shapes
@@ -86,16 +99,26 @@ def _export(module: nn.Module, inputs: dict[str, torch.Tensor], output: str, pat
             output_names=[output],
             opset_version=OPSET,
             do_constant_folding=True,
+            dynamic_axes={name: {0: "batch"} for name in [*inputs, output]},
             dynamo=False,
         )
     return path
 
 
 def export_unet(
-    unet: nn.Module, path: str | Path, *, batch: int = 1, height: int = 512, width: int = 512
+    unet: nn.Module, path: str | Path, *, batch: int = 1, height: int = 512, width: int = 512, seq: int = 77
 ) -> Path:
     with torch.no_grad():
-        return _export(UNetForExport(unet), unet_inputs(unet, batch, height, width), "noise", Path(path))
+        return _export(UNetForExport(unet), unet_inputs(unet, batch, height, width, seq), "noise", Path(path))
+
+
+def taesd_inputs(vae: nn.Module, batch: int, height: int, width: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """(image, latent) example inputs of the TAESD encoder and decoder, seeded."""
+    p = _param(vae)
+    g = torch.Generator().manual_seed(0)
+    image = (torch.rand(batch, 3, height, width, generator=g) * 2 - 1).to(p)
+    latent = torch.randn(batch, vae.config.latent_channels, height // 8, width // 8, generator=g).to(p)
+    return image, latent
 
 
 def export_taesd(
@@ -103,10 +126,7 @@ def export_taesd(
 ) -> tuple[Path, Path]:
     """(encoder path, decoder path) for TAESD at one shape."""
     out_dir = Path(out_dir)
-    p = _param(vae)
-    g = torch.Generator().manual_seed(0)
-    image = (torch.rand(batch, 3, height, width, generator=g) * 2 - 1).to(p)
-    latent = torch.randn(batch, vae.config.latent_channels, height // 8, width // 8, generator=g).to(p)
+    image, latent = taesd_inputs(vae, batch, height, width)
     with torch.no_grad():
         enc = _export(
             TAESDEncoder(vae),
@@ -134,9 +154,77 @@ def export_stylizer(
         batch=batch,
         height=height,
         width=width,
+        seq=prompt_length(stylizer.parts),
     )
     enc, dec = export_taesd(stylizer.vae, out_dir, batch=batch, height=height, width=width)
     return {"unet": unet, "taesd_encoder": enc, "taesd_decoder": dec}
+
+
+def prompt_length(parts) -> int:
+    """The length of the prompt embeddings the stylizer feeds the UNet (its tokens padded to the
+    text encoder's context, or the tokenizer's if shorter)."""
+    length = parts.text_encoder.config.max_position_embeddings
+    if parts.tokenizer is not None:
+        length = min(length, parts.tokenizer.model_max_length)
+    return length
+
+
+def export_for_serve(
+    parts,
+    label: str,
+    height: int,
+    width: int,
+    *,
+    cache: Path | None = None,
+    max_batch: int = 4,
+    precision: str = "fp16",
+    progress: Callable[[str], None] = lambda message: None,
+) -> list[tuple[str, Path, "OnnxPlan"]]:
+    """Export `parts`' UNet and TAESD encoder / decoder at one size where `camfx serve` finds them
+    (camfx.engine.diffusion_runtime: named by a fingerprint of the weights), each prepared for
+    TensorRT (batch 1..max_batch) and described by a record written last. `label`: the model's
+    name in engine names, e.g. "random/sd-turbo". Returns (engine name, exported file, plan) per
+    part, for `build_engine`. `precision`: that of the engines to be built (in the records: serve
+    looks engines up with it)."""
+    from camfx.engine.diffusion_runtime import ExportRecord, export_dir, fingerprint, part_stem
+    from camfx.models.registry import sha256_file
+
+    from .tensorrt import prepare_onnx
+
+    _check_size(height, width)
+    directory = export_dir(cache)
+    directory.mkdir(parents=True, exist_ok=True)
+    unet, vae = parts.unet, parts.vae
+    image, latent = taesd_inputs(vae, 1, height, width)
+    jobs = [
+        ("unet", fingerprint(unet), UNetForExport(unet),
+         unet_inputs(unet, 1, height, width, prompt_length(parts)), "noise"),
+        ("taesd_encoder", fingerprint(vae), TAESDEncoder(vae), {"image": image}, "latent"),
+        ("taesd_decoder", fingerprint(vae), TAESDDecoder(vae), {"latent": latent}, "image"),
+    ]
+    out = []
+    for part, digest, module, inputs, output in jobs:
+        name = f"{label}:{part}_{height}x{width}"
+        stem = part_stem(part, digest, height, width)
+        ExportRecord.path(directory, part, digest, height, width).unlink(missing_ok=True)  # stale until done
+        with torch.no_grad():
+            source = _export(module, inputs, output, directory / f"{stem}.onnx")
+        plan = prepare_onnx(source, directory / f"{stem}.trt.onnx", max_batch)
+        ExportRecord(
+            name=name, part=part, fingerprint=digest, height=height, width=width,
+            source=source.name, source_sha256=sha256_file(source), onnx=plan.path.name,
+            inputs={k: tuple(v) for k, v in plan.inputs.items()},
+            input_dtypes={k: str(v.dtype).removeprefix("torch.") for k, v in inputs.items()},
+            output=output, max_batch=max_batch, precision=precision,
+        ).write(directory)
+        progress(f"{name}: exported, batch 1..{max_batch}")
+        out.append((name, source, plan))
+    return out
+
+
+def _check_size(height: int, width: int) -> None:
+    if height <= 0 or width <= 0 or height % 8 or width % 8:
+        raise ValueError(f"size must be positive multiples of 8, got {height}x{width}")
 
 
 def _tag(batch: int, height: int, width: int) -> str:

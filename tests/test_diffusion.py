@@ -335,7 +335,7 @@ def test_bench_diffusion_runs_end_to_end_on_a_local_model(tiny_repo, tmp_path):
     assert (sd_off["runtime"], sd_off["stream_batch"], sd_on["stream_batch"]) == ("streamdiffusion 0.1.1", False, True)
     for row in data["results"]:
         same_batch = sd_on if row["stream_batch"] else sd_off
-        assert row["fps_over_streamdiffusion"] == pytest.approx(row["fps"] / same_batch["fps"], rel=0.02)
+        assert row["fps_over_streamdiffusion"] == round(row["fps"] / same_batch["fps"], 2)
     assert data["composite_720p_ms"]["p50"] > 0
     assert set(data["flicker"]) == {"0.0", "0.5"}
 
