@@ -6,6 +6,10 @@ run, so GPU rows come with the CPU row as their baseline. Segmentation includes 
 input from the I420 frame; the blur pipeline is the one sessions run (segment, refine, blur,
 composite). The target for a GPU runtime is segmentation <= 0.5 ms per frame.
 
+On a GPU (or with --device-pipeline cpu) each runtime also runs the blur pipeline that keeps the
+frame on the device (engine/device_pipeline.py: one upload, one download), the GPU pipeline
+`camfx serve --device cuda` uses, next to the OpenCV one.
+
 With --sessions N (N > 1) each runtime also serves N sessions at once, each a thread sending
 frames as fast as it can, first side by side (one model call per frame) and then batched
 (engine/batching.py: the frames that meet share one call): total frames per second and the
@@ -89,7 +93,21 @@ def _batching_rows(size: str, model: str, name: str, backend, clip: list, sessio
             "side_by_side": plain, "batched": batched, "batched_over_side_by_side": round(batched["fps"] / plain["fps"], 2)}
 
 
-def run(sizes: list[tuple[int, int]], models: list[str], frames: int, threads: int, sessions: int = 1) -> dict:
+def _device_pipeline(device: str | None):
+    """The device for the device-pipeline rows: None for none ("off", or "auto" without CUDA)."""
+    if device == "auto":
+        import importlib.util
+
+        if importlib.util.find_spec("torch") is None:
+            return None
+        import torch
+
+        return "cuda" if torch.cuda.is_available() else None
+    return None if device == "off" else device
+
+
+def run(sizes: list[tuple[int, int]], models: list[str], frames: int, threads: int, sessions: int = 1,
+        device_pipeline: str | None = None) -> dict:
     helper = ThreadPoolExecutor(max_workers=2)
     backgrounds = Backgrounds()
     rows, batching = [], []
@@ -107,11 +125,21 @@ def run(sizes: list[tuple[int, int]], models: list[str], frames: int, threads: i
                 params = Params(effect="blur", model=model)
                 segment = _time(segmenter, clip, frames)
                 blur = _time(lambda f: pipeline.process(Work(image=f, params=params)), clip, frames)
-                rows.append({"size": f"{width}x{height}", "model": model, "runtime": candidate.name,
-                             "segment_ms": segment, "blur_pipeline_ms": blur})
+                row = {"size": f"{width}x{height}", "model": model, "runtime": candidate.name,
+                       "segment_ms": segment, "blur_pipeline_ms": blur}
+                if device_pipeline:
+                    from camfx.engine.device_pipeline import DevicePipeline
+
+                    on_device = DevicePipeline(_One(segmenter), backgrounds, pipeline, device_pipeline)
+                    row["device"] = device_pipeline
+                    row["device_blur_pipeline_ms"] = _time(
+                        lambda f: on_device.process(Work(image=f, params=params)), clip, frames)
+                rows.append(row)
+                on_device_text = (f"   on {device_pipeline} p50 {row['device_blur_pipeline_ms']['p50']:6.2f}  "
+                                  f"p95 {row['device_blur_pipeline_ms']['p95']:6.2f} ms" if device_pipeline else "")
                 print(f"{width}x{height} {model:>9} {candidate.name:<40} segment p50 {segment['p50']:6.2f}  "
-                      f"p95 {segment['p95']:6.2f} ms   blur pipeline p50 {blur['p50']:6.2f}  p95 {blur['p95']:6.2f} ms",
-                      flush=True)
+                      f"p95 {segment['p95']:6.2f} ms   blur pipeline p50 {blur['p50']:6.2f}  p95 {blur['p95']:6.2f} ms"
+                      + on_device_text, flush=True)
                 if sessions > 1:
                     batching.append(_batching_rows(f"{width}x{height}", model, candidate.name, segmenter.backend,
                                                    clip, sessions, frames))
@@ -129,9 +157,12 @@ def main(argv: list[str]) -> int:
     parser.add_argument("--model-threads", type=int, default=1)
     parser.add_argument("--sessions", type=int, default=1,
                         help="also time this many concurrent sessions, side by side and batched")
+    parser.add_argument("--device-pipeline", default="auto", choices=["auto", "cuda", "cpu", "off"],
+                        help="also time the pipeline that keeps frames on this torch device (auto: cuda if present)")
     parser.add_argument("--out", type=Path, default=Path("bench/results"))
     args = parser.parse_args(argv)
     sizes = [tuple(int(v) for v in s.split("x")) for s in args.sizes]
-    data = run(sizes, args.models, args.frames, args.model_threads, args.sessions)
+    data = run(sizes, args.models, args.frames, args.model_threads, args.sessions,
+               _device_pipeline(args.device_pipeline))
     print("wrote", write_json(args.out / "runtimes.json", data))
     return 0

@@ -266,12 +266,14 @@ def test_bench_runtimes_times_every_runtime_in_the_chain(tmp_path):
 
     from camfx.bench.runtimes import main
 
-    assert main(["--sizes", "640x480", "--frames", "5", "--sessions", "2", "--out", str(tmp_path)]) == 0
+    argv = ["--sizes", "640x480", "--frames", "5", "--sessions", "2", "--device-pipeline", "cpu", "--out", str(tmp_path)]
+    assert main(argv) == 0
     data = json.loads((tmp_path / "runtimes.json").read_text())
     rows = data["results"]
     assert {(r["model"], r["runtime"]) for r in rows} == {(m, CPU) for m in SEGMENTATION_MODELS}
     for row in rows:
         assert 0 < row["segment_ms"]["p50"] < row["blur_pipeline_ms"]["p50"]
+        assert row["device"] == "cpu" and row["device_blur_pipeline_ms"]["p50"] > row["segment_ms"]["p50"]
     assert {(r["model"], r["sessions"]) for r in data["sessions"]} == {(m, 2) for m in SEGMENTATION_MODELS}
     for row in data["sessions"]:
         assert row["side_by_side"]["fps"] > 0 and 1 <= row["batched"]["mean_batch"] <= 2
