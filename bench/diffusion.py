@@ -11,7 +11,8 @@ sensor-like noise (sigma 2 grey levels), with latent feedback off and on.
 In the same run, on the same weights, device and shapes: with `--compile`, camfx with its UNet
 compiled (`torch.compile`, CUDA graphs on CUDA) next to eager; and when the `streamdiffusion`
 package is installed (`pip install --no-deps streamdiffusion==0.1.1`), StreamDiffusion itself,
-its denoising batch off and on (bench/streamdiffusion.py), with camfx's fps over its fps.
+its denoising batch off and on (bench/streamdiffusion.py), with camfx's fps over its fps. The
+configurations take turns picture by picture, so drift in the machine lands on all alike.
 
 `--random-weights` builds the full-size sd-turbo architecture untrained: the speed is the real
 one, the pictures are noise. On CUDA when there is one, else the CPU.
@@ -41,18 +42,20 @@ def _frames(size: int, count: int) -> tuple[list[np.ndarray], list[np.ndarray]]:
     return [effects.model_input(f, size, size) for f in clip], clip
 
 
-def _run(stylizer, rgbs: list[np.ndarray], warmup: int) -> dict[str, list[float]]:
-    """Per stage (those `stylizer.timings` names, if it has any) and "total": seconds per picture."""
-    laps: dict[str, list[float]] = {}
+def _interleaved(configs: list, rgbs: list[np.ndarray], warmup: int) -> list[dict[str, list[float]]]:
+    """Per config: per stage (those its `timings` names, if any) and "total", seconds per picture.
+    The configs take turns picture by picture, so a machine's drift lands on all of them alike."""
+    laps: list[dict[str, list[float]]] = [{} for _ in configs]
     for i, rgb in enumerate(rgbs):
-        start = time.perf_counter()
-        stylizer.img2img(rgb)  # returns a host array: the GPU has finished
-        total = time.perf_counter() - start
-        if i < warmup:
-            continue
-        for stage, seconds in getattr(stylizer, "timings", {}).items():
-            laps.setdefault(stage, []).append(seconds)
-        laps.setdefault("total", []).append(total)
+        for stylizer, mine in zip(configs, laps):
+            start = time.perf_counter()
+            stylizer.img2img(rgb)  # returns a host array: the GPU has finished
+            total = time.perf_counter() - start
+            if i < warmup:
+                continue
+            for stage, seconds in getattr(stylizer, "timings", {}).items():
+                mine.setdefault(stage, []).append(seconds)
+            mine.setdefault("total", []).append(total)
     return laps
 
 
@@ -104,20 +107,25 @@ def run(args) -> dict:
 
     rgbs, clip = _frames(args.size, args.frames + args.warmup)
     variants = [("camfx eager", parts)] + ([("camfx compiled", _compiled(parts))] if args.compile else [])
-    results = []
+    configs = []  # (runtime, stream batch, lag frames, stylizer)
     for name, variant in variants:
         for stream_batch in (False, True):
             stylizer = StreamStylizer(parts=variant, prompt=args.prompt, steps=args.steps, strength=args.strength,
                                       stream_batch=stream_batch)
-            results.append(_row(name, stream_batch, stylizer.lag_frames, _run(stylizer, rgbs, args.warmup)))
+            configs.append((name, stream_batch, stylizer.lag_frames, stylizer))
     reference = None
     if args.streamdiffusion and streamdiffusion.available():
         reference = f"streamdiffusion {streamdiffusion.version()}"
         for denoising_batch in (False, True):
             sd = streamdiffusion.Reference(parts, stylizer.embeddings, args.size, args.steps, args.strength,
                                            denoising_batch)
-            lag = args.steps - 1 if denoising_batch else 0
-            results.append(_row(reference, denoising_batch, lag, _run(sd, rgbs, args.warmup)))
+            configs.append((reference, denoising_batch, args.steps - 1 if denoising_batch else 0, sd))
+    elif args.streamdiffusion:
+        print("streamdiffusion is not installed (pip install --no-deps streamdiffusion==0.1.1): no reference row",
+              flush=True)
+    laps = _interleaved([c[3] for c in configs], rgbs, args.warmup)
+    results = [_row(name, batch, lag, mine) for (name, batch, lag, _), mine in zip(configs, laps)]
+    if reference is not None:
         for row in results:
             base = next(r for r in results if r["runtime"] == reference and r["stream_batch"] == row["stream_batch"])
             row["fps_over_streamdiffusion"] = round(row["fps"] / base["fps"], 2)
@@ -125,9 +133,6 @@ def run(args) -> dict:
         best_sd = max((r for r in results if r["runtime"] == reference), key=lambda r: r["fps"])
         print(f"best camfx {best['fps']:.2f} fps ({best['runtime']}, stream batch {best['stream_batch']}) / best "
               f"StreamDiffusion {best_sd['fps']:.2f} fps = {best['fps'] / best_sd['fps']:.2f}x", flush=True)
-    elif args.streamdiffusion:
-        print("streamdiffusion is not installed (pip install --no-deps streamdiffusion==0.1.1): no reference row",
-              flush=True)
 
     # Compositing the newest picture behind the person, per camera frame (720p, CPU).
     picture = stylizer.img2img(rgbs[0])
