@@ -73,10 +73,9 @@ def _row(runtime: str, stream_batch: bool, lag: int, laps: dict[str, list[float]
 
 
 def _compiled(parts):
-    import torch
+    from camfx.models.diffusion import compile_unet
 
-    mode = "reduce-overhead" if parts.device.type == "cuda" else "default"
-    return dataclasses.replace(parts, unet=torch.compile(parts.unet, mode=mode, dynamic=False))
+    return dataclasses.replace(parts, unet=compile_unet(parts.unet, parts.device))
 
 
 def _flicker(stylizer, rgb: np.ndarray, frames: int) -> float | None:

@@ -93,16 +93,12 @@ def _batching_rows(size: str, model: str, name: str, backend, clip: list, sessio
             "side_by_side": plain, "batched": batched, "batched_over_side_by_side": round(batched["fps"] / plain["fps"], 2)}
 
 
-def _device_pipeline(device: str | None):
+def _device_pipeline(device: str) -> str | None:
     """The device for the device-pipeline rows: None for none ("off", or "auto" without CUDA)."""
     if device == "auto":
-        import importlib.util
+        from camfx.engine.server import resolve_device
 
-        if importlib.util.find_spec("torch") is None:
-            return None
-        import torch
-
-        return "cuda" if torch.cuda.is_available() else None
+        return "cuda" if resolve_device("auto") == "cuda" else None
     return None if device == "off" else device
 
 

@@ -108,8 +108,8 @@ class OnnxRuntimeBackend(Backend):
             dtype = np.dtype(str(tensor.dtype).removeprefix("torch."))
             binding.bind_input(name, "cuda", tensor.device.index or 0, dtype, list(tensor.shape), tensor.data_ptr())
         outputs = {}
-        device = next(iter(inputs.values())).device
-        batch = next(iter(inputs.values())).shape[0]
+        first = next(iter(inputs.values()))
+        device, batch = first.device, first.shape[0]
         for out in self._session.get_outputs():
             shape = [d if isinstance(d, int) else batch for d in out.shape]  # the batch is the only free dim
             dtype = _ORT_TYPES[out.type]

@@ -176,7 +176,7 @@ def export_for_serve(
     width: int,
     *,
     cache: Path | None = None,
-    max_batch: int = 4,
+    max_batch: int | None = None,
     precision: str = "fp16",
     progress: Callable[[str], None] = lambda message: None,
 ) -> list[tuple[str, Path, "OnnxPlan"]]:
@@ -187,20 +187,23 @@ def export_for_serve(
     part, for `build_engine`. `precision`: that of the engines to be built (in the records: serve
     looks engines up with it)."""
     from camfx.engine.diffusion_runtime import ExportRecord, export_dir, fingerprint, part_stem
+    from camfx.engine.engine_cache import DEFAULT_MAX_BATCH
     from camfx.models.registry import sha256_file
 
     from .tensorrt import prepare_onnx
 
     _check_size(height, width)
+    max_batch = max_batch or DEFAULT_MAX_BATCH
     directory = export_dir(cache)
     directory.mkdir(parents=True, exist_ok=True)
     unet, vae = parts.unet, parts.vae
     image, latent = taesd_inputs(vae, 1, height, width)
+    vae_digest = fingerprint(vae)
     jobs = [
         ("unet", fingerprint(unet), UNetForExport(unet),
          unet_inputs(unet, 1, height, width, prompt_length(parts)), "noise"),
-        ("taesd_encoder", fingerprint(vae), TAESDEncoder(vae), {"image": image}, "latent"),
-        ("taesd_decoder", fingerprint(vae), TAESDDecoder(vae), {"latent": latent}, "image"),
+        ("taesd_encoder", vae_digest, TAESDEncoder(vae), {"image": image}, "latent"),
+        ("taesd_decoder", vae_digest, TAESDDecoder(vae), {"latent": latent}, "image"),
     ]
     out = []
     for part, digest, module, inputs, output in jobs:

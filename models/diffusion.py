@@ -240,9 +240,14 @@ def load_parts(
         unet.to(memory_format=torch.channels_last)
         vae.to(memory_format=torch.channels_last)
     if compile:
-        unet = torch.compile(unet, mode="reduce-overhead" if device.type == "cuda" else "default", dynamic=False)
+        unet = compile_unet(unet, device)
     family = "lcm" if lora_id else "turbo"
     return DiffusionParts(unet, vae, text_encoder, tokenizer, scheduler, family, model_id, device, dtype)
+
+
+def compile_unet(unet: torch.nn.Module, device: torch.device) -> torch.nn.Module:
+    """`torch.compile` for one static shape; CUDA graphs ("reduce-overhead") on CUDA."""
+    return torch.compile(unet, mode="reduce-overhead" if device.type == "cuda" else "default", dynamic=False)
 
 
 class StreamStylizer:
