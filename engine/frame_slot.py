@@ -12,39 +12,57 @@ from typing import Generic, TypeVar
 T = TypeVar("T")
 
 
+def _wake(waiter: asyncio.Future) -> None:
+    if not waiter.done():
+        waiter.set_result(None)
+
+
 class FrameSlot(Generic[T]):
-    """Capacity 1. `put` replaces an unread item and counts it in `dropped`."""
+    """Capacity 1, one consumer. `put` replaces an unread item and counts it in `dropped`.
+
+    The consumer waits on a bare future, not an Event under `asyncio.wait_for`: a put wakes it
+    in the very next turn of the loop, with no helper task in between (this hop is on every
+    frame's way out).
+    """
 
     def __init__(self) -> None:
         self._item: T | None = None
-        self._has_item = asyncio.Event()
+        self._full = False
+        self._waiter: asyncio.Future | None = None
         self.dropped = 0
         self.put_count = 0
 
     def put(self, item: T) -> bool:
         """Store `item`; True when it replaced an unread one (a drop)."""
-        replaced = self._has_item.is_set()
+        replaced = self._full
         self.dropped += replaced
-        self._item = item
+        self._item, self._full = item, True
         self.put_count += 1
-        self._has_item.set()
+        if self._waiter is not None:
+            _wake(self._waiter)
         return replaced
 
     def take_nowait(self) -> T | None:
         """The unread item, or None when there is none."""
-        if not self._has_item.is_set():
+        if not self._full:
             return None
-        item, self._item = self._item, None
-        self._has_item.clear()
+        item, self._item, self._full = self._item, None, False
         return item
 
-    async def take(self) -> T:
-        """Wait for an unread item and take it."""
-        await self._has_item.wait()
-        item = self.take_nowait()
-        assert item is not None
-        return item
+    async def take(self, timeout: float | None = None) -> T | None:
+        """Wait for an unread item and take it; None when `timeout` seconds pass first."""
+        if not self._full:
+            loop = asyncio.get_running_loop()
+            self._waiter = waiter = loop.create_future()
+            timer = loop.call_later(max(timeout, 0.0), _wake, waiter) if timeout is not None else None
+            try:
+                await waiter
+            finally:
+                self._waiter = None
+                if timer is not None:
+                    timer.cancel()
+        return self.take_nowait()
 
     @property
     def pending(self) -> bool:
-        return self._has_item.is_set()
+        return self._full

@@ -144,13 +144,14 @@ class Session:
                 out = frame
             finally:
                 self.busy = False
+            self.outbox.put((out, work))
+            await asyncio.sleep(0)  # the output track takes the frame before the bookkeeping runs
             self.budget.set_fps(self._in_rate.rate(time.perf_counter()) or 30.0)
             self.budget.observe(sum(work.timings.values()))
             for stage, seconds in work.timings.items():
                 self._metrics.stage_seconds.labels(stage).observe(seconds)
                 previous = self._stage_ms.get(stage, seconds * 1000)
                 self._stage_ms[stage] = 0.9 * previous + 0.1 * seconds * 1000
-            self.outbox.put((out, work))
             if params.effect == "diffusion" and work.image.size:
                 self._generator().offer(work.image, work.alpha, params)
 

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import fractions
 import time
 from typing import TYPE_CHECKING
@@ -12,7 +11,6 @@ from aiortc.mediastreams import MediaStreamError
 from av import VideoFrame
 
 if TYPE_CHECKING:
-    from .pipeline import Work
     from .session import Session
 
 CLOCK_RATE = 90_000  # the RTP video clock
@@ -38,15 +36,11 @@ class ProcessedTrack(MediaStreamTrack):
         if self.readyState != "live":
             raise MediaStreamError
         session = self._session
-        work: Work | None = None
-        if self._last_frame is None:
-            frame, work = await session.outbox.take()
-        else:
+        timeout = None
+        if self._last_frame is not None:
             timeout = self._last_sent + LATE_FACTOR * session.frame_interval - time.perf_counter()
-            try:
-                frame, work = await asyncio.wait_for(session.outbox.take(), max(timeout, 0.0))
-            except asyncio.TimeoutError:
-                frame = self._last_frame
+        item = await session.outbox.take(timeout)
+        frame, work = item if item is not None else (self._last_frame, None)
         if self.readyState != "live":
             raise MediaStreamError
 

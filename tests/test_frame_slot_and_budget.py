@@ -22,6 +22,27 @@ async def test_take_waits_for_a_put():
     assert await asyncio.wait_for(waiter, 1) == "frame"
 
 
+async def test_take_with_a_timeout_gives_none_when_nothing_comes():
+    slot: FrameSlot[str] = FrameSlot()
+    assert await slot.take(timeout=0.02) is None
+    assert await slot.take(timeout=-1.0) is None  # already late: no wait at all
+    loop = asyncio.get_running_loop()
+    loop.call_later(0.01, slot.put, "late but in time")
+    assert await slot.take(timeout=1.0) == "late but in time"
+    slot.put("waiting")
+    assert await slot.take(timeout=0.0) == "waiting"  # an unread item is taken, however late
+
+
+async def test_a_cancelled_take_leaves_the_slot_working():
+    slot: FrameSlot[str] = FrameSlot()
+    waiter = asyncio.ensure_future(slot.take(timeout=5.0))
+    await asyncio.sleep(0.01)
+    waiter.cancel()
+    await asyncio.gather(waiter, return_exceptions=True)
+    slot.put("next")  # must not touch the cancelled waiter
+    assert slot.dropped == 0 and await slot.take() == "next"
+
+
 def test_budget_steps_down_when_over_and_back_up_with_headroom():
     budget = BudgetController(fps=30)
     for _ in range(5):
