@@ -10,7 +10,6 @@ OpenCV is faster there. Other effects (none, toon, diffusion) go to the numpy pi
 from __future__ import annotations
 
 import contextlib
-import math
 import time
 
 import numpy as np
@@ -20,6 +19,7 @@ import torch.nn.functional as F
 from . import yuv
 from .backends import run_tensors
 from .backgrounds import Backgrounds
+from .effects import pow2_factor, stack_blur_size
 from .mask import WORK_DIVISOR, work_size
 from .params import Params, hex_to_rgb
 from .pipeline import NEEDS_MASK, Pipeline, Work, keep_probe_rows
@@ -190,18 +190,15 @@ def _guided_filter(guide: torch.Tensor, src: torch.Tensor, radius: int, eps: flo
 
 
 def _blur(plane: torch.Tensor, sigma: float) -> torch.Tensor:
-    """Gaussian blur of a uint8 plane on a downscaled copy (as `effects.blurred`)."""
-    factor = 1
-    while factor * 2 <= min(sigma / 2, 8):
-        factor *= 2
+    """`effects.blurred` on one uint8 plane: a stack blur (triangular kernel) of a downscaled copy."""
+    factor = pow2_factor(sigma / 2)
     h, w = plane.shape
     x = plane.float()[None, None]
     if factor > 1:
         x = F.avg_pool2d(x, factor, ceil_mode=True)
-    s = max(sigma / factor, 0.5)
-    radius = max(1, math.ceil(3 * s))
+    radius = stack_blur_size(max(sigma / factor, 0.5)) // 2
     taps = torch.arange(-radius, radius + 1, device=plane.device, dtype=torch.float32)
-    kernel = torch.exp(-(taps**2) / (2 * s * s))
+    kernel = radius + 1 - taps.abs()
     kernel /= kernel.sum()
     # OpenCV's default border is a reflection; torch can only reflect by less than the side.
     mode = "reflect" if min(x.shape[-2:]) > radius else "replicate"

@@ -1,5 +1,6 @@
 """Effects and mask refinement on ndarrays: pixels change where they should and nowhere else."""
 
+import cv2
 import numpy as np
 import pytest
 
@@ -56,6 +57,20 @@ def test_blur_changes_background_and_keeps_person():
     assert np.abs(y_out[:, :120] - y_in[:, :120]).max() == 0  # person untouched
     assert np.abs(y_out[:, 200:] - y_in[:, 200:]).mean() > 30  # noise background smoothed away
     assert y_out[:, 200:].std() < y_in[:, 200:].std() / 4
+
+
+@pytest.mark.parametrize("sigma", [2, 12, 30])
+def test_blur_matches_a_full_resolution_gaussian(sigma):
+    """Downscaled stack blur, scaled back up, against cv2.GaussianBlur of every plane at full size
+    (sigma is given at 720p; chroma planes are half size)."""
+    from camfx.bench.clip import person_clip
+
+    frame = person_clip(1280, 720, 1)[0]
+    out = effects.blurred(frame, sigma)
+    for i, (src, got) in enumerate(zip(yuv.planes(frame), yuv.planes(out))):
+        want = cv2.GaussianBlur(src, (0, 0), sigma if i == 0 else sigma / 2)
+        diff = np.abs(got.astype(int) - want)
+        assert diff.mean() < 1.0 and np.percentile(diff, 99) <= 4
 
 
 def test_blur_strength_scales_the_blur():
