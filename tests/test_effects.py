@@ -131,3 +131,22 @@ def test_guided_filter_snaps_a_coarse_mask_to_image_edges():
     # the mask now changes where the image does
     profile = snapped[50]
     assert np.argmax(np.diff(profile)) in (48, 49, 50)
+
+
+def test_bench_engine_paces_frames_at_the_camera_rate(tmp_path):
+    import json
+    import time
+
+    from camfx.bench.engine import main
+
+    argv = ["--sizes", "320x240", "--effects", "none", "blur", "--frames", "10", "--pace-fps", "60", "--out", str(tmp_path)]
+    start = time.perf_counter()
+    assert main(argv) == 0
+    elapsed = time.perf_counter() - start
+    data = json.loads((tmp_path / "engine.json").read_text())
+    assert data["pace_fps"] == 60 and [r["effect"] for r in data["results"]] == ["none", "blur"]
+    assert elapsed >= 2 * 30 / 60  # 2 effects x (10 frames + 20 warm-up), each waited for
+    blur = data["results"][1]
+    assert blur["total_ms"]["p50"] > 0 and blur["stages_ms"]["segment"]["p50"] > 0
+    with pytest.raises(SystemExit):
+        main(["--pace-fps", "-1", "--out", str(tmp_path)])
