@@ -200,8 +200,7 @@ def _blur(plane: torch.Tensor, sigma: float) -> torch.Tensor:
     taps = torch.arange(-radius, radius + 1, device=plane.device, dtype=torch.float32)
     kernel = radius + 1 - taps.abs()
     kernel /= kernel.sum()
-    # OpenCV's default border is a reflection; torch can only reflect by less than the side.
-    mode = "reflect" if min(x.shape[-2:]) > radius else "replicate"
-    x = F.conv2d(F.pad(x, (radius, radius, 0, 0), mode=mode), kernel.view(1, 1, 1, -1))
-    x = F.conv2d(F.pad(x, (0, 0, radius, radius), mode=mode), kernel.view(1, 1, -1, 1))
+    # OpenCV's stack blur repeats the edge pixels beyond the border.
+    x = F.conv2d(F.pad(x, (radius, radius, 0, 0), mode="replicate"), kernel.view(1, 1, 1, -1))
+    x = F.conv2d(F.pad(x, (0, 0, radius, radius), mode="replicate"), kernel.view(1, 1, -1, 1))
     return F.interpolate(x, size=(h, w), mode="bilinear", align_corners=False)[0, 0].round_().clamp_(0, 255)
