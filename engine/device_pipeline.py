@@ -58,11 +58,13 @@ class DevicePipeline:
         return work
 
     # -- transfers --------------------------------------------------------------------------
-    def _upload(self, image: np.ndarray) -> torch.Tensor:
+    def _upload(self, image: yuv.Frame) -> torch.Tensor:
         if not self._cuda:
-            return torch.from_numpy(image)
-        pinned = self._pinned_for(image.shape)
-        pinned.numpy()[...] = image
+            return torch.from_numpy(yuv.contiguous(image))
+        h, w = yuv.frame_size(image)
+        pinned = self._pinned_for((h * 3 // 2, w))
+        for src, dst in zip(yuv.planes(image), yuv.planes(pinned.numpy())):
+            dst[...] = src
         return pinned.to(self.device, non_blocking=True)
 
     def _download(self, out: torch.Tensor) -> np.ndarray:

@@ -18,7 +18,7 @@ def pow2_factor(limit: float) -> int:
     return factor
 
 
-def composite(foreground: np.ndarray, background: np.ndarray, alpha: np.ndarray) -> np.ndarray:
+def composite(foreground: yuv.Frame, background: np.ndarray, alpha: np.ndarray) -> np.ndarray:
     """foreground * alpha + background * (1 - alpha), plane by plane.
 
     `alpha` is float32 in [0, 1] at any resolution; it is scaled once for luma and once for
@@ -27,7 +27,7 @@ def composite(foreground: np.ndarray, background: np.ndarray, alpha: np.ndarray)
     within 1 of the exact blend, and exact where alpha is 0 or 1).
     """
     h, w = yuv.frame_size(foreground)
-    out = np.empty_like(foreground)
+    out = yuv.empty(h, w)
     alpha8 = cv2.convertScaleAbs(alpha, alpha=255.0)
     weights = []
     for size in ((w, h), (w // 2, h // 2)):
@@ -48,16 +48,16 @@ def stack_blur_size(sigma: float) -> int:
     return 2 * radius + 1
 
 
-def blurred(frame: np.ndarray, sigma: float) -> np.ndarray:
+def blurred(frame: yuv.Frame, sigma: float) -> np.ndarray:
     """A Gaussian-like blur of the whole frame, `sigma` in pixels at 720p (scaled with height).
 
     Blurs a downscaled copy and scales it back: a large blur hides the difference and it costs a
     small fraction of a full-resolution blur. OpenCV's stack blur stands in for the Gaussian at
     the same spread: within one grey level on average, at half the cost.
     """
-    h, _ = yuv.frame_size(frame)
+    h, w = yuv.frame_size(frame)
     sigma = sigma * h / 720.0
-    out = np.empty_like(frame)
+    out = yuv.empty(h, w)
     for i, (src, dst) in enumerate(zip(yuv.planes(frame), yuv.planes(out))):
         plane_sigma = sigma if i == 0 else sigma / 2  # chroma planes are half size
         factor = pow2_factor(plane_sigma / 2)
@@ -88,12 +88,12 @@ def cover(image_rgb: np.ndarray, height: int, width: int) -> np.ndarray:
     return yuv.from_rgb(np.ascontiguousarray(resized[top : top + height, left : left + width]))
 
 
-def model_input(frame: np.ndarray, height: int, width: int) -> np.ndarray:
+def model_input(frame: yuv.Frame, height: int, width: int) -> np.ndarray:
     """The frame scaled to a model's input size as RGB uint8 (scaled in I420: cheap)."""
     return yuv.to_rgb(yuv.resize(frame, height, width))
 
 
-def toon(frame: np.ndarray, smoothing: int = 2, edges: float = 0.6) -> np.ndarray:
+def toon(frame: yuv.Frame, smoothing: int = 2, edges: float = 0.6) -> np.ndarray:
     """A model-free cartoon look: edge-preserving smoothing, flattened colours, dark outlines.
 
     Works at half resolution (bilateral filtering is the cost) and scales back.

@@ -57,7 +57,7 @@ class MaskRefiner:
     def refine(
         self,
         probability: np.ndarray,
-        frame: np.ndarray,
+        frame: yuv.Frame,
         *,
         mode: str = "soft",
         threshold: float = 0.5,

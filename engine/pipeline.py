@@ -35,7 +35,7 @@ def needs_mask(p: Params) -> bool:
 class Work:
     """One frame on its way through the pipeline."""
 
-    image: np.ndarray  # I420 input (see `yuv`)
+    image: yuv.Frame  # I420 input (see `yuv`): the decoded frame's planes, read in place
     params: Params
     quality: Quality = LADDER[0]
     t_recv: float = 0.0  # time.perf_counter() when the frame was received
@@ -143,10 +143,8 @@ class ApplyEffect:
             work.output = self._diffusion(work)
         else:
             work.output = effects.composite(frame, work.background.result(), work.alpha)
-        if p.probe:
+        if p.probe and work.output is not frame:
             # The untouched input rows let a latency probe match this output to its input.
-            if work.output is frame:
-                work.output = frame.copy()
             keep_probe_rows(frame, work.output)
 
 

@@ -21,6 +21,7 @@ from aiortc import MediaStreamTrack, RTCDataChannel, RTCPeerConnection
 from aiortc.mediastreams import MediaStreamError
 from av import VideoFrame
 
+from . import frames
 from .budget import BudgetController
 from .frame_slot import FrameSlot
 from .metrics import Metrics
@@ -33,22 +34,6 @@ from .tracks import ProcessedTrack
 log = logging.getLogger("camfx.session")
 
 STATS_INTERVAL_S = 1.0
-
-
-def _to_i420(frame: VideoFrame) -> np.ndarray:
-    # I420 needs even sizes; a rare odd-sized source loses its last row or column.
-    w, h = frame.width & ~1, frame.height & ~1
-    if (w, h) != (frame.width, frame.height) or frame.format.name != "yuv420p":
-        frame = frame.reformat(width=w, height=h, format="yuv420p")
-    return frame.to_ndarray(format="yuv420p")
-
-
-def _to_video_frame(i420: np.ndarray) -> VideoFrame:
-    # Wrapping the array costs microseconds; copying a 720p frame costs about half a millisecond.
-    # PyAV only wraps it right when the chroma planes fill whole rows (height % 4 == 0).
-    if i420.flags.c_contiguous and (i420.shape[0] * 2 // 3) % 4 == 0:
-        return VideoFrame.from_numpy_buffer(i420, format="yuv420p")
-    return VideoFrame.from_ndarray(i420, format="yuv420p")
 
 
 class Session:
@@ -132,7 +117,7 @@ class Session:
             frame, t_recv = await self.inbox.take()
             self.busy = True
             params = self.params
-            work = Work(image=np.empty(0), params=params, quality=self.budget.quality, t_recv=t_recv)
+            work = Work(image=np.empty(0, np.uint8), params=params, quality=self.budget.quality, t_recv=t_recv)
             if params.effect == "diffusion":
                 work.stylized = self._generator().latest
             try:
@@ -152,7 +137,7 @@ class Session:
                 self._metrics.stage_seconds.labels(stage).observe(seconds)
                 previous = self._stage_ms.get(stage, seconds * 1000)
                 self._stage_ms[stage] = 0.9 * previous + 0.1 * seconds * 1000
-            if params.effect == "diffusion" and work.image.size:
+            if params.effect == "diffusion" and work.timings:  # the pipeline ran on this frame
                 self._generator().offer(work.image, work.alpha, params)
 
     def _generator(self) -> Generator:
@@ -167,13 +152,15 @@ class Session:
         self._send({"type": "error", "errors": [{"field": field, "message": message}]})
 
     def _process(self, frame: VideoFrame, work: Work) -> VideoFrame:
-        """Executor thread: decode to I420, run the pipeline, wrap the result as a VideoFrame."""
+        """Executor thread: view the frame as I420 planes, run the pipeline, wrap the result as a
+        VideoFrame (the frame itself when the pipeline passed its input through)."""
         start = time.perf_counter()
-        work.image = _to_i420(frame)
+        frame = frames.as_i420(frame)
+        work.image = frames.plane_views(frame)
         work.timings["convert_in"] = time.perf_counter() - start
         self.pipeline.process(work)
         start = time.perf_counter()
-        out = _to_video_frame(work.output)
+        out = frame if work.output is work.image else frames.to_video_frame(work.output)
         work.timings["convert_out"] = time.perf_counter() - start
         return out
 

@@ -218,7 +218,7 @@ class Generator:
         except ValueError as exc:
             raise ParamsError([{"field": "prompt", "message": str(exc)}]) from None
 
-    def offer(self, frame: np.ndarray, alpha: np.ndarray | None, params: Params) -> None:
+    def offer(self, frame: yuv.Frame, alpha: np.ndarray | None, params: Params) -> None:
         """Event loop: hand over the newest frame and its person mask (replacing any not taken)."""
         if params != self._failed_params:  # after an error, wait for a change of parameters
             self._slot.put((frame, alpha, params))
@@ -237,7 +237,7 @@ class Generator:
                     self._metrics.diffusion_errors.inc()
                 self._on_error(_field_of(exc), str(exc))
 
-    def _generate(self, frame: np.ndarray, alpha: np.ndarray | None, params: Params) -> None:
+    def _generate(self, frame: yuv.Frame, alpha: np.ndarray | None, params: Params) -> None:
         """Diffusion thread."""
         stylizer = self._stylizer_for(params)
         height, width = diffusion_size(yuv.frame_size(frame), params.diffusion_size)

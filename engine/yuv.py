@@ -1,5 +1,7 @@
 """I420 frames as one ndarray, the layout PyAV's `to_ndarray(format="yuv420p")` gives:
-shape (H * 3 // 2, W), the Y plane on top, then U, then V (each H/2 x W/2).
+shape (H * 3 // 2, W), the Y plane on top, then U, then V (each H/2 x W/2). A frame may also
+be a tuple of the three planes, each its own array: views of a decoded frame's buffers, read
+in place instead of copied (their rows may be padded). Everything here takes either form.
 
 The engine works in the codec's own format: no colour conversion round trip, and half the
 bytes of RGB to blur and blend.
@@ -10,19 +12,25 @@ from __future__ import annotations
 import cv2
 import numpy as np
 
+Frame = np.ndarray | tuple[np.ndarray, np.ndarray, np.ndarray]  # one array, or its three planes
 
-def frame_size(frame: np.ndarray) -> tuple[int, int]:
-    """(height, width) of the picture in an I420 array."""
+
+def frame_size(frame: Frame) -> tuple[int, int]:
+    """(height, width) of the picture in an I420 frame."""
+    if isinstance(frame, tuple):
+        return frame[0].shape
     return frame.shape[0] * 2 // 3, frame.shape[1]
 
 
-def planes(frame: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+def planes(frame: Frame) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Views of the Y, U and V planes; writing to them writes the frame (a contiguous ndarray or
-    torch tensor).
+    torch tensor, or a tuple of planes).
 
     Sliced from the flat buffer: when H % 4 == 2 (480x270, say) a chroma plane does not fill
     whole rows of the (H * 3 // 2, W) array.
     """
+    if isinstance(frame, tuple):
+        return frame
     h, w = frame_size(frame)
     flat = frame.reshape(-1)
     luma, chroma = h * w, (h // 2) * (w // 2)
@@ -37,12 +45,22 @@ def empty(height: int, width: int) -> np.ndarray:
     return np.empty((height * 3 // 2, width), dtype=np.uint8)
 
 
+def contiguous(frame: Frame) -> np.ndarray:
+    """The frame as one (H * 3 // 2, W) array: itself if it is one, else a copy of its planes."""
+    if not isinstance(frame, tuple):
+        return frame
+    out = empty(*frame_size(frame))
+    for src, dst in zip(frame, planes(out)):
+        dst[...] = src
+    return out
+
+
 def from_rgb(rgb: np.ndarray) -> np.ndarray:
     return cv2.cvtColor(rgb, cv2.COLOR_RGB2YUV_I420)
 
 
-def to_rgb(frame: np.ndarray) -> np.ndarray:
-    return cv2.cvtColor(frame, cv2.COLOR_YUV2RGB_I420)
+def to_rgb(frame: Frame) -> np.ndarray:
+    return cv2.cvtColor(contiguous(frame), cv2.COLOR_YUV2RGB_I420)
 
 
 def shrink(plane: np.ndarray, height: int, width: int, dst: np.ndarray | None = None) -> np.ndarray:
@@ -57,7 +75,7 @@ def shrink(plane: np.ndarray, height: int, width: int, dst: np.ndarray | None = 
     return cv2.resize(plane, (width, height), dst=dst, interpolation=cv2.INTER_LINEAR)
 
 
-def resize(frame: np.ndarray, height: int, width: int, interpolation: int = cv2.INTER_AREA) -> np.ndarray:
+def resize(frame: Frame, height: int, width: int, interpolation: int = cv2.INTER_AREA) -> np.ndarray:
     """Resize plane by plane (height and width must be even)."""
     out = empty(height, width)
     for src, dst in zip(planes(frame), planes(out)):
