@@ -10,6 +10,7 @@ BENCHMARKS = {
     "engine": "camfx.bench.engine",
     "diffusion": "camfx.bench.diffusion",
     "runtimes": "camfx.bench.runtimes",
+    "encode": "camfx.bench.encode",
 }
 
 

@@ -38,13 +38,14 @@ def _scene(height: int, width: int) -> np.ndarray:
     return scene
 
 
-def person_clip(width: int, height: int, frames: int = 60) -> list[np.ndarray]:
+def person_clip(width: int, height: int, frames: int = 60, whole_pixels: bool = False) -> list[np.ndarray]:
     """`frames` I420 frames: the portrait swaying left and right over the scene and bobbing a
     little, looping smoothly.
 
     Positions are fractional, as a real person's are: a whole-pixel shift of a rigid picture
     lets a video encoder find exact matches, which makes the unprocessed stream unrealistically
     cheap to encode (about 1 ms a frame less for VP8 at 720p than any processed stream).
+    `whole_pixels` makes that rigid clip, for comparison (`camfx bench encode --whole-pixels`).
     """
     portrait = _portrait()
     ph = int(height * 0.85)
@@ -56,6 +57,8 @@ def person_clip(width: int, height: int, frames: int = 60) -> list[np.ndarray]:
         phase = 2 * np.pi * i / frames
         x = (width - pw) / 2 + np.sin(phase) * (width - pw) / 3
         y = height - ph + 0.005 * height * (1 - np.cos(2 * phase))  # down by up to 1% and back
+        if whole_pixels:
+            x, y = int(x), height - ph
         frame = scene.copy()
         shift = np.float32([[1, 0, x], [0, 1, y]])
         cv2.warpAffine(portrait, shift, (width, height), dst=frame, borderMode=cv2.BORDER_TRANSPARENT)

@@ -1,9 +1,22 @@
-"""The benchmarks' synthetic camera moves like a person, not like a rigid picture."""
+"""The benchmarks' synthetic camera moves like a person, not like a rigid picture; and the
+benchmark of what its processed pictures cost the encoder."""
 
 import numpy as np
+import pytest
 
 from camfx.bench.clip import person_clip
 from camfx.engine import yuv
+
+
+def closest_whole_pixel_shift(previous: np.ndarray, current: np.ndarray) -> float:
+    """Mean difference between a patch of `current` (inside the portrait) and the best-matching
+    whole-pixel shift of it in `previous`: 0 when the picture moved rigidly by whole pixels."""
+    patch = current[300:364, 300:364]
+    return min(
+        np.abs(previous[300 + dy : 364 + dy, 300 + dx : 364 + dx] - patch).mean()
+        for dy in range(-8, 9)
+        for dx in range(-24, 25)
+    )
 
 
 def test_the_person_moves_by_fractions_of_a_pixel():
@@ -11,14 +24,10 @@ def test_the_person_moves_by_fractions_of_a_pixel():
     match, as with a real camera (the echo baseline would otherwise encode unrealistically cheaply)."""
     luma = [yuv.planes(f)[0].astype(np.int16) for f in person_clip(640, 480, 60)]
     for i in (5, 20, 40):
-        previous, patch = luma[i - 1], luma[i][300:364, 300:364]  # inside the portrait
-        best = min(
-            np.abs(previous[300 + dy : 364 + dy, 300 + dx : 364 + dx] - patch).mean()
-            for dy in range(-8, 9)
-            for dx in range(-24, 25)
-        )
-        assert best > 0.5
-        assert np.abs(luma[i] - previous).mean() > 1.0  # and it does move
+        assert np.abs(luma[i] - luma[i - 1]).mean() > 1.0  # it moves
+        assert closest_whole_pixel_shift(luma[i - 1], luma[i]) > 0.5
+    rigid = [yuv.planes(f)[0].astype(np.int16) for f in person_clip(640, 480, 60, whole_pixels=True)]
+    assert closest_whole_pixel_shift(rigid[19], rigid[20]) == 0  # the comparison clip does
 
 
 def test_the_clip_loops_smoothly():
@@ -26,3 +35,20 @@ def test_the_clip_loops_smoothly():
     step = np.abs(clip[1].astype(int) - clip[0]).mean()
     wrap = np.abs(clip[0].astype(int) - clip[-1]).mean()
     assert wrap < 2 * step
+
+
+def test_bench_encode_reports_each_effect_against_the_camera_picture(tmp_path):
+    import json
+
+
+    from camfx.bench.encode import main
+
+    argv = ["--sizes", "320x240", "--codecs", "VP8", "--effects", "blur", "none", "--frames", "5", "--out", str(tmp_path)]
+    assert main(argv) == 0
+    data = json.loads((tmp_path / "encode.json").read_text())
+    assert [r["effect"] for r in data["results"]] == ["none", "blur"]  # the baseline first
+    for row in data["results"]:
+        assert row["encode_ms"]["n"] == 5 and row["encode_ms"]["p50"] > 0 and row["bytes_per_frame"] > 0
+    assert (tmp_path / "encode.png").stat().st_size > 0
+    with pytest.raises(SystemExit):
+        main(["--frames", "0", "--out", str(tmp_path)])
