@@ -24,24 +24,42 @@ def work_size(frame_hw: tuple[int, int], model_hw: tuple[int, int]) -> tuple[int
     return wh, ww
 
 
+class GuidedFilter:
+    """Edge-preserving smoothing steered by a grey `guide` (He et al., 2010): the result follows
+    the guide's edges, so a coarse mask snaps to the person's outline instead of blurring across
+    it. The guide's own statistics need only the frame, so they are made once, up front (the
+    pipeline makes them on a helper thread while the model runs)."""
+
+    def __init__(self, guide: np.ndarray, radius: int, eps: float = 1e-3):
+        """`guide`: float32 in [0, 1], the size of the masks to filter."""
+        self.guide = guide
+        self._ksize = (2 * radius + 1, 2 * radius + 1)
+        self._mean = self._box(guide)
+        self._var_eps = self._box(guide * guide) - self._mean * self._mean + eps
+
+    def _box(self, x: np.ndarray) -> np.ndarray:
+        return cv2.boxFilter(x, -1, self._ksize, borderType=cv2.BORDER_REFLECT)
+
+    def __call__(self, src: np.ndarray) -> np.ndarray:
+        """`src` (float32, the guide's size) smoothed along the guide's edges."""
+        mean_p = self._box(src)
+        a = (self._box(self.guide * src) - self._mean * mean_p) / self._var_eps
+        b = mean_p - a * self._mean
+        return self._box(a) * self.guide + self._box(b)
+
+
 def guided_filter(guide: np.ndarray, src: np.ndarray, radius: int, eps: float = 1e-3) -> np.ndarray:
-    """Edge-preserving smoothing of `src` steered by the grey `guide` (He et al., 2010).
+    """`src` smoothed along the edges of `guide` (both float32 in [0, 1], of one size)."""
+    return GuidedFilter(guide, radius, eps)(src)
 
-    Both are float32 in [0, 1] of one size. The result follows the guide's edges, so a coarse
-    mask snaps to the person's outline instead of blurring across it.
-    """
-    ksize = (2 * radius + 1, 2 * radius + 1)
 
-    def box(x: np.ndarray) -> np.ndarray:
-        return cv2.boxFilter(x, -1, ksize, borderType=cv2.BORDER_REFLECT)
-
-    mean_i = box(guide)
-    mean_p = box(src)
-    cov_ip = box(guide * src) - mean_i * mean_p
-    var_i = box(guide * guide) - mean_i * mean_i
-    a = cov_ip / (var_i + eps)
-    b = mean_p - a * mean_i
-    return box(a) * guide + box(b)
+def frame_guide(frame: yuv.Frame, model_hw: tuple[int, int], feather: int) -> GuidedFilter:
+    """The guided filter that feathers masks of a `model_hw` model by `feather` (pixels at 720p)
+    for `frame`: its luma at work resolution, and that luma's statistics."""
+    wh, ww = work_size(yuv.frame_size(frame), model_hw)
+    radius = max(1, round(feather * wh / (720 / WORK_DIVISOR) / 2))
+    luma = yuv.shrink(yuv.planes(frame)[0], wh, ww)
+    return GuidedFilter(luma.astype(np.float32) * np.float32(1.0 / 255.0), radius)
 
 
 class MaskRefiner:
@@ -63,8 +81,10 @@ class MaskRefiner:
         threshold: float = 0.5,
         smoothing: float = 0.0,
         feather: int = 0,
+        guide: GuidedFilter | None = None,
     ) -> np.ndarray:
-        """Alpha in [0, 1] (float32) at work resolution for `frame` (I420, see `yuv`)."""
+        """Alpha in [0, 1] (float32) at work resolution for `frame` (I420, see `yuv`).
+        `guide`: `frame_guide(frame, ...)` for this `feather`, if already made."""
         wh, ww = work_size(yuv.frame_size(frame), probability.shape[:2])
         alpha = cv2.resize(probability, (ww, wh), interpolation=cv2.INTER_LINEAR)
 
@@ -76,9 +96,7 @@ class MaskRefiner:
             alpha = (alpha >= threshold).astype(np.float32)
 
         if feather > 0:
-            # Radius is given at 720p; scale it to this work resolution.
-            radius = max(1, round(feather * wh / (720 / WORK_DIVISOR) / 2))
-            luma = yuv.shrink(yuv.planes(frame)[0], wh, ww)
-            guide = luma.astype(np.float32) * (1.0 / 255.0)
-            alpha = guided_filter(guide, alpha, radius)
+            if guide is None:
+                guide = frame_guide(frame, probability.shape[:2], feather)
+            alpha = guide(alpha)
         return np.clip(alpha, 0.0, 1.0, out=alpha)

@@ -9,16 +9,18 @@ from __future__ import annotations
 import time
 from concurrent.futures import Executor, Future
 from dataclasses import dataclass, field
-from typing import Protocol
+from functools import partial
+from typing import Callable, Protocol
 
 import numpy as np
 
 from camfx.models import diffusion_compose
+from camfx.models.registry import SEGMENTATION_MODELS
 
 from . import effects, yuv
 from .backgrounds import Backgrounds
 from .budget import LADDER, Quality
-from .mask import MaskRefiner
+from .mask import MaskRefiner, frame_guide
 from .params import Params, hex_to_rgb
 from .segmenter import Segmenters
 from .stylize import Stylized
@@ -41,6 +43,7 @@ class Work:
     t_recv: float = 0.0  # time.perf_counter() when the frame was received
     probability: np.ndarray | None = None  # model output, model resolution
     alpha: np.ndarray | None = None  # refined mask, work resolution
+    guide: Future | None = None  # the mask's GuidedFilter for this frame, being made
     background: Future | None = None  # the layer behind the person (I420), being made
     stylized: Stylized | None = None  # the newest diffusion picture (diffusion effect)
     output: np.ndarray | None = None  # I420 result
@@ -66,8 +69,9 @@ def background_layer(backgrounds: Backgrounds, p: Params, frame: np.ndarray) -> 
 
 
 class PrepareBackground:
-    """Starts the background layer on a helper thread, where it overlaps with segmentation (it
-    needs no mask; OpenCV and onnxruntime both release the GIL). Inline without an executor."""
+    """Makes what needs only the frame on a helper thread, where it overlaps with segmentation
+    (OpenCV and onnxruntime both release the GIL): first the mask's guide, which refinement needs
+    as soon as the model is done, then the background layer. Inline without an executor."""
 
     name = "background"
 
@@ -76,14 +80,36 @@ class PrepareBackground:
         self._executor = executor
 
     def __call__(self, work: Work) -> None:
-        if work.params.effect not in NEEDS_MASK:
+        p = work.params
+        if p.effect not in NEEDS_MASK:
             return
-        args = (self._backgrounds, work.params, work.image)
-        if self._executor is not None:
-            work.background = self._executor.submit(background_layer, *args)
-        else:
-            work.background = Future()
-            work.background.set_result(background_layer(*args))
+        jobs = []
+        if p.mask_feather and work.quality.feather:
+            spec = SEGMENTATION_MODELS[p.model]
+            model_hw = (spec.input_height, spec.input_width)
+            work.guide = Future()
+            jobs.append((work.guide, partial(frame_guide, work.image, model_hw, p.mask_feather)))
+        work.background = Future()
+        jobs.append((work.background, partial(background_layer, self._backgrounds, p, work.image)))
+        if self._executor is None:
+            _fulfil(jobs)
+            return
+        self._executor.submit(_fulfil, jobs).add_done_callback(partial(_cancel_unless_ran, jobs))
+
+
+def _fulfil(jobs: list[tuple[Future, Callable[[], object]]]) -> None:
+    for future, make in jobs:
+        try:
+            future.set_result(make())
+        except Exception as exc:
+            future.set_exception(exc)
+
+
+def _cancel_unless_ran(jobs: list[tuple[Future, Callable[[], object]]], submitted: Future) -> None:
+    """The executor shut down before running the jobs: whoever waits on them must not wait for ever."""
+    if submitted.cancelled():
+        for future, _ in jobs:
+            future.cancel()
 
 
 class Segment:
@@ -124,6 +150,7 @@ class RefineMask:
             threshold=p.mask_threshold,
             smoothing=p.mask_smoothing,
             feather=p.mask_feather if work.quality.feather else 0,
+            guide=work.guide.result() if work.guide is not None else None,
         )
 
 
