@@ -116,7 +116,7 @@ async def run(args) -> dict:
         for _ in range(args.rounds):
             for size in args.sizes:
                 width, height = (int(v) for v in size.split("x"))
-                clip = person_clip(width, height, 60)
+                clip = person_clip(width, height, 60, whole_pixels=args.whole_pixels)
                 for codec in args.codecs:
                     configs = [("echo", echo.url, None)] + [
                         (effect, camfx.url, {"effect": effect, "probe": True}) for effect in args.effects
@@ -140,7 +140,7 @@ async def run(args) -> dict:
               f"p99 {lat.get('p99', float('nan')):6.1f} ms{engine}", flush=True)
     return {
         "benchmark": "latency", "machine": machine(), "seconds": args.seconds, "rounds": args.rounds,
-        "camera_fps": args.fps, "results": results,
+        "camera_fps": args.fps, "whole_pixels": args.whole_pixels, "results": results,
     }
 
 
@@ -178,6 +178,8 @@ def main(argv: list[str]) -> int:
     parser.add_argument("--rounds", type=int, default=1, help="split each configuration's time into this many interleaved runs")
     parser.add_argument("--warmup", type=float, default=3.0)
     parser.add_argument("--fps", type=float, default=30.0)
+    parser.add_argument("--whole-pixels", action="store_true",
+                        help="the clip's person moves by whole pixels, a rigid picture (for comparison)")
     parser.add_argument("--out", type=Path, default=Path("bench/results"))
     parser.add_argument("--serve-args", nargs=argparse.REMAINDER, default=[],
                         help="everything after this goes to `camfx serve` (e.g. --model-threads 2)")

@@ -1,5 +1,5 @@
-"""The benchmarks' synthetic camera moves like a person, not like a rigid picture; and the
-benchmark of what its processed pictures cost the encoder."""
+"""The benchmarks: their synthetic camera moves like a person, not like a rigid picture; the
+encode and latency benchmarks run end to end and report what they claim."""
 
 import numpy as np
 import pytest
@@ -52,3 +52,23 @@ def test_bench_encode_reports_each_effect_against_the_camera_picture(tmp_path):
     assert (tmp_path / "encode.png").stat().st_size > 0
     with pytest.raises(SystemExit):
         main(["--frames", "0", "--out", str(tmp_path)])
+
+
+def test_bench_latency_measures_camfx_against_the_echo(tmp_path):
+    """The whole benchmark, briefly: two server processes, a real client, matched frames."""
+    import json
+
+    from camfx.bench.latency import main
+
+    argv = ["--sizes", "320x240", "--codecs", "VP8", "--effects", "none", "blur",
+            "--seconds", "1.5", "--warmup", "1", "--out", str(tmp_path)]
+    assert main(argv) == 0
+    data = json.loads((tmp_path / "latency.json").read_text())
+    rows = {r["config"]: r for r in data["results"]}
+    assert set(rows) == {"echo", "none", "blur"} and data["whole_pixels"] is False
+    for row in rows.values():
+        assert row["fresh_fps"] > 10 and row["latency_ms"]["n"] > 10
+        assert 0 < row["latency_ms"]["p50"] < 1000
+    assert rows["echo"]["server"] is None  # a plain echo has no camfx stats
+    assert rows["blur"]["server"]["effect"] == "blur" and rows["blur"]["server"]["stage_ms"]["segment"] > 0
+    assert (tmp_path / "latency.png").stat().st_size > 0
