@@ -56,7 +56,7 @@ class Stage(Protocol):
     def __call__(self, work: Work) -> None: ...
 
 
-def background_layer(backgrounds: Backgrounds, p: Params, frame: np.ndarray) -> np.ndarray:
+def background_layer(backgrounds: Backgrounds, p: Params, frame: yuv.Frame) -> np.ndarray:
     """The I420 layer that shows where the mask says background."""
     h, w = yuv.frame_size(frame)
     if p.effect == "blur":
