@@ -33,7 +33,7 @@ from camfx.engine.segmenter import Segmenters
 
 from . import streamdiffusion
 from .clip import person_clip
-from .stats import machine, summary_ms, write_json
+from .stats import machine, save, summary_ms
 
 
 def _frames(size: int, count: int) -> tuple[list[np.ndarray], list[np.ndarray]]:
@@ -194,5 +194,5 @@ def main(argv: list[str]) -> int:
     if args.flicker_frames < 3:
         parser.error("--flicker-frames must be at least 3")
     data = run(args)
-    print("wrote", write_json(args.out / "diffusion.json", data))
+    save(args.out, "diffusion", data)
     return 0

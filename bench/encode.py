@@ -25,7 +25,7 @@ from camfx.engine.pipeline import Work, default_pipeline
 from camfx.engine.segmenter import Segmenters
 
 from .clip import person_clip
-from .stats import machine, summary_ms, write_json
+from .stats import axes, machine, save, summary_ms
 
 CLOCK_RATE = 90_000
 WARMUP = 30  # the encoder's rate control settles over the first frames
@@ -74,22 +74,16 @@ def run(sizes, codecs, effects, frames: int, whole_pixels: bool) -> dict:
             "results": results}
 
 
-def plot(data: dict, path: Path) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
+def plot(data: dict):
     rows = data["results"]
-    fig, ax = plt.subplots(figsize=(max(6, len(rows) * 0.7), 4))
+    fig, ax = axes(max(6, len(rows) * 0.7), 4)
     labels = [f"{r['effect']}\n{r['codec']} {r['size']}" for r in rows]
     ax.bar(labels, [r["encode_ms"]["p50"] for r in rows])
     ax.plot(labels, [r["encode_ms"]["p95"] for r in rows], "k_", markersize=16, label="p95")
     ax.set_ylabel("encode ms per frame (median)")
     ax.set_title("what each effect's output costs the encoder")
     ax.legend()
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
+    return fig
 
 
 def main(argv: list[str]) -> int:
@@ -108,7 +102,5 @@ def main(argv: list[str]) -> int:
         args.effects = ["none"] + [e for e in args.effects if e != "none"]
     sizes = [tuple(int(v) for v in s.split("x")) for s in args.sizes]
     data = run(sizes, args.codecs, args.effects, args.frames, args.whole_pixels)
-    print("wrote", write_json(args.out / "encode.json", data))
-    plot(data, args.out / "encode.png")
-    print("wrote", args.out / "encode.png")
+    save(args.out, "encode", data, plot)
     return 0

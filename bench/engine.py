@@ -21,7 +21,7 @@ from camfx.engine.pipeline import Work, default_pipeline
 from camfx.engine.segmenter import Segmenters
 
 from .clip import person_clip
-from .stats import machine, summary_ms, write_json
+from .stats import axes, machine, save, summary_ms
 
 
 def run(
@@ -64,16 +64,11 @@ def run(
     }
 
 
-def plot(data: dict, path: Path) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
+def plot(data: dict):
     rows = data["results"]
     labels = [f"{r['effect']}\n{r['size']}" for r in rows]
     stages = sorted({s for r in rows for s in r["stages_ms"]}, key=["background", "segment", "refine", "effect"].index)
-    fig, ax = plt.subplots(figsize=(max(6, len(rows) * 0.9), 4))
+    fig, ax = axes(max(6, len(rows) * 0.9), 4)
     bottom = [0.0] * len(rows)
     for stage in stages:
         values = [r["stages_ms"].get(stage, {}).get("p50", 0.0) for r in rows]
@@ -83,8 +78,7 @@ def plot(data: dict, path: Path) -> None:
     ax.set_ylabel("ms per frame (median, stacked)")
     ax.set_title(f"camfx engine compute per frame ({data['machine']['cores']} cores)")
     ax.legend()
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
+    return fig
 
 
 def main(argv: list[str]) -> int:
@@ -102,7 +96,5 @@ def main(argv: list[str]) -> int:
         parser.error("--pace-fps must be 0 or more")
     sizes = [tuple(int(v) for v in s.split("x")) for s in args.sizes]
     data = run(sizes, args.effects, args.frames, args.model, args.model_threads, args.pace_fps)
-    print("wrote", write_json(args.out / "engine.json", data))
-    plot(data, args.out / "engine.png")
-    print("wrote", args.out / "engine.png")
+    save(args.out, "engine", data, plot)
     return 0

@@ -21,7 +21,7 @@ import aiohttp
 
 from .clip import person_clip
 from .peer import ClientPeer, SyntheticCamera
-from .stats import machine, summary_ms, write_json
+from .stats import axes, machine, save, summary_ms
 
 
 def free_port() -> int:
@@ -144,16 +144,11 @@ async def run(args) -> dict:
     }
 
 
-def plot(data: dict, path: Path) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
+def plot(data: dict):
     rows = data["results"]
     groups = sorted({(r["size"], r["codec"]) for r in rows}, key=lambda g: (int(g[0].split("x")[0]), g[1]))
     configs = list(dict.fromkeys(r["config"] for r in rows))
-    fig, ax = plt.subplots(figsize=(10, 4.5))
+    fig, ax = axes(10, 4.5)
     width = 0.8 / len(configs)
     for i, config in enumerate(configs):
         p50 = [next((r["latency_ms"].get("p50", 0) for r in rows if (r["size"], r["codec"]) == g and r["config"] == config), 0) for g in groups]
@@ -165,8 +160,7 @@ def plot(data: dict, path: Path) -> None:
     ax.set_ylabel("glass-to-glass ms (bar p50, tick p95)")
     ax.set_title(f"camfx vs plain aiortc echo, loopback, {data['machine']['cores']} cores")
     ax.legend(fontsize=8, ncol=len(configs))
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
+    return fig
 
 
 def main(argv: list[str]) -> int:
@@ -185,7 +179,5 @@ def main(argv: list[str]) -> int:
                         help="everything after this goes to `camfx serve` (e.g. --model-threads 2)")
     args = parser.parse_args(argv)
     data = asyncio.run(run(args))
-    print("wrote", write_json(args.out / "latency.json", data))
-    plot(data, args.out / "latency.png")
-    print("wrote", args.out / "latency.png")
+    save(args.out, "latency", data, plot)
     return 0

@@ -34,7 +34,7 @@ from camfx.engine.segmenter import Segmenter
 from camfx.models.registry import SEGMENTATION_MODELS, model_path
 
 from .clip import person_clip
-from .stats import machine, summary_ms, write_json
+from .stats import machine, save, summary_ms
 
 
 class _One:
@@ -160,5 +160,5 @@ def main(argv: list[str]) -> int:
     sizes = [tuple(int(v) for v in s.split("x")) for s in args.sizes]
     data = run(sizes, args.models, args.frames, args.model_threads, args.sessions,
                _device_pipeline(args.device_pipeline))
-    print("wrote", write_json(args.out / "runtimes.json", data))
+    save(args.out, "runtimes", data)
     return 0

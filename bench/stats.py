@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import platform
 from pathlib import Path
+from typing import Any, Callable
 
 import numpy as np
 
@@ -40,3 +41,23 @@ def write_json(path: Path, data: dict) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(json.dumps(data, indent=2) + "\n")
     return path
+
+
+def axes(width: float, height: float):
+    """(figure, axes) for a plot, drawn without a display."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    return plt.subplots(figsize=(width, height))
+
+
+def save(out: Path, name: str, data: dict, plot: Callable[[dict], Any] | None = None) -> None:
+    """Write `out/name.json` and, when given, the figure `plot(data)` draws as `out/name.png`."""
+    print("wrote", write_json(out / f"{name}.json", data))
+    if plot is not None:
+        fig = plot(data)
+        fig.tight_layout()
+        fig.savefig(out / f"{name}.png", dpi=110)
+        print("wrote", out / f"{name}.png")
