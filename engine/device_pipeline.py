@@ -20,7 +20,7 @@ from . import yuv
 from .backends import run_tensors
 from .backgrounds import Backgrounds
 from .effects import pow2_factor, stack_blur_size
-from .mask import WORK_DIVISOR, work_size
+from .mask import feather_radius, work_size
 from .params import Params, hex_to_rgb
 from .pipeline import NEEDS_MASK, Pipeline, Work, keep_probe_rows
 from .segmenter import Segmenters
@@ -98,7 +98,7 @@ class DevicePipeline:
         if p.mask_mode == "threshold":
             alpha = (alpha >= p.mask_threshold).float()
         if p.mask_feather > 0:
-            radius = max(1, round(p.mask_feather * wh / (720 / WORK_DIVISOR) / 2))
+            radius = feather_radius(p.mask_feather, wh)
             # At 720p the work size is the model's: the luma shrunk for the model is the guide.
             guide = small_y if (wh, ww) == (mh, mw) else _shrink(y, wh, ww)
             alpha = _guided_filter(guide / 255.0, alpha, radius)

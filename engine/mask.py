@@ -53,13 +53,17 @@ def guided_filter(guide: np.ndarray, src: np.ndarray, radius: int, eps: float = 
     return GuidedFilter(guide, radius, eps)(src)
 
 
+def feather_radius(feather: int, work_height: int) -> int:
+    """The guided filter's radius at work resolution for `feather`, which is given at 720p."""
+    return max(1, round(feather * work_height / (720 / WORK_DIVISOR) / 2))
+
+
 def frame_guide(frame: yuv.Frame, model_hw: tuple[int, int], feather: int) -> GuidedFilter:
     """The guided filter that feathers masks of a `model_hw` model by `feather` (pixels at 720p)
     for `frame`: its luma at work resolution, and that luma's statistics."""
     wh, ww = work_size(yuv.frame_size(frame), model_hw)
-    radius = max(1, round(feather * wh / (720 / WORK_DIVISOR) / 2))
     luma = yuv.shrink(yuv.planes(frame)[0], wh, ww)
-    return GuidedFilter(luma.astype(np.float32) * np.float32(1.0 / 255.0), radius)
+    return GuidedFilter(luma.astype(np.float32) * np.float32(1.0 / 255.0), feather_radius(feather, wh))
 
 
 class MaskRefiner:
