@@ -155,14 +155,8 @@ class ExportRecord:
 
     def engine_key(self, tensorrt_version: str, gpu: str) -> EngineKey:
         """The key `camfx export engines` built this part's engine under (see export.tensorrt.engine_key)."""
-        return EngineKey(
-            model=self.name,
-            weights_sha256=self.source_sha256,
-            input_shapes=tuple(sorted((k, tuple(v)) for k, v in self.inputs.items())),
-            max_batch=self.max_batch,
-            precision=self.precision,
-            tensorrt=tensorrt_version,
-            gpu=gpu,
+        return EngineKey.of(
+            self.name, self.source_sha256, self.inputs, self.max_batch, self.precision, tensorrt_version, gpu
         )
 
     def accepts(self, inputs: dict[str, torch.Tensor]) -> bool:

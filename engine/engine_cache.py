@@ -30,6 +30,13 @@ class EngineKey:
     tensorrt: str  # TensorRT version
     gpu: str  # device name, e.g. "NVIDIA H100 80GB HBM3"
 
+    @classmethod
+    def of(cls, model: str, weights_sha256: str, inputs: dict, max_batch: int, precision: str,
+           tensorrt: str, gpu: str) -> "EngineKey":
+        """The key with `inputs` ({name: shape at batch 1}) in the one order every caller uses."""
+        shapes = tuple(sorted((name, tuple(shape)) for name, shape in inputs.items()))
+        return cls(model, weights_sha256, shapes, max_batch, precision, tensorrt, gpu)
+
     def digest(self) -> str:
         text = json.dumps(asdict(self), sort_keys=True, separators=(",", ":"))
         return hashlib.sha256(text.encode()).hexdigest()
@@ -78,15 +85,8 @@ def segmentation_key(name: str, max_batch: int, precision: str, tensorrt: str, g
     from camfx.models.registry import INPUT_NAME, SEGMENTATION_MODELS
 
     spec = SEGMENTATION_MODELS[name]
-    return EngineKey(
-        model=name,
-        weights_sha256=spec.sha256,
-        input_shapes=((INPUT_NAME, (1, spec.input_height, spec.input_width, 3)),),
-        max_batch=max_batch,
-        precision=precision,
-        tensorrt=tensorrt,
-        gpu=gpu,
-    )
+    inputs = {INPUT_NAME: (1, spec.input_height, spec.input_width, 3)}
+    return EngineKey.of(name, spec.sha256, inputs, max_batch, precision, tensorrt, gpu)
 
 
 def cached_segmentation_engine(

@@ -90,15 +90,7 @@ def engine_key(
     model: str, source: Path, plan: OnnxPlan, precision: str, tensorrt_version: str, gpu: str
 ) -> EngineKey:
     """`source`: the exported ONNX file `plan` was prepared from (its hash names the weights)."""
-    return EngineKey(
-        model=model,
-        weights_sha256=sha256_file(source),
-        input_shapes=tuple(sorted((k, tuple(v)) for k, v in plan.inputs.items())),
-        max_batch=plan.max_batch,
-        precision=precision,
-        tensorrt=tensorrt_version,
-        gpu=gpu,
-    )
+    return EngineKey.of(model, sha256_file(source), plan.inputs, plan.max_batch, precision, tensorrt_version, gpu)
 
 
 def gpu_name() -> str:
