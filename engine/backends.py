@@ -158,7 +158,7 @@ class TensorRTBackend(Backend):
 
     name = "tensorrt"
 
-    def __init__(self, plan_path: Path, cuda_graph: bool = True):
+    def __init__(self, plan_path: Path):
         import tensorrt as trt
         import torch
 
@@ -186,7 +186,6 @@ class TensorRTBackend(Backend):
             pair = (torch.empty(shape, dtype=dtype, pin_memory=True), torch.empty(shape, dtype=dtype, device="cuda"))
             (self._inputs if name in input_names else self._outputs)[name] = pair
             self._context.set_tensor_address(name, pair[1].data_ptr())
-        self._cuda_graph = cuda_graph
         self._graphs: dict[int, object] = {}  # batch -> captured CUDA graph
         self._batch = 0
 
@@ -215,9 +214,7 @@ class TensorRTBackend(Backend):
     def _host_round_trip(self, batch: int) -> None:
         torch = self._torch
         with torch.cuda.stream(self._stream):
-            if not self._cuda_graph:
-                self._enqueue(batch)
-            elif batch in self._graphs:
+            if batch in self._graphs:
                 self._graphs[batch].replay()
             else:
                 self._enqueue(batch)  # one plain run first: TensorRT allocates lazily
@@ -274,7 +271,7 @@ class TorchBackend(Backend):
 
     max_batch = DEFAULT_MAX_BATCH
 
-    def __init__(self, model_path: Path, device: str = "cuda", half: bool | None = None, cuda_graph: bool = True):
+    def __init__(self, model_path: Path, device: str = "cuda"):
         import torch
 
         from .onnx_torch import OnnxTorchModule
@@ -283,10 +280,10 @@ class TorchBackend(Backend):
         self.device = torch.device(device)
         if self.device.type == "cuda" and not torch.cuda.is_available():
             raise BackendError("torch sees no CUDA GPU")
-        self._dtype = torch.float16 if (self.device.type == "cuda" if half is None else half) else torch.float32
+        self._dtype = torch.float16 if self.device.type == "cuda" else torch.float32
         self._module = OnnxTorchModule.load(model_path).to(self.device, self._dtype)
         self._graphs: dict[tuple, tuple] = {}  # input shapes -> (graph, static inputs, static outputs)
-        self._cuda_graph = cuda_graph and self.device.type == "cuda"
+        self._cuda_graph = self.device.type == "cuda"
         self._lock = threading.Lock()  # the graphs' static buffers are shared by every caller
         self.name = f"torch:{self.device.type}"
 

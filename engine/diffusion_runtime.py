@@ -229,13 +229,12 @@ class PartRuntime:
         fingerprint: str,
         output: str,
         torch_call: Callable[[dict[str, torch.Tensor]], torch.Tensor],
-        device: torch.device,
         directory: Path,
         chain: Callable[[ExportRecord, Candidate], list[Candidate]],
         on_fallback: OnFallback,
     ):
         self.model, self.part, self.fingerprint, self.output = model, part, fingerprint, output
-        self._torch_call, self._device, self._directory = torch_call, device, directory
+        self._torch_call, self._directory = torch_call, directory
         self._chain, self._on_fallback = chain, on_fallback
         self._lock = threading.Lock()
         # (height, width) -> (record, chain) or None (torch); filled as sizes are first seen
@@ -398,12 +397,12 @@ def accelerate_parts(
 
     unet_fp, vae_fp = fingerprint(unet), fingerprint(vae)
     runtimes = {
-        "unet": PartRuntime(model, "unet", unet_fp, "noise", _unet_torch(unet, parts.dtype), parts.device,
+        "unet": PartRuntime(model, "unet", unet_fp, "noise", _unet_torch(unet, parts.dtype),
                             directory, make_chain, on_fallback),
         "taesd_encoder": PartRuntime(model, "taesd_encoder", vae_fp, "latent", _taesd_torch(vae, parts.dtype, "encode"),
-                                     parts.device, directory, make_chain, on_fallback),
+                                     directory, make_chain, on_fallback),
         "taesd_decoder": PartRuntime(model, "taesd_decoder", vae_fp, "image", _taesd_torch(vae, parts.dtype, "decode"),
-                                     parts.device, directory, make_chain, on_fallback),
+                                     directory, make_chain, on_fallback),
     }
     exported = {part: r.exported_sizes() for part, r in runtimes.items()}
     for part, sizes in exported.items():
