@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import logging
 import sys
 import typing
@@ -49,7 +50,7 @@ def serve(argv: list[str]) -> int:
         "--add-diffusion-model", action="append", default=[], metavar="NAME=MODEL",
         help="serve an sd-turbo-family model (hub id or local folder) under NAME; repeatable",
     )
-    diffusion.add_argument("--taesd", default="madebyollin/taesd", help="tiny autoencoder (hub id or folder)")
+    diffusion.add_argument("--taesd", help="tiny autoencoder (hub id or folder; default madebyollin/taesd)")
     diffusion.add_argument(
         "--random-weights", action="store_true",
         help="also serve random/sd-turbo: the full-size architecture, untrained (timing, no download)",
@@ -71,9 +72,9 @@ def serve(argv: list[str]) -> int:
         name, _, model = entry.partition("=")
         if not name or not model:
             parser.error(f"--add-diffusion-model wants NAME=MODEL, got {entry!r}")
-        models[name] = DiffusionModelSpec(model, taesd_id=args.taesd)
-    if args.taesd != "madebyollin/taesd":
-        models = {k: DiffusionModelSpec(v.model_id, args.taesd, v.lora_id, v.random_weights) for k, v in models.items()}
+        models[name] = DiffusionModelSpec(model)
+    if args.taesd:
+        models = {name: dataclasses.replace(spec, taesd_id=args.taesd) for name, spec in models.items()}
 
     logging.basicConfig(level=args.log_level.upper(), format="%(asctime)s %(name)s %(levelname)s %(message)s")
     config = ServerConfig(
