@@ -203,8 +203,7 @@ class Generator:
         self.latest: Stylized | None = None
         self.status = "idle"  # idle | loading | running | error
         self.error: str | None = None
-        self.frames = 0
-        self.stage_ms: dict[str, float] = {}
+        self.stage_ms: dict[str, float] = {}  # the newest picture's (a copy: the stylizer's change as it works)
         self._rate = RateMeter(horizon_s=10.0)  # pictures can be seconds apart
 
     def check(self, params: Params) -> None:
@@ -294,13 +293,17 @@ class Generator:
 
     def _publish(self, stylized: Stylized, stylizer) -> None:
         self.latest = stylized
-        self.frames += 1
         self.stage_ms = {k: round(v * 1000, 1) for k, v in stylizer.timings.items()}
         if self._metrics is not None:
             self._metrics.diffusion_pictures.inc()
             for stage, seconds in stylizer.timings.items():
                 self._metrics.diffusion_stage_seconds.labels(stage).observe(seconds)
         self._rate.tick(time.perf_counter())
+
+    @property
+    def frames(self) -> int:
+        """Pictures made so far."""
+        return self.latest.serial if self.latest is not None else 0
 
     def stats(self) -> dict[str, Any]:
         fps = self._rate.rate(time.perf_counter())
