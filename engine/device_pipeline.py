@@ -10,7 +10,6 @@ OpenCV is faster there. Other effects (none, toon, diffusion) go to the numpy pi
 from __future__ import annotations
 
 import contextlib
-import time
 
 import numpy as np
 import torch
@@ -24,6 +23,7 @@ from .mask import feather_radius, work_size
 from .params import Params, hex_to_rgb
 from .pipeline import NEEDS_MASK, Pipeline, Work, keep_probe_rows
 from .segmenter import Segmenters
+from .stage_clock import StageClock
 
 # OpenCV's I420 -> RGB (BT.601, limited range), so the model sees what the numpy path gives it.
 _Y_SCALE, _V_R, _U_G, _V_G, _U_B = 1.164, 1.596, -0.391, -0.813, 2.018
@@ -46,15 +46,15 @@ class DevicePipeline:
             return self._fallback.process(work)
         stream = torch.cuda.stream(self._stream) if self._cuda else contextlib.nullcontext()
         with stream, torch.inference_mode():
-            clock = _Clock(self._stream)
+            clock = StageClock(work.timings, self._stream.synchronize if self._cuda else None)
             frame = self._upload(work.image)
-            clock.lap(work, "upload")
+            clock.lap("upload")
             alpha = self._mask(frame, work.params)
-            clock.lap(work, "segment")
+            clock.lap("segment")
             out = self._effect(frame, alpha, work.params)
-            clock.lap(work, "effect")
+            clock.lap("effect")
             work.output = self._download(out)
-            clock.lap(work, "download")
+            clock.lap("download")
         return work
 
     # -- transfers --------------------------------------------------------------------------
@@ -137,17 +137,6 @@ class DevicePipeline:
         return out
 
 
-class _Clock:
-    def __init__(self, stream):
-        self._stream = stream
-        self._last = time.perf_counter()
-
-    def lap(self, work: Work, name: str) -> None:
-        if self._stream is not None:
-            self._stream.synchronize()  # per-stage times need it; it costs microseconds
-        now = time.perf_counter()
-        work.timings[name] = now - self._last
-        self._last = now
 
 
 def _resize(x: torch.Tensor, height: int, width: int) -> torch.Tensor:

@@ -60,7 +60,6 @@ from __future__ import annotations
 
 import math
 import os
-import time
 import zlib
 from dataclasses import dataclass
 from pathlib import Path
@@ -69,6 +68,8 @@ from typing import Callable, TypeVar
 import cv2
 import numpy as np
 import torch
+
+from camfx.engine.stage_clock import StageClock
 
 DEFAULT_MODEL = "stabilityai/sd-turbo"
 DEFAULT_TAESD = "madebyollin/taesd"
@@ -173,22 +174,6 @@ class _Buffers:
     last_latent: torch.Tensor | None = None
     last_output: np.ndarray | None = None
     pipe: torch.Tensor | None = None  # stream batch: earlier frames' latents between steps
-
-
-class _Clock:
-    """Wall time per stage; on CUDA it waits for the device so each stage gets its own time."""
-
-    def __init__(self, device: torch.device):
-        self._sync = device.type == "cuda"
-        self._last = time.perf_counter()
-        self.laps: dict[str, float] = {}
-
-    def lap(self, name: str) -> None:
-        if self._sync:
-            torch.cuda.synchronize()
-        now = time.perf_counter()
-        self.laps[name] = now - self._last
-        self._last = now
 
 
 @dataclass
@@ -461,7 +446,7 @@ class StreamStylizer:
         if self.similarity.should_skip(rgb) and buffers.last_output is not None:
             self.frames_skipped += 1
             return buffers.last_output
-        clock = _Clock(self.device)
+        clock = StageClock({}, torch.cuda.synchronize if self.device.type == "cuda" else None)
         with torch.inference_mode():
             source = torch.from_numpy(np.ascontiguousarray(rgb)).to(self.device, non_blocking=True)
             buffers.image.copy_(source.permute(2, 0, 1).unsqueeze(0))
@@ -493,7 +478,7 @@ class StreamStylizer:
         """An image of the prompt from pure noise (for the `backdrop` mode): RGB uint8."""
         _check_size(height, width)
         noise = self._noise(height, width, MAX_STEPS, self.seed if seed is None else seed)
-        clock = _Clock(self.device)
+        clock = StageClock({}, torch.cuda.synchronize if self.device.type == "cuda" else None)
         with torch.inference_mode():
             clean = self._denoise(None, noise, self._schedule(strength=1.0))
             clock.lap("unet")
