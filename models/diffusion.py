@@ -199,14 +199,9 @@ def load_parts(
     device: str | torch.device | None = None,
     dtype: torch.dtype | None = None,
     random_weights: bool = False,
-    compile: bool = False,
 ) -> DiffusionParts:
     """Load (or, with random_weights, build) a model family onto `device`; see StreamStylizer.
-
-    compile: `torch.compile` the UNet; on CUDA with mode "reduce-overhead", i.e. CUDA graphs
-    replayed per call (the per-step launch overhead is what dominates 1-step sd-turbo on a fast
-    GPU). The first call per input shape compiles: seconds to minutes, so warm it up.
-    """
+    `compile_unet` the result's UNet for speed on a GPU."""
     device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
     # fp16 on GPUs (tensor cores, half the memory traffic); fp32 on CPU, where fp16 is slow.
     dtype = dtype or (torch.float16 if device.type == "cuda" else torch.float32)
@@ -224,14 +219,14 @@ def load_parts(
         # Convolutions in cuDNN prefer NHWC; the UNet and TAESD are mostly convolutions.
         unet.to(memory_format=torch.channels_last)
         vae.to(memory_format=torch.channels_last)
-    if compile:
-        unet = compile_unet(unet, device)
     family = "lcm" if lora_id else "turbo"
     return DiffusionParts(unet, vae, text_encoder, tokenizer, scheduler, family, model_id, device, dtype)
 
 
 def compile_unet(unet: torch.nn.Module, device: torch.device) -> torch.nn.Module:
-    """`torch.compile` for one static shape; CUDA graphs ("reduce-overhead") on CUDA."""
+    """`torch.compile` for one static shape; on CUDA with mode "reduce-overhead", i.e. CUDA graphs
+    replayed per call (the per-step launch overhead is what dominates 1-step sd-turbo on a fast
+    GPU). The first call per input shape compiles: seconds to minutes, so warm it up."""
     return torch.compile(unet, mode="reduce-overhead" if device.type == "cuda" else "default", dynamic=False)
 
 
