@@ -8,6 +8,7 @@ import cv2
 import numpy as np
 
 from . import yuv
+from .blend import blend_plane
 
 
 def pow2_factor(limit: float) -> int:
@@ -18,24 +19,22 @@ def pow2_factor(limit: float) -> int:
     return factor
 
 
-def composite(foreground: yuv.Frame, background: np.ndarray, alpha: np.ndarray) -> np.ndarray:
+def composite(foreground: yuv.Frame, background: yuv.Frame, alpha: np.ndarray) -> np.ndarray:
     """foreground * alpha + background * (1 - alpha), plane by plane.
 
     `alpha` is float32 in [0, 1] at any resolution; it is scaled once for luma and once for
-    the half-size chroma planes, as 8-bit weights: uint8 passes move a third of the memory a
-    float blend does, which is what a blend costs while codecs share the cache (the result is
-    within 1 of the exact blend, and exact where alpha is 0 or 1).
+    the half-size chroma planes, as 8-bit weights (the result is within 1 of the exact blend,
+    and exact where alpha is 0 or 1), and each plane is blended in one pass (see `blend`).
     """
     h, w = yuv.frame_size(foreground)
+    if yuv.frame_size(background) != (h, w):
+        raise ValueError(f"background is {yuv.frame_size(background)}, foreground {(h, w)}")
     out = yuv.empty(h, w)
     alpha8 = cv2.convertScaleAbs(alpha, alpha=255.0)
-    weights = []
-    for size in ((w, h), (w // 2, h // 2)):
-        fg_weight = cv2.resize(alpha8, size, interpolation=cv2.INTER_LINEAR)
-        weights.append((fg_weight, cv2.bitwise_not(fg_weight)))
+    luma_weight = cv2.resize(alpha8, (w, h), interpolation=cv2.INTER_LINEAR)
+    chroma_weight = cv2.resize(alpha8, (w // 2, h // 2), interpolation=cv2.INTER_LINEAR)
     for i, (f, b, o) in enumerate(zip(yuv.planes(foreground), yuv.planes(background), yuv.planes(out))):
-        fg_weight, bg_weight = weights[min(i, 1)]
-        cv2.add(cv2.multiply(f, fg_weight, scale=1 / 255), cv2.multiply(b, bg_weight, scale=1 / 255), dst=o)
+        blend_plane(f, b, luma_weight if i == 0 else chroma_weight, o)
     return out
 
 

@@ -5,6 +5,7 @@ import numpy as np
 import pytest
 
 from camfx.engine import effects, yuv
+from camfx.engine.blend import blend_plane
 from camfx.engine.mask import MaskRefiner, guided_filter, work_size
 
 
@@ -48,6 +49,25 @@ def test_composite_takes_foreground_where_alpha_is_one_and_background_where_zero
         margin = w // 8  # the bilinear alpha edge
         assert np.array_equal(o[:, : w // 2 - margin], f[:, : w // 2 - margin])
         assert np.array_equal(o[:, w // 2 + margin :], b[:, w // 2 + margin :])
+
+
+def test_blend_plane_is_the_rounded_weighted_mean_for_every_weight():
+    """Every (foreground, background, weight) byte triple class: 0, 255 and all between."""
+    rng = np.random.default_rng(3)
+    fg, bg = (rng.integers(0, 256, (256, 300), dtype=np.uint8) for _ in range(2))
+    fg[0], bg[0], fg[1], bg[1] = 255, 0, 0, 255  # the extremes, where 16-bit lanes overflow first
+    weight = np.tile(np.arange(256, dtype=np.uint8)[:, None], (1, 300))
+    padded = np.zeros((256, 320), np.uint8)
+    padded[:, :300] = fg
+    out = np.empty_like(fg)
+    blend_plane(padded[:, :300], bg, weight, out)  # a strided view, as decoded planes are
+    f, b, w = (a.astype(np.int64) for a in (fg, bg, weight))
+    assert np.array_equal(out, (f * w + b * (255 - w) + 127) // 255)
+
+
+def test_composite_refuses_a_background_of_another_size():
+    with pytest.raises(ValueError, match="background"):
+        effects.composite(textured(), textured(120, 160), left_half_alpha())
 
 
 def test_blur_changes_background_and_keeps_person():
