@@ -133,7 +133,8 @@ async def run(args) -> dict:
         engine = ""
         if row["server"]:
             stages = row["server"]["stage_ms"]
-            engine = f"  engine {sum(stages.values()):.1f} ms ({row['server']['quality']})"
+            engine = f"  engine {sum(stages.values()):.1f} ms, in to out {row['server']['engine_latency_ms_p50']:.1f} ms"
+            engine += f" ({row['server']['quality']})"
             engine += f"  dropped {row['server']['frames_dropped']}  misses {row['server']['deadline_misses']}"
         print(f"{size:>9} {codec:>4} {name:>8}: {row['fps']:5.1f} fps ({row['fresh_fps']:4.1f} fresh)  "
               f"p50 {lat.get('p50', float('nan')):6.1f}  p95 {lat.get('p95', float('nan')):6.1f}  "
