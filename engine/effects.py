@@ -47,21 +47,23 @@ def stack_blur_size(sigma: float) -> int:
     return 2 * radius + 1
 
 
-def blurred(frame: yuv.Frame, sigma: float) -> np.ndarray:
+def blurred(frame: yuv.Frame, sigma: float, halvings: yuv.Halvings | None = None) -> np.ndarray:
     """A Gaussian-like blur of the whole frame, `sigma` in pixels at 720p (scaled with height).
 
     Blurs a downscaled copy and scales it back: a large blur hides the difference and it costs a
     small fraction of a full-resolution blur. OpenCV's stack blur stands in for the Gaussian at
-    the same spread: within one grey level on average, at half the cost.
+    the same spread: within one grey level on average, at half the cost. `halvings`: the frame's,
+    when shared with others who shrink it.
     """
     h, w = yuv.frame_size(frame)
     sigma = sigma * h / 720.0
     out = yuv.empty(h, w)
+    halvings = halvings or yuv.Halvings(frame)
     for i, (src, dst) in enumerate(zip(yuv.planes(frame), yuv.planes(out))):
         plane_sigma = sigma if i == 0 else sigma / 2  # chroma planes are half size
         factor = pow2_factor(plane_sigma / 2)
         ph, pw = src.shape
-        small = yuv.shrink(src, max(1, ph // factor), max(1, pw // factor))
+        small = halvings.shrink(i, max(1, ph // factor), max(1, pw // factor))
         ksize = stack_blur_size(max(plane_sigma / factor, 0.5))
         small = cv2.stackBlur(small, (ksize, ksize))
         cv2.resize(small, (pw, ph), dst=dst, interpolation=cv2.INTER_LINEAR)
@@ -87,9 +89,9 @@ def cover(image_rgb: np.ndarray, height: int, width: int) -> np.ndarray:
     return yuv.from_rgb(np.ascontiguousarray(resized[top : top + height, left : left + width]))
 
 
-def model_input(frame: yuv.Frame, height: int, width: int) -> np.ndarray:
+def model_input(frame: yuv.Frame, height: int, width: int, halvings: yuv.Halvings | None = None) -> np.ndarray:
     """The frame scaled to a model's input size as RGB uint8 (scaled in I420: cheap)."""
-    return yuv.to_rgb(yuv.resize(frame, height, width))
+    return yuv.to_rgb(yuv.resize(frame, height, width, halvings=halvings))
 
 
 def toon(frame: yuv.Frame, smoothing: int = 2, edges: float = 0.6) -> np.ndarray:

@@ -58,11 +58,13 @@ def feather_radius(feather: int, work_height: int) -> int:
     return max(1, round(feather * work_height / (720 / WORK_DIVISOR) / 2))
 
 
-def frame_guide(frame: yuv.Frame, model_hw: tuple[int, int], feather: int) -> GuidedFilter:
+def frame_guide(
+    frame: yuv.Frame, model_hw: tuple[int, int], feather: int, halvings: yuv.Halvings | None = None
+) -> GuidedFilter:
     """The guided filter that feathers masks of a `model_hw` model by `feather` (pixels at 720p)
     for `frame`: its luma at work resolution, and that luma's statistics."""
     wh, ww = work_size(yuv.frame_size(frame), model_hw)
-    luma = yuv.shrink(yuv.planes(frame)[0], wh, ww)
+    luma = (halvings or yuv.Halvings(frame)).shrink(0, wh, ww)
     return GuidedFilter(luma.astype(np.float32) * np.float32(1.0 / 255.0), feather_radius(feather, wh))
 
 

@@ -40,6 +40,7 @@ class Work:
     image: yuv.Frame  # I420 input (see `yuv`): the decoded frame's planes, read in place
     params: Params
     quality: Quality = LADDER[0]
+    halvings: yuv.Halvings | None = None  # the image's, shared by all that shrink it
     t_recv: float = 0.0  # time.perf_counter() when the frame was received
     probability: np.ndarray | None = None  # model output, model resolution
     alpha: np.ndarray | None = None  # refined mask, work resolution
@@ -56,11 +57,13 @@ class Stage(Protocol):
     def __call__(self, work: Work) -> None: ...
 
 
-def background_layer(backgrounds: Backgrounds, p: Params, frame: yuv.Frame) -> np.ndarray:
+def background_layer(
+    backgrounds: Backgrounds, p: Params, frame: yuv.Frame, halvings: yuv.Halvings | None = None
+) -> np.ndarray:
     """The I420 layer that shows where the mask says background."""
     h, w = yuv.frame_size(frame)
     if p.effect == "blur":
-        return effects.blurred(frame, p.blur_strength)
+        return effects.blurred(frame, p.blur_strength, halvings)
     if p.effect == "remove":
         return effects.solid(h, w, hex_to_rgb(p.key_color))
     if p.background == "image" and p.background_image in backgrounds:
@@ -88,9 +91,9 @@ class PrepareBackground:
             spec = SEGMENTATION_MODELS[p.model]
             model_hw = (spec.input_height, spec.input_width)
             work.guide = Future()
-            jobs.append((work.guide, partial(frame_guide, work.image, model_hw, p.mask_feather)))
+            jobs.append((work.guide, partial(frame_guide, work.image, model_hw, p.mask_feather, work.halvings)))
         work.background = Future()
-        jobs.append((work.background, partial(background_layer, self._backgrounds, p, work.image)))
+        jobs.append((work.background, partial(background_layer, self._backgrounds, p, work.image, work.halvings)))
         if self._executor is None:
             _fulfil(jobs)
             return
@@ -129,7 +132,7 @@ class Segment:
         if reuse:
             work.probability = self._last[1]
         else:
-            work.probability = self._segmenters.get(model)(work.image)
+            work.probability = self._segmenters.get(model)(work.image, work.halvings)
             self._last = (model, work.probability)
 
 
@@ -203,6 +206,8 @@ class Pipeline:
         self.stages = stages
 
     def process(self, work: Work) -> Work:
+        if work.halvings is None:
+            work.halvings = yuv.Halvings(work.image)
         for stage in self.stages:
             start = time.perf_counter()
             stage(work)

@@ -8,7 +8,7 @@ import numpy as np
 
 from camfx.models.registry import SEGMENTATION_MODELS, model_path
 
-from . import effects
+from . import effects, yuv
 from .backends import Backend, load_backend
 from .batching import BatchingBackend
 from .engine_cache import cached_segmentation_engine
@@ -21,9 +21,9 @@ class Segmenter:
         self.backend = backend
         self.input_hw = (spec.input_height, spec.input_width)
 
-    def __call__(self, frame: np.ndarray) -> np.ndarray:
+    def __call__(self, frame: yuv.Frame, halvings: yuv.Halvings | None = None) -> np.ndarray:
         """Person probability in [0, 1], float32 (model height, model width)."""
-        rgb = effects.model_input(frame, *self.input_hw)
+        rgb = effects.model_input(frame, *self.input_hw, halvings)
         image = rgb.astype(np.float32)[None] * np.float32(1.0 / 255.0)  # RGB in [0, 1], NHWC
         return self.backend.run({"image": image})["mask"][0, :, :, 0]
 

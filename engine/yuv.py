@@ -9,6 +9,8 @@ bytes of RGB to blur and blend.
 
 from __future__ import annotations
 
+import threading
+
 import cv2
 import numpy as np
 
@@ -63,25 +65,59 @@ def to_rgb(frame: Frame) -> np.ndarray:
     return cv2.cvtColor(contiguous(frame), cv2.COLOR_YUV2RGB_I420)
 
 
+class PlaneHalvings:
+    """One plane halved again and again (OpenCV's area resize is fast only at exactly 2x: 10-20x
+    faster than at 4x, 5x or 2.5x), each level made once, on whichever thread asks first."""
+
+    def __init__(self, plane: np.ndarray):
+        self._levels = [plane]  # the plane, halved, halved twice, ...
+        self._lock = threading.Lock()
+
+    def shrink(self, height: int, width: int, dst: np.ndarray | None = None) -> np.ndarray:
+        """The plane area-averaged down to (height, width): halved while it stays at least that
+        size, then bilinear for the rest, which at under 2x still reads every source pixel."""
+        with self._lock:  # a second thread wanting a level waits for it rather than repeat it
+            levels = self._levels
+            depth = 0
+            while levels[depth].shape[0] // 2 >= height and levels[depth].shape[1] // 2 >= width:
+                depth += 1
+                if depth == len(levels):
+                    above = levels[-1]
+                    half = (above.shape[1] // 2, above.shape[0] // 2)
+                    levels.append(cv2.resize(above, half, interpolation=cv2.INTER_AREA))
+            plane = levels[depth]
+        return cv2.resize(plane, (width, height), dst=dst, interpolation=cv2.INTER_LINEAR)
+
+
+class Halvings:
+    """A frame's three `PlaneHalvings`. The model input, the mask's guide and the blur all shrink
+    the same frame: sharing one `Halvings` they read the full-size planes once between them,
+    not once each."""
+
+    def __init__(self, frame: Frame):
+        self._planes = [PlaneHalvings(plane) for plane in planes(frame)]
+
+    def shrink(self, index: int, height: int, width: int, dst: np.ndarray | None = None) -> np.ndarray:
+        """Plane `index` (0 Y, 1 U, 2 V) area-averaged down to (height, width)."""
+        return self._planes[index].shrink(height, width, dst)
+
+
 def shrink(plane: np.ndarray, height: int, width: int, dst: np.ndarray | None = None) -> np.ndarray:
-    """Area-average one plane down to (height, width).
-
-    OpenCV's area resize is fast only at exactly 2x (10-20x faster than at 4x, 5x or 2.5x), so
-    the plane is halved while it stays at least the target size; the rest, under 2x, is bilinear,
-    which at such a ratio still reads every source pixel.
-    """
-    while plane.shape[0] // 2 >= height and plane.shape[1] // 2 >= width:
-        plane = cv2.resize(plane, (plane.shape[1] // 2, plane.shape[0] // 2), interpolation=cv2.INTER_AREA)
-    return cv2.resize(plane, (width, height), dst=dst, interpolation=cv2.INTER_LINEAR)
+    """Area-average one plane down to (height, width) (see `PlaneHalvings.shrink`)."""
+    return PlaneHalvings(plane).shrink(height, width, dst)
 
 
-def resize(frame: Frame, height: int, width: int, interpolation: int = cv2.INTER_AREA) -> np.ndarray:
-    """Resize plane by plane (height and width must be even)."""
+def resize(
+    frame: Frame, height: int, width: int, interpolation: int = cv2.INTER_AREA, halvings: Halvings | None = None
+) -> np.ndarray:
+    """Resize plane by plane (height and width must be even); shrinking uses `halvings` if given."""
     out = empty(height, width)
-    for src, dst in zip(planes(frame), planes(out)):
-        if interpolation == cv2.INTER_AREA:
-            shrink(src, *dst.shape, dst=dst)
-        else:
+    if interpolation == cv2.INTER_AREA:
+        halvings = halvings or Halvings(frame)
+        for i, dst in enumerate(planes(out)):
+            halvings.shrink(i, *dst.shape, dst=dst)
+    else:
+        for src, dst in zip(planes(frame), planes(out)):
             cv2.resize(src, (dst.shape[1], dst.shape[0]), dst=dst, interpolation=interpolation)
     return out
 

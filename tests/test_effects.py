@@ -41,6 +41,33 @@ def test_planes_fit_every_even_size(h, w):
     assert effects.model_input(frame, 144, 256).shape == (144, 256, 3)
 
 
+def test_shared_halvings_shrink_exactly_as_each_plane_alone():
+    frame = textured(720, 1280)
+    halvings = yuv.Halvings(frame)
+    for height, width in [(144, 256), (180, 320), (90, 160), (360, 640), (100, 100)]:
+        for i, plane in enumerate(yuv.planes(frame)):
+            h, w = (height, width) if i == 0 else (height // 2, width // 2)
+            assert np.array_equal(halvings.shrink(i, h, w), yuv.shrink(plane, h, w))
+
+
+def test_halvings_are_made_once_however_many_threads_ask(monkeypatch):
+    from concurrent.futures import ThreadPoolExecutor
+
+    halved, resize = [], cv2.resize
+
+    def counting_resize(src, size, *args, interpolation=cv2.INTER_LINEAR, **kwargs):
+        if interpolation == cv2.INTER_AREA:
+            halved.append(size)
+        return resize(src, size, *args, interpolation=interpolation, **kwargs)
+
+    monkeypatch.setattr(cv2, "resize", counting_resize)
+    halvings = yuv.Halvings(textured(720, 1280))
+    with ThreadPoolExecutor(8) as pool:
+        outs = list(pool.map(lambda _: halvings.shrink(0, 144, 256), range(8)))
+    assert halved == [(640, 360), (320, 180)]  # 1280x720 -> 640x360 -> 320x180, then bilinear
+    assert all(np.array_equal(o, outs[0]) for o in outs)
+
+
 def test_composite_takes_foreground_where_alpha_is_one_and_background_where_zero():
     fg, bg = textured(seed=1), textured(seed=2)
     out = effects.composite(fg, bg, left_half_alpha())
