@@ -24,7 +24,8 @@ class Segmenter:
     def __call__(self, frame: yuv.Frame, halvings: yuv.Halvings | None = None) -> np.ndarray:
         """Person probability in [0, 1], float32 (model height, model width)."""
         rgb = effects.model_input(frame, *self.input_hw, halvings)
-        image = rgb.astype(np.float32)[None] * np.float32(1.0 / 255.0)  # RGB in [0, 1], NHWC
+        # RGB in [0, 1], NHWC; converted and scaled in one pass, into one new array.
+        image = np.multiply(rgb, np.float32(1.0 / 255.0), dtype=np.float32)[None]
         return self.backend.run({"image": image})["mask"][0, :, :, 0]
 
 
