@@ -148,7 +148,7 @@ def _resize(x: torch.Tensor, height: int, width: int) -> torch.Tensor:
 
 def _shrink(plane: torch.Tensor, height: int, width: int) -> torch.Tensor:
     """Area-average down by halving while it stays at least the target, then bilinear (as
-    `yuv.shrink`); float32 out."""
+    `yuv.PlaneHalvings.shrink`); float32 out."""
     x = plane.float()[None, None]
     while x.shape[-2] // 2 >= height and x.shape[-1] // 2 >= width:
         x = F.avg_pool2d(x, 2)

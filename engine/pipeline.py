@@ -177,7 +177,6 @@ class ApplyEffect:
             # The untouched input rows let a latency probe match this output to its input.
             keep_probe_rows(frame, work.output)
 
-
     def _diffusion(self, work: Work) -> np.ndarray:
         """The newest generated picture composited with this frame (and this frame's mask)."""
         s, mode = work.stylized, work.params.diffusion_mode

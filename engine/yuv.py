@@ -102,11 +102,6 @@ class Halvings:
         return self._planes[index].shrink(height, width, dst)
 
 
-def shrink(plane: np.ndarray, height: int, width: int, dst: np.ndarray | None = None) -> np.ndarray:
-    """Area-average one plane down to (height, width) (see `PlaneHalvings.shrink`)."""
-    return PlaneHalvings(plane).shrink(height, width, dst)
-
-
 def resize(
     frame: Frame, height: int, width: int, interpolation: int = cv2.INTER_AREA, halvings: Halvings | None = None
 ) -> np.ndarray:

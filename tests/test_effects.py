@@ -47,7 +47,7 @@ def test_shared_halvings_shrink_exactly_as_each_plane_alone():
     for height, width in [(144, 256), (180, 320), (90, 160), (360, 640), (100, 100)]:
         for i, plane in enumerate(yuv.planes(frame)):
             h, w = (height, width) if i == 0 else (height // 2, width // 2)
-            assert np.array_equal(halvings.shrink(i, h, w), yuv.shrink(plane, h, w))
+            assert np.array_equal(halvings.shrink(i, h, w), yuv.PlaneHalvings(plane).shrink(h, w))
 
 
 def test_halvings_are_made_once_however_many_threads_ask(monkeypatch):
