@@ -18,6 +18,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from .backends import nvidia_gpu_present
 from .backgrounds import BackgroundError, Backgrounds
+from .jitter import release_frames_at_marker
 from .metrics import Metrics
 from .params import Params, ParamsError
 from .pipeline import default_pipeline
@@ -207,6 +208,7 @@ async def offer(request: web.Request) -> web.Response:
         await pc.setRemoteDescription(RTCSessionDescription(sdp=body["sdp"], type="offer"))
         if not any(t.kind == "video" for t in pc.getTransceivers()):
             raise ValueError("the offer has no video")
+        release_frames_at_marker(pc)  # decode each frame when its last packet is in, not a frame later
         for transceiver in pc.getTransceivers():
             if transceiver.kind == "video":
                 pc.addTrack(session.output)
