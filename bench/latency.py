@@ -1,10 +1,13 @@
 """`camfx bench latency`: glass-to-glass latency and received fps over real WebRTC.
 
 A real aiortc client sends the synthetic moving-person clip (frame ids stamped in the probe
-rows) to a camfx server, and, in the same run, to a plain aiortc echo server as the baseline.
-Both servers run as their own processes on loopback. For every codec x size x effect it reports
-received fps and latency p50 / p95 / p99 from a frame's creation at the client to its decoded
-return, and writes JSON and a PNG plot.
+rows) to a camfx server and, in the same run, to two echo servers that send the video straight
+back: `echo`, plain aiortc, the baseline; and `echo-marker`, the same with camfx's receiver
+(frames decoded when their last packet is in, see camfx.engine.jitter), whose difference to
+camfx is the engine alone. All servers run as their own processes on loopback. For every
+codec x size x effect it reports received fps, latency p50 / p95 / p99 from a frame's creation
+at the client to its decoded return, and each effect's p50 less each baseline's; it writes
+JSON and a PNG plot.
 """
 
 from __future__ import annotations
@@ -95,6 +98,14 @@ async def measure(url: str, clip, codec: str, params: dict | None, seconds: floa
         await peer.close()
 
 
+BASELINES = ("echo", "echo-marker")
+
+
+def _p50(results: list[dict], size: str, codec: str, config: str) -> float | None:
+    row = next((r for r in results if (r["size"], r["codec"], r["config"]) == (size, codec, config)), None)
+    return row["latency_ms"].get("p50") if row else None
+
+
 def summarise(samples: list[dict]) -> dict:
     """One configuration's rounds pooled into one row."""
     elapsed = sum(m["elapsed"] for m in samples)
@@ -110,7 +121,11 @@ async def run(args) -> dict:
     camfx_cmd = ["-m", "camfx.engine.cli", "serve", "--log-level", "WARNING", "--max-sessions", "1", *args.serve_args]
     echo_cmd = ["-m", "camfx.bench.echo"]
     samples: dict[tuple[str, str, str], list[dict]] = {}
-    async with Server(echo_cmd, "/offer") as echo, Server(camfx_cmd, "/healthz") as camfx:
+    async with (
+        Server(echo_cmd, "/offer") as echo,
+        Server([*echo_cmd, "--release-at-marker"], "/offer") as echo_marker,
+        Server(camfx_cmd, "/healthz") as camfx,
+    ):
         # Rounds interleave the configurations, so a slow drift of the machine (other tenants,
         # clocks) lands on all of them alike instead of on whichever ran at that moment.
         for _ in range(args.rounds):
@@ -118,7 +133,7 @@ async def run(args) -> dict:
                 width, height = (int(v) for v in size.split("x"))
                 clip = person_clip(width, height, 60, whole_pixels=args.whole_pixels)
                 for codec in args.codecs:
-                    configs = [("echo", echo.url, None)] + [
+                    configs = [("echo", echo.url, None), ("echo-marker", echo_marker.url, None)] + [
                         (effect, camfx.url, {"effect": effect, "probe": True}) for effect in args.effects
                     ]
                     for name, url, params in configs:
@@ -132,11 +147,17 @@ async def run(args) -> dict:
         lat = row["latency_ms"]
         engine = ""
         if row["server"]:
+            row["p50_over_ms"] = {  # this effect's p50 less each baseline's, same size and codec
+                base: round(lat["p50"] - base_p50, 2)
+                for base in BASELINES
+                if "p50" in lat and (base_p50 := _p50(results, size, codec, base)) is not None
+            }
             stages = row["server"]["stage_ms"]
-            engine = f"  engine {sum(stages.values()):.1f} ms, in to out {row['server']['engine_latency_ms_p50']:.1f} ms"
+            engine = "  p50 " + ", ".join(f"{d:+.1f} vs {b}" for b, d in row["p50_over_ms"].items())
+            engine += f"; engine {sum(stages.values()):.1f} ms, in to out {row['server']['engine_latency_ms_p50']:.1f} ms"
             engine += f" ({row['server']['quality']})"
             engine += f"  dropped {row['server']['frames_dropped']}  misses {row['server']['deadline_misses']}"
-        print(f"{size:>9} {codec:>4} {name:>8}: {row['fps']:5.1f} fps ({row['fresh_fps']:4.1f} fresh)  "
+        print(f"{size:>9} {codec:>4} {name:>11}: {row['fps']:5.1f} fps ({row['fresh_fps']:4.1f} fresh)  "
               f"p50 {lat.get('p50', float('nan')):6.1f}  p95 {lat.get('p95', float('nan')):6.1f}  "
               f"p99 {lat.get('p99', float('nan')):6.1f} ms{engine}", flush=True)
     return {
@@ -159,7 +180,7 @@ def plot(data: dict):
         ax.scatter(xs, p95, marker="_", s=200, color="black")
     ax.set_xticks([j + 0.4 - width / 2 for j in range(len(groups))], [f"{s} {c}" for s, c in groups])
     ax.set_ylabel("glass-to-glass ms (bar p50, tick p95)")
-    ax.set_title(f"camfx vs plain aiortc echo, loopback, {data['machine']['cores']} cores")
+    ax.set_title(f"camfx vs echo servers, loopback, {data['machine']['cores']} cores")
     ax.legend(fontsize=8, ncol=len(configs))
     return fig
 

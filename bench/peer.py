@@ -16,6 +16,8 @@ from aiortc import MediaStreamTrack, RTCPeerConnection, RTCRtpSender, RTCSession
 from aiortc.mediastreams import MediaStreamError
 from av import VideoFrame
 
+from camfx.engine.jitter import release_frames_at_marker
+
 from . import probe
 
 CLOCK_RATE = 90_000
@@ -89,6 +91,7 @@ class ClientPeer:
         if not codecs:
             raise ValueError(f"codec {self.codec} not supported by aiortc")
         transceiver.setCodecPreferences(codecs)
+        release_frames_at_marker(self.pc)  # as a browser does: no frame waits for the next one
         self.control = self.pc.createDataChannel("control")
 
         @self.control.on("message")

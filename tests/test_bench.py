@@ -55,7 +55,7 @@ def test_bench_encode_reports_each_effect_against_the_camera_picture(tmp_path):
 
 
 def test_bench_latency_measures_camfx_against_the_echo(tmp_path):
-    """The whole benchmark, briefly: two server processes, a real client, matched frames."""
+    """The whole benchmark, briefly: three server processes, a real client, matched frames."""
     import json
 
     from camfx.bench.latency import main
@@ -65,10 +65,14 @@ def test_bench_latency_measures_camfx_against_the_echo(tmp_path):
     assert main(argv) == 0
     data = json.loads((tmp_path / "latency.json").read_text())
     rows = {r["config"]: r for r in data["results"]}
-    assert set(rows) == {"echo", "none", "blur"} and data["whole_pixels"] is False
+    assert set(rows) == {"echo", "echo-marker", "none", "blur"} and data["whole_pixels"] is False
     for row in rows.values():
         assert row["fresh_fps"] > 10 and row["latency_ms"]["n"] > 10
         assert 0 < row["latency_ms"]["p50"] < 1000
-    assert rows["echo"]["server"] is None  # a plain echo has no camfx stats
+    assert rows["echo"]["server"] is None and rows["echo-marker"]["server"] is None  # echoes have no camfx stats
+    # Each effect's p50 less each baseline's, from the same run.
+    for base in ("echo", "echo-marker"):
+        expected = rows["blur"]["latency_ms"]["p50"] - rows[base]["latency_ms"]["p50"]
+        assert rows["blur"]["p50_over_ms"][base] == pytest.approx(expected, abs=0.01)
     assert rows["blur"]["server"]["effect"] == "blur" and rows["blur"]["server"]["stage_ms"]["segment"] > 0
     assert (tmp_path / "latency.png").stat().st_size > 0
