@@ -273,6 +273,8 @@ async def list_backgrounds(request: web.Request) -> web.Response:
 
 async def healthz(request: web.Request) -> web.Response:
     engine = _engine(request)
+    # Off the event loop: with diffusion loaded this lists the export folder on disk.
+    diffusion_runtimes = await asyncio.to_thread(engine.diffusion_models.runtimes)
     return web.json_response(
         {
             "status": "ok",
@@ -284,7 +286,7 @@ async def healthz(request: web.Request) -> web.Response:
             "batching": engine.segmenters.batching(),
             "diffusion_models": sorted(engine.diffusion_models.specs),
             "diffusion_loaded": engine.diffusion_models.loaded(),
-            "diffusion_runtimes": engine.diffusion_models.runtimes(),
+            "diffusion_runtimes": diffusion_runtimes,
         }
     )
 
