@@ -11,7 +11,6 @@ frames whose end is not marked, or when an older frame still has a gap.
 from __future__ import annotations
 
 import logging
-from typing import Optional
 
 from aiortc import RTCPeerConnection
 from aiortc.jitterbuffer import JitterBuffer, JitterFrame
@@ -25,7 +24,7 @@ _RECEIVER_BUFFER = "_RTCRtpReceiver__jitter_buffer"
 class MarkerJitterBuffer(JitterBuffer):
     """aiortc's video jitter buffer, releasing a frame at its marked last packet."""
 
-    def _remove_frame(self, sequence_number: int) -> Optional[JitterFrame]:
+    def _remove_frame(self, sequence_number: int) -> JitterFrame | None:
         first = self._packets[self._origin % self._capacity]
         if first is not None:
             for count in range(self._capacity):
