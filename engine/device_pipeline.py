@@ -137,8 +137,6 @@ class DevicePipeline:
         return out
 
 
-
-
 def _resize(x: torch.Tensor, height: int, width: int) -> torch.Tensor:
     """Bilinear, half-pixel centres (as OpenCV's INTER_LINEAR); float32 out."""
     if tuple(x.shape[-2:]) == (height, width):
@@ -172,7 +170,7 @@ def _box(x: torch.Tensor, radius: int) -> torch.Tensor:
 
 
 def _guided_filter(guide: torch.Tensor, src: torch.Tensor, radius: int, eps: float = 1e-3) -> torch.Tensor:
-    """As `mask.guided_filter` (He et al., 2010), on the device."""
+    """As `mask.GuidedFilter` (He et al., 2010), on the device."""
     mean_i, mean_p = _box(guide, radius), _box(src, radius)
     var_i = _box(guide * guide, radius) - mean_i * mean_i
     a = (_box(guide * src, radius) - mean_i * mean_p) / (var_i + eps)

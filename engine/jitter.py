@@ -25,16 +25,15 @@ class MarkerJitterBuffer(JitterBuffer):
     """aiortc's video jitter buffer, releasing a frame at its marked last packet."""
 
     def _remove_frame(self, sequence_number: int) -> JitterFrame | None:
-        first = self._packets[self._origin % self._capacity]
-        if first is not None:
-            for count in range(self._capacity):
-                packet = self._packets[(self._origin + count) % self._capacity]
-                if packet is None or packet.timestamp != first.timestamp:
-                    break  # a gap, or an unmarked frame end: the stock rule decides
-                if packet.marker:
-                    packets = [self._packets[(self._origin + i) % self._capacity] for i in range(count + 1)]
-                    self.remove(count + 1)
-                    return JitterFrame(data=b"".join(p._data for p in packets), timestamp=first.timestamp)
+        frame: list = []  # the first frame's packets, from the buffer's start
+        for count in range(self._capacity):
+            packet = self._packets[(self._origin + count) % self._capacity]
+            if packet is None or (frame and packet.timestamp != frame[0].timestamp):
+                break  # a gap, or an unmarked frame end: the stock rule decides
+            frame.append(packet)
+            if packet.marker:
+                self.remove(len(frame))
+                return JitterFrame(data=b"".join(p._data for p in frame), timestamp=packet.timestamp)
         return super()._remove_frame(sequence_number)
 
 

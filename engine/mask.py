@@ -48,11 +48,6 @@ class GuidedFilter:
         return self._box(a) * self.guide + self._box(b)
 
 
-def guided_filter(guide: np.ndarray, src: np.ndarray, radius: int, eps: float = 1e-3) -> np.ndarray:
-    """`src` smoothed along the edges of `guide` (both float32 in [0, 1], of one size)."""
-    return GuidedFilter(guide, radius, eps)(src)
-
-
 def feather_radius(feather: int, work_height: int) -> int:
     """The guided filter's radius at work resolution for `feather`, which is given at 720p."""
     return max(1, round(feather * work_height / (720 / WORK_DIVISOR) / 2))

@@ -6,7 +6,7 @@ import pytest
 
 from camfx.engine import effects, yuv
 from camfx.engine.blend import blend_plane
-from camfx.engine.mask import MaskRefiner, guided_filter, work_size
+from camfx.engine.mask import GuidedFilter, MaskRefiner, work_size
 
 
 def textured(h=240, w=320, seed=0):
@@ -174,7 +174,7 @@ def test_guided_filter_snaps_a_coarse_mask_to_image_edges():
     guide[:, 50:] = 1.0  # an image edge at column 50
     coarse = np.zeros((100, 100), np.float32)
     coarse[:, 40:] = 1.0  # a mask edge 10 px off
-    snapped = guided_filter(guide, coarse, radius=12, eps=1e-4)
+    snapped = GuidedFilter(guide, radius=12, eps=1e-4)(coarse)
     # the mask now changes where the image does
     profile = snapped[50]
     assert np.argmax(np.diff(profile)) in (48, 49, 50)
