@@ -12,14 +12,15 @@ import argparse
 import asyncio
 
 from aiohttp import web
-from aiortc import RTCPeerConnection, RTCSessionDescription
+from aiortc import RTCSessionDescription
 
+from camfx.engine.ice import media_addresses, peer_connection, serve_media_on
 from camfx.engine.jitter import release_frames_at_marker
 
 
 async def offer(request: web.Request) -> web.Response:
     body = await request.json()
-    pc = RTCPeerConnection()
+    pc = peer_connection()
     request.app["pcs"].add(pc)
 
     @pc.on("track")
@@ -59,6 +60,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--release-at-marker", action="store_true",
                         help="decode each frame when its last packet is in, as camfx does (not a frame later)")
     args = parser.parse_args(argv)
+    serve_media_on(media_addresses(args.host))  # as camfx serve does
     web.run_app(create_app(args.release_at_marker), host=args.host, port=args.port, print=None)
     return 0
 

@@ -22,6 +22,8 @@ from pathlib import Path
 
 import aiohttp
 
+from camfx.engine.ice import serve_media_on
+
 from .clip import person_clip
 from .peer import ClientPeer, SyntheticCamera
 from .stats import axes, machine, save, summary_ms
@@ -118,6 +120,7 @@ def summarise(samples: list[dict]) -> dict:
 
 
 async def run(args) -> dict:
+    serve_media_on(["127.0.0.1"])  # the client's peer connections, like the servers', stay on loopback
     camfx_cmd = ["-m", "camfx.engine.cli", "serve", "--log-level", "WARNING", "--max-sessions", "1", *args.serve_args]
     echo_cmd = ["-m", "camfx.bench.echo"]
     samples: dict[tuple[str, str, str], list[dict]] = {}

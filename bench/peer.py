@@ -12,10 +12,11 @@ from dataclasses import dataclass, field
 
 import aiohttp
 import numpy as np
-from aiortc import MediaStreamTrack, RTCPeerConnection, RTCRtpSender, RTCSessionDescription
+from aiortc import MediaStreamTrack, RTCRtpSender, RTCSessionDescription
 from aiortc.mediastreams import MediaStreamError
 from av import VideoFrame
 
+from camfx.engine.ice import peer_connection
 from camfx.engine.jitter import release_frames_at_marker
 
 from . import probe
@@ -35,6 +36,10 @@ class SyntheticCamera(MediaStreamTrack):
         self._count = 0
         self._start: float | None = None
         self.sent_at: dict[int, float] = {}
+
+    @property
+    def frames_sent(self) -> int:
+        return self._count
 
     async def recv(self) -> VideoFrame:
         if self.readyState != "live":
@@ -77,7 +82,7 @@ class ClientPeer:
         self.camera = camera
         self.codec = codec
         self.read_ids = read_ids
-        self.pc = RTCPeerConnection()
+        self.pc = peer_connection()
         self.received = Received()
         self.session_id: str | None = None
         self.control = None
@@ -148,3 +153,35 @@ class ClientPeer:
         await self.pc.close()
         if self._http is not None:
             await self._http.close()
+
+
+async def _stream_until_killed(url: str, size: str, effect: str) -> None:
+    from camfx.engine.ice import serve_media_on
+
+    from .clip import person_clip
+
+    serve_media_on(["127.0.0.1"])
+    width, height = (int(v) for v in size.split("x"))
+    peer = ClientPeer(SyntheticCamera(person_clip(width, height, 30)))
+    await peer.connect(url, {"effect": effect})
+    await peer.wait_frames(5)
+    print(f"streaming {peer.session_id}", flush=True)
+    await asyncio.Event().wait()  # until the process is stopped; no goodbye is ever sent
+
+
+def main(argv: list[str] | None = None) -> int:
+    """`python -m camfx.bench.peer URL`: one synthetic camera streaming to a loopback camfx server
+    until the process is killed (tests use it as a peer that vanishes without closing)."""
+    import argparse
+
+    parser = argparse.ArgumentParser(prog="python -m camfx.bench.peer", description=main.__doc__)
+    parser.add_argument("url")
+    parser.add_argument("--size", default="320x240")
+    parser.add_argument("--effect", default="blur")
+    args = parser.parse_args(argv)
+    asyncio.run(_stream_until_killed(args.url, args.size, args.effect))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

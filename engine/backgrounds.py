@@ -11,12 +11,12 @@ from importlib import resources
 
 import cv2
 import numpy as np
-from PIL import Image, UnidentifiedImageError
+from PIL import Image, ImageOps, UnidentifiedImageError
 
 from . import effects
 
 MAX_UPLOADS = 32
-MAX_UPLOAD_PIXELS = 40_000_000  # checked from the header, before decoding (decompression bombs)
+MAX_UPLOAD_PIXELS = 16_000_000  # checked from the header, before decoding (decompression bombs)
 STORED_MAX_SIDE = 1920  # uploads are scaled down to this once, on arrival
 
 
@@ -54,11 +54,21 @@ class Backgrounds:
         try:
             with Image.open(io.BytesIO(data)) as img:
                 if img.width * img.height > MAX_UPLOAD_PIXELS:
-                    raise BackgroundError(f"the image has more than {MAX_UPLOAD_PIXELS} pixels")
+                    raise BackgroundError(
+                        f"the image is {img.width}x{img.height}; uploads are limited to "
+                        f"{MAX_UPLOAD_PIXELS // 1_000_000} megapixels (scale it down first)"
+                    )
+                img.draft("RGB", (STORED_MAX_SIDE, STORED_MAX_SIDE))  # a JPEG decodes at 1/2..1/8 scale
                 img.thumbnail((STORED_MAX_SIDE, STORED_MAX_SIDE))
-                image = np.asarray(img.convert("RGB"))
-        except (UnidentifiedImageError, OSError, Image.DecompressionBombError) as exc:
-            raise BackgroundError(f"the upload is not a readable image (JPEG, PNG, WebP...): {exc}") from None
+                upright = ImageOps.exif_transpose(img)  # phone photos are stored sideways, with a tag
+                image = np.asarray(upright.convert("RGB"))
+        except BackgroundError:
+            raise
+        except Image.DecompressionBombError:  # Pillow's own cap, far above ours
+            raise BackgroundError(f"uploads are limited to {MAX_UPLOAD_PIXELS // 1_000_000} megapixels") from None
+        except (UnidentifiedImageError, OSError, ValueError, SyntaxError):
+            # Pillow's text would say which decoder choked, which is no use to the user.
+            raise BackgroundError("the upload is not a readable image; send a JPEG, PNG or WebP file") from None
         image_id = "u-" + secrets.token_hex(6)
         with self._lock:
             self._uploads[image_id] = image

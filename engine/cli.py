@@ -1,46 +1,110 @@
-"""The `camfx` command: serve, export, bench."""
+"""The `camfx` command: serve, export, bench, doctor."""
 
 from __future__ import annotations
 
 import argparse
 import dataclasses
+import importlib
+import importlib.metadata
 import logging
 import sys
 import typing
 
-
 from .params import Params, ParamsError
 
+COMMANDS = {  # name -> (one line of help, module with main(argv), the extra it needs)
+    "serve": ("serve the demo page and the WebRTC effects engine", "camfx.engine.cli", None),
+    "export": ("rebuild the bundled models, or ONNX / TensorRT engines ahead of time", "camfx.export.cli", "export"),
+    "bench": ("benchmarks that write JSON and PNG plots (latency, engine, soak, ...)", "camfx.bench.cli", "bench"),
+    "doctor": ("what this machine can run, and which runtime each model will use", "camfx.engine.doctor", None),
+}
 
-def _add_param_flags(parser: argparse.ArgumentParser) -> None:
+
+def version() -> str:
+    try:
+        return importlib.metadata.version("camfx")
+    except importlib.metadata.PackageNotFoundError:
+        return "unknown (not installed)"
+
+
+def _usage() -> str:
+    width = max(map(len, COMMANDS))
+    lines = ["usage: camfx COMMAND [options]   (camfx COMMAND --help for its options)", "", "commands:"]
+    lines += [f"  {name:<{width}}  {help_}" for name, (help_, _, _) in COMMANDS.items()]
+    lines += ["", "  --version  print camfx's version"]
+    return "\n".join(lines)
+
+
+def _range(info) -> str:
+    """"1..50" from a field's constraints, for its flag's help."""
+    bounds = {attr: getattr(m, attr) for m in info.metadata for attr in ("ge", "gt", "le", "lt", "multiple_of")
+              if hasattr(m, attr)}
+    low, high = bounds.get("ge", bounds.get("gt")), bounds.get("le", bounds.get("lt"))
+    if low is None or high is None:
+        return ""
+    text = f"{'(' if 'gt' in bounds else '['}{low}, {high}{')' if 'lt' in bounds else ']'}"
+    if "multiple_of" in bounds:
+        text += f", a multiple of {bounds['multiple_of']}"
+    return text
+
+
+def add_param_flags(parser: argparse.ArgumentParser) -> None:
     """One flag per effect parameter, generated from the schema so the two never drift."""
-    group = parser.add_argument_group("default effect parameters (also settable live from the page or API)")
+    group = parser.add_argument_group("effect parameters (defaults; each also changes live from the page or API)")
     for name, info in Params.model_fields.items():
         flag = "--" + name.replace("_", "-")
-        choices = typing.get_args(info.annotation) or None
+        help_ = f"{info.description}; default {info.default!r}"
         if info.annotation is bool:
-            group.add_argument(flag, dest=f"param_{name}", action=argparse.BooleanOptionalAction, default=None)
-        else:
-            group.add_argument(
-                flag, dest=f"param_{name}", default=None, choices=choices,
-                help=f"default: {info.default}",
-            )
+            group.add_argument(flag, dest=f"param_{name}", action=argparse.BooleanOptionalAction, default=None,
+                               help=help_)
+            continue
+        choices = typing.get_args(info.annotation) or None
+        span = _range(info)
+        group.add_argument(flag, dest=f"param_{name}", default=None, choices=choices,
+                           metavar=None if choices else name.upper(), help=help_ + (f"; range {span}" if span else ""))
 
 
-def _params_from_args(args: argparse.Namespace) -> Params:
+def params_from_args(args: argparse.Namespace) -> Params:
     patch = {k[len("param_"):]: v for k, v in vars(args).items() if k.startswith("param_") and v is not None}
     return Params().updated(patch)  # pydantic coerces the strings ("12" -> 12.0)
 
 
+def _positive(kind):
+    def parse(text: str):
+        value = kind(text)
+        if value <= 0:
+            raise argparse.ArgumentTypeError(f"must be above 0, got {text}")
+        return value
+
+    parse.__name__ = kind.__name__
+    return parse
+
+
 def serve(argv: list[str]) -> int:
+    from .server import ServerConfig
+
+    defaults = ServerConfig()
     parser = argparse.ArgumentParser(prog="camfx serve", description="Serve the demo page and the WebRTC engine.")
-    parser.add_argument("--host", default="127.0.0.1")
-    parser.add_argument("--port", type=int, default=8080)
-    parser.add_argument("--max-sessions", type=int, default=4, help="concurrent peers; more get 503")
-    parser.add_argument("--model-threads", type=int, default=1, help="onnxruntime threads per model run")
-    parser.add_argument("--log-level", default="INFO")
+    parser.add_argument("--host", default=defaults.host,
+                        help="address to serve on; media binds there too (default %(default)s; 0.0.0.0 for all)")
+    parser.add_argument("--port", type=int, default=defaults.port, help="HTTP port (default %(default)s)")
+    parser.add_argument("--max-sessions", type=_positive(int), default=defaults.max_sessions,
+                        help="concurrent streams, 1 or more; more get 503 (default %(default)s)")
+    parser.add_argument("--model-threads", type=_positive(int), default=defaults.model_threads,
+                        help="onnxruntime threads per model run, 1 or more (default %(default)s)")
+    parser.add_argument("--connect-timeout", type=_positive(float), default=defaults.connect_timeout,
+                        help="seconds a peer has to connect before its slot is freed (default %(default)s)")
+    parser.add_argument("--media-timeout", type=_positive(float), default=defaults.media_timeout,
+                        help="seconds without a frame from a connected peer before it counts as gone "
+                             "(default %(default)s)")
+    parser.add_argument("--allow-origin", action="append", default=[], metavar="ORIGIN",
+                        help="also accept API calls from pages of ORIGIN (e.g. https://studio.example); repeatable")
+    parser.add_argument("--log-level", default="INFO", type=str.upper,
+                        choices=["DEBUG", "INFO", "WARNING", "ERROR"], help="(default %(default)s)")
+    parser.add_argument("--access-log", action="store_true", help="log every HTTP request")
     parser.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"],
-                        help="where frames are processed: cuda keeps them on the GPU (needs torch); default: cuda if present")
+                        help="where frames are processed: cuda keeps them on the GPU (needs torch); "
+                             "default: cuda if present")
     parser.add_argument(
         "--batch-sessions", default="auto", choices=["auto", "on", "off"],
         help="one segmentation call for frames that sessions send together; default: on with --device cuda",
@@ -55,18 +119,21 @@ def serve(argv: list[str]) -> int:
         "--random-weights", action="store_true",
         help="also serve random/sd-turbo: the full-size architecture, untrained (timing, no download)",
     )
-    _add_param_flags(parser)
+    add_param_flags(parser)
     args = parser.parse_args(argv)
     try:
-        defaults = _params_from_args(args)
+        params = params_from_args(args)
     except ParamsError as exc:
         parser.error(str(exc))
 
-    from aiohttp import web
-
-    from .server import ServerConfig, create_app
+    from . import http_server, ice, memory
+    from .server import create_app, http_limits, resolve_device
     from .stylize import DiffusionModelSpec, default_specs
 
+    try:
+        resolve_device(args.device)
+    except (ValueError, ImportError) as exc:
+        return _fail(f"--device {args.device}: {exc}")
     models = default_specs(random_weights=args.random_weights)
     for entry in args.add_diffusion_model:
         name, _, model = entry.partition("=")
@@ -76,40 +143,73 @@ def serve(argv: list[str]) -> int:
     if args.taesd:
         models = {name: dataclasses.replace(spec, taesd_id=args.taesd) for name, spec in models.items()}
 
-    logging.basicConfig(level=args.log_level.upper(), format="%(asctime)s %(name)s %(levelname)s %(message)s")
+    memory.limit_arenas()  # before any thread starts
+    logging.basicConfig(level=args.log_level, format="%(asctime)s %(name)s %(levelname)s %(message)s")
+    try:
+        ice.serve_media_on(ice.media_addresses(args.host))
+    except OSError as exc:
+        return _fail(f"--host {args.host}: {exc}")
     config = ServerConfig(
-        host=args.host, port=args.port, max_sessions=args.max_sessions,
-        model_threads=args.model_threads, defaults=defaults, diffusion_models=models, device=args.device,
+        host=args.host, port=args.port, max_sessions=args.max_sessions, model_threads=args.model_threads,
+        connect_timeout=args.connect_timeout, media_timeout=args.media_timeout,
+        allowed_origins=tuple(args.allow_origin), defaults=params, diffusion_models=models, device=args.device,
         batch_sessions=args.batch_sessions,
     )
-    print(f"camfx: open http://{args.host}:{args.port}/ in a browser", flush=True)
-    web.run_app(create_app(config), host=args.host, port=args.port, print=None)
+    try:
+        http_server.run(create_app(config), args.host, args.port, limits=http_limits(config), access_log=args.access_log,
+                        on_started=lambda: _print_urls(args.host, args.port))
+    except http_server.ServeError as exc:
+        return _fail(str(exc))
     return 0
+
+
+def _print_urls(host: str, port: int) -> None:
+    from .origins import is_loopback
+
+    if host in ("0.0.0.0", "::", ""):
+        import ifaddr
+
+        addresses = ["127.0.0.1"] + sorted(
+            ip.ip for adapter in ifaddr.get_adapters() for ip in adapter.ips
+            if isinstance(ip.ip, str) and not ip.ip.startswith("127.")
+        )
+        urls = [f"http://{a}:{port}/" for a in addresses]
+    else:
+        urls = [f"http://{'[' + host + ']' if ':' in host else host}:{port}/"]
+    print(f"camfx {version()}: open {urls[0]} in a browser", flush=True)
+    for url in urls[1:]:
+        print(f"       or {url}", flush=True)
+    if not all(is_loopback(u.split('//')[1].rsplit(':', 1)[0]) for u in urls):
+        print("       (browsers give a page the camera only over https or on localhost)", flush=True)
+
+
+def _fail(message: str) -> int:
+    print(f"camfx: {message}", file=sys.stderr)
+    return 1
 
 
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
-    commands = {
-        "serve": serve,
-        "export": lambda rest: _delegate("camfx.export.cli", rest),
-        "bench": lambda rest: _delegate("camfx.bench.cli", rest),
-        "doctor": lambda rest: _delegate("camfx.engine.doctor", rest),
-    }
-    if not argv or argv[0] not in commands:
-        print("usage: camfx {serve,export,bench,doctor} [options]  (camfx COMMAND --help for more)", file=sys.stderr)
+    if not argv or argv[0] in ("-h", "--help", "help"):
+        print(_usage())
+        return 0
+    if argv[0] == "--version":
+        print(f"camfx {version()}")
+        return 0
+    if argv[0] not in COMMANDS:
+        _fail(f"unknown command {argv[0]!r}; `camfx --help` lists them")
         return 2
-    return commands[argv[0]](argv[1:]) or 0
-
-
-def _delegate(module: str, argv: list[str]) -> int:
-    import importlib
-
+    if argv[0] == "serve":
+        return serve(argv[1:])
+    _, module, extra = COMMANDS[argv[0]]
     try:
-        mod = importlib.import_module(module)
-    except ImportError as exc:
-        print(f"camfx: {exc}. Install the extra it needs, e.g. pip install 'camfx[export,bench]'", file=sys.stderr)
-        return 1
-    return mod.main(argv) or 0
+        return importlib.import_module(module).main(argv[1:]) or 0
+    except ModuleNotFoundError as exc:
+        top = (exc.name or "").split(".")[0]
+        if not top or top == "camfx":
+            raise  # a bug of ours, not a missing extra
+        hint = f"pip install 'camfx[{extra}]'" if extra else "reinstall camfx"
+        return _fail(f"`camfx {argv[0]}` needs {top}, which is not installed: {hint}")
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -22,49 +22,51 @@ class Params(BaseModel):
 
     model_config = ConfigDict(extra="forbid", validate_assignment=True)
 
-    effect: Effect = "blur"
-    # blur: Gaussian sigma in pixels at 720p (scaled with frame height).
-    blur_strength: float = Field(12.0, ge=1.0, le=50.0)
-    # replace: a solid colour or an image (bundled name or uploaded id).
-    background: Literal["color", "image"] = "image"
-    background_color: str = "#2f5d8a"
-    background_image: str = Field("studio", min_length=1, max_length=64, pattern=r"^[A-Za-z0-9_-]+$")
-    # remove: the key colour for chroma keying downstream (OBS).
-    key_color: str = "#00ff00"
-    # toon: edge-preserving smoothing passes and edge darkness.
-    toon_smoothing: int = Field(2, ge=1, le=5)
-    toon_edges: float = Field(0.6, ge=0.0, le=1.0)
-    # diffusion: few-step img2img / txt2img (see camfx.engine.stylize); the server checks that
-    # diffusion_model is one it serves.
-    diffusion_mode: Literal["frame", "background", "person", "backdrop"] = "background"
-    # backdrop: from the prompt alone (txt2img, made again when it changes) or from the room
-    # (img2img of the camera picture with the person taken out, remade as fast as it can be).
-    backdrop_source: Literal["prompt", "room"] = "prompt"
-    prompt: str = Field("a watercolor painting, soft light", max_length=500)
-    strength: float = Field(0.5, gt=0.0, le=1.0)
-    steps: int = Field(1, ge=1, le=4)
-    seed: int = Field(0, ge=0, le=2**31 - 1)
-    # The long side of the picture the model works on (the short side follows the frame's shape).
-    diffusion_size: int = Field(512, ge=128, le=1024, multiple_of=64)
-    diffusion_model: str = Field("stabilityai/sd-turbo", min_length=1, max_length=200)
-    # Weight of the previous clean latent, against flicker (adds that much lag); 0 = off.
-    diffusion_feedback: float = Field(0.0, ge=0.0, le=0.9)
-    # Skip frames nearly identical to the last one generated (StreamDiffusion uses 0.98); 0 = off.
-    similarity_threshold: float = Field(0.0, ge=0.0, lt=1.0)
-    # Residual self-negative guidance (1 = off: turbo models need none; no second UNet call).
-    guidance: float = Field(1.0, ge=1.0, le=3.0)
-    # Denoise successive frames' steps in one UNet batch: more fps at steps > 1, steps - 1 frames lag.
-    stream_batch: bool = False
-    # mask quality
-    model: Literal["general", "landscape"] = "landscape"
-    mask_mode: Literal["soft", "threshold"] = "soft"
-    mask_threshold: float = Field(0.5, gt=0.0, lt=1.0)
-    # Weight of the previous mask in an exponential moving average; 0 = none (no lag).
-    mask_smoothing: float = Field(0.0, ge=0.0, le=0.9)
-    # Guided-filter radius (pixels at 720p) that snaps mask edges to image edges; 0 = off.
-    mask_feather: int = Field(4, ge=0, le=32)
-    # Keep the top 16 rows of the input so latency probes can match output to input.
-    probe: bool = False
+    effect: Effect = Field("blur", description="what happens to the picture")
+    blur_strength: float = Field(12.0, ge=1.0, le=50.0,
+                                 description="blur: Gaussian sigma in pixels at 720p (scaled with the frame height)")
+    background: Literal["color", "image"] = Field("image", description="replace: a solid colour or an image")
+    background_color: str = Field("#2f5d8a", description="replace: the colour, like '#2f5d8a'")
+    background_image: str = Field("studio", min_length=1, max_length=64, pattern=r"^[A-Za-z0-9_-]+$",
+                                  description="replace: a bundled image (studio, sunset, office) or an uploaded id")
+    key_color: str = Field("#00ff00", description="remove: the key colour for chroma keying downstream (OBS)")
+    toon_smoothing: int = Field(2, ge=1, le=5, description="toon: edge-preserving smoothing passes")
+    toon_edges: float = Field(0.6, ge=0.0, le=1.0, description="toon: how dark the outlines are")
+    # The server also checks that diffusion_model is one it serves.
+    diffusion_mode: Literal["frame", "background", "person", "backdrop"] = Field(
+        "background", description="diffusion: restyle the whole frame, the background, the person, "
+                                  "or generate a backdrop behind the person")
+    backdrop_source: Literal["prompt", "room"] = Field(
+        "prompt", description="backdrop: from the prompt alone (txt2img, remade when it changes) or from "
+                              "the room with the person taken out (img2img, remade as fast as it can be)")
+    prompt: str = Field("a watercolor painting, soft light", max_length=500, description="diffusion: the look")
+    strength: float = Field(0.5, gt=0.0, le=1.0, description="diffusion: how far from the camera's picture")
+    steps: int = Field(1, ge=1, le=4, description="diffusion: UNet calls per picture")
+    seed: int = Field(0, ge=0, le=2**31 - 1, description="diffusion: the stream's fixed noise")
+    diffusion_size: int = Field(512, ge=128, le=1024, multiple_of=64,
+                                description="diffusion: long side of the picture the model works on")
+    diffusion_model: str = Field("stabilityai/sd-turbo", min_length=1, max_length=200,
+                                 description="diffusion: a model this server serves (GET /healthz lists them)")
+    diffusion_feedback: float = Field(0.0, ge=0.0, le=0.9,
+                                      description="diffusion: weight of the previous latent, against flicker "
+                                                  "(adds that much lag); 0 = off")
+    similarity_threshold: float = Field(0.0, ge=0.0, lt=1.0,
+                                        description="diffusion: skip frames nearly identical to the last one "
+                                                    "(StreamDiffusion uses 0.98); 0 = off")
+    guidance: float = Field(1.0, ge=1.0, le=3.0,
+                            description="diffusion: residual self-negative guidance; 1 = off (turbo models need none)")
+    stream_batch: bool = Field(False, description="diffusion: denoise successive frames' steps in one UNet batch "
+                                                  "(more fps at steps > 1, steps - 1 frames of lag)")
+    model: Literal["general", "landscape"] = Field(
+        "landscape", description="segmentation model: landscape (144x256) or general (256x256)")
+    mask_mode: Literal["soft", "threshold"] = Field("soft", description="a soft alpha mask, or a hard threshold")
+    mask_threshold: float = Field(0.5, gt=0.0, lt=1.0, description="threshold mode: where person begins")
+    mask_smoothing: float = Field(0.0, ge=0.0, le=0.9,
+                                  description="weight of the previous mask (0 = none, no lag)")
+    mask_feather: int = Field(4, ge=0, le=32, description="guided-filter radius (pixels at 720p) that snaps "
+                                                          "mask edges to image edges; 0 = off")
+    probe: bool = Field(False, description="keep the top 16 rows of the input, so a latency probe can match "
+                                           "output to input")
 
     @field_validator("prompt")
     @classmethod
@@ -84,11 +86,16 @@ class Params(BaseModel):
     def updated(self, patch: dict[str, Any]) -> "Params":
         """A new Params with `patch` applied; raises ParamsError naming the bad field."""
         if not isinstance(patch, dict):
-            raise ParamsError([{"field": "", "message": "expected a JSON object"}])
+            raise ParamsError([field_error("", "expected a JSON object of parameters")])
         try:
             return Params.model_validate({**self.model_dump(), **patch})
         except ValidationError as exc:
             raise ParamsError.from_validation(exc) from None
+
+
+def field_error(field: str, message: str) -> dict[str, str]:
+    """One entry of an error's `errors` list: the field it is about ("" for the whole input)."""
+    return {"field": field, "message": message}
 
 
 class ParamsError(ValueError):
@@ -101,10 +108,7 @@ class ParamsError(ValueError):
     @classmethod
     def from_validation(cls, exc: ValidationError) -> "ParamsError":
         return cls(
-            [
-                {"field": ".".join(str(p) for p in err["loc"]), "message": err["msg"]}
-                for err in exc.errors(include_url=False)
-            ]
+            [field_error(".".join(str(p) for p in err["loc"]), err["msg"]) for err in exc.errors(include_url=False)]
         )
 
 

@@ -3,42 +3,60 @@
 from __future__ import annotations
 
 import asyncio
-import json
 import logging
 import os
-import uuid
+import secrets
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from importlib import resources
 from typing import Any
 
 from aiohttp import web
-from aiortc import RTCPeerConnection, RTCSessionDescription
+from aiortc import RTCIceServer, RTCSessionDescription
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
+from . import sdp
 from .backends import nvidia_gpu_present
-from .backgrounds import BackgroundError, Backgrounds
+from .backgrounds import Backgrounds
+from .body import BODY_TIMEOUT_S, read_body, read_json
+from .errors import REQUEST_ID, HTTPError, json_errors
+from .http_server import HttpLimits
+from .ice import peer_connection
 from .jitter import release_frames_at_marker
+from .memory import Trimmer
 from .metrics import Metrics
-from .params import Params, ParamsError
+from .origins import origin_guard
+from .params import Params, ParamsError, field_error
 from .pipeline import default_pipeline
 from .segmenter import Segmenters
-from .session import Session
+from .session import CONNECT_TIMEOUT_S, MEDIA_TIMEOUT_S, Session
 from .stylize import DiffusionModels, DiffusionModelSpec, Generator, default_specs
+from .rate_limit import RateLimiter
+from .uploads import MAX_UPLOAD_BYTES, RATE_BURST, RATE_PER_S, Uploads
 
 log = logging.getLogger("camfx.server")
 
-MAX_JSON_BYTES = 256 * 1024  # an SDP offer is a few KB
-MAX_UPLOAD_BYTES = 8 * 1024 * 1024
+MAX_JSON_BYTES = 64 * 1024  # an SDP offer is a few KB, 20 with many candidates
 
 
 @dataclass
 class ServerConfig:
+    """The server's settings; `camfx serve` sets them from its flags."""
+
     host: str = "127.0.0.1"
     port: int = 8080
     max_sessions: int = 4
     model_threads: int = 1
-    connect_timeout: float = 30.0  # seconds for a peer to connect before its session is dropped
+    connect_timeout: float = CONNECT_TIMEOUT_S  # seconds for a peer to connect before its session is dropped
+    media_timeout: float = MEDIA_TIMEOUT_S  # seconds without a frame before a connected peer counts as gone
+    max_connections: int = HttpLimits.max_connections  # open HTTP connections; one more gets 503
+    header_timeout: float = HttpLimits.header_timeout  # seconds for a request's headers to arrive
+    body_timeout: float = BODY_TIMEOUT_S  # seconds for a request's body to arrive
+    upload_burst: int = RATE_BURST  # uploads a client may send at once,
+    upload_every_s: float = RATE_PER_S  # then one per this many seconds
+    # Browser pages of other origins allowed to call the API (the server's own always are).
+    allowed_origins: tuple[str, ...] = ()
+    ice_servers: tuple[RTCIceServer, ...] = ()  # STUN / TURN for the server's peer connections
     workers: int = field(default_factory=lambda: max(2, os.cpu_count() or 2))
     defaults: Params = field(default_factory=Params)
     # Where frames are processed: "cuda" keeps each frame on the GPU (torch, see
@@ -61,8 +79,10 @@ def resolve_device(device: str) -> str:
     no_gpu_here = importlib.util.find_spec("torch") is None or not nvidia_gpu_present()
     if device == "cpu" or (device == "auto" and no_gpu_here):  # no torch import for nothing
         return "cpu"
-    import torch
-
+    try:
+        import torch
+    except ImportError:
+        raise ValueError("the GPU path needs torch with CUDA: pip install 'camfx[gpu]'") from None
     if torch.cuda.is_available():
         return "cuda"
     if device == "cuda":
@@ -90,8 +110,10 @@ class Engine:
         # workers' place, and two at once would only share the same cores or GPU.
         self.diffusion_models = DiffusionModels(config.diffusion_models, on_fallback=self._count_fallback)
         self.diffusion = ThreadPoolExecutor(max_workers=1, thread_name_prefix="camfx-diffusion")
+        self.uploads = Uploads(self.backgrounds, rate=RateLimiter(config.upload_burst, config.upload_every_s))
         self.sessions: dict[str, Session] = {}
         self._pipeline_factory = pipeline_factory or self._default_pipeline
+        self._trimmer = Trimmer()
 
     def runtimes(self) -> dict[str, Any]:
         """Per segmentation model: the runtime in use and those that failed (for the page)."""
@@ -117,9 +139,7 @@ class Engine:
         """What the schema cannot know: that a named background image exists, that this server
         serves the diffusion model named."""
         if params.background_image not in self.backgrounds:
-            raise ParamsError(
-                [{"field": "background_image", "message": f"no background image {params.background_image!r}"}]
-            )
+            raise ParamsError([field_error("background_image", f"no background image {params.background_image!r}")])
         self.diffusion_models.check(params)
 
     def new_generator(self, on_error) -> Generator:
@@ -128,47 +148,16 @@ class Engine:
     def forget(self, session: Session) -> None:
         if self.sessions.pop(session.id, None) is not None:
             self.metrics.sessions.set(len(self.sessions))
+        if not self.sessions:
+            self._trimmer.soon()  # give the ended sessions' frame buffers back to the system
 
     async def shutdown(self) -> None:
         await asyncio.gather(*(s.close() for s in list(self.sessions.values())), return_exceptions=True)
+        self._trimmer.cancel()
+        self.uploads.shutdown()
         self.executor.shutdown(wait=True, cancel_futures=True)
         self.helper.shutdown(wait=True, cancel_futures=True)
         self.diffusion.shutdown(wait=True, cancel_futures=True)
-
-
-def _error_body(message: str, errors: list | None = None) -> dict[str, Any]:
-    return {"error": message} if errors is None else {"error": message, "errors": errors}
-
-
-def _error(status: int, message: str, errors: list | None = None) -> web.Response:
-    response = web.json_response(_error_body(message, errors), status=status)
-    if status == 413:
-        response.force_close()  # the rest of the body is never read: do not reuse the connection
-    return response
-
-
-async def _read_json(request: web.Request) -> Any:
-    """The request's JSON body, or raise an HTTP error response."""
-    too_large = _HTTPJSON(413, f"JSON bodies are limited to {MAX_JSON_BYTES} bytes")
-    if request.content_length is not None and request.content_length > MAX_JSON_BYTES:
-        raise too_large
-    raw = await request.content.read(MAX_JSON_BYTES + 1)
-    if len(raw) > MAX_JSON_BYTES:
-        raise too_large
-    try:
-        return json.loads(raw)
-    except ValueError as exc:
-        raise _HTTPJSON(400, f"malformed JSON: {exc}") from None
-
-
-class _HTTPJSON(web.HTTPException):
-    """An error response with a JSON body, raised from helpers."""
-
-    def __init__(self, status: int, message: str, errors: list | None = None):
-        self.status_code = status
-        super().__init__(text=json.dumps(_error_body(message, errors)), content_type="application/json")
-        if status == 413:
-            self.force_close()
 
 
 ENGINE = web.AppKey("engine", Engine)
@@ -182,43 +171,78 @@ async def index(request: web.Request) -> web.StreamResponse:
     return web.FileResponse(resources.files("camfx.demo") / "index.html")
 
 
-async def offer(request: web.Request) -> web.Response:
-    engine = _engine(request)
-    body = await _read_json(request)
-    if not isinstance(body, dict) or not isinstance(body.get("sdp"), str) or body.get("type") != "offer":
-        return _error(400, 'expected {"sdp": "...", "type": "offer", "params": {...}}')
+def _page_files() -> dict[str, object]:
+    """The demo's files by their path under /static (pages, scripts, styles, background images)."""
+    demo = resources.files("camfx.demo")
+    files = {}
+    for folder, prefix in ((demo, ""), (demo / "backgrounds", "backgrounds/")):
+        for entry in folder.iterdir():
+            if entry.is_file() and entry.name.endswith((".html", ".js", ".css", ".jpg")):
+                files[prefix + entry.name] = entry
+    return files
+
+
+PAGE_FILES = web.AppKey("page_files", dict)
+
+
+async def static_file(request: web.Request) -> web.StreamResponse:
+    # A fixed list, not a folder: nothing else can be reached, and a miss is a JSON 404.
+    entry = request.app[PAGE_FILES].get(request.match_info["path"])
+    if entry is None:
+        raise HTTPError(404, f"there is no file {request.match_info['path']!r} in the page's files")
+    return web.FileResponse(entry)
+
+
+OFFER_SHAPE = 'expected a JSON object {"sdp": "<the SDP offer>", "type": "offer", "params": {...}}'
+
+
+def _params_or_422(engine: Engine, update) -> Params:
     try:
-        params = engine.config.defaults.updated(body.get("params") or {})
+        params = update()
         engine.check_params(params)
     except ParamsError as exc:
-        return _error(422, "invalid params", exc.errors)
-    if len(engine.sessions) >= engine.config.max_sessions:
-        return _error(503, f"session limit reached ({engine.config.max_sessions}); try again later")
+        raise HTTPError(422, "invalid params", exc.errors) from None
+    return params
 
-    pc = RTCPeerConnection()
+
+async def offer(request: web.Request) -> web.Response:
+    engine = _engine(request)
+    body = await read_json(request, MAX_JSON_BYTES, engine.config.body_timeout)
+    if not isinstance(body, dict) or not isinstance(body.get("sdp"), str) or body.get("type") != "offer":
+        raise HTTPError(400, OFFER_SHAPE)
+    params = _params_or_422(engine, lambda: engine.config.defaults.updated(body.get("params") or {}))
+    problem = sdp.offer_problem(body["sdp"])
+    if problem:
+        raise HTTPError(400, problem)
+    if len(engine.sessions) >= engine.config.max_sessions:
+        raise HTTPError(503, f"the session limit ({engine.config.max_sessions}) is reached; try again in a few seconds",
+                        headers={"Retry-After": "5"})
+
+    pc = peer_connection(engine.config.ice_servers)
     session = Session(
-        uuid.uuid4().hex, pc, params, engine.new_pipeline(), engine.executor, engine.metrics, engine.forget,
+        secrets.token_hex(16), pc, params, engine.new_pipeline(), engine.executor, engine.metrics, engine.forget,
         check_params=engine.check_params, connect_timeout=engine.config.connect_timeout,
-        make_generator=engine.new_generator, runtimes=engine.runtimes,
+        media_timeout=engine.config.media_timeout, make_generator=engine.new_generator, runtimes=engine.runtimes,
     )
     engine.sessions[session.id] = session
     engine.metrics.sessions.set(len(engine.sessions))
     engine.metrics.sessions_total.inc()
     try:
         await pc.setRemoteDescription(RTCSessionDescription(sdp=body["sdp"], type="offer"))
-        if not any(t.kind == "video" for t in pc.getTransceivers()):
-            raise ValueError("the offer has no video")
+        video = next((t for t in pc.getTransceivers() if t.kind == "video"), None)
+        if video is None:
+            raise HTTPError(400, "the offer has no video; camfx needs a camera track (m=video)")
         release_frames_at_marker(pc)  # decode each frame when its last packet is in, not a frame later
-        for transceiver in pc.getTransceivers():
-            if transceiver.kind == "video":
-                pc.addTrack(session.output)
-                transceiver.direction = "sendrecv"
-                break
+        pc.addTrack(session.output)
+        video.direction = "sendrecv"
         await pc.setLocalDescription(await pc.createAnswer())
-    except Exception as exc:  # aiortc raises several types for bad SDP
-        log.warning("offer refused: %s", exc)
-        await session.close()
-        return _error(400, f"bad SDP offer: {exc}")
+    except Exception as exc:  # aiortc raises many types for SDP it cannot use
+        await session.close()  # never raises, and always frees the slot
+        if isinstance(exc, HTTPError):
+            raise
+        log.warning("request %s: offer refused: %r", request[REQUEST_ID], exc)
+        raise HTTPError(400, "the SDP offer could not be used: it is incomplete, or asks for something "
+                             "camfx does not support (see the server log under this request id)") from None
     log.info("session %s: opened (%s)", session.id, params.effect)
     return web.json_response(
         {"sdp": pc.localDescription.sdp, "type": pc.localDescription.type, "session_id": session.id}
@@ -228,17 +252,14 @@ async def offer(request: web.Request) -> web.Response:
 def _session(request: web.Request) -> Session:
     session = _engine(request).sessions.get(request.match_info["session_id"])
     if session is None:
-        raise _HTTPJSON(404, "no such session")
+        raise HTTPError(404, "no such session (it ended, or the id is wrong)")
     return session
 
 
 async def update_params(request: web.Request) -> web.Response:
     session = _session(request)
-    patch = await _read_json(request)
-    try:
-        params = session.update_params(patch)
-    except ParamsError as exc:
-        return _error(422, "invalid params", exc.errors)
+    patch = await read_json(request, MAX_JSON_BYTES, _engine(request).config.body_timeout)
+    params = _params_or_422(_engine(request), lambda: session.update_params(patch))
     return web.json_response(params.model_dump())
 
 
@@ -254,16 +275,9 @@ async def close_session(request: web.Request) -> web.Response:
 
 async def upload_background(request: web.Request) -> web.Response:
     engine = _engine(request)
-    if request.content_length is not None and request.content_length > MAX_UPLOAD_BYTES:
-        return _error(413, f"uploads are limited to {MAX_UPLOAD_BYTES} bytes")
-    data = await request.content.read(MAX_UPLOAD_BYTES + 1)
-    if len(data) > MAX_UPLOAD_BYTES:
-        return _error(413, f"uploads are limited to {MAX_UPLOAD_BYTES} bytes")
-    loop = asyncio.get_running_loop()
-    try:
-        image_id = await loop.run_in_executor(engine.executor, engine.backgrounds.add_upload, data)
-    except BackgroundError as exc:
-        return _error(400, str(exc))
+    client = request.remote or "unknown"
+    image_id = await engine.uploads.add(
+        client, lambda: read_body(request, MAX_UPLOAD_BYTES, engine.config.body_timeout))
     return web.json_response({"id": image_id}, status=201)
 
 
@@ -300,25 +314,21 @@ async def schema(request: web.Request) -> web.Response:
     return web.json_response(Params.model_json_schema())
 
 
-@web.middleware
-async def json_errors(request: web.Request, handler):
-    """Every error is JSON {"error": ...}, aiohttp's own (404, 405, 413) included."""
-    try:
-        return await handler(request)
-    except web.HTTPException as exc:
-        if exc.status < 400 or exc.content_type == "application/json":
-            raise
-        return _error(exc.status, exc.reason if exc.text is None or exc.text.startswith(f"{exc.status}:") else exc.text)
+def http_limits(config: ServerConfig) -> HttpLimits:
+    return HttpLimits(max_connections=config.max_connections, header_timeout=config.header_timeout)
 
 
 def create_app(config: ServerConfig | None = None, pipeline_factory=None) -> web.Application:
     config = config or ServerConfig()
-    app = web.Application(client_max_size=MAX_UPLOAD_BYTES, middlewares=[json_errors])
+    app = web.Application(
+        client_max_size=MAX_UPLOAD_BYTES,
+        middlewares=[json_errors, origin_guard(config.host, config.allowed_origins)],
+    )
     engine = Engine(config, pipeline_factory)
     app[ENGINE] = engine
-    demo = resources.files("camfx.demo")
+    app[PAGE_FILES] = _page_files()
     app.router.add_get("/", index)
-    app.router.add_static("/static", str(demo), show_index=False)
+    app.router.add_get("/static/{path:.+}", static_file)
     app.router.add_post("/offer", offer)
     app.router.add_get("/params/schema", schema)
     app.router.add_post("/sessions/{session_id}/params", update_params)

@@ -21,11 +21,11 @@ from aiortc import MediaStreamTrack, RTCDataChannel, RTCPeerConnection
 from aiortc.mediastreams import MediaStreamError
 from av import VideoFrame
 
-from . import frames
+from . import frames, safe_json
 from .budget import BudgetController
 from .frame_slot import FrameSlot
 from .metrics import Metrics
-from .params import Params, ParamsError
+from .params import Params, ParamsError, field_error
 from .pipeline import Pipeline, Work
 from .rate import RateMeter
 from .stylize import Generator
@@ -34,6 +34,10 @@ from .tracks import ProcessedTrack
 log = logging.getLogger("camfx.session")
 
 STATS_INTERVAL_S = 1.0
+CONNECT_TIMEOUT_S = 6.0  # from the answer to "connected"; ICE and DTLS take well under a second on loopback
+MEDIA_TIMEOUT_S = 5.0  # connected, but no frame from the peer for this long: it is gone
+WATCH_INTERVAL_S = 0.5
+MAX_MESSAGE_BYTES = 16 * 1024  # a control message is a few hundred bytes
 
 
 class Session:
@@ -47,7 +51,8 @@ class Session:
         metrics: Metrics,
         on_closed: Callable[["Session"], None],
         check_params: Callable[[Params], None] = lambda params: None,
-        connect_timeout: float = 30.0,
+        connect_timeout: float = CONNECT_TIMEOUT_S,
+        media_timeout: float = MEDIA_TIMEOUT_S,
         make_generator: Callable[[Callable[[str, str], None]], Generator] | None = None,
         runtimes: Callable[[], dict[str, Any]] = dict,
     ):
@@ -66,6 +71,8 @@ class Session:
         self._on_closed = on_closed
         self._check_params = check_params
         self._connect_timeout = connect_timeout
+        self._media_timeout = media_timeout
+        self._last_input = 0.0  # when the newest frame from the peer came
         self._tasks: set[asyncio.Task] = set()
         self._channel: RTCDataChannel | None = None
         self._in_rate, self._out_rate = RateMeter(), RateMeter()
@@ -81,7 +88,7 @@ class Session:
         pc.on("track", self._on_track)
         pc.on("datachannel", self._on_datachannel)
         pc.on("connectionstatechange", self._on_connection_state)
-        self._spawn(self._close_if_never_connected())
+        self._spawn(self._close_when_peer_is_gone())
 
     # ---- tasks ---------------------------------------------------------------------------
     def _spawn(self, coro) -> None:
@@ -101,7 +108,7 @@ class Session:
         try:
             while True:
                 frame = await track.recv()
-                now = time.perf_counter()
+                now = self._last_input = time.perf_counter()
                 self._in_rate.tick(now)
                 self.frames_in += 1
                 self._metrics.frames_in.inc()
@@ -149,7 +156,7 @@ class Session:
         return self.generator
 
     def _on_generator_error(self, field: str, message: str) -> None:
-        self._send({"type": "error", "errors": [{"field": field, "message": message}]})
+        self._send({"type": "error", "errors": [field_error(field, message)]})
 
     def _process(self, frame: VideoFrame, work: Work) -> VideoFrame:
         """Executor thread: view the frame as I420 planes, run the pipeline, wrap the result as a
@@ -199,21 +206,33 @@ class Session:
 
         @channel.on("message")
         def on_message(message: Any) -> None:
+            # Nothing may escape: aiortc's event emitter would end the whole session with it.
             try:
-                patch = json.loads(message)
-            except (TypeError, ValueError) as exc:
-                self._send({"type": "error", "errors": [{"field": "", "message": f"malformed JSON: {exc}"}]})
-                return
-            try:
-                params = self.update_params(patch)
-            except ParamsError as exc:
-                self._send({"type": "error", "errors": exc.errors})
-                return
-            self._send({"type": "params", "params": params.model_dump()})
+                reply = self._control(message)
+            except Exception:
+                log.exception("session %s: control message failed", self.id)
+                reply = {"type": "error", "errors": [field_error("", "the server could not apply this message")]}
+            self._send(reply)
+
+    def _control(self, message: Any) -> dict:
+        """One message on the control channel: a params patch in, the answer out."""
+        if not isinstance(message, (str, bytes)):
+            return {"type": "error", "errors": [field_error("", "expected a JSON object as text")]}
+        try:
+            patch = safe_json.loads(message, MAX_MESSAGE_BYTES)
+            params = self.update_params(patch)
+        except safe_json.JSONInputError as exc:
+            return {"type": "error", "errors": [field_error("", str(exc))]}
+        except ParamsError as exc:
+            return {"type": "error", "errors": exc.errors}
+        return {"type": "params", "params": params.model_dump()}
 
     def _send(self, message: dict) -> None:
         if self._channel is not None and self._channel.readyState == "open":
-            self._channel.send(json.dumps(message))
+            try:
+                self._channel.send(json.dumps(message))
+            except Exception:  # the channel closed under us: the session's own teardown follows
+                log.debug("session %s: control message not sent", self.id, exc_info=True)
 
     async def _report_stats(self) -> None:
         while True:
@@ -245,25 +264,43 @@ class Session:
         if self.pc.connectionState in ("failed", "closed"):
             await self.close()
 
-    async def _close_if_never_connected(self) -> None:
-        await asyncio.sleep(self._connect_timeout)
-        if self.pc.connectionState != "connected":
-            log.info("session %s: peer never connected; closing", self.id)
-            self._spawn(self.close())
+    async def _close_when_peer_is_gone(self) -> None:
+        """A peer that never connects, or stops sending, frees its slot within seconds (ICE
+        consent would take 30)."""
+        opened, connected_at = time.perf_counter(), None
+        while True:
+            await asyncio.sleep(WATCH_INTERVAL_S)
+            now = time.perf_counter()
+            if connected_at is None and self.pc.connectionState != "connected":
+                if now - opened > self._connect_timeout:
+                    log.info("session %s: the peer did not connect within %g s; closing", self.id, self._connect_timeout)
+                    break
+                continue
+            connected_at = connected_at or now
+            silent = now - max(self._last_input, connected_at)
+            if silent > self._media_timeout:
+                log.info("session %s: no video from the peer for %.0f s; closing", self.id, silent)
+                break
+        self._spawn(self.close())
 
     async def close(self) -> None:
-        """Idempotent: stop tasks, close the peer connection, free buffers."""
+        """Idempotent, and it always frees the slot: a failure while tearing down (aiortc raises
+        closing a connection it half set up) is logged, never kept."""
         if self.closed.is_set():
             return
         self.closed.set()
-        current = asyncio.current_task()
-        tasks = [t for t in self._tasks if t is not current]
-        for task in tasks:
-            task.cancel()
-        await asyncio.gather(*tasks, return_exceptions=True)
-        self.output.stop()
-        await self.pc.close()
-        self.inbox.take_nowait()
-        self.outbox.take_nowait()
-        self._on_closed(self)
-        log.info("session %s: closed", self.id)
+        try:
+            current = asyncio.current_task()
+            tasks = [t for t in self._tasks if t is not current]
+            for task in tasks:
+                task.cancel()
+            await asyncio.gather(*tasks, return_exceptions=True)
+            self.output.stop()
+            await self.pc.close()
+        except Exception:
+            log.warning("session %s: teardown failed; the session is freed anyway", self.id, exc_info=True)
+        finally:
+            self.inbox.take_nowait()
+            self.outbox.take_nowait()
+            self._on_closed(self)
+            log.info("session %s: closed", self.id)

@@ -12,8 +12,14 @@ import pytest_asyncio
 from aiohttp import web
 
 from camfx.bench.latency import free_port
-from camfx.engine import yuv
-from camfx.engine.server import ENGINE, ServerConfig, create_app
+from camfx.engine import http_server, yuv
+from camfx.engine.ice import serve_media_on
+from camfx.engine.server import ENGINE, ServerConfig, create_app, http_limits
+
+
+# Every peer connection in the tests, servers' and clients' alike, binds and offers 127.0.0.1
+# only: no packet leaves loopback.
+serve_media_on(["127.0.0.1"])
 
 
 class RunningServer:
@@ -26,12 +32,11 @@ class RunningServer:
 
 
 async def start_server(config: ServerConfig | None = None, pipeline_factory=None):
+    """camfx's app on a free loopback port, served as `camfx serve` serves it."""
     config = config or ServerConfig()
     config.port = free_port()
     app = create_app(config, pipeline_factory)
-    runner = web.AppRunner(app)
-    await runner.setup()
-    await web.TCPSite(runner, "127.0.0.1", config.port).start()
+    runner = await http_server.start(app, "127.0.0.1", config.port, limits=http_limits(config))
     return runner, RunningServer(app, f"http://127.0.0.1:{config.port}")
 
 

@@ -11,13 +11,14 @@ import numpy as np
 import pytest
 from aiortc import RTCPeerConnection
 
+from camfx.engine.ice import peer_connection
 from camfx.engine.server import MAX_JSON_BYTES, MAX_UPLOAD_BYTES, ServerConfig
 
 from .conftest import start_server
 
 
 async def make_offer(kind: str = "video") -> tuple[RTCPeerConnection, str]:
-    pc = RTCPeerConnection()
+    pc = peer_connection()
     pc.addTransceiver(kind, direction="sendrecv")
     await pc.setLocalDescription(await pc.createOffer())
     return pc, pc.localDescription.sdp

@@ -8,14 +8,8 @@ path in $CAMFX_CHROMIUM). Playwright's own browser download is never used.
 
 from __future__ import annotations
 
-import asyncio
-import json
 import os
 import shutil
-import threading
-import time
-import urllib.error
-import urllib.request
 from pathlib import Path
 
 import pytest
@@ -28,63 +22,12 @@ WAIT_MS = 30_000  # a 2-core machine runs browser, encoder, decoder and engine a
 if not (os.path.isfile(CHROMIUM) and os.access(CHROMIUM, os.X_OK)) and not shutil.which(CHROMIUM):
     raise RuntimeError(f"no Chromium at {CHROMIUM}: apt-get install chromium, or set CAMFX_CHROMIUM")
 
-from aiohttp import web  # noqa: E402
 from playwright import sync_api  # noqa: E402
 
 from camfx.bench.clip import person_clip, write_y4m  # noqa: E402
-from camfx.engine.server import ServerConfig, create_app  # noqa: E402
+from camfx.engine.server import ServerConfig  # noqa: E402
 
-
-# ---- a real server on a loopback port, in a thread with its own event loop -----------------
-class ServerThread:
-    """camfx's aiohttp app on 127.0.0.1 (a free port), served from a background event loop so
-    the synchronous Playwright API can drive the browser from the test thread."""
-
-    def __init__(self, config: ServerConfig):
-        self.config = config
-        self.loop = asyncio.new_event_loop()
-        self._thread = threading.Thread(target=self.loop.run_forever, name="camfx-server", daemon=True)
-        self._runner: web.AppRunner | None = None
-        self.url = ""
-
-    def _call(self, coro, timeout: float = 60.0):
-        return asyncio.run_coroutine_threadsafe(coro, self.loop).result(timeout)
-
-    def start(self) -> "ServerThread":
-        self._thread.start()
-        self._call(self._start())
-        return self
-
-    async def _start(self) -> None:
-        self._runner = web.AppRunner(create_app(self.config))
-        await self._runner.setup()  # runs on_startup: loads the models
-        site = web.TCPSite(self._runner, "127.0.0.1", 0)
-        await site.start()
-        host, port = self._runner.addresses[0][:2]
-        self.url = f"http://{host}:{port}"
-
-    def stop(self) -> None:
-        try:
-            if self._runner is not None:
-                self._call(self._runner.cleanup())
-        finally:
-            self.loop.call_soon_threadsafe(self.loop.stop)
-            self._thread.join(10)
-            self.loop.close()
-
-    # Plain blocking HTTP from the test thread.
-    def get(self, path: str):
-        with urllib.request.urlopen(self.url + path, timeout=10) as response:
-            return json.loads(response.read())
-
-    def sessions(self) -> int:
-        return self.get("/healthz")["sessions"]
-
-    def wait_sessions(self, count: int, timeout: float = 5.0) -> None:
-        deadline = time.monotonic() + timeout
-        while (n := self.sessions()) != count:
-            assert time.monotonic() < deadline, f"server still has {n} sessions, expected {count}"
-            time.sleep(0.1)
+from .server_thread import ServerThread  # noqa: E402
 
 
 @pytest.fixture(scope="module")

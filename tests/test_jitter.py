@@ -1,9 +1,9 @@
 """The receive-side jitter buffer: a frame goes to the decoder when its marked last packet is in."""
 
-from aiortc import RTCPeerConnection
 from aiortc.jitterbuffer import JitterBuffer
 from aiortc.rtp import RtpPacket
 
+from camfx.engine.ice import peer_connection
 from camfx.engine.jitter import MarkerJitterBuffer, release_frames_at_marker
 
 
@@ -78,7 +78,7 @@ def test_a_keyframe_of_many_packets_is_one_frame():
 
 
 async def test_release_frames_at_marker_changes_video_receivers_only_once():
-    pc = RTCPeerConnection()
+    pc = peer_connection()
     try:
         audio, video = pc.addTransceiver("audio"), pc.addTransceiver("video")
         assert release_frames_at_marker(pc) == 1

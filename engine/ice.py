@@ -1,0 +1,59 @@
+"""What a peer connection may reach: ICE servers only from configuration, host candidates only
+on the addresses the server serves on.
+
+aiortc's `RTCPeerConnection()` without a configuration adds a public STUN server (a packet to
+the internet for every session), so every peer connection camfx makes, in the product, the
+benchmarks and the tests, comes from `peer_connection`.
+
+aiortc has no setting for the interfaces media binds on: its ICE agent (aioice) gathers a host
+candidate on every address of every interface. `serve_media_on` replaces aioice's address list
+for this process, so `camfx serve --host 127.0.0.1` offers and binds 127.0.0.1 only, and a
+specific `--host` only that address. With `--host 0.0.0.0` (or `::`) aioice's own list stands.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import logging
+import socket
+from typing import Iterable
+
+import aioice.ice
+from aiortc import RTCConfiguration, RTCIceServer, RTCPeerConnection
+
+log = logging.getLogger("camfx.ice")
+
+_AIOICE_ADDRESSES = aioice.ice.get_host_addresses  # aioice's own: every interface
+
+
+def peer_connection(ice_servers: Iterable[RTCIceServer] = ()) -> RTCPeerConnection:
+    """A peer connection that uses exactly `ice_servers` (none: host candidates only)."""
+    return RTCPeerConnection(RTCConfiguration(iceServers=list(ice_servers)))
+
+
+def media_addresses(host: str) -> list[str] | None:
+    """The addresses media should use when HTTP is served on `host`; None for every interface."""
+    if host in ("", "0.0.0.0", "::"):
+        return None
+    if host == "localhost":
+        return ["127.0.0.1"]
+    try:
+        return [str(ipaddress.ip_address(host))]
+    except ValueError:  # a host name: the addresses it resolves to here
+        infos = socket.getaddrinfo(host, None, type=socket.SOCK_DGRAM)
+        return sorted({info[4][0] for info in infos})
+
+
+def serve_media_on(addresses: list[str] | None) -> None:
+    """Gather host candidates (and bind media sockets) on `addresses` only; None restores
+    aioice's every-interface list. Process-wide: aioice reads it for every connection."""
+    if addresses is None:
+        aioice.ice.get_host_addresses = _AIOICE_ADDRESSES
+        return
+    chosen = list(addresses)
+
+    def get_host_addresses(use_ipv4: bool, use_ipv6: bool) -> list[str]:
+        return [a for a in chosen if (use_ipv4 if ipaddress.ip_address(a).version == 4 else use_ipv6)]
+
+    aioice.ice.get_host_addresses = get_host_addresses
+    log.debug("media binds on %s", ", ".join(chosen))

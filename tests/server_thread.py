@@ -1,0 +1,70 @@
+"""A real camfx server on a loopback port, in a thread with its own event loop, for tests whose
+driver is synchronous (Playwright's sync API, hypothesis)."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import threading
+import time
+import urllib.request
+
+from aiohttp import web
+
+from camfx.engine import http_server
+from camfx.engine.server import ENGINE, ServerConfig, create_app, http_limits
+
+
+class ServerThread:
+    """camfx's aiohttp app on 127.0.0.1 (a free port), served from a background event loop so
+    the synchronous Playwright API can drive the browser from the test thread."""
+
+    def __init__(self, config: ServerConfig):
+        self.config = config
+        self.loop = asyncio.new_event_loop()
+        self._thread = threading.Thread(target=self.loop.run_forever, name="camfx-server", daemon=True)
+        self._runner: web.AppRunner | None = None
+        self.url = ""
+
+    def call(self, coro, timeout: float = 60.0):
+        """Run `coro` on the server's loop and wait for its result."""
+        return asyncio.run_coroutine_threadsafe(coro, self.loop).result(timeout)
+
+    @property
+    def engine(self):
+        return self._runner.app[ENGINE]
+
+    def start(self) -> "ServerThread":
+        self._thread.start()
+        self.call(self._start())
+        return self
+
+    async def _start(self) -> None:
+        # Port 0: the system picks a free one; setup runs on_startup, which loads the models.
+        self._runner = await http_server.start(create_app(self.config), "127.0.0.1", 0,
+                                               limits=http_limits(self.config))
+        host, port = self._runner.addresses[0][:2]
+        self.url = f"http://{host}:{port}"
+
+    def stop(self) -> None:
+        try:
+            if self._runner is not None:
+                self.call(self._runner.cleanup())
+        finally:
+            self.loop.call_soon_threadsafe(self.loop.stop)
+            self._thread.join(10)
+            self.loop.close()
+
+    # Plain blocking HTTP from the test thread.
+    def get(self, path: str):
+        with urllib.request.urlopen(self.url + path, timeout=10) as response:
+            return json.loads(response.read())
+
+    def sessions(self) -> int:
+        return self.get("/healthz")["sessions"]
+
+    def wait_sessions(self, count: int, timeout: float = 5.0) -> None:
+        deadline = time.monotonic() + timeout
+        while (n := self.sessions()) != count:
+            assert time.monotonic() < deadline, f"server still has {n} sessions, expected {count}"
+            time.sleep(0.1)

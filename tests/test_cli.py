@@ -1,0 +1,125 @@
+"""The `camfx` command as people use it: help, version, flags with their ranges, and expected
+failures (a port in use, a missing extra, a bad value) as one clear line, not a traceback."""
+
+from __future__ import annotations
+
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+
+import pytest
+
+from camfx.bench.latency import free_port
+from camfx.engine import cli
+from camfx.engine.params import Params
+
+pytestmark = pytest.mark.timeout(120)
+
+
+def camfx(*args: str, block: str | None = None, timeout: float = 60) -> subprocess.CompletedProcess:
+    """Run `python -m camfx ARGS`; `block` names a module made unimportable, as if not installed."""
+    code = "import sys, runpy; sys.argv = ['camfx', *sys.argv[1:]]; "
+    if block:
+        code += f"sys.modules[{block!r}] = None; "
+    code += "runpy.run_module('camfx', run_name='__main__')"
+    return subprocess.run([sys.executable, "-c", code, *args], capture_output=True, text=True, timeout=timeout)
+
+
+def one_clear_line(result: subprocess.CompletedProcess) -> str:
+    assert result.returncode == 1, result
+    assert "Traceback" not in result.stderr
+    lines = [line for line in result.stderr.splitlines() if line.startswith("camfx:")]
+    assert len(lines) == 1, result.stderr
+    return lines[0]
+
+
+@pytest.mark.parametrize("args", [[], ["--help"]])
+def test_help_lists_every_command_with_one_line(args):
+    result = camfx(*args)
+    assert result.returncode == 0
+    for name in cli.COMMANDS:
+        assert any(line.strip().startswith(name + " ") for line in result.stdout.splitlines()), result.stdout
+
+
+def test_version_from_the_command_and_from_python_m():
+    from camfx import __version__
+
+    assert camfx("--version").stdout.strip() == f"camfx {__version__}"
+    direct = subprocess.run([sys.executable, "-m", "camfx", "--version"], capture_output=True, text=True)
+    assert direct.returncode == 0 and direct.stdout.strip() == f"camfx {__version__}"
+
+
+def test_unknown_command_says_so():
+    result = camfx("srve")
+    assert result.returncode == 2 and "unknown command 'srve'" in result.stderr
+
+
+def test_every_flag_has_help_and_every_bounded_param_its_range():
+    text = camfx("serve", "--help").stdout
+    for name, info in Params.model_fields.items():
+        flag = "--" + name.replace("_", "-")
+        assert flag in text
+        if cli._range(info):
+            assert cli._range(info) in " ".join(text.split()), name
+    assert "range [1.0, 50.0]" in " ".join(text.split())  # blur_strength
+
+
+def test_a_port_in_use_is_one_line():
+    with socket.socket() as busy:
+        busy.bind(("127.0.0.1", 0))
+        busy.listen()
+        port = busy.getsockname()[1]
+        line = one_clear_line(camfx("serve", "--port", str(port)))
+    assert f"port {port}" in line and "in use" in line
+
+
+@pytest.mark.parametrize("args, block, expected", [
+    (["export", "selfie"], "torch", "pip install 'camfx[export]'"),
+    (["serve", "--device", "cuda"], "torch", "pip install 'camfx[gpu]'"),
+])
+def test_a_missing_extra_is_one_line(args, block, expected):
+    assert expected in one_clear_line(camfx(*args, block=block))
+
+
+@pytest.mark.parametrize("args, expected", [
+    (["serve", "--blur-strength", "99"], "blur_strength"),
+    (["serve", "--max-sessions", "0"], "must be above 0"),
+    (["serve", "--effect", "sepia"], "invalid choice"),
+])
+def test_bad_values_are_refused_with_the_flag_named(args, expected):
+    result = camfx(*args)
+    assert result.returncode == 2 and expected in result.stderr and "Traceback" not in result.stderr
+
+
+def test_all_interfaces_prints_urls_people_can_open(capsys):
+    cli._print_urls("0.0.0.0", 8080)
+    out = capsys.readouterr().out
+    assert "http://127.0.0.1:8080/" in out and "https" in out  # and why another machine needs https
+
+
+def serve_and_get(*extra: str) -> str:
+    """Start `camfx serve`, GET /healthz once, stop it; what it logged."""
+    port = free_port()
+    proc = subprocess.Popen([sys.executable, "-m", "camfx", "serve", "--port", str(port), *extra],
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    try:
+        deadline = time.monotonic() + 60
+        while True:
+            try:
+                urllib.request.urlopen(f"http://127.0.0.1:{port}/healthz", timeout=5).read()
+                break
+            except OSError:
+                assert proc.poll() is None and time.monotonic() < deadline, "camfx serve did not come up"
+                time.sleep(0.2)
+    finally:
+        proc.terminate()
+        output, _ = proc.communicate(timeout=30)
+    assert proc.returncode == 0, output  # SIGTERM is a clean stop
+    return output
+
+
+def test_access_logs_are_off_unless_asked_for():
+    assert "GET /healthz" not in serve_and_get()
+    assert "GET /healthz" in serve_and_get("--access-log")

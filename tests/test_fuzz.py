@@ -1,0 +1,245 @@
+"""Property-based fuzzing of every endpoint and of the control data channel (hypothesis), against
+one real server: thousands of inputs, every answer 2xx or a JSON 4xx, never a 5xx; afterwards a
+real WebRTC session still streams at the camera's rate and /healthz counts only live sessions."""
+
+from __future__ import annotations
+
+import asyncio
+import http.client
+import json
+import time
+
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from camfx.bench.clip import person_clip
+from camfx.bench.peer import ClientPeer, SyntheticCamera
+from camfx.engine.ice import peer_connection
+from camfx.engine.params import Params
+from camfx.engine.server import ServerConfig
+
+from .server_thread import ServerThread
+
+pytestmark = [
+    pytest.mark.timeout(600),
+    # The server's own thread (RTCP, ICE) uses `random` while hypothesis draws: not our strategies.
+    pytest.mark.filterwarnings("ignore:Do not use the `random` module inside strategies"),
+]
+
+FUZZ = settings(max_examples=500, deadline=None, database=None,
+                suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow])
+
+json_values = st.recursive(
+    st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False) | st.text(max_size=40),
+    lambda inner: st.lists(inner, max_size=4) | st.dictionaries(st.text(max_size=12), inner, max_size=4),
+    max_leaves=12,
+)
+param_names = st.sampled_from([*Params.model_fields, "nope", "", "__class__"])
+param_patches = st.dictionaries(param_names, json_values, max_size=5)
+
+
+@pytest.fixture(scope="module")
+def server():
+    # Sessions the fuzzer opens never connect: they must go quickly, and not crowd each other out.
+    running = ServerThread(ServerConfig(max_sessions=64, connect_timeout=1.0, upload_burst=10**6)).start()
+    yield running
+    running.stop()
+
+
+@pytest.fixture(scope="module")
+def base_offer(server) -> str:
+    async def offer():
+        pc = peer_connection()
+        pc.addTransceiver("video", direction="sendrecv")
+        pc.createDataChannel("control")
+        await pc.setLocalDescription(await pc.createOffer())
+        await pc.close()
+        return pc.localDescription.sdp
+
+    return server.call(offer())
+
+
+class Client:
+    """One keep-alive HTTP connection, reopened when the server closes it (as it does after 4xx
+    answers to bodies it did not read)."""
+
+    def __init__(self, url: str):
+        host, port = url.removeprefix("http://").split(":")
+        self.host, self.port = host, int(port)
+        self.conn: http.client.HTTPConnection | None = None
+
+    def request(self, method: str, path: str, body: bytes | None = None, headers: dict | None = None):
+        for attempt in range(2):
+            if self.conn is None:
+                self.conn = http.client.HTTPConnection(self.host, self.port, timeout=30)
+            try:
+                self.conn.request(method, path, body=body, headers=headers or {})
+                response = self.conn.getresponse()
+                data = response.read()
+                if response.getheader("Connection", "").lower() == "close":
+                    self.conn.close()
+                    self.conn = None
+                return response.status, response.getheader("Content-Type", ""), data
+            except (http.client.HTTPException, ConnectionError):
+                self.conn.close()
+                self.conn = None
+                if attempt:
+                    raise
+
+
+def check(status: int, ctype: str, data: bytes) -> None:
+    assert status < 500, (status, data[:300])
+    if status >= 400:
+        assert ctype.startswith("application/json"), (status, ctype, data[:200])
+        body = json.loads(data)
+        assert isinstance(body["error"], str) and body["error"] and isinstance(body["errors"], list)
+
+
+@pytest.fixture(scope="module")
+def client(server):
+    return Client(server.url)
+
+
+def mutated(sdp: str, data) -> str:
+    """The offer with lines dropped, repeated, swapped or garbled."""
+    lines = sdp.split("\r\n")
+    for _ in range(data.draw(st.integers(1, 4))):
+        i = data.draw(st.integers(0, len(lines) - 1))
+        action = data.draw(st.sampled_from(["drop", "repeat", "garble", "swap", "truncate"]))
+        if action == "drop":
+            del lines[i]
+        elif action == "repeat":
+            lines.insert(i, lines[i])
+        elif action == "garble":
+            lines[i] = data.draw(st.text(max_size=60))
+        elif action == "swap":
+            j = data.draw(st.integers(0, len(lines) - 1))
+            lines[i], lines[j] = lines[j], lines[i]
+        else:
+            lines[i] = lines[i][: data.draw(st.integers(0, len(lines[i])))]
+        if not lines:
+            break
+    return "\r\n".join(lines)
+
+
+@settings(FUZZ, max_examples=1000)
+@given(data=st.data())
+def test_offers(server, client, base_offer, data):
+    kind = data.draw(st.sampled_from(["mutated", "json", "bytes", "params"]))
+    if kind == "mutated":
+        body = json.dumps({"sdp": mutated(base_offer, data), "type": "offer"}).encode()
+    elif kind == "json":
+        body = json.dumps(data.draw(json_values)).encode()
+    elif kind == "bytes":
+        body = data.draw(st.binary(max_size=300))
+    else:
+        body = json.dumps({"sdp": "v=0\r\n", "type": data.draw(st.sampled_from(["offer", "answer", 1])),
+                           "params": data.draw(param_patches | json_values)}).encode()
+    headers = {"Content-Type": data.draw(st.sampled_from(["application/json", "text/plain", "", "image/png"]))}
+    check(*client.request("POST", "/offer", body, headers))
+
+
+@FUZZ
+@given(data=st.data())
+def test_session_routes(server, client, data):
+    path_id = "".join(c for c in data.draw(st.text(max_size=40)) if c.isascii() and c.isalnum()) or "x"
+    method, suffix = data.draw(st.sampled_from([("POST", "/params"), ("GET", ""), ("DELETE", ""), ("PATCH", "")]))
+    body = json.dumps(data.draw(param_patches | json_values)).encode() if method == "POST" else None
+    check(*client.request(method, f"/sessions/{path_id}{suffix}", body))
+
+
+@FUZZ
+@given(data=st.data())
+def test_uploads_paths_and_methods(server, client, data):
+    kind = data.draw(st.sampled_from(["upload", "path"]))
+    if kind == "upload":
+        png = b"\x89PNG\r\n\x1a\n\x00\x00\x00\rIHDR"
+        body = data.draw(st.sampled_from([png, b"\xff\xd8\xff\xe0", b"GIF89a", b""])) + data.draw(st.binary(max_size=200))
+        check(*client.request("POST", "/backgrounds", body))
+    else:
+        method = data.draw(st.sampled_from(["GET", "POST", "DELETE", "PUT", "HEAD", "OPTIONS"]))
+        path = "/" + data.draw(st.sampled_from(["", "static/", "static/../", "params/schema", "healthz",
+                                                "metrics", "backgrounds", "offer", "sessions/"]))
+        path += "".join(c for c in data.draw(st.text(max_size=20)) if c.isascii() and (c.isalnum() or c in "./-_%"))
+        headers = {"Origin": data.draw(st.sampled_from(["http://evil.example", "null", server.url]))}
+        status, ctype, body = client.request(method, path, b"{}" if method == "POST" else None, headers)
+        if method != "HEAD":
+            check(status, ctype, body)
+        else:
+            assert status < 500
+
+
+control_messages = st.one_of(
+    param_patches.map(json.dumps), json_values.map(json.dumps), st.text(max_size=200), st.binary(max_size=200),
+    st.integers(1, 2000).map(lambda n: "[" * n + "]" * n), st.just("x" * 20000),
+)
+CLIP = person_clip(320, 240, 30)
+
+
+async def fraction_fresh(peer: ClientPeer, seconds: float = 3.0) -> float:
+    """Of the frames the camera sent in `seconds`, the fraction that came back processed."""
+    sent, fresh = peer.camera.frames_sent, len(peer.received.fresh)
+    await asyncio.sleep(seconds)
+    return (len(peer.received.fresh) - fresh) / max(1, peer.camera.frames_sent - sent)
+
+
+@pytest.fixture(scope="module")
+def control_peer(server):
+    async def connect():
+        peer = ClientPeer(SyntheticCamera(CLIP))
+        await peer.connect(server.url, {"effect": "blur"})
+        await peer.wait_frames(10)
+        peer.answers = 0  # params / error replies, one per message sent
+
+        def count(message):
+            peer.answers += json.loads(message)["type"] in ("params", "error")
+
+        peer.control.on("message", count)
+        return peer
+
+    peer = server.call(connect())
+    yield peer
+    server.call(peer.close())
+
+
+@FUZZ
+@given(data=st.data())
+def test_params_of_a_live_session(server, client, control_peer, data):
+    body = json.dumps(data.draw(param_patches)).encode()
+    check(*client.request("POST", f"/sessions/{control_peer.session_id}/params", body))
+
+
+@settings(FUZZ, max_examples=40)
+@given(batch=st.lists(control_messages, min_size=50, max_size=50))
+def test_control_channel_messages(server, control_peer, batch):
+    async def send():
+        expected = control_peer.answers + len(batch)
+        for message in batch:
+            control_peer.control.send(message)
+        deadline = time.monotonic() + 30
+        while control_peer.answers < expected and time.monotonic() < deadline:
+            await asyncio.sleep(0.02)
+        return control_peer.answers - expected
+
+    assert server.call(send()) == 0  # one answer per message: none ended the session
+
+
+def test_after_the_fuzzing_sessions_stream_and_only_live_ones_count(server, control_peer):
+    assert control_peer.answers >= 2000
+    assert server.call(fraction_fresh(control_peer)) > 0.8  # the fuzzed session streams on
+    server.call(control_peer.close())
+    time.sleep(2.0)  # the fuzzer's unconnected sessions go after their one-second connect timeout
+
+    async def fresh_session() -> tuple[float, int]:
+        peer = ClientPeer(SyntheticCamera(CLIP))
+        await peer.connect(server.url, {"effect": "blur"})
+        await peer.wait_frames(10)
+        try:
+            return await fraction_fresh(peer), len(server.engine.sessions)
+        finally:
+            await peer.close()
+
+    rate, sessions = server.call(fresh_session())
+    assert rate > 0.8 and sessions == 1
+    assert server.get("/healthz")["sessions"] <= 1
