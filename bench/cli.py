@@ -11,6 +11,7 @@ BENCHMARKS = {
     "diffusion": "camfx.bench.diffusion",
     "runtimes": "camfx.bench.runtimes",
     "encode": "camfx.bench.encode",
+    "soak": "camfx.bench.soak",
 }
 
 

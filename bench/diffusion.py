@@ -2,7 +2,7 @@
 
     camfx bench diffusion --random-weights --size 512 --steps 1
 
-Times TAESD encode, the UNet steps and TAESD decode inside `StreamStylizer.img2img` (the clock
+Times TAESD encode, the UNet steps and TAESD decode inside `Stylizer.img2img` (the clock
 waits for the GPU at each stage boundary on CUDA), and compositing the picture behind the camera's
 person at 720p. Stream batch is measured off and on in the same run (at 1 step they are the same
 thing). Flicker is the mean absolute difference of consecutive outputs on a still scene with
@@ -30,6 +30,7 @@ import numpy as np
 from camfx.engine import effects
 from camfx.engine.mask import MaskRefiner
 from camfx.engine.segmenter import Segmenters
+from camfx.models.registry import SD_TURBO, TAESD
 
 from . import streamdiffusion
 from .clip import person_clip
@@ -94,7 +95,8 @@ def _flicker(stylizer, rgb: np.ndarray, frames: int) -> float | None:
 def run(args) -> dict:
     import torch
 
-    from camfx.models.diffusion import StreamStylizer, load_parts
+    from camfx.engine.diffusion.stylizer import Stylizer
+    from camfx.models.diffusion import load_parts
 
     device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
     start = time.perf_counter()
@@ -109,8 +111,8 @@ def run(args) -> dict:
     configs = []  # (runtime, stream batch, lag frames, stylizer)
     for name, variant in variants:
         for stream_batch in (False, True):
-            stylizer = StreamStylizer(parts=variant, prompt=args.prompt, steps=args.steps, strength=args.strength,
-                                      stream_batch=stream_batch)
+            stylizer = Stylizer(variant, prompt=args.prompt, steps=args.steps, strength=args.strength,
+                                stream_batch=stream_batch)
             configs.append((name, stream_batch, stylizer.lag_frames, stylizer))
     reference = None
     if args.streamdiffusion and streamdiffusion.available():
@@ -137,21 +139,20 @@ def run(args) -> dict:
     picture = stylizer.img2img(rgbs[0])
     frame = clip[0]
     alpha = MaskRefiner().refine(Segmenters().get("landscape")(frame), frame, feather=4)
-    from camfx.models import diffusion_compose
+    from camfx.engine import compose
 
-    layer = diffusion_compose.layer("background", picture, 720, 1280)
+    layer = compose.layer("background", picture, 720, 1280)
     composite = []
     for _ in range(200):
         t = time.perf_counter()
-        diffusion_compose.blend("background", frame, layer, alpha)
+        compose.blend("background", frame, layer, alpha)
         composite.append(time.perf_counter() - t)
     composite_ms = summary_ms(composite)
     print(f"composite (background mode, 720p, per camera frame): p50 {composite_ms['p50']:.2f} ms", flush=True)
 
     flicker: dict[str, float | None] = {"0.0": None, "0.5": None}
     for feedback in (0.0, 0.5) if not args.random_weights else ():  # untrained: nothing to say
-        stylizer = StreamStylizer(parts=parts, prompt=args.prompt, steps=args.steps, strength=args.strength,
-                                  feedback=feedback)
+        stylizer = Stylizer(parts, prompt=args.prompt, steps=args.steps, strength=args.strength, feedback=feedback)
         value = _flicker(stylizer, rgbs[0], args.flicker_frames)
         flicker[str(feedback)] = None if value is None else round(value, 3)
     if None in flicker.values():
@@ -173,8 +174,8 @@ def main(argv: list[str]) -> int:
     parser = argparse.ArgumentParser(prog="camfx bench diffusion", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--random-weights", action="store_true", help="full-size sd-turbo architecture, no download")
-    parser.add_argument("--model", default="stabilityai/sd-turbo", help="hub id or folder (without --random-weights)")
-    parser.add_argument("--taesd", default="madebyollin/taesd")
+    parser.add_argument("--model", default=SD_TURBO, help="hub id or folder (without --random-weights)")
+    parser.add_argument("--taesd", default=TAESD)
     parser.add_argument("--size", type=int, default=512, help="square picture side (multiple of 8)")
     parser.add_argument("--steps", type=int, default=1, choices=[1, 2, 3, 4])
     parser.add_argument("--strength", type=float, default=0.5)

@@ -2,7 +2,7 @@
 
 The latency benchmark's baseline: the same transport, codecs and client, without the engine.
 With --release-at-marker its receiver hands frames to the decoder the way camfx's does (see
-camfx.engine.jitter): the like-for-like baseline, whose difference to camfx is the engine alone.
+camfx.engine.transport.jitter): the like-for-like baseline, whose difference to camfx is the engine alone.
 Run: python -m camfx.bench.echo --port 8090 [--release-at-marker]
 """
 
@@ -14,8 +14,8 @@ import asyncio
 from aiohttp import web
 from aiortc import RTCSessionDescription
 
-from camfx.engine.ice import media_addresses, peer_connection, serve_media_on
-from camfx.engine.jitter import release_frames_at_marker
+from camfx.engine.transport.ice import media_addresses, peer_connection, serve_media_on
+from camfx.engine.transport.jitter import release_frames_at_marker
 
 
 async def offer(request: web.Request) -> web.Response:

@@ -11,11 +11,11 @@ lands on all of them alike, and reports encode time (median, p95) and bytes per 
 from __future__ import annotations
 
 import argparse
-import fractions
 import time
 from pathlib import Path
 
 from aiortc.codecs import get_encoder
+from aiortc.mediastreams import VIDEO_CLOCK_RATE, VIDEO_TIME_BASE
 from aiortc.rtcrtpparameters import RTCRtpCodecParameters
 from av import VideoFrame
 
@@ -27,7 +27,6 @@ from camfx.engine.segmenter import Segmenters
 from .clip import person_clip
 from .stats import axes, machine, save, summary_ms
 
-CLOCK_RATE = 90_000
 WARMUP = 30  # the encoder's rate control settles over the first frames
 
 
@@ -43,14 +42,14 @@ def run(sizes, codecs, effects, frames: int, whole_pixels: bool) -> dict:
         clip = person_clip(width, height, 60, whole_pixels=whole_pixels)
         pictures = outputs(clip, effects)
         for codec in codecs:
-            encoders = {e: get_encoder(RTCRtpCodecParameters(mimeType=f"video/{codec}", clockRate=CLOCK_RATE))
+            encoders = {e: get_encoder(RTCRtpCodecParameters(mimeType=f"video/{codec}", clockRate=VIDEO_CLOCK_RATE))
                         for e in effects}
             seconds = {e: [] for e in effects}
             sizes_b = {e: [] for e in effects}
             for i in range(frames + WARMUP):
                 for effect in effects:
                     frame = VideoFrame.from_ndarray(pictures[effect][i % len(clip)], format="yuv420p")
-                    frame.pts, frame.time_base = i * CLOCK_RATE // 30, fractions.Fraction(1, CLOCK_RATE)
+                    frame.pts, frame.time_base = i * VIDEO_CLOCK_RATE // 30, VIDEO_TIME_BASE
                     start = time.perf_counter()
                     payloads, _ = encoders[effect].encode(frame)
                     if i >= WARMUP:

@@ -3,7 +3,7 @@
 A real aiortc client sends the synthetic moving-person clip (frame ids stamped in the probe
 rows) to a camfx server and, in the same run, to two echo servers that send the video straight
 back: `echo`, plain aiortc, the baseline; and `echo-marker`, the same with camfx's receiver
-(frames decoded when their last packet is in, see camfx.engine.jitter), whose difference to
+(frames decoded when their last packet is in, see camfx.engine.transport.jitter), whose difference to
 camfx is the engine alone. All servers run as their own processes on loopback. For every
 codec x size x effect it reports received fps, latency p50 / p95 / p99 from a frame's creation
 at the client to its decoded return, and each effect's p50 less each baseline's; it writes
@@ -22,7 +22,7 @@ from pathlib import Path
 
 import aiohttp
 
-from camfx.engine.ice import serve_media_on
+from camfx.engine.transport.ice import serve_media_on
 
 from .clip import person_clip
 from .peer import ClientPeer, SyntheticCamera
@@ -64,6 +64,11 @@ class Server:
         self._proc = subprocess.Popen([sys.executable, *self._args], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         await _wait_http(self.url + self._probe)
         return self
+
+    @property
+    def pid(self) -> int:
+        assert self._proc is not None, "not started"
+        return self._proc.pid
 
     async def __aexit__(self, *exc) -> None:
         assert self._proc is not None

@@ -5,7 +5,6 @@ made from by the id stamped in the probe rows."""
 from __future__ import annotations
 
 import asyncio
-import fractions
 import json
 import time
 from dataclasses import dataclass, field
@@ -13,15 +12,14 @@ from dataclasses import dataclass, field
 import aiohttp
 import numpy as np
 from aiortc import MediaStreamTrack, RTCRtpSender, RTCSessionDescription
-from aiortc.mediastreams import MediaStreamError
+from aiortc.mediastreams import VIDEO_CLOCK_RATE, VIDEO_TIME_BASE, MediaStreamError
 from av import VideoFrame
 
-from camfx.engine.ice import peer_connection
-from camfx.engine.jitter import release_frames_at_marker
+from camfx.engine.transport.ice import peer_connection
+from camfx.engine.transport.jitter import release_frames_at_marker
 
 from . import probe
 
-CLOCK_RATE = 90_000
 
 
 class SyntheticCamera(MediaStreamTrack):
@@ -55,8 +53,8 @@ class SyntheticCamera(MediaStreamTrack):
         if self._stamp:
             probe.stamp(image, frame_id % (1 << probe.BITS))
         frame = VideoFrame.from_ndarray(image, format="yuv420p")
-        frame.pts = int(frame_id * CLOCK_RATE / self._fps)
-        frame.time_base = fractions.Fraction(1, CLOCK_RATE)
+        frame.pts = int(frame_id * VIDEO_CLOCK_RATE / self._fps)
+        frame.time_base = VIDEO_TIME_BASE
         self._count += 1
         self.sent_at[frame_id % (1 << probe.BITS)] = time.perf_counter()
         if len(self.sent_at) > 4096:  # bounded: forget the oldest ids
@@ -156,7 +154,7 @@ class ClientPeer:
 
 
 async def _stream_until_killed(url: str, size: str, effect: str) -> None:
-    from camfx.engine.ice import serve_media_on
+    from camfx.engine.transport.ice import serve_media_on
 
     from .clip import person_clip
 

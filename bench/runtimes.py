@@ -24,10 +24,10 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
-from camfx.engine.backends import candidates_for
+from camfx.engine.runtimes.chain import candidates_for
 from camfx.engine.backgrounds import Backgrounds
-from camfx.engine.batching import BatchingBackend
-from camfx.engine.engine_cache import cached_segmentation_engine
+from camfx.engine.runtimes.batching import BatchingRuntime
+from camfx.engine.runtimes.cache import cached_segmentation_plan
 from camfx.engine.params import Params
 from camfx.engine.pipeline import Work, default_pipeline
 from camfx.engine.segmenter import Segmenter
@@ -81,9 +81,9 @@ def _sessions(segmenter: Segmenter, frames: list, sessions: int, count: int) -> 
     return {"fps": round(sessions * count / wall, 1), "frame_ms": summary_ms(seconds)}
 
 
-def _batching_rows(size: str, model: str, name: str, backend, clip: list, sessions: int, frames: int) -> dict:
-    plain = _sessions(Segmenter(model, backend), clip, sessions, frames)
-    batcher = BatchingBackend(backend)
+def _batching_rows(size: str, model: str, name: str, runtime, clip: list, sessions: int, frames: int) -> dict:
+    plain = _sessions(Segmenter(model, runtime), clip, sessions, frames)
+    batcher = BatchingRuntime(runtime)
     batched = _sessions(Segmenter(model, batcher), clip, sessions, frames)
     batched["mean_batch"] = round(batcher.frames / max(batcher.calls, 1), 2)
     print(f"{size} {model:>9} {name:<40} {sessions} sessions: side by side {plain['fps']:7.1f} fps "
@@ -96,7 +96,7 @@ def _batching_rows(size: str, model: str, name: str, backend, clip: list, sessio
 def _device_pipeline(device: str) -> str | None:
     """The device for the device-pipeline rows: None for none ("off", or "auto" without CUDA)."""
     if device == "auto":
-        from camfx.engine.server import resolve_device
+        from camfx.engine.runtimes.probe import resolve_device
 
         return "cuda" if resolve_device("auto") == "cuda" else None
     return None if device == "off" else device
@@ -110,7 +110,7 @@ def run(sizes: list[tuple[int, int]], models: list[str], frames: int, threads: i
     for width, height in sizes:
         clip = person_clip(width, height, 30)
         for model in models:
-            engine = cached_segmentation_engine(model)
+            engine = cached_segmentation_plan(model)
             for candidate in candidates_for(model_path(model), threads, engine, batch=sessions > 1):
                 try:
                     segmenter = Segmenter(model, candidate.load())
@@ -137,7 +137,7 @@ def run(sizes: list[tuple[int, int]], models: list[str], frames: int, threads: i
                       f"p95 {segment['p95']:6.2f} ms   blur pipeline p50 {blur['p50']:6.2f}  p95 {blur['p95']:6.2f} ms"
                       + on_device_text, flush=True)
                 if sessions > 1:
-                    batching.append(_batching_rows(f"{width}x{height}", model, candidate.name, segmenter.backend,
+                    batching.append(_batching_rows(f"{width}x{height}", model, candidate.name, segmenter.runtime,
                                                    clip, sessions, frames))
     helper.shutdown()
     return {"benchmark": "runtimes", "machine": machine(), "frames": frames, "model_threads": threads,

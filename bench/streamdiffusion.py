@@ -41,7 +41,7 @@ def t_index_list(steps: int, strength: float) -> list[int]:
 
 class Reference:
     """`img2img(rgb uint8 HxWx3) -> uint8 HxWx3` through StreamDiffusion, like
-    `StreamStylizer.img2img`. denoising_batch: its stream batch (the name it gives it)."""
+    `Stylizer.img2img`. denoising_batch: its stream batch (the name it gives it)."""
 
     def __init__(self, parts, embeddings, size: int, steps: int, strength: float, denoising_batch: bool):
         import torch

@@ -10,6 +10,8 @@ import logging
 import sys
 import typing
 
+from camfx.models.registry import RANDOM_SD_TURBO, TAESD
+
 from .params import Params, ParamsError
 
 COMMANDS = {  # name -> (one line of help, module with main(argv), the extra it needs)
@@ -81,7 +83,7 @@ def _positive(kind):
 
 
 def serve(argv: list[str]) -> int:
-    from .server import ServerConfig
+    from .config import ServerConfig
 
     defaults = ServerConfig()
     parser = argparse.ArgumentParser(prog="camfx serve", description="Serve the demo page and the WebRTC engine.")
@@ -114,10 +116,10 @@ def serve(argv: list[str]) -> int:
         "--add-diffusion-model", action="append", default=[], metavar="NAME=MODEL",
         help="serve an sd-turbo-family model (hub id or local folder) under NAME; repeatable",
     )
-    diffusion.add_argument("--taesd", help="tiny autoencoder (hub id or folder; default madebyollin/taesd)")
+    diffusion.add_argument("--taesd", help=f"tiny autoencoder (hub id or folder; default {TAESD})")
     diffusion.add_argument(
         "--random-weights", action="store_true",
-        help="also serve random/sd-turbo: the full-size architecture, untrained (timing, no download)",
+        help=f"also serve {RANDOM_SD_TURBO}: the full-size architecture, untrained (timing, no download)",
     )
     add_param_flags(parser)
     args = parser.parse_args(argv)
@@ -126,9 +128,11 @@ def serve(argv: list[str]) -> int:
     except ParamsError as exc:
         parser.error(str(exc))
 
-    from . import http_server, ice, memory
-    from .server import create_app, http_limits, resolve_device
-    from .stylize import DiffusionModelSpec, default_specs
+    from . import memory
+    from .diffusion.models import DiffusionModelSpec, default_specs
+    from .runtimes.probe import resolve_device
+    from .transport import http_server, ice
+    from .transport.http import create_app, http_limits
 
     try:
         resolve_device(args.device)
@@ -164,7 +168,7 @@ def serve(argv: list[str]) -> int:
 
 
 def _print_urls(host: str, port: int) -> None:
-    from .origins import is_loopback
+    from .transport.origins import is_loopback
 
     if host in ("0.0.0.0", "::", ""):
         import ifaddr

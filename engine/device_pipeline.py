@@ -16,7 +16,7 @@ import torch
 import torch.nn.functional as F
 
 from . import yuv
-from .backends import run_tensors
+from .runtimes.base import run_tensors
 from .backgrounds import Backgrounds
 from .effects import pow2_factor, stack_blur_size
 from .mask import feather_radius, work_size
@@ -30,7 +30,10 @@ _Y_SCALE, _V_R, _U_G, _V_G, _U_B = 1.164, 1.596, -0.391, -0.813, 2.018
 
 
 class DevicePipeline:
-    """Same interface as `Pipeline`: `process(work) -> work`, stage times in `work.timings`."""
+    """Same interface as `Pipeline`: `process(work) -> work`, with the same stage names in
+    `work.timings` (convert_in: the upload, segment, refine, effect, convert_out: the download)
+    and the same quality ladder: a rung without feather skips the guided filter, `mask_every`
+    reuses the model's last mask in between."""
 
     def __init__(self, segmenters: Segmenters, backgrounds: Backgrounds, fallback: Pipeline, device: str = "cuda"):
         self.device = torch.device(device)
@@ -40,6 +43,8 @@ class DevicePipeline:
         self._pinned: dict[tuple, torch.Tensor] = {}  # (role, *shape) -> page-locked host buffer
         self._layer: tuple[tuple, torch.Tensor] | None = None  # (key, background image on the device)
         self._previous: torch.Tensor | None = None  # last alpha, for temporal smoothing
+        self._frames = 0
+        self._last_mask: tuple[str, torch.Tensor] | None = None  # (model, probability)
 
     def process(self, work: Work) -> Work:
         if work.params.effect not in NEEDS_MASK:
@@ -48,13 +53,15 @@ class DevicePipeline:
         with stream, torch.inference_mode():
             clock = StageClock(work.timings, self._stream.synchronize if self._cuda else None)
             frame = self._upload(work.image)
-            clock.lap("upload")
-            alpha = self._mask(frame, work.params)
+            clock.lap("convert_in")
+            probability, small_y = self._segment(frame, work.params, work.quality.mask_every)
             clock.lap("segment")
+            alpha = self._refine(frame, probability, small_y, work.params, work.quality.feather)
+            clock.lap("refine")
             out = self._effect(frame, alpha, work.params)
             clock.lap("effect")
             work.output = self._download(out)
-            clock.lap("download")
+            clock.lap("convert_out")
         return work
 
     # -- transfers --------------------------------------------------------------------------
@@ -82,25 +89,39 @@ class DevicePipeline:
         return self._pinned[key]
 
     # -- mask -------------------------------------------------------------------------------
-    def _mask(self, frame: torch.Tensor, p: Params) -> torch.Tensor:
-        h, w = yuv.frame_size(frame)
+    def _segment(self, frame: torch.Tensor, p: Params, mask_every: int) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """The model's person probability (model resolution) and this frame's luma shrunk for it
+        (None when the probability is the last one: on the ladder's mask-every-n rungs)."""
+        self._frames += 1
+        last = self._last_mask
+        if last is not None and last[0] == p.model and self._frames % mask_every:
+            return last[1], None
         segmenter = self._segmenters.get(p.model)
         mh, mw = segmenter.input_hw
         y, u, v = yuv.planes(frame)
         small_y = _shrink(y, mh, mw)
         rgb = _to_rgb(small_y, _shrink(u, mh // 2, mw // 2), _shrink(v, mh // 2, mw // 2))
-        prob = run_tensors(segmenter.backend, {"image": rgb[None]})["mask"][0, :, :, 0]
+        probability = run_tensors(segmenter.runtime, {"image": rgb[None]})["mask"][0, :, :, 0]
+        self._last_mask = (p.model, probability)
+        return probability, small_y
+
+    def _refine(self, frame: torch.Tensor, probability: torch.Tensor, small_y: torch.Tensor | None, p: Params,
+                feather: bool) -> torch.Tensor:
+        """As `mask.MaskRefiner`: to work size, smoothed over time, thresholded, feathered."""
+        h, w = yuv.frame_size(frame)
+        mh, mw = probability.shape
         wh, ww = work_size((h, w), (mh, mw))
-        alpha = _resize(prob, wh, ww)
+        alpha = _resize(probability, wh, ww)
         if p.mask_smoothing > 0 and self._previous is not None and self._previous.shape == alpha.shape:
             alpha = torch.lerp(alpha, self._previous, p.mask_smoothing)
         self._previous = alpha
         if p.mask_mode == "threshold":
             alpha = (alpha >= p.mask_threshold).float()
-        if p.mask_feather > 0:
+        if p.mask_feather > 0 and feather:
             radius = feather_radius(p.mask_feather, wh)
             # At 720p the work size is the model's: the luma shrunk for the model is the guide.
-            guide = small_y if (wh, ww) == (mh, mw) else _shrink(y, wh, ww)
+            same = small_y is not None and (wh, ww) == (mh, mw)
+            guide = small_y if same else _shrink(yuv.planes(frame)[0], wh, ww)
             alpha = _guided_filter(guide / 255.0, alpha, radius)
         return alpha.clamp_(0.0, 1.0)
 

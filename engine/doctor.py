@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import importlib.metadata
-import importlib.util
 import logging
 import platform
 import shutil
 import subprocess
+
+from .runtimes.probe import missing_extra, module_available
 
 
 def _version(package: str) -> str | None:
@@ -33,15 +34,15 @@ def _gpu() -> str:
 def facts() -> list[tuple[str, str]]:
     import onnxruntime as ort
 
-    from .backends import available_onnx_providers
-    from .engine_cache import cache_dir, runtime_facts
+    from .runtimes.cache import cache_dir
+    from .runtimes.probe import available_onnx_providers, tensorrt_facts
 
     rows = [
         ("python", platform.python_version()),
         ("GPU", _gpu()),
         ("onnxruntime", f"{ort.__version__}; providers: {', '.join(available_onnx_providers())}"),
     ]
-    if importlib.util.find_spec("torch") is None:
+    if not module_available("torch"):
         rows.append(("torch", "not installed (only the diffusion and export extras need it)"))
     else:
         import torch
@@ -50,8 +51,8 @@ def facts() -> list[tuple[str, str]]:
         rows.append(("torch", f"{torch.__version__}; {cuda}"))
     trt = _version("tensorrt") or _version("tensorrt-cu12")
     rows.append(("TensorRT", trt or "not installed"))
-    rows.append(("engine cache", str(cache_dir())))
-    facts_trt = runtime_facts()
+    rows.append(("cache (TensorRT plans, exports)", str(cache_dir())))
+    facts_trt = tensorrt_facts()
     rows.append(("native TensorRT", "usable" if facts_trt else "not usable here (needs tensorrt, torch and a CUDA GPU)"))
     return rows
 
@@ -66,17 +67,17 @@ def model_rows() -> list[tuple[str, str]]:
     segmenters = Segmenters()
     for name in SEGMENTATION_MODELS:
         try:
-            backend = segmenters.get(name).backend
-            failed = getattr(backend, "failures", [])
-            rows.append((f"segmentation {name}", backend.name + (f" (after: {'; '.join(failed)})" if failed else "")))
+            runtime = segmenters.get(name).runtime
+            failed = getattr(runtime, "failures", [])
+            rows.append((f"segmentation {name}", runtime.name + (f" (after: {'; '.join(failed)})" if failed else "")))
         except Exception as exc:
             rows.append((f"segmentation {name}", f"cannot load: {exc}"))
-    if importlib.util.find_spec("torch") is None or importlib.util.find_spec("diffusers") is None:
-        rows.append(("diffusion", "unavailable: pip install 'camfx[diffusion]'"))
+    if missing_extra("diffusion"):
+        rows.append(("diffusion", f"unavailable: {missing_extra('diffusion')}"))
     else:
         import torch
 
-        from .diffusion_runtime import export_dir
+        from .runtimes.cache import export_dir
 
         device = "torch CUDA fp16" if torch.cuda.is_available() else "torch CPU fp32 (slow: seconds per picture)"
         rows.append(("diffusion UNet + TAESD", device))

@@ -1,4 +1,5 @@
-"""A one-place buffer between two tasks: the newest item wins.
+"""One-place buffers between tasks: the newest item wins (`FrameSlot`, one reader; `Broadcast`,
+many readers).
 
 The producer never waits and the consumer always gets the freshest item, so a slow consumer
 costs dropped items (counted), never growing latency.
@@ -66,3 +67,57 @@ class FrameSlot(Generic[T]):
     @property
     def pending(self) -> bool:
         return self._full
+
+
+class Broadcast(Generic[T]):
+    """One item, many readers: `publish` replaces the item, and each reader gets the newest item
+    it has not had yet, at its own pace. A slow reader skips items; it never holds the publisher
+    or another reader up, and nothing queues."""
+
+    def __init__(self) -> None:
+        self._item: T | None = None
+        self.serial = 0  # of the current item; 0 before the first
+        self._waiters: set[asyncio.Future] = set()
+
+    def publish(self, item: T) -> None:
+        self._item = item
+        self.serial += 1
+        for waiter in self._waiters:
+            _wake(waiter)
+        self._waiters.clear()
+
+    def clear(self) -> None:
+        """Forget the item (its buffers can go); readers wait for the next one."""
+        self._item = None
+
+    def reader(self) -> "BroadcastReader[T]":
+        return BroadcastReader(self)
+
+
+class BroadcastReader(Generic[T]):
+    def __init__(self, source: Broadcast[T]):
+        self._source = source
+        self._seen = source.serial  # only items published from now on
+
+    @property
+    def pending(self) -> bool:
+        return self._source.serial > self._seen and self._source._item is not None
+
+    async def take(self, timeout: float | None = None) -> T | None:
+        """The newest item this reader has not had; None when `timeout` seconds pass first."""
+        source = self._source
+        if not self.pending:
+            loop = asyncio.get_running_loop()
+            waiter = loop.create_future()
+            source._waiters.add(waiter)
+            timer = loop.call_later(max(timeout, 0.0), _wake, waiter) if timeout is not None else None
+            try:
+                await waiter
+            finally:
+                source._waiters.discard(waiter)
+                if timer is not None:
+                    timer.cancel()
+            if not self.pending:
+                return None
+        self._seen = source.serial
+        return source._item

@@ -33,3 +33,11 @@ def to_video_frame(i420: np.ndarray) -> VideoFrame:
     if i420.flags.c_contiguous and (i420.shape[0] * 2 // 3) % 4 == 0:
         return VideoFrame.from_numpy_buffer(i420, format="yuv420p")
     return VideoFrame.from_ndarray(i420, format="yuv420p")
+
+
+def another_frame(frame: VideoFrame, i420) -> VideoFrame:
+    """A second VideoFrame of `frame`'s picture, for another reader to stamp with its own time:
+    a wrapper over the same pixels where they are one I420 array (`i420`), else a copy."""
+    if isinstance(i420, np.ndarray):
+        return to_video_frame(i420)
+    return VideoFrame.from_ndarray(frame.to_ndarray(format="yuv420p"), format="yuv420p")

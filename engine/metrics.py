@@ -32,9 +32,13 @@ class Metrics:
         self.pipeline_errors = Counter(
             "camfx_pipeline_errors", "Frames whose pipeline raised (sent on unprocessed)", registry=r
         )
-        self.backend_fallbacks = Counter(
-            "camfx_backend_fallbacks", "Runtimes dropped for a model (failed at load or run)",
+        self.runtime_fallbacks = Counter(
+            "camfx_runtime_fallbacks", "Runtimes dropped for a model (failed at load or run)",
             ["model", "runtime"], registry=r,
+        )
+        # The name of 0.1, counted alike for one release; then gone (use camfx_runtime_fallbacks).
+        self._backend_fallbacks = Counter(
+            "camfx_backend_fallbacks", "Deprecated: camfx_runtime_fallbacks", ["model", "runtime"], registry=r,
         )
         self.diffusion_pictures = Counter("camfx_diffusion_pictures", "Pictures the diffusion effect made", registry=r)
         self.diffusion_errors = Counter("camfx_diffusion_errors", "Diffusion generations that failed", registry=r)
@@ -44,3 +48,7 @@ class Metrics:
         )
         self.sessions = Gauge("camfx_sessions", "Open sessions", registry=r)
         self.sessions_total = Counter("camfx_sessions_opened", "Sessions opened", registry=r)
+
+    def count_fallback(self, model: str, runtime: str) -> None:
+        self.runtime_fallbacks.labels(model, runtime).inc()
+        self._backend_fallbacks.labels(model, runtime).inc()

@@ -11,6 +11,8 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
+from camfx.models.registry import SD_TURBO
+
 Effect = Literal["none", "blur", "replace", "remove", "toon", "diffusion"]
 EFFECTS: tuple[str, ...] = Effect.__args__  # type: ignore[attr-defined]
 
@@ -45,7 +47,7 @@ class Params(BaseModel):
     seed: int = Field(0, ge=0, le=2**31 - 1, description="diffusion: the stream's fixed noise")
     diffusion_size: int = Field(512, ge=128, le=1024, multiple_of=64,
                                 description="diffusion: long side of the picture the model works on")
-    diffusion_model: str = Field("stabilityai/sd-turbo", min_length=1, max_length=200,
+    diffusion_model: str = Field(SD_TURBO, min_length=1, max_length=200,
                                  description="diffusion: a model this server serves (GET /healthz lists them)")
     diffusion_feedback: float = Field(0.0, ge=0.0, le=0.9,
                                       description="diffusion: weight of the previous latent, against flicker "

@@ -14,16 +14,15 @@ from typing import Callable, Protocol
 
 import numpy as np
 
-from camfx.models import diffusion_compose
 from camfx.models.registry import SEGMENTATION_MODELS
 
-from . import effects, yuv
+from . import compose, effects, yuv
 from .backgrounds import Backgrounds
 from .budget import LADDER, Quality
 from .mask import MaskRefiner, frame_guide
 from .params import Params, hex_to_rgb
 from .segmenter import Segmenters
-from .stylize import Stylized
+from .diffusion.worker import StylizedPicture
 
 PROBE_ROWS = 16
 NEEDS_MASK = ("blur", "replace", "remove")
@@ -46,7 +45,7 @@ class Work:
     alpha: np.ndarray | None = None  # refined mask, work resolution
     guide: Future | None = None  # the mask's GuidedFilter for this frame, being made
     background: Future | None = None  # the layer behind the person (I420), being made
-    stylized: Stylized | None = None  # the newest diffusion picture (diffusion effect)
+    stylized: StylizedPicture | None = None  # the newest diffusion picture (diffusion effect)
     output: np.ndarray | None = None  # I420 result
     timings: dict[str, float] = field(default_factory=dict)  # stage name -> seconds
 
@@ -116,6 +115,9 @@ def _cancel_unless_ran(jobs: list[tuple[Future, Callable[[], object]]], submitte
 
 
 class Segment:
+    """The person probability at model resolution, from this frame (or, on the ladder's
+    mask-every-n rungs, the last one in between)."""
+
     name = "segment"
 
     def __init__(self, segmenters: Segmenters):
@@ -137,6 +139,9 @@ class Segment:
 
 
 class RefineMask:
+    """The probability made an alpha mask at work resolution: thresholded or soft, smoothed over
+    time, edges snapped to the image by the guided filter (unless the ladder turned it off)."""
+
     name = "refine"
 
     def __init__(self) -> None:
@@ -158,6 +163,9 @@ class RefineMask:
 
 
 class ApplyEffect:
+    """The output frame: the person over the background layer, the toon look, the newest
+    diffusion picture composited, or the frame itself (`none`), probe rows kept when asked."""
+
     name = "effect"
 
     def __init__(self) -> None:
@@ -184,8 +192,8 @@ class ApplyEffect:
             return work.image  # nothing made for this mode yet: the camera's picture meanwhile
         key = (s.serial, mode == "backdrop", *yuv.frame_size(work.image))
         if self._layer is None or self._layer[0] != key:
-            self._layer = (key, diffusion_compose.layer(mode, s.rgb, *key[2:]))
-        out = diffusion_compose.blend(mode, work.image, self._layer[1], work.alpha)
+            self._layer = (key, compose.layer(mode, s.rgb, *key[2:]))
+        out = compose.blend(mode, work.image, self._layer[1], work.alpha)
         # The kept layer itself goes out in `frame` mode: the probe must not write into it.
         return out.copy() if out is self._layer[1] and work.params.probe else out
 

@@ -9,16 +9,17 @@ import numpy as np
 from camfx.models.registry import SEGMENTATION_MODELS, model_path
 
 from . import effects, yuv
-from .backends import Backend, load_backend
-from .batching import BatchingBackend
-from .engine_cache import cached_segmentation_engine
+from .runtimes.base import Runtime
+from .runtimes.batching import BatchingRuntime
+from .runtimes.cache import cached_segmentation_plan
+from .runtimes.chain import load_chain
 
 
 class Segmenter:
-    def __init__(self, name: str, backend: Backend):
+    def __init__(self, name: str, runtime: Runtime):
         spec = SEGMENTATION_MODELS[name]
         self.name = name
-        self.backend = backend
+        self.runtime = runtime
         self.input_hw = (spec.input_height, spec.input_width)
 
     def __call__(self, frame: yuv.Frame, halvings: yuv.Halvings | None = None) -> np.ndarray:
@@ -26,7 +27,7 @@ class Segmenter:
         rgb = effects.model_input(frame, *self.input_hw, halvings)
         # RGB in [0, 1], NHWC; converted and scaled in one pass, into one new array.
         image = np.multiply(rgb, np.float32(1.0 / 255.0), dtype=np.float32)[None]
-        return self.backend.run({"image": image})["mask"][0, :, :, 0]
+        return self.runtime.run({"image": image})["mask"][0, :, :, 0]
 
 
 class Segmenters:
@@ -46,31 +47,32 @@ class Segmenters:
     def get(self, name: str) -> Segmenter:
         with self._lock:
             if name not in self._loaded:
-                backend = load_backend(
-                    name, model_path(name), self._threads, cached_segmentation_engine(name), self._on_fallback,
+                chain = load_chain(
+                    name, model_path(name), self._threads, cached_segmentation_plan(name), self._on_fallback,
                     batch=self._batch,
                 )
-                self._loaded[name] = Segmenter(name, BatchingBackend(backend) if self._batch else backend)
+                self._loaded[name] = Segmenter(name, BatchingRuntime(chain) if self._batch else chain)
             return self._loaded[name]
 
     def load_all(self) -> None:
         for name in SEGMENTATION_MODELS:
             self.get(name)
 
-    def backends(self) -> dict[str, str]:
+    def runtimes(self) -> dict[str, str]:
+        """Per loaded model, the runtime serving it."""
         with self._lock:
-            return {name: seg.backend.name for name, seg in self._loaded.items()}
+            return {name: seg.runtime.name for name, seg in self._loaded.items()}
 
     def fallbacks(self) -> dict[str, list[str]]:
         """Per model, the runtimes dropped so far and why."""
         with self._lock:
-            return {name: list(getattr(seg.backend, "failures", [])) for name, seg in self._loaded.items()}
+            return {name: list(getattr(seg.runtime, "failures", [])) for name, seg in self._loaded.items()}
 
     def batching(self) -> dict[str, dict[str, int]]:
         """Per model: model calls made and frames they carried (equal when nothing was batched)."""
         with self._lock:
             return {
-                name: {"calls": seg.backend.calls, "frames": seg.backend.frames}
+                name: {"calls": seg.runtime.calls, "frames": seg.runtime.frames}
                 for name, seg in self._loaded.items()
-                if isinstance(seg.backend, BatchingBackend)
+                if isinstance(seg.runtime, BatchingRuntime)
             }

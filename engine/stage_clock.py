@@ -7,8 +7,9 @@ from typing import Callable
 
 
 class StageClock:
-    """Writes the time since the previous lap into `laps[name]`. `sync` (a CUDA stream's or
-    device's synchronize) runs first, so each stage gets its own time, not a later one's."""
+    """Adds the time since the previous lap to `laps[name]` (a stage timed twice, or begun by
+    someone else, sums). `sync` (a CUDA stream's or device's synchronize) runs first, so each
+    stage gets its own time, not a later one's."""
 
     def __init__(self, laps: dict[str, float], sync: Callable[[], None] | None = None):
         self.laps = laps
@@ -19,5 +20,5 @@ class StageClock:
         if self._sync is not None:
             self._sync()  # costs microseconds
         now = time.perf_counter()
-        self.laps[name] = now - self._last
+        self.laps[name] = self.laps.get(name, 0.0) + now - self._last
         self._last = now

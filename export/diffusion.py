@@ -14,10 +14,9 @@ its reshapes, and stream batch runs the UNet at 1..steps. File names carry the t
 Exported with the TorchScript exporter (`dynamo=False`, opset 17): it writes one self-contained
 file for small models and needs no onnxscript. The networks are exported in the dtype and on the
 device they are in (fp16 on CUDA: the SD 2.1 UNet is 3.5 GB in fp32, over protobuf's 2 GB limit,
-1.7 GB in fp16). Only the tiny test models have been exported and checked here; the full-size
-export has not been run on our machines.
+1.7 GB in fp16).
 
-`export_for_serve` writes the files `camfx serve` looks for (see camfx.engine.diffusion_runtime):
+`export_for_serve` writes the files `camfx serve` looks for (see camfx.engine.runtimes.cache):
 `camfx export engines --diffusion` calls it.
 """
 
@@ -146,17 +145,17 @@ def export_taesd(
 def export_stylizer(
     stylizer, out_dir: str | Path, *, height: int = 512, width: int = 512, batch: int = 1
 ) -> dict[str, Path]:
-    """Export a `StreamStylizer`'s UNet and TAESD at one resolution and batch."""
+    """Export a `Stylizer`'s UNet and TAESD at one resolution and batch."""
     out_dir = Path(out_dir)
     unet = export_unet(
-        stylizer.unet,
+        stylizer.parts.unet,
         out_dir / f"unet_{_tag(batch, height, width)}.onnx",
         batch=batch,
         height=height,
         width=width,
         seq=prompt_length(stylizer.parts),
     )
-    enc, dec = export_taesd(stylizer.vae, out_dir, batch=batch, height=height, width=width)
+    enc, dec = export_taesd(stylizer.parts.vae, out_dir, batch=batch, height=height, width=width)
     return {"unet": unet, "taesd_encoder": enc, "taesd_decoder": dec}
 
 
@@ -181,13 +180,13 @@ def export_for_serve(
     progress: Callable[[str], None] = lambda message: None,
 ) -> list[tuple[str, Path, "OnnxPlan"]]:
     """Export `parts`' UNet and TAESD encoder / decoder at one size where `camfx serve` finds them
-    (camfx.engine.diffusion_runtime: named by a fingerprint of the weights), each prepared for
+    (camfx.engine.runtimes.cache: named by a fingerprint of the weights), each prepared for
     TensorRT (batch 1..max_batch) and described by a record written last. `label`: the model's
     name in engine names, e.g. "random/sd-turbo". Returns (engine name, exported file, plan) per
-    part, for `build_engine`. `precision`: that of the engines to be built (in the records: serve
+    part, for `build_plan`. `precision`: that of the engines to be built (in the records: serve
     looks engines up with it)."""
-    from camfx.engine.diffusion_runtime import ExportRecord, export_dir, fingerprint, part_stem
-    from camfx.engine.engine_cache import DEFAULT_MAX_BATCH
+    from camfx.engine.runtimes.cache import ExportRecord, export_dir, fingerprint, part_stem
+    from camfx.engine.runtimes.cache import DEFAULT_MAX_BATCH
     from camfx.models.registry import sha256_file
 
     from .tensorrt import prepare_onnx

@@ -1,13 +1,13 @@
-"""`camfx export engines`: everything `camfx serve` can use ahead of time, into the engine cache.
+"""`camfx export engines`: everything `camfx serve` can use ahead of time, into the cache.
 
 For each bundled segmentation model (and, with --diffusion, the diffusion UNet and TAESD at each
 --size): prepare the ONNX file for TensorRT (symbolic batch, optimization profile), then
-build an fp16 TensorRT engine under its cache key. Without TensorRT the prepared ONNX files are
+build an fp16 TensorRT engine (a plan file) under its cache key. Without TensorRT the prepared ONNX files are
 still written and checked, and the command says what is missing and exits 1.
 
 Diffusion parts go to <cache>/onnx/diffusion, named by a fingerprint of the weights, where
 `camfx serve` finds them for a model loaded from the same weights (under any name), and then runs
-them on TensorRT if an engine was built, else onnxruntime, else torch (camfx.engine.diffusion_runtime).
+them on TensorRT if a plan was built, else onnxruntime, else torch (camfx.engine.diffusion.runtime).
 The stream works at the camera's aspect: at `diffusion_size` 512 a 16:9 camera
 runs at 288x512, a 4:3 one at 384x512, so export those (`--size 288x512 --size 384x512`).
 """
@@ -18,10 +18,10 @@ import argparse
 import sys
 from pathlib import Path
 
-from camfx.engine.engine_cache import DEFAULT_MAX_BATCH, cache_dir
-from camfx.models.registry import SEGMENTATION_MODELS, model_path
+from camfx.engine.runtimes.cache import DEFAULT_MAX_BATCH, cache_dir
+from camfx.models.registry import RANDOM_SD_TURBO, SD_TURBO, SEGMENTATION_MODELS, TAESD, model_path
 
-from .tensorrt import TensorRTUnavailable, build_engine, prepare_onnx
+from .tensorrt import TensorRTUnavailable, build_plan, prepare_onnx
 
 
 def _progress(total: int):
@@ -59,7 +59,7 @@ def _diffusion_plans(args, directory: Path, step) -> list:
     device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
     parts = load_parts(args.model, taesd_id=args.taesd, lora_id=args.lora, device=device,
                        random_weights=args.random_weights)
-    label = "random/sd-turbo" if args.random_weights else args.lora or args.model
+    label = RANDOM_SD_TURBO if args.random_weights else args.lora or args.model
     plans = []
     for height, width in args.size or [(512, 512)]:
         plans += export_for_serve(parts, label, height, width, cache=directory, max_batch=args.max_batch,
@@ -75,10 +75,10 @@ def main(argv: list[str]) -> int:
         help=f"sessions one engine can batch together (default {DEFAULT_MAX_BATCH}; serve looks engines up with it)",
     )
     parser.add_argument("--fp32", action="store_true", help="build fp32 engines (default fp16)")
-    parser.add_argument("--cache", type=Path, default=None, help=f"engine cache (default {cache_dir()})")
+    parser.add_argument("--cache", type=Path, default=None, help=f"where plans and exports go (default {cache_dir()})")
     parser.add_argument("--diffusion", action="store_true", help="also the diffusion UNet and TAESD")
-    parser.add_argument("--model", default="stabilityai/sd-turbo", help="diffusion model: hub id or folder")
-    parser.add_argument("--taesd", default="madebyollin/taesd", help="TAESD: hub id or folder")
+    parser.add_argument("--model", default=SD_TURBO, help="diffusion model: hub id or folder")
+    parser.add_argument("--taesd", default=TAESD, help="TAESD: hub id or folder")
     parser.add_argument("--lora", default=None, help="a LoRA to fuse (e.g. latent-consistency/lcm-lora-sdv1-5)")
     parser.add_argument("--random-weights", action="store_true",
                         help="the full-size sd-turbo architecture untrained (what `serve --random-weights` serves)")
@@ -102,7 +102,7 @@ def main(argv: list[str]) -> int:
         if args.diffusion:
             plans += _diffusion_plans(args, directory, step)
         for name, source, plan in plans:
-            path = build_engine(name, source, plan, fp16=not args.fp32, directory=directory, progress=step)
+            path = build_plan(name, source, plan, fp16=not args.fp32, directory=directory, progress=step)
             print(f"{name}: {path}")
     except TensorRTUnavailable as exc:
         close()

@@ -6,8 +6,8 @@ Two steps:
    and output becomes symbolic (so one engine serves 1..max_batch sessions batched together), the
    rest stays static, and the optimization profile (min / opt / max shape per input) is derived
    from it. Pure ONNX: runs and is tested on any machine, on our real model files.
-2. `build_engine` runs TensorRT's builder on the prepared file with that profile, fp16, and a
-   shared timing cache, and writes the plan under its `EngineKey`. Needs the `tensorrt` package
+2. `build_plan` runs TensorRT's builder on the prepared file with that profile, fp16, and a
+   shared timing cache, and writes the plan under its `PlanKey`. Needs the `tensorrt` package
    and an NVIDIA GPU.
 """
 
@@ -18,37 +18,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
 
-from camfx.engine.engine_cache import EngineKey, engine_path, timing_cache_path
+from camfx.engine.runtimes.cache import PlanKey, plan_path, timing_cache_path
+from camfx.engine.runtimes.onnx_batch import symbolic_batch
 from camfx.models.registry import sha256_file
 
 log = logging.getLogger("camfx.export")
-
-BATCH_DIM = "batch"
-
-
-def symbolic_batch(model, source: str = "model"):
-    """`model` (an onnx ModelProto, changed in place) with the batch dimension of every input and
-    output made symbolic; returns it and {"inputs"|"outputs": {name: shape at batch 1}}."""
-    shapes: dict[str, dict[str, tuple[int, ...]]] = {"inputs": {}, "outputs": {}}
-    initializers = {i.name for i in model.graph.initializer}
-    for kind, values in (("inputs", model.graph.input), ("outputs", model.graph.output)):
-        for value in values:
-            if value.name in initializers:
-                continue
-            dims = value.type.tensor_type.shape.dim
-            rest = [d.dim_value if d.HasField("dim_value") else None for d in dims[1:]]
-            if not dims or None in rest or any(v <= 0 for v in rest):
-                raise ValueError(f"{source}: {value.name} needs fixed dimensions after the batch, got {list(dims)}")
-            first = dims[0]
-            if first.HasField("dim_value") and first.dim_value != 1:
-                raise ValueError(f"{source}: {value.name} has batch {first.dim_value}; export at batch 1")
-            first.ClearField("dim_value")
-            first.dim_param = BATCH_DIM
-            shapes[kind][value.name] = (1, *rest)
-    # Shapes inferred for inner values were for batch 1: drop them, runtimes infer their own.
-    del model.graph.value_info[:]
-    return model, shapes
-
 
 class TensorRTUnavailable(RuntimeError):
     """The tensorrt package or a CUDA GPU is missing."""
@@ -86,11 +60,11 @@ def prepare_onnx(src: Path, dst: Path, max_batch: int = 1, opt_batch: int = 1) -
     return OnnxPlan(dst, shapes["inputs"], shapes["outputs"], max_batch, profile)
 
 
-def engine_key(
+def plan_key(
     model: str, source: Path, plan: OnnxPlan, precision: str, tensorrt_version: str, gpu: str
-) -> EngineKey:
+) -> PlanKey:
     """`source`: the exported ONNX file `plan` was prepared from (its hash names the weights)."""
-    return EngineKey.of(model, sha256_file(source), plan.inputs, plan.max_batch, precision, tensorrt_version, gpu)
+    return PlanKey.of(model, sha256_file(source), plan.inputs, plan.max_batch, precision, tensorrt_version, gpu)
 
 
 def gpu_name() -> str:
@@ -103,7 +77,7 @@ def gpu_name() -> str:
     return torch.cuda.get_device_name()
 
 
-def build_engine(
+def build_plan(
     model: str,
     source: Path,
     plan: OnnxPlan,
@@ -120,8 +94,8 @@ def build_engine(
         raise TensorRTUnavailable(
             "TensorRT is not installed (pip install tensorrt on a machine with an NVIDIA GPU)"
         ) from exc
-    key = engine_key(model, source, plan, "fp16" if fp16 else "fp32", trt.__version__, gpu_name())
-    path = engine_path(key, directory)
+    key = plan_key(model, source, plan, "fp16" if fp16 else "fp32", trt.__version__, gpu_name())
+    path = plan_path(key, directory)
     if path.is_file():
         progress(f"{model}: cached engine {path.name}")
         return path

@@ -1,4 +1,5 @@
-"""The bundled segmentation models: what they are, where they came from, how to check them.
+"""Every model camfx names: the bundled segmentation models (what they are, where they came from,
+how to check them) and the ids of the diffusion models it knows.
 
 Serving imports this module, so it must stay light: no torch, no onnx.
 
@@ -62,6 +63,14 @@ SEGMENTATION_MODELS: dict[str, ModelSpec] = {
         ),
     ),
 }
+
+
+# Diffusion models, by hub id (local folders laid out like the hub repos work too).
+SD_TURBO = "stabilityai/sd-turbo"  # the default: one step, no guidance
+TAESD = "madebyollin/taesd"  # the tiny autoencoder both families use
+SD15 = "stable-diffusion-v1-5/stable-diffusion-v1-5"  # the base the LCM-LoRA is fused into
+LCM_LORA = "latent-consistency/lcm-lora-sdv1-5"  # served under this name
+RANDOM_SD_TURBO = "random/sd-turbo"  # sd-turbo's architecture, untrained: for timing, no download
 
 
 class ChecksumError(ValueError):

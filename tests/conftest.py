@@ -12,9 +12,11 @@ import pytest_asyncio
 from aiohttp import web
 
 from camfx.bench.latency import free_port
-from camfx.engine import http_server, yuv
-from camfx.engine.ice import serve_media_on
-from camfx.engine.server import ENGINE, ServerConfig, create_app, http_limits
+from camfx.engine import yuv
+from camfx.engine.transport import http_server
+from camfx.engine.transport.ice import serve_media_on
+from camfx.engine.config import ServerConfig
+from camfx.engine.transport.http import HUB, SESSIONS, create_app, http_limits
 
 
 # Every peer connection in the tests, servers' and clients' alike, binds and offers 127.0.0.1
@@ -27,8 +29,12 @@ class RunningServer:
         self.app, self.url = app, url
 
     @property
-    def engine(self):
-        return self.app[ENGINE]
+    def hub(self):
+        return self.app[HUB]
+
+    @property
+    def sessions(self):
+        return self.app[SESSIONS]
 
 
 async def start_server(config: ServerConfig | None = None, pipeline_factory=None):

@@ -11,8 +11,9 @@ import urllib.request
 
 from aiohttp import web
 
-from camfx.engine import http_server
-from camfx.engine.server import ENGINE, ServerConfig, create_app, http_limits
+from camfx.engine.config import ServerConfig
+from camfx.engine.transport import http_server
+from camfx.engine.transport.http import HUB, SESSIONS, create_app, http_limits
 
 
 class ServerThread:
@@ -31,8 +32,12 @@ class ServerThread:
         return asyncio.run_coroutine_threadsafe(coro, self.loop).result(timeout)
 
     @property
-    def engine(self):
-        return self._runner.app[ENGINE]
+    def hub(self):
+        return self._runner.app[HUB]
+
+    @property
+    def sessions(self):
+        return self._runner.app[SESSIONS]
 
     def start(self) -> "ServerThread":
         self._thread.start()
@@ -60,11 +65,11 @@ class ServerThread:
         with urllib.request.urlopen(self.url + path, timeout=10) as response:
             return json.loads(response.read())
 
-    def sessions(self) -> int:
+    def session_count(self) -> int:
         return self.get("/healthz")["sessions"]
 
     def wait_sessions(self, count: int, timeout: float = 5.0) -> None:
         deadline = time.monotonic() + timeout
-        while (n := self.sessions()) != count:
+        while (n := self.session_count()) != count:
             assert time.monotonic() < deadline, f"server still has {n} sessions, expected {count}"
             time.sleep(0.1)

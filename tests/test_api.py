@@ -11,8 +11,9 @@ import numpy as np
 import pytest
 from aiortc import RTCPeerConnection
 
-from camfx.engine.ice import peer_connection
-from camfx.engine.server import MAX_JSON_BYTES, MAX_UPLOAD_BYTES, ServerConfig
+from camfx.engine.transport.ice import peer_connection
+from camfx.engine.config import ServerConfig
+from camfx.engine.transport.http import MAX_JSON_BYTES, MAX_UPLOAD_BYTES
 
 from .conftest import start_server
 
@@ -62,7 +63,7 @@ async def open_session(server, params=None) -> str:
 
 async def test_offer_returns_an_answer_with_a_session(server):
     session_id = await open_session(server, {"effect": "remove"})
-    assert server.engine.sessions[session_id].params.effect == "remove"
+    assert server.sessions[session_id].stream.params.effect == "remove"
 
 
 async def test_page_health_and_metrics(server):
@@ -71,7 +72,7 @@ async def test_page_health_and_metrics(server):
     status, _, text = await get(f"{server.url}/healthz")
     health = json.loads(text)
     assert health["status"] == "ok" and health["sessions"] == 0
-    assert health["backends"] == {"general": "onnxruntime:CPUExecutionProvider", "landscape": "onnxruntime:CPUExecutionProvider"}
+    assert health["runtimes"] == {"general": "onnxruntime:CPUExecutionProvider", "landscape": "onnxruntime:CPUExecutionProvider"}
     status, ctype, text = await get(f"{server.url}/metrics")
     assert status == 200 and "text/plain" in ctype
     for name in ("camfx_frames_in_total", "camfx_frames_dropped_total", "camfx_deadline_misses_total",
@@ -92,7 +93,7 @@ async def test_page_health_and_metrics(server):
 async def test_malformed_offers_get_400(server, body, status):
     got, reply = await post(f"{server.url}/offer", data=body, headers={"Content-Type": "application/json"})
     assert got == status and reply["error"]
-    assert server.engine.sessions == {}  # nothing left behind
+    assert len(server.sessions) == 0  # nothing left behind
 
 
 async def test_offer_without_video_gets_400(server):
@@ -100,7 +101,7 @@ async def test_offer_without_video_gets_400(server):
     status, body = await post(f"{server.url}/offer", json={"sdp": sdp, "type": "offer"})
     await pc.close()
     assert status == 400 and "video" in body["error"]
-    assert server.engine.sessions == {}
+    assert len(server.sessions) == 0
 
 
 @pytest.mark.parametrize(
@@ -112,7 +113,7 @@ async def test_offer_with_bad_params_gets_422_naming_the_field(server, params, f
     status, body = await post(f"{server.url}/offer", json={"sdp": sdp, "type": "offer", "params": params})
     await pc.close()
     assert status == 422 and body["errors"][0]["field"] == field
-    assert server.engine.sessions == {}
+    assert len(server.sessions) == 0
 
 
 @pytest.mark.parametrize("announced, sent", [(MAX_JSON_BYTES + 10, 0), (MAX_JSON_BYTES + 10, MAX_JSON_BYTES + 10)])
@@ -130,7 +131,7 @@ async def test_params_update_validates_and_applies(server):
     assert status == 422 and body["errors"][0]["field"] == "mask_feather"
     status, body = await post(url, data=b"{oops")
     assert status == 400
-    assert server.engine.sessions[session_id].params.effect == "toon"  # the bad updates changed nothing
+    assert server.sessions[session_id].stream.params.effect == "toon"  # the bad updates changed nothing
 
 
 async def test_unknown_session_gets_404(server):
@@ -181,7 +182,7 @@ async def test_session_cap_gets_503():
         status, body = await post(f"{server.url}/offer", json={"sdp": sdp, "type": "offer"})
         await pc.close()
         assert status == 503 and "limit" in body["error"]
-        assert len(server.engine.sessions) == 1
+        assert len(server.sessions) == 1
     finally:
         await runner.cleanup()
 
@@ -191,4 +192,4 @@ async def test_delete_closes_the_session(server):
     async with aiohttp.ClientSession() as http:
         async with http.delete(f"{server.url}/sessions/{session_id}") as resp:
             assert resp.status == 200
-    assert session_id not in server.engine.sessions
+    assert session_id not in server.sessions

@@ -25,7 +25,7 @@ if not (os.path.isfile(CHROMIUM) and os.access(CHROMIUM, os.X_OK)) and not shuti
 from playwright import sync_api  # noqa: E402
 
 from camfx.bench.clip import person_clip, write_y4m  # noqa: E402
-from camfx.engine.server import ServerConfig  # noqa: E402
+from camfx.engine.config import ServerConfig  # noqa: E402
 
 from .server_thread import ServerThread  # noqa: E402
 
@@ -114,7 +114,7 @@ def test_stream_stats_live_params_and_stop(page, server):
     page.click("#start")
     wait_for(page, "s.sessionId && s.status === 'live'")
     session_id = camfx(page, "s.sessionId")
-    assert server.sessions() == 1
+    assert server.session_count() == 1
 
     # The processed video plays decoded frames.
     wait_for(page, "(v => v.videoWidth > 0 && v.currentTime > 0)(document.getElementById('remote'))")
@@ -232,7 +232,7 @@ def test_busy_server_is_reported(page, server):
         assert page.locator("#start").is_enabled()
     finally:
         server.config.max_sessions = 2
-    assert server.sessions() == 0
+    assert server.session_count() == 0
 
 
 def test_denied_camera_is_reported(page, server):
@@ -247,7 +247,7 @@ def test_denied_camera_is_reported(page, server):
     assert "permission was denied" in banner.inner_text()
     assert camfx(page, "s.status") == "error"
     assert page.locator("#start").is_enabled() and page.locator("#stop").is_disabled()
-    assert server.sessions() == 0
+    assert server.session_count() == 0
 
 
 def test_h264_end_to_end(page, server):

@@ -7,11 +7,13 @@ import pytest
 from camfx.bench.peer import ClientPeer, SyntheticCamera
 from camfx.engine import yuv
 from camfx.engine.backgrounds import Backgrounds
+from camfx.engine.budget import LADDER
 from camfx.engine.device_pipeline import DevicePipeline
 from camfx.engine.params import Params
 from camfx.engine.pipeline import Work, default_pipeline
 from camfx.engine.segmenter import Segmenters
-from camfx.engine.server import ServerConfig, resolve_device
+from camfx.engine.config import ServerConfig
+from camfx.engine.runtimes.probe import resolve_device
 
 from .conftest import start_server
 from .test_loopback import matched_frame, regions, segmenter  # noqa: F401 (a fixture)
@@ -36,7 +38,47 @@ def test_device_pipeline_gives_the_opencv_pictures(pipelines, clip_640, effect, 
         # Hard (threshold) edges flip on a few pixels where the two paths round differently.
         assert diff.mean() < 0.5 and np.percentile(diff, 99) <= (4 if mask_mode == "soft" else 8), diff.mean()
         assert np.array_equal(work.output[:16], frame[:16])  # probe rows
-        assert set(work.timings) == {"upload", "segment", "effect", "download"}
+        assert set(work.timings) == {"convert_in", "segment", "refine", "effect", "convert_out"}
+
+
+@pytest.mark.parametrize("quality", LADDER, ids=lambda q: q.name)
+def test_device_pipeline_walks_the_quality_ladder_as_the_opencv_one(clip_640, quality):
+    """Every rung gives the OpenCV pipeline's pictures: without feather the mask's edges are not
+    snapped (both ways alike), on mask-every-2nd the model runs on every other frame only."""
+    segmenters, backgrounds = Segmenters(), Backgrounds()
+    opencv = default_pipeline(segmenters, backgrounds)
+    device = DevicePipeline(segmenters, backgrounds, default_pipeline(segmenters, backgrounds), "cpu")
+    params = Params(effect="replace", background="color", background_color="#ff00ff")
+    model_runs = {"opencv": 0, "device": 0}
+    runtime = segmenters.get(params.model).runtime
+
+    class Counting:  # counts model calls, whichever pipeline makes them
+        name = runtime.name
+
+        def __init__(self, key):
+            self.key = key
+
+        def run(self, inputs):
+            model_runs[self.key] += 1
+            return runtime.run(inputs)
+
+    for key, pipeline in (("opencv", opencv), ("device", device)):
+        segmenters.get(params.model).runtime = Counting(key)
+        outputs = [pipeline.process(Work(image=frame, params=params, quality=quality)).output
+                   for frame in clip_640[:6]]
+        segmenters.get(params.model).runtime = runtime
+        if key == "opencv":
+            expected = outputs
+    for got, want in zip(outputs, expected):
+        diff = np.abs(got.astype(int) - want.astype(int))
+        assert diff.mean() < 0.5 and np.percentile(diff, 99) <= 4, (quality.name, diff.mean())
+    assert model_runs["device"] == model_runs["opencv"]
+    assert model_runs["device"] == (4 if quality.mask_every == 2 else 6)  # frames 1, 2, 4, 6 on every other
+    # The rungs differ where they should: feathering changes the picture.
+    if not quality.feather:
+        feathered = device.process(Work(image=clip_640[0], params=params, quality=LADDER[0])).output
+        plain = device.process(Work(image=clip_640[0], params=params, quality=quality)).output
+        assert np.abs(feathered.astype(int) - plain.astype(int)).mean() > 0.05
 
 
 def test_other_effects_go_to_the_opencv_pipeline(pipelines, clip_640):

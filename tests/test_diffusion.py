@@ -14,15 +14,12 @@ import numpy as np
 import pytest
 import torch
 
+from camfx.engine import compose as dc
 from camfx.engine import yuv
-from camfx.models import diffusion_compose as dc
-from camfx.models.diffusion import (
-    ModelNotFoundError,
-    PromptTooLongError,
-    SimilarityFilter,
-    StreamStylizer,
-    timestep_schedule,
-)
+from camfx.engine.diffusion.sampler import timestep_schedule
+from camfx.engine.diffusion.similarity import SimilarityFilter
+from camfx.engine.diffusion.stylizer import PromptTooLongError, Stylizer
+from camfx.models.diffusion import ModelNotFoundError
 
 from .tiny_diffusion import MAX_TOKENS, tiny_taesd, tiny_unet
 
@@ -31,10 +28,10 @@ SIZE = 64  # image side: latents are 8x8, the tiny UNet's sample size
 
 
 
-def _stylizer(tiny_repo, **kwargs) -> StreamStylizer:
+def _stylizer(tiny_repo, **kwargs) -> Stylizer:
     repo, taesd = tiny_repo
     kwargs.setdefault("prompt", "a cat")
-    return StreamStylizer(repo, taesd_id=taesd, **kwargs)
+    return Stylizer.from_pretrained(repo, taesd_id=taesd, **kwargs)
 
 
 def _texture(seed: int = 0) -> np.ndarray:
@@ -56,15 +53,15 @@ def test_loads_and_restyles_deterministically(tiny_repo):
 
 def test_prompt_change_reencodes_without_reloading(tiny_repo):
     s = _stylizer(tiny_repo)
-    unet, text_encoder, frame = s.unet, s.text_encoder, _texture()
+    unet, text_encoder, frame = s.parts.unet, s.text_encoder, _texture()
     before = s.img2img(frame)
-    embeddings = s._embeddings
+    embeddings = s.embeddings
     s.prompt = "a cat"  # unchanged: nothing recomputed
-    assert s._embeddings is embeddings
+    assert s.embeddings is embeddings
     s.prompt = "a dog"
     after = s.img2img(frame)
-    assert s.unet is unet and s.text_encoder is text_encoder
-    assert not torch.equal(s._embeddings, embeddings)
+    assert s.parts.unet is unet and s.text_encoder is text_encoder
+    assert not torch.equal(s.embeddings, embeddings)
     assert not np.array_equal(before, after)
     s.prompt = ""  # empty is allowed: the unconditional embedding
     assert s.img2img(frame).shape == frame.shape
@@ -97,16 +94,16 @@ def test_prompt_too_long_is_rejected_and_keeps_the_old_prompt(tiny_repo):
 def test_unknown_model_names_the_model_and_the_ways_out(tiny_repo, tmp_path):
     missing = str(tmp_path / "no-such-model")
     with pytest.raises(ModelNotFoundError) as info:
-        StreamStylizer(missing, taesd_id=tiny_repo[1])
+        Stylizer.from_pretrained(missing, taesd_id=tiny_repo[1])
     message = str(info.value)
     assert missing in message and "huggingface-cli download" in message and "--random-weights" in message
     with pytest.raises(ModelNotFoundError, match="TAESD.*nobody/no-such-taesd"):
-        StreamStylizer(tiny_repo[0], taesd_id="nobody/no-such-taesd")
+        Stylizer.from_pretrained(tiny_repo[0], taesd_id="nobody/no-such-taesd")
     # A folder without its tokenizer files (transformers alone would build an empty tokenizer).
     partial = tmp_path / "partial"
     shutil.copytree(tiny_repo[0], partial, ignore=shutil.ignore_patterns("tokenizer"))
     with pytest.raises(ModelNotFoundError, match="tokenizer.*partial.*no vocabulary"):
-        StreamStylizer(str(partial), taesd_id=tiny_repo[1])
+        Stylizer.from_pretrained(str(partial), taesd_id=tiny_repo[1])
 
 
 def test_similarity_filter_skips_static_input_not_moving_input(tiny_repo):
@@ -189,7 +186,7 @@ def test_compiled_unet_gives_the_eager_pictures(tiny_repo):
     eager = _stylizer(tiny_repo).img2img(frame)
     parts = load_parts(repo, taesd_id=taesd, device="cpu")
     parts = dataclasses.replace(parts, unet=compile_unet(parts.unet, parts.device))
-    compiled = StreamStylizer(parts=parts, prompt="a cat").img2img(frame)
+    compiled = Stylizer(parts, prompt="a cat").img2img(frame)
     assert np.abs(compiled.astype(int) - eager.astype(int)).max() <= 1
 
 
@@ -226,11 +223,11 @@ def test_lcm_lora_is_fused_into_the_unet(tiny_repo, tmp_path):
             p.data.normal_(0, 0.5)
     StableDiffusionPipeline.save_lora_weights(tmp_path, unet_lora_layers=get_peft_model_state_dict(unet))
 
-    lcm = StreamStylizer.lcm_lora(tiny_repo[0], lora_id=str(tmp_path), taesd_id=tiny_repo[1], prompt="a cat")
+    lcm = Stylizer.lcm_lora(tiny_repo[0], lora_id=str(tmp_path), taesd_id=tiny_repo[1], prompt="a cat")
     assert lcm.family == "lcm" and all(t % 20 == 19 for t in lcm.timesteps)
-    assert not any("lora" in name for name, _ in lcm.unet.named_parameters())  # fused, not wrapped
+    assert not any("lora" in name for name, _ in lcm.parts.unet.named_parameters())  # fused, not wrapped
     base = _stylizer(tiny_repo)
-    changed = [k for k, v in lcm.unet.state_dict().items() if not torch.equal(v, base.unet.state_dict()[k])]
+    changed = [k for k, v in lcm.parts.unet.state_dict().items() if not torch.equal(v, base.parts.unet.state_dict()[k])]
     assert changed and all("attn" in k for k in changed)
     assert lcm.img2img(_texture()).shape == (SIZE, SIZE, 3)
 
@@ -346,11 +343,11 @@ def test_bench_diffusion_runs_end_to_end_on_a_local_model(tiny_repo, tmp_path):
 def test_streamdiffusion_reference_makes_a_picture_from_the_camera_frame(tiny_repo):
     """The reference really runs img2img on our modules: its output follows its input."""
     from camfx.bench import streamdiffusion
-    from camfx.models.diffusion import StreamStylizer, load_parts
+    from camfx.models.diffusion import load_parts
 
     repo, taesd = tiny_repo
     parts = load_parts(repo, taesd_id=taesd, device="cpu")
-    embeddings = StreamStylizer(parts=parts, prompt="a cat").embeddings
+    embeddings = Stylizer(parts, prompt="a cat").embeddings
     assert streamdiffusion.t_index_list(1, 0.5) == [25] and streamdiffusion.t_index_list(2, 0.5) == [25, 37]
     sd = streamdiffusion.Reference(parts, embeddings, 64, 1, 0.5, denoising_batch=False)
     dark, light = np.full((64, 64, 3), 20, np.uint8), np.full((64, 64, 3), 235, np.uint8)

@@ -11,10 +11,11 @@ import pytest
 
 from camfx.bench.peer import ClientPeer, SyntheticCamera
 from camfx.engine import effects, yuv
-from camfx.engine.server import ServerConfig
-from camfx.engine.stylize import DiffusionModelSpec, diffusion_size
-from camfx.models import diffusion_compose
-from camfx.models.diffusion import StreamStylizer
+from camfx.engine.config import ServerConfig
+from camfx.engine import compose
+from camfx.engine.diffusion.models import DiffusionModelSpec
+from camfx.engine.diffusion.stylizer import Stylizer
+from camfx.engine.diffusion.worker import diffusion_size
 
 from .conftest import start_server
 from .test_loopback import matched_frame, regions, segmenter  # noqa: F401 (a fixture)
@@ -59,7 +60,7 @@ def test_diffusion_size_keeps_the_frame_shape():
 def slow_generation(monkeypatch):
     """Every generated picture takes at least SLOW_S, as full-size models do on a CPU."""
     for name in ("img2img", "txt2img"):
-        real = getattr(StreamStylizer, name)
+        real = getattr(Stylizer, name)
 
         def slow(self, *args, _real=real, **kwargs):
             start = time.perf_counter()
@@ -67,7 +68,7 @@ def slow_generation(monkeypatch):
             time.sleep(max(0.0, SLOW_S - (time.perf_counter() - start)))
             return out
 
-        monkeypatch.setattr(StreamStylizer, name, slow)
+        monkeypatch.setattr(Stylizer, name, slow)
 
 
 async def _until(condition, timeout: float, what: str) -> None:
@@ -78,10 +79,12 @@ async def _until(condition, timeout: float, what: str) -> None:
         await asyncio.sleep(0.05)
 
 
-async def _fresh_rate(peer, seconds: float) -> float:
-    start = len(peer.received.fresh)
+async def _fresh_share(peer, seconds: float) -> float:
+    """Of the frames the camera sent in `seconds`, the share that came back processed: the camera's
+    rate held whatever the machine's speed (a rate in fps would fail on a busy one)."""
+    sent, fresh = peer.camera.frames_sent, len(peer.received.fresh)
     await asyncio.sleep(seconds)
-    return (len(peer.received.fresh) - start) / seconds
+    return (len(peer.received.fresh) - fresh) / max(1, peer.camera.frames_sent - sent)
 
 
 async def test_diffusion_session_keeps_the_camera_rate_and_follows_live_changes(
@@ -98,12 +101,13 @@ async def test_diffusion_session_keeps_the_camera_rate_and_follows_live_changes(
     try:
         await peer.connect(server.url, params)
         await peer.wait_frames(10)
-        session = server.engine.sessions[peer.session_id]
-        await _until(lambda: session.generator is not None and session.generator.frames >= 1, 30, "a backdrop")
-        generator = session.generator
+        session = server.sessions[peer.session_id]
+        await _until(lambda: session.stream.diffusion is not None and session.stream.diffusion.frames >= 1, 30,
+                     "a backdrop")
+        worker = session.stream.diffusion
 
         # Backdrop: the generated picture behind the camera's person, at the camera's rate.
-        backdrop = generator.latest
+        backdrop = worker.latest
         frame_id, out = await matched_frame(peer)
         person, background = regions(clip_640, frame_id, segmenter)
         camera = yuv.planes(clip_640[frame_id % len(clip_640)])[0].astype(int)
@@ -114,22 +118,22 @@ async def test_diffusion_session_keeps_the_camera_rate_and_follows_live_changes(
         assert np.abs(luma[background] - camera[background]).mean() > 20  # it did change
 
         # A prompt change over the control channel: re-encoded and regenerated, no reload.
-        parts = generator._models.parts("tiny")
+        parts = server.hub.diffusion_models.load("tiny").parts
         peer.control.send('{"prompt": "a dog"}')
-        await _until(lambda: generator.latest.serial > backdrop.serial, 10, "the new prompt's backdrop")
-        assert not np.array_equal(generator.latest.rgb, backdrop.rgb)
-        assert generator._models.parts("tiny") is parts
+        await _until(lambda: worker.latest.serial > backdrop.serial, 10, "the new prompt's backdrop")
+        assert not np.array_equal(worker.latest.rgb, backdrop.rgb)
+        assert server.hub.diffusion_models.load("tiny").parts is parts
 
         # Background mode: img2img of every frame it can take, each one slow (SLOW_S).
         peer.control.send('{"diffusion_mode": "background", "strength": 0.8}')
-        await _until(lambda: generator.latest.mode == "background", 10, "a stylized background")
-        rate = await _fresh_rate(peer, 2.0)
-        assert rate > 20, f"camera rate fell to {rate:.1f} fps while generating at {1 / SLOW_S:.1f}"
-        assert generator.stats()["fps"] <= 1 / SLOW_S + 0.2
+        await _until(lambda: worker.latest.mode == "background", 10, "a stylized background")
+        share = await _fresh_share(peer, 2.0)
+        assert share > 2 / 3, f"only {share:.0%} of the camera's frames came back while generating at {1 / SLOW_S:.1f}"
+        assert worker.stats()["fps"] <= 1 / SLOW_S + 0.2
         frame_id, out = await matched_frame(peer)
         person, background = regions(clip_640, frame_id, segmenter)
         camera = yuv.planes(clip_640[frame_id % len(clip_640)])[0].astype(int)
-        layer = yuv.planes(diffusion_compose.layer("background", generator.latest.rgb, 480, 640))[0].astype(int)
+        layer = yuv.planes(compose.layer("background", worker.latest.rgb, 480, 640))[0].astype(int)
         luma = yuv.planes(out)[0].astype(int)
         assert np.abs(luma[person] - camera[person]).mean() < 8  # the person is the camera's
         # The background is the newest picture (made from an earlier frame while this one came).
@@ -137,10 +141,10 @@ async def test_diffusion_session_keeps_the_camera_rate_and_follows_live_changes(
 
         # A backdrop from the room: remade continuously from the camera, person painted out.
         peer.control.send('{"diffusion_mode": "backdrop", "backdrop_source": "room"}')
-        await _until(lambda: generator.latest.mode == "backdrop", 10, "a room backdrop")
-        first = generator.latest.serial
-        await _until(lambda: generator.latest.serial >= first + 2, 10, "the room backdrop to refresh")
-        assert await _fresh_rate(peer, 1.0) > 20
+        await _until(lambda: worker.latest.mode == "backdrop", 10, "a room backdrop")
+        first = worker.latest.serial
+        await _until(lambda: worker.latest.serial >= first + 2, 10, "the room backdrop to refresh")
+        assert await _fresh_share(peer, 1.0) > 2 / 3
 
         # Bad input over HTTP and the channel: clear errors, the session keeps running.
         url = f"{server.url}/sessions/{peer.session_id}/params"
@@ -158,8 +162,8 @@ async def test_diffusion_session_keeps_the_camera_rate_and_follows_live_changes(
             lambda: any(m.get("type") == "error" and m["errors"][0]["field"] == "prompt" for m in peer.control_messages),
             5, "the channel's error",
         )
-        assert session.params.prompt == "a dog"
-        assert await _fresh_rate(peer, 1.0) > 20
+        assert session.stream.params.prompt == "a dog"
+        assert await _fresh_share(peer, 1.0) > 2 / 3
         stats = await _until_stats(peer)
         assert stats["diffusion"]["status"] == "running" and stats["diffusion"]["frames"] >= 3
         assert set(stats["diffusion"]["stage_ms"]) == {"encode", "unet", "decode"}
@@ -167,12 +171,14 @@ async def test_diffusion_session_keeps_the_camera_rate_and_follows_live_changes(
         async with aiohttp.ClientSession() as http, http.get(f"{server.url}/metrics") as resp:
             metrics = await resp.text()
         assert 'camfx_diffusion_stage_seconds_count{stage="unet"}' in metrics
-        pictures = server.engine.metrics.diffusion_pictures._value.get()
-        assert pictures >= generator.frames >= 3
+        pictures = server.hub.metrics.diffusion_pictures._value.get()
+        assert pictures >= worker.frames >= 3
 
-        await peer.close()  # hanging up ends the session and its generator task
-        await _until(lambda: not server.engine.sessions, 10, "the session to end")
-        assert session.closed.is_set() and not session._tasks
+        await peer.close()  # hanging up ends the session and its diffusion worker's task
+        await _until(lambda: not server.sessions, 10, "the session to end")
+        assert session.closed.is_set() and session.stream.closed
+        mine = ("Stream.", "PeerSession.", "DiffusionWorker.")
+        assert not [t for t in asyncio.all_tasks() if t.get_coro().__qualname__.startswith(mine)]
     finally:
         await peer.close()
         await runner.cleanup()
@@ -202,8 +208,8 @@ async def test_missing_weights_are_reported_and_the_stream_goes_on(tmp_path, cli
         error = next(m for m in peer.control_messages if m.get("type") == "error")["errors"][0]
         assert error["field"] == "diffusion_model"
         assert "no-such-model" in error["message"] and "--random-weights" in error["message"]
-        assert server.engine.metrics.diffusion_errors._value.get() == 1
-        assert await _fresh_rate(peer, 1.0) > 20  # the camera's picture goes on meanwhile
+        assert server.hub.metrics.diffusion_errors._value.get() == 1
+        assert await _fresh_share(peer, 1.0) > 2 / 3  # the camera's picture goes on meanwhile
         # Now the server knows: asking for the model again is a 422 with the same message.
         async with aiohttp.ClientSession() as http:
             async with http.post(f"{server.url}/sessions/{peer.session_id}/params", json={"steps": 2}) as resp:
@@ -218,7 +224,7 @@ def test_without_the_diffusion_extra_the_effect_is_a_422_saying_what_to_install(
     import importlib.util
 
     from camfx.engine.params import Params, ParamsError
-    from camfx.engine.stylize import DiffusionModels
+    from camfx.engine.diffusion.models import DiffusionModels
 
     real = importlib.util.find_spec
     monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == "torch" else real(name, *a))
@@ -231,20 +237,18 @@ def test_without_the_diffusion_extra_the_effect_is_a_422_saying_what_to_install(
 
 
 def test_room_backdrop_paints_the_person_out():
-    from camfx.engine.stylize import Generator, Stylized
+    from camfx.engine.diffusion.worker import StylizedPicture, room_without_person
 
     rng = np.random.default_rng(0)
     room = rng.integers(0, 256, (64, 96, 3), dtype=np.uint8)
     alpha = np.zeros((32, 48), np.float32)
     alpha[8:24, 16:32] = 1.0  # the person, at work resolution
-    generator = Generator(models=None, executor=None)
-    assert np.array_equal(generator._room_without_person(room, None), room)
-    out = generator._room_without_person(room, alpha)
+    assert np.array_equal(room_without_person(room, None, None), room)
+    out = room_without_person(room, alpha, None)
     assert np.array_equal(out[:8], room[:8]) and np.array_equal(out[:, :24], room[:, :24])  # room kept
     inside = out[20:44, 36:60].astype(int)
     assert np.abs(inside - room[20:44, 36:60]).mean() > 40  # the person's area is filled...
     assert inside.std() < room.std() / 3  # ...with something smooth (a blur of the room)
     previous = np.full_like(room, 77)
-    generator.latest = Stylized(previous, "backdrop", 1)
-    out = generator._room_without_person(room, alpha)
+    out = room_without_person(room, alpha, StylizedPicture(previous, "backdrop", 1))
     assert (out[20:44, 36:60] == 77).all()  # later, with the last backdrop

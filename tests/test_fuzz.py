@@ -15,9 +15,9 @@ from hypothesis import strategies as st
 
 from camfx.bench.clip import person_clip
 from camfx.bench.peer import ClientPeer, SyntheticCamera
-from camfx.engine.ice import peer_connection
+from camfx.engine.transport.ice import peer_connection
 from camfx.engine.params import Params
-from camfx.engine.server import ServerConfig
+from camfx.engine.config import ServerConfig
 
 from .server_thread import ServerThread
 
@@ -236,7 +236,7 @@ def test_after_the_fuzzing_sessions_stream_and_only_live_ones_count(server, cont
         await peer.connect(server.url, {"effect": "blur"})
         await peer.wait_frames(10)
         try:
-            return await fraction_fresh(peer), len(server.engine.sessions)
+            return await fraction_fresh(peer), len(server.sessions)
         finally:
             await peer.close()
 

@@ -17,8 +17,8 @@ import pytest
 from PIL import Image
 
 from camfx.bench.peer import ClientPeer, SyntheticCamera
-from camfx.engine.ice import peer_connection
-from camfx.engine.server import ServerConfig
+from camfx.engine.transport.ice import peer_connection
+from camfx.engine.config import ServerConfig
 
 from .conftest import start_server
 
@@ -81,7 +81,7 @@ async def test_offers_whose_bundle_names_a_missing_section_get_400_and_leave_no_
             status, ctype, body = await post_json(f"{server.url}/offer", {"sdp": sdp, "type": "offer"})
             assert_user_error(status, ctype, body, 400)
             assert "BUNDLE" in body["error"]
-        assert server.engine.sessions == {}
+        assert len(server.sessions) == 0
         status, _, body = await post_json(f"{server.url}/offer", {"sdp": await browser_like_offer(), "type": "offer"})
         assert status == 200, body
     finally:
@@ -92,7 +92,7 @@ async def test_a_failing_teardown_still_frees_the_slot(server):
     """aiortc raised from close() on connections it half set up; the slot must go all the same."""
     status, _, body = await post_json(f"{server.url}/offer", {"sdp": await browser_like_offer(), "type": "offer"})
     assert status == 200
-    session = server.engine.sessions[body["session_id"]]
+    session = server.sessions[body["session_id"]]
     real_close = session.pc.close
 
     async def broken_close():
@@ -102,7 +102,7 @@ async def test_a_failing_teardown_still_frees_the_slot(server):
     session.pc.close = broken_close
     async with aiohttp.ClientSession() as http, http.delete(f"{server.url}/sessions/{session.id}") as resp:
         assert resp.status == 200
-    assert server.engine.sessions == {}
+    assert len(server.sessions) == 0
 
 
 async def test_unusable_sdp_gets_a_message_without_exception_text(server):
@@ -110,7 +110,7 @@ async def test_unusable_sdp_gets_a_message_without_exception_text(server):
     status, ctype, body = await post_json(f"{server.url}/offer", {"sdp": sdp, "type": "offer"})
     assert_user_error(status, ctype, body, 400)
     assert "invalid literal" not in body["error"]  # what int() said about "abc"
-    assert server.engine.sessions == {}
+    assert len(server.sessions) == 0
 
 
 # 2. Bodies are read whole ------------------------------------------------------------------------
@@ -130,7 +130,7 @@ async def test_photo_uploads_of_megabytes_are_read_whole(server, width, height):
     async with aiohttp.ClientSession() as http, http.post(f"{server.url}/backgrounds", data=jpeg) as resp:
         assert resp.status == 201, await resp.text()
         image_id = (await resp.json())["id"]
-    assert image_id in server.engine.backgrounds.names()["uploaded"]
+    assert image_id in server.hub.backgrounds.names()["uploaded"]
 
 
 async def test_a_json_offer_sent_in_two_pieces_is_read_whole(server):
@@ -147,11 +147,11 @@ async def test_a_json_offer_sent_in_two_pieces_is_read_whole(server):
 
 async def test_an_offer_that_never_connects_frees_its_slot_within_seconds(server):
     status, _, body = await post_json(f"{server.url}/offer", {"sdp": await browser_like_offer(), "type": "offer"})
-    assert status == 200 and len(server.engine.sessions) == 1
+    assert status == 200 and len(server.sessions) == 1
     deadline = time.monotonic() + 10  # "a few seconds": it was 30
-    while server.engine.sessions and time.monotonic() < deadline:
+    while server.sessions and time.monotonic() < deadline:
         await asyncio.sleep(0.1)
-    assert server.engine.sessions == {}
+    assert len(server.sessions) == 0
 
 
 async def test_a_peer_that_stops_sending_is_dropped_within_seconds(clip_640):
@@ -163,9 +163,9 @@ async def test_a_peer_that_stops_sending_is_dropped_within_seconds(clip_640):
         # The peer goes silent without a goodbye: its camera stops and no BYE, no DELETE is sent.
         peer.pc.getSenders()[0].replaceTrack(None)
         deadline = time.monotonic() + 2.0 + 4
-        while server.engine.sessions and time.monotonic() < deadline:
+        while server.sessions and time.monotonic() < deadline:
             await asyncio.sleep(0.1)
-        assert server.engine.sessions == {}
+        assert len(server.sessions) == 0
     finally:
         await peer.close()
         await runner.cleanup()
@@ -178,7 +178,7 @@ async def test_cross_site_posts_are_refused(server, origin):
     status, ctype, body = await post_json(f"{server.url}/offer", {"sdp": sdp, "type": "offer"},
                                           headers={"Origin": origin, "Content-Type": "text/plain"})
     assert_user_error(status, ctype, body, 403)
-    assert server.engine.sessions == {}
+    assert len(server.sessions) == 0
     status, _, _ = await post_json(f"{server.url}/offer", {"sdp": sdp, "type": "offer"}, headers={"Origin": server.url})
     assert status == 200  # the server's own page
 
@@ -214,7 +214,7 @@ async def test_no_control_message_can_end_a_session(server, clip_640):
         await peer.wait_frames(count + 15, timeout=10)  # still streaming
         peer.control.send('{"effect": "none"}')
         await asyncio.sleep(0.5)
-        assert server.engine.sessions[peer.session_id].params.effect == "none"
+        assert server.sessions[peer.session_id].stream.params.effect == "none"
     finally:
         await peer.close()
 
@@ -228,7 +228,7 @@ def big_png(pixels_wide: int = 4000, pixels_high: int = 3000) -> bytes:
 
 
 async def test_uploads_decode_on_their_own_thread_and_never_queue(server):
-    backgrounds = server.engine.backgrounds
+    backgrounds = server.hub.backgrounds
     threads: list[str] = []
     real_add = backgrounds.add_upload
     release = threading.Event()
@@ -297,7 +297,7 @@ async def test_slow_headers_and_bodies_are_cut_off_and_connections_are_capped():
         assert status == 408 and headers["content-type"].startswith("application/json")
         assert "did not arrive" in json.loads(body)["error"]
         # Eight idle connections fill the server; the ninth gets 503 at once.
-        idle = [await asyncio.open_connection("127.0.0.1", server.engine.config.port) for _ in range(8)]
+        idle = [await asyncio.open_connection("127.0.0.1", server.hub.config.port) for _ in range(8)]
         await asyncio.sleep(0.2)
         status, _, body = split_response(await raw_exchange(server.url, b"GET /healthz HTTP/1.1\r\n\r\n"))
         assert status == 503 and "too many open connections" in json.loads(body)["error"]
@@ -370,8 +370,8 @@ async def test_aiohttp_routing_errors_are_json(server, method, path, status):
 async def test_an_unexpected_failure_is_a_json_500_with_the_detail_only_in_the_log(caplog):
     from aiohttp import web
 
-    from camfx.engine import http_server
-    from camfx.engine.errors import json_errors
+    from camfx.engine.transport import http_server
+    from camfx.engine.transport.errors import json_errors
 
     async def broken(request):
         raise RuntimeError("secret detail <_io.BytesIO object at 0x7f00deadbeef>")

@@ -3,8 +3,8 @@
 from aiortc.jitterbuffer import JitterBuffer
 from aiortc.rtp import RtpPacket
 
-from camfx.engine.ice import peer_connection
-from camfx.engine.jitter import MarkerJitterBuffer, release_frames_at_marker
+from camfx.engine.transport.ice import peer_connection
+from camfx.engine.transport.jitter import MarkerJitterBuffer, release_frames_at_marker
 
 
 def packets(first_seq: int, timestamp: int, count: int, marker: bool = True) -> list[RtpPacket]:

@@ -12,10 +12,10 @@ import pytest
 
 from camfx.bench.peer import ClientPeer, SyntheticCamera
 from camfx.engine import yuv
-from camfx.engine.ice import peer_connection
+from camfx.engine.transport.ice import peer_connection
 from camfx.engine.pipeline import Pipeline, default_pipeline
 from camfx.engine.segmenter import Segmenters
-from camfx.engine.server import ServerConfig
+from camfx.engine.config import ServerConfig
 
 from .conftest import start_server
 
@@ -95,7 +95,7 @@ async def test_effects_switch_live_without_renegotiation(server, clip_640, segme
         await asyncio.sleep(0.3)
         errors = [m for m in peer.control_messages if m["type"] == "error"]
         assert errors and errors[-1]["errors"][0]["field"] == "effect"
-        assert server.engine.sessions[peer.session_id].params.effect == "replace"
+        assert server.sessions[peer.session_id].stream.params.effect == "replace"
 
         # over HTTP: blur smooths the textured background
         import aiohttp
@@ -154,18 +154,18 @@ async def test_latency_stays_flat_when_the_pipeline_is_slower_than_the_camera(cl
     holder = {}
 
     def factory():
-        pipeline = default_pipeline(holder["engine"].segmenters, holder["engine"].backgrounds, holder["engine"].helper)
+        pipeline = default_pipeline(holder["hub"].segmenters, holder["hub"].backgrounds, holder["hub"].helper)
         return Pipeline([*pipeline.stages, SlowStage(slow)])
 
     runner, server = await start_server(ServerConfig(), factory)
-    holder["engine"] = server.engine
+    holder["hub"] = server.hub
     peer = ClientPeer(SyntheticCamera(clip_640))
     try:
         await peer.connect(server.url, {"effect": "blur", "probe": True})
         await peer.wait_frames(10, timeout=30)
         await asyncio.sleep(6)
         lat = np.array(peer.received.latencies)
-        session = server.engine.sessions[peer.session_id]
+        session = server.sessions[peer.session_id]
         stats = session.stats()
         # Latency does not grow over time: a queue would add seconds in these six (each slow frame
         # would wait for every one before it), so the bounds leave room for a busy machine.
@@ -194,7 +194,7 @@ async def test_sessions_free_everything_when_peers_leave(clip_640):
         server_pcs = []  # weak references to the server side of every peer connection
         for _ in range(6):  # peers that connect, stream, then hang up
             peer = await connect(server, clip_640[:4], {"effect": "blur"})
-            server_pcs.append(weakref.ref(server.engine.sessions[peer.session_id].pc))
+            server_pcs.append(weakref.ref(server.sessions[peer.session_id].pc))
             await peer.close()
         # a peer that sends an offer and vanishes without ever connecting
         ghost = peer_connection()
@@ -205,13 +205,13 @@ async def test_sessions_free_everything_when_peers_leave(clip_640):
         async with aiohttp.ClientSession() as http:
             async with http.post(f"{server.url}/offer", json={"sdp": ghost.localDescription.sdp, "type": "offer"}) as r:
                 assert r.status == 200
-                server_pcs.append(weakref.ref(server.engine.sessions[(await r.json())["session_id"]].pc))
+                server_pcs.append(weakref.ref(server.sessions[(await r.json())["session_id"]].pc))
         await ghost.close()
 
         deadline = time.perf_counter() + 10
-        while server.engine.sessions and time.perf_counter() < deadline:
+        while server.sessions and time.perf_counter() < deadline:
             await asyncio.sleep(0.1)
-        assert server.engine.sessions == {}
+        assert len(server.sessions) == 0
         await asyncio.sleep(1.0)  # let aiortc's own threads wind down
         gc.collect()
         assert len(asyncio.all_tasks()) <= tasks_before
@@ -219,9 +219,9 @@ async def test_sessions_free_everything_when_peers_leave(clip_640):
         # encodes there) or camfx's two pools. Nothing per session survives.
         names = {t.name for t in threading.enumerate()}
         assert all(n.startswith(("asyncio_", "camfx-worker", "camfx-helper")) for n in names - threads_before), names
-        assert len([n for n in names if n.startswith("camfx-")]) <= 2 * server.engine.config.workers
+        assert len([n for n in names if n.startswith("camfx-")]) <= 2 * server.hub.config.workers
         assert [ref for ref in server_pcs if ref() is not None] == []
-        metrics = server.engine.metrics
+        metrics = server.hub.metrics
         assert metrics.sessions._value.get() == 0
     finally:
         await runner.cleanup()

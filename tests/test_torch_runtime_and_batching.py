@@ -16,11 +16,14 @@ import numpy as np
 import pytest
 
 from camfx.bench.peer import ClientPeer, SyntheticCamera
-from camfx.engine import backends
-from camfx.engine.backends import Backend, Candidate, FallbackBackend, OnnxRuntimeBackend, TorchBackend
-from camfx.engine.batching import BatchingBackend
-from camfx.engine.onnx_torch import OnnxTorchModule
-from camfx.engine.server import ServerConfig
+from camfx.engine.runtimes import chain as runtime_chain
+from camfx.engine.runtimes.base import Runtime
+from camfx.engine.runtimes.batching import BatchingRuntime
+from camfx.engine.runtimes.chain import Candidate, RuntimeChain
+from camfx.engine.runtimes.onnx_torch import OnnxTorchModule
+from camfx.engine.runtimes.onnxruntime import OnnxRuntime
+from camfx.engine.runtimes.torch import TorchRuntime
+from camfx.engine.config import ServerConfig
 from camfx.models.registry import SEGMENTATION_MODELS, model_path
 
 from .conftest import start_server
@@ -38,8 +41,8 @@ def _images(name: str, batch: int, seed: int = 0) -> np.ndarray:
 def test_torch_runtime_equals_onnxruntime_on_the_bundled_models_at_any_batch(name, portrait_rgb):
     import cv2
 
-    reference = OnnxRuntimeBackend(model_path(name), "CPUExecutionProvider")
-    runtime = TorchBackend(model_path(name), "cpu")
+    reference = OnnxRuntime(model_path(name), "CPUExecutionProvider")
+    runtime = TorchRuntime(model_path(name), "cpu")
     assert runtime.name == "torch:cpu"
     spec = SEGMENTATION_MODELS[name]
     photo = cv2.resize(portrait_rgb, (spec.input_width, spec.input_height)).astype(np.float32) / 255
@@ -65,25 +68,25 @@ def test_torch_runtime_refuses_an_operator_it_does_not_implement():
 def test_torch_cuda_comes_before_onnxruntime_cpu_and_without_cuda_is_dropped_visibly(monkeypatch):
     """A machine with an NVIDIA driver but a torch that cannot reach the GPU: the torch runtime is
     tried, fails to load with the reason, and onnxruntime's CPU path serves."""
-    monkeypatch.setattr(backends, "torch_cuda_possible", lambda: True)
-    chain = backends.candidates_for(model_path("landscape"))
+    monkeypatch.setattr(runtime_chain, "torch_cuda_possible", lambda: True)
+    chain = runtime_chain.candidates_for(model_path("landscape"))
     names = [c.name for c in chain]
     assert names.index("torch:cuda") == names.index(CPU) - 1
     dropped = []
-    backend = FallbackBackend("landscape", chain, lambda *a: dropped.append(a))
-    assert backend.name == CPU
+    runtime = RuntimeChain("landscape", chain, lambda *a: dropped.append(a))
+    assert runtime.name == CPU
     assert dropped == [("landscape", "torch:cuda", "load: torch sees no CUDA GPU")]
 
 
 # ---- batching ------------------------------------------------------------------------------------
-class Slow(Backend):
+class Slow(Runtime):
     """The real model, batch 1..4, each call held `delay` seconds (a busy GPU), calls recorded."""
 
     name = "slow"
     max_batch = 4
 
     def __init__(self, delay: float = 0.03, fail_calls: int = 0):
-        self._inner = OnnxRuntimeBackend(model_path("landscape"), "CPUExecutionProvider", batch=True)
+        self._inner = OnnxRuntime(model_path("landscape"), "CPUExecutionProvider", batch=True)
         self.delay, self.fail_calls = delay, fail_calls
         self.batches: list[int] = []
 
@@ -112,8 +115,8 @@ def _in_threads(count: int, work) -> list:
 
 def test_runs_that_arrive_together_share_a_call_and_each_gets_its_own_result():
     slow = Slow()
-    batcher = BatchingBackend(slow)
-    reference = OnnxRuntimeBackend(model_path("landscape"), "CPUExecutionProvider")
+    batcher = BatchingRuntime(slow)
+    reference = OnnxRuntime(model_path("landscape"), "CPUExecutionProvider")
     inputs = [_images("landscape", 1, seed=i) for i in range(4)]
 
     def session(i):
@@ -131,7 +134,7 @@ def test_runs_that_arrive_together_share_a_call_and_each_gets_its_own_result():
 
 def test_a_lone_session_never_waits_for_company():
     slow = Slow(delay=0.0)
-    batcher = BatchingBackend(slow)
+    batcher = BatchingRuntime(slow)
     for seed in range(5):
         batcher.run({"image": _images("landscape", 1, seed)})
     assert slow.batches == [1] * 5 and batcher.calls == batcher.frames == 5
@@ -139,7 +142,7 @@ def test_a_lone_session_never_waits_for_company():
 
 def test_a_failed_batched_call_fails_every_run_in_it_and_the_next_calls_work():
     slow = Slow(delay=0.05, fail_calls=1)
-    batcher = BatchingBackend(slow)
+    batcher = BatchingRuntime(slow)
 
     def session(i):
         try:
@@ -151,7 +154,7 @@ def test_a_failed_batched_call_fails_every_run_in_it_and_the_next_calls_work():
     first = _in_threads(3, session)
     assert "CUDA error: device lost" in first and set(first) <= {"ok", "CUDA error: device lost"}
     assert _in_threads(3, session) == ["ok"] * 3
-    assert batcher._waiting == [] and not batcher._busy
+    assert batcher.waiting == 0 and not batcher.busy
 
 
 def test_a_runtime_that_cannot_stack_lets_sessions_run_side_by_side():
@@ -159,21 +162,21 @@ def test_a_runtime_that_cannot_stack_lets_sessions_run_side_by_side():
     inside the model at the same time, which a serialised batcher would never allow."""
     meet = threading.Barrier(2, timeout=5)
 
-    class SideBySide(Backend):
+    class SideBySide(Runtime):
         name, max_batch = "cpu", 1
 
         def run(self, inputs):
             meet.wait()  # raises BrokenBarrierError if the other run cannot get in
             return {"mask": inputs["image"][..., :1]}
 
-    batcher = BatchingBackend(SideBySide())
+    batcher = BatchingRuntime(SideBySide())
     results = _in_threads(2, lambda i: batcher.run({"image": _images("landscape", 1, i)})["mask"].shape)
     assert results == [(1, 144, 256, 1)] * 2
 
 
 def test_a_batch_that_falls_back_to_a_batch_1_runtime_is_split_not_lost():
-    reference = OnnxRuntimeBackend(model_path("landscape"), "CPUExecutionProvider")
-    chain = FallbackBackend("landscape", [Candidate("slow", lambda: Slow(0.0, fail_calls=1)),
+    reference = OnnxRuntime(model_path("landscape"), "CPUExecutionProvider")
+    chain = RuntimeChain("landscape", [Candidate("slow", lambda: Slow(0.0, fail_calls=1)),
                                           Candidate(CPU, lambda: reference)])
     assert chain.max_batch == 4
     images = _images("landscape", 3, seed=7)
@@ -196,11 +199,11 @@ async def test_two_live_sessions_are_batched_when_asked(clip_640):
                 health = await resp.json()
         batching = health["batching"]["landscape"]
         assert batching["frames"] >= 20 and 0 < batching["calls"] <= batching["frames"]
-        assert health["backends"]["landscape"] == CPU
+        assert health["runtimes"]["landscape"] == CPU
     finally:
         await asyncio.gather(*(peer.close() for peer in peers))
         await runner.cleanup()
-    assert server.engine.segmenters.get("landscape").backend._waiting == []
+    assert server.hub.segmenters.get("landscape").runtime.waiting == 0
 
 
 async def test_batching_is_off_on_a_cpu_by_default():

@@ -15,13 +15,12 @@ import threading
 from concurrent.futures import ThreadPoolExecutor
 from typing import Awaitable, Callable
 
-from .backgrounds import BackgroundError, Backgrounds
+from ..backgrounds import BackgroundError, Backgrounds
 from .errors import HTTPError
 from .rate_limit import RateLimiter
 
 MAX_UPLOAD_BYTES = 8 * 1024 * 1024
 IN_PROGRESS = 3  # uploads being read or decoded at once, server-wide
-RATE_BURST, RATE_PER_S = 5, 6.0  # per client address: 5 at once, then one every 6 s
 
 
 def _lower_priority() -> None:
@@ -35,12 +34,11 @@ def _lower_priority() -> None:
 
 
 class Uploads:
-    def __init__(self, backgrounds: Backgrounds, in_progress: int = IN_PROGRESS,
-                 rate: RateLimiter | None = None):
+    def __init__(self, backgrounds: Backgrounds, rate: RateLimiter, in_progress: int = IN_PROGRESS):
         self._backgrounds = backgrounds
         self._capacity = in_progress
         self._busy = 0
-        self._rate = rate or RateLimiter(RATE_BURST, RATE_PER_S)
+        self._rate = rate
         self._pool = ThreadPoolExecutor(1, thread_name_prefix="camfx-upload", initializer=_lower_priority)
 
     async def add(self, client: str, read: Callable[[], Awaitable[bytes]]) -> str:

@@ -1,8 +1,8 @@
 """Several sessions' frames through one model call.
 
-Sessions share one backend per model. On a GPU one run over four frames costs about what one
+Sessions share one runtime per model. On a GPU one run over four frames costs about what one
 frame costs (the model is small: launch and transfer overheads dominate), so stacking the frames
-that arrive together is nearly free throughput. `BatchingBackend` does that without ever waiting
+that arrive together is nearly free throughput. `BatchingRuntime` does that without ever waiting
 for company: a run that finds the model idle goes at once, alone; runs that arrive while the model
 is busy wait for it, and the first of them then carries every waiting run (up to the runtime's
 `max_batch`) in one call. One active session pays nothing; N sessions pay one call per round.
@@ -18,7 +18,7 @@ from typing import Callable
 
 import numpy as np
 
-from .backends import Backend, run_tensors
+from .base import Runtime, run_tensors
 
 
 class _Run:
@@ -32,14 +32,14 @@ class _Run:
         self.done = False
 
 
-class BatchingBackend(Backend):
-    """Wraps a shared backend (usually the `FallbackBackend` of one model); see the module doc.
+class BatchingRuntime(Runtime):
+    """Wraps a shared runtime (usually the `RuntimeChain` of one model); see the module doc.
 
     Runs on host arrays (`run`) and on torch tensors (`run_tensor`) are batched separately.
     `calls` and `frames` count the model calls made and the inputs they carried.
     """
 
-    def __init__(self, inner: Backend):
+    def __init__(self, inner: Runtime):
         self.inner = inner
         self._cond = threading.Condition()
         self._waiting: list[_Run] = []
@@ -54,6 +54,18 @@ class BatchingBackend(Backend):
     @property
     def max_batch(self) -> int:  # type: ignore[override]
         return self.inner.max_batch
+
+    @property
+    def waiting(self) -> int:
+        """Runs waiting for the model now."""
+        with self._cond:
+            return len(self._waiting)
+
+    @property
+    def busy(self) -> bool:
+        """A model call is running now."""
+        with self._cond:
+            return self._busy
 
     @property
     def failures(self) -> list[str]:
@@ -130,9 +142,9 @@ def _finish_stream(tensors: dict) -> None:
         torch.cuda.current_stream(first.device).synchronize()
 
 
-def _ops(kind: str, backend: Backend) -> tuple[Callable, Callable]:
+def _ops(kind: str, runtime: Runtime) -> tuple[Callable, Callable]:
     if kind == "host":
-        return np.concatenate, backend.run
+        return np.concatenate, runtime.run
     import torch
 
-    return torch.cat, lambda inputs: run_tensors(backend, inputs)
+    return torch.cat, lambda inputs: run_tensors(runtime, inputs)

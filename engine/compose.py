@@ -1,6 +1,6 @@
 """Where the stylized picture goes: the `diffusion` effect's modes, on I420 frames.
 
-Pure numpy / OpenCV, no torch: the engine calls these after `StreamStylizer` has run.
+Pure numpy / OpenCV, no torch: the pipeline calls these with the newest picture the `Stylizer` made.
 
     frame       the whole frame is the stylized image
     background  the background is stylized; the person keeps the camera's own pixels
@@ -22,7 +22,7 @@ from __future__ import annotations
 import cv2
 import numpy as np
 
-from camfx.engine import effects, yuv
+from . import effects, yuv
 
 MODES = ("frame", "background", "person", "backdrop")
 

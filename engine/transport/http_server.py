@@ -3,7 +3,7 @@
 - A cap on open connections: one more is answered 503 (JSON) and closed at once.
 - A header deadline: a connection whose request has not fully arrived within `header_timeout`
   of opening (or of its last response) is closed. aiohttp's keep-alive timer does exactly this,
-  so it is set to the header deadline; body deadlines are `camfx.engine.body`'s, and a body no
+  so it is set to the header deadline; body deadlines are `transport.body`'s, and a body no
   one reads is drained for at most `linger` seconds.
 - Errors from aiohttp's own HTTP parser (a bad request line, oversized headers) are JSON like
   every other error, without the parser's exception text.

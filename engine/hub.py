@@ -1,0 +1,86 @@
+"""What the streams of one process share: models, background images, thread pools, metrics and
+the diffusion models. It keeps no list of streams: transports do (camfx.engine.transport)."""
+
+from __future__ import annotations
+
+import logging
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any, Callable
+
+from .backgrounds import Backgrounds
+from .config import ServerConfig
+from .diffusion.models import DiffusionModels
+from .diffusion.worker import DiffusionWorker
+from .metrics import Metrics
+from .params import Params, ParamsError, field_error
+from .pipeline import default_pipeline
+from .runtimes.probe import resolve_device
+from .segmenter import Segmenters
+
+log = logging.getLogger("camfx.hub")
+
+
+class Hub:
+    """Loads the models once and owns the pools every stream's work runs on.
+
+    pipeline_factory: makes each stream's pipeline (default: the OpenCV pipeline, or the device
+    pipeline under `device` cuda); tests put slow or instrumented stages in here.
+    """
+
+    def __init__(self, config: ServerConfig, pipeline_factory: Callable[[], Any] | None = None):
+        self.config = config
+        self.metrics = Metrics()
+        self.device = resolve_device(config.device)
+        if config.batch_sessions not in ("auto", "on", "off"):
+            raise ValueError(f"batch_sessions must be auto, on or off, got {config.batch_sessions!r}")
+        batch = config.batch_sessions == "on" or (config.batch_sessions == "auto" and self.device == "cuda")
+        self.segmenters = Segmenters(threads=config.model_threads, on_fallback=self._count_fallback, batch=batch)
+        self.backgrounds = Backgrounds()
+        self.executor = ThreadPoolExecutor(max_workers=config.workers, thread_name_prefix="camfx-worker")
+        # Work a frame's pipeline hands off to run alongside itself (a separate pool: a worker
+        # waiting on its own pool could deadlock it).
+        self.helper = ThreadPoolExecutor(max_workers=config.workers, thread_name_prefix="camfx-helper")
+        # Diffusion runs one picture at a time, on its own thread: it must never take the
+        # workers' place, and two at once would only share the same cores or GPU.
+        self.diffusion_models = DiffusionModels(config.diffusion_models, on_fallback=self._count_fallback)
+        self.diffusion = ThreadPoolExecutor(max_workers=1, thread_name_prefix="camfx-diffusion")
+        self._pipeline_factory = pipeline_factory or self._default_pipeline
+
+    def load_models(self) -> None:
+        """Load every segmentation model now (blocking), so the first stream does not wait."""
+        self.segmenters.load_all()
+
+    def runtimes(self) -> dict[str, Any]:
+        """Per segmentation model: the runtime in use and those that failed (for the page)."""
+        fallbacks = self.segmenters.fallbacks()
+        return {name: {"runtime": runtime, "failed": fallbacks.get(name, [])}
+                for name, runtime in self.segmenters.runtimes().items()}
+
+    def _count_fallback(self, model: str, failed: str, reason: str) -> None:
+        self.metrics.count_fallback(model, failed)
+
+    def _default_pipeline(self):
+        pipeline = default_pipeline(self.segmenters, self.backgrounds, self.helper)
+        if self.device == "cuda":
+            from .device_pipeline import DevicePipeline
+
+            return DevicePipeline(self.segmenters, self.backgrounds, pipeline, "cuda")
+        return pipeline
+
+    def new_pipeline(self):
+        return self._pipeline_factory()
+
+    def check_params(self, params: Params) -> None:
+        """What the schema cannot know: that a named background image exists, that this server
+        serves the diffusion model named."""
+        if params.background_image not in self.backgrounds:
+            raise ParamsError([field_error("background_image", f"no background image {params.background_image!r}")])
+        self.diffusion_models.check(params)
+
+    def new_diffusion_worker(self, on_error: Callable[[str, str], None]) -> DiffusionWorker:
+        return DiffusionWorker(self.diffusion_models, self.diffusion, on_error, self.metrics)
+
+    def shutdown(self) -> None:
+        """Stop the pools (after every stream has closed)."""
+        for pool in (self.executor, self.helper, self.diffusion):
+            pool.shutdown(wait=True, cancel_futures=True)

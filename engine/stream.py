@@ -1,0 +1,223 @@
+"""One stream's processing core, whatever carries it (a WebRTC peer, a WHIP publisher, a local
+camera):
+
+    input track --ingest--> FrameSlot --worker (executor)--> Broadcast --> OutputTrack, one per reader
+
+Ingest takes every decoded frame as soon as it exists; the inbox keeps only the newest, so a
+slow pipeline drops frames (counted) instead of adding latency. Processed frames go to a
+broadcast that any number of output tracks read at their own pace: the sender back to the peer,
+viewers, a virtual camera. The stream owns its tasks and knows nothing of peer connections.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections import deque
+from typing import TYPE_CHECKING, Any, Callable
+
+import numpy as np
+from aiortc import MediaStreamTrack
+from aiortc.mediastreams import MediaStreamError
+from av import VideoFrame
+
+from . import frames
+from .budget import BudgetController
+from .frame_slot import Broadcast, FrameSlot
+from .params import Params
+from .pipeline import Work
+from .rate import RateMeter
+from .tracks import OutputTrack
+
+if TYPE_CHECKING:
+    from .diffusion.worker import DiffusionWorker
+    from .hub import Hub
+
+log = logging.getLogger("camfx.stream")
+
+STAGE_SMOOTHING = 0.9  # weight of the previous value in the per-stage moving averages
+
+
+class Stream:
+    """The processing core of one stream: `start(track)` feeds it, `subscribe()` reads it.
+
+    on_input_ended: called once when the input track ends. on_error(field, message): errors a
+    user should see that happen outside a request (the diffusion model failed to load, say).
+    """
+
+    def __init__(self, hub: "Hub", params: Params, name: str,
+                 on_input_ended: Callable[[], None] = lambda: None,
+                 on_error: Callable[[str, str], None] = lambda field, message: None):
+        self.name = name
+        self.params = params
+        self.budget = BudgetController()
+        self._hub = hub
+        self._pipeline = hub.new_pipeline()
+        self._metrics = hub.metrics
+        self._on_input_ended, self._on_error = on_input_ended, on_error
+        self._inbox: FrameSlot[tuple[VideoFrame, float]] = FrameSlot()
+        self._processed: Broadcast[tuple[VideoFrame, Work]] = Broadcast()
+        self._busy = False  # the worker holds a frame
+        self._tasks: set[asyncio.Task] = set()
+        self._outputs: list[OutputTrack] = []
+        self._in_rate, self._out_rate = RateMeter(), RateMeter()
+        self._stage_ms: dict[str, float] = {}
+        self._latency_ms: deque[float] = deque(maxlen=120)
+        self.frames_in = self.frames_out = self.deadline_misses = 0
+        self.last_input = 0.0  # time.perf_counter() of the newest input frame
+        self.diffusion: DiffusionWorker | None = None  # made when the effect is first used
+        self.closed = False
+
+    # ---- in and out -------------------------------------------------------------------------
+    def start(self, track: MediaStreamTrack) -> None:
+        """Process the frames of `track` from now on."""
+        self._spawn(self._ingest(track))
+        self._spawn(self._work())
+
+    def subscribe(self) -> OutputTrack:
+        """A new reader of the processed frames. The first one's frames are the stream's own
+        (its counts are the stream's frames_out, misses and latency); later ones get frame
+        objects of their own, so each stamps its own timestamps."""
+        first = not self._outputs
+        track = OutputTrack(
+            self._processed, lambda: self.frame_interval, self._input_waiting,
+            on_sent=self._record_sent if first else None,
+            own_frame=None if first else (lambda frame, work: frames.another_frame(frame, work.output)),
+        )
+        self._outputs.append(track)
+        return track
+
+    @property
+    def frame_interval(self) -> float:
+        rate = self._in_rate.rate(time.perf_counter())
+        return 1.0 / rate if rate > 1.0 else 1.0 / 30.0
+
+    def _input_waiting(self) -> bool:
+        return self._busy or self._inbox.pending
+
+    # ---- tasks ------------------------------------------------------------------------------
+    def _spawn(self, coro) -> None:
+        task = asyncio.ensure_future(coro)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    async def _ingest(self, track: MediaStreamTrack) -> None:
+        """Take every decoded frame as soon as it exists; only the newest waits for the worker."""
+        try:
+            while True:
+                frame = await track.recv()
+                now = self.last_input = time.perf_counter()
+                self._in_rate.tick(now)
+                self.frames_in += 1
+                self._metrics.frames_in.inc()
+                if self._inbox.put((frame, now)):
+                    self._metrics.frames_dropped.inc()
+        except MediaStreamError:
+            log.info("stream %s: the input track ended", self.name)
+            self._on_input_ended()
+
+    async def _work(self) -> None:
+        loop = asyncio.get_running_loop()
+        while True:
+            frame, t_recv = await self._inbox.take()
+            self._busy = True
+            params = self.params
+            work = Work(image=np.empty(0, np.uint8), params=params, quality=self.budget.quality, t_recv=t_recv)
+            if params.effect == "diffusion":
+                work.stylized = self._diffusion().latest
+            try:
+                out = await loop.run_in_executor(self._hub.executor, self._process, frame, work)
+            except Exception:
+                # The stream must not freeze: send the input on, and make the failure visible.
+                log.exception("stream %s: pipeline failed; passing the frame through", self.name)
+                self._metrics.pipeline_errors.inc()
+                out = frame
+            finally:
+                self._busy = False
+            self._processed.publish((out, work))
+            await asyncio.sleep(0)  # the output tracks take the frame before the bookkeeping runs
+            self.budget.set_fps(self._in_rate.rate(time.perf_counter()) or 30.0)
+            self.budget.observe(sum(work.timings.values()))
+            for stage, seconds in work.timings.items():
+                self._metrics.stage_seconds.labels(stage).observe(seconds)
+                previous = self._stage_ms.get(stage, seconds * 1000)
+                self._stage_ms[stage] = STAGE_SMOOTHING * previous + (1 - STAGE_SMOOTHING) * seconds * 1000
+            if params.effect == "diffusion" and work.timings:  # the pipeline ran on this frame
+                self._diffusion().offer(work.image, work.alpha, params)
+
+    def _diffusion(self) -> "DiffusionWorker":
+        if self.diffusion is None:
+            self.diffusion = self._hub.new_diffusion_worker(self._on_error)
+            self._spawn(self.diffusion.run())
+        return self.diffusion
+
+    def _process(self, frame: VideoFrame, work: Work) -> VideoFrame:
+        """Executor thread: view the frame as I420 planes, run the pipeline, wrap the result as a
+        VideoFrame (the frame itself when the pipeline passed its input through)."""
+        start = time.perf_counter()
+        frame = frames.as_i420(frame)
+        work.image = frames.plane_views(frame)
+        work.timings["convert_in"] = time.perf_counter() - start
+        self._pipeline.process(work)
+        start = time.perf_counter()
+        out = frame if work.output is work.image else frames.to_video_frame(work.output)
+        work.timings["convert_out"] = work.timings.get("convert_out", 0.0) + time.perf_counter() - start
+        return out
+
+    def _record_sent(self, work: Work | None, now: float, missed: bool) -> None:
+        """Each frame the first output track hands to its encoder (`work` None: a repeat)."""
+        self.frames_out += 1
+        self._out_rate.tick(now)
+        self._metrics.frames_out.inc()
+        if missed:
+            self.deadline_misses += 1
+            self._metrics.deadline_misses.inc()
+        if work is not None:
+            self._metrics.frame_latency.observe(now - work.t_recv)
+            self._latency_ms.append((now - work.t_recv) * 1000)
+
+    # ---- control ----------------------------------------------------------------------------
+    def update_params(self, patch: Any) -> Params:
+        """Apply a partial update; raises ParamsError (nothing changes) when it is invalid."""
+        params = self.params.updated(patch)
+        self._hub.check_params(params)
+        if self.diffusion is not None:
+            self.diffusion.check(params)
+        self.params = params
+        return params
+
+    def stats(self) -> dict[str, Any]:
+        now = time.perf_counter()
+        latency = np.fromiter(self._latency_ms, dtype=np.float64)
+        return {
+            "fps_in": round(self._in_rate.rate(now), 1),
+            "fps_out": round(self._out_rate.rate(now), 1),
+            "frames_in": self.frames_in,
+            "frames_out": self.frames_out,
+            "frames_dropped": self._inbox.dropped,
+            "deadline_misses": self.deadline_misses,
+            "stage_ms": {k: round(v, 2) for k, v in self._stage_ms.items()},
+            "engine_latency_ms_p50": round(float(np.median(latency)), 2) if latency.size else None,
+            "budget_ms": round(self.budget.budget_s * 1000, 1),
+            "quality": self.budget.quality.name,
+            "effect": self.params.effect,
+            "diffusion": self.diffusion.stats() if self.diffusion is not None else None,
+            "runtimes": self._hub.runtimes(),
+        }
+
+    # ---- teardown ---------------------------------------------------------------------------
+    async def close(self) -> None:
+        """Idempotent: stop the tasks and the output tracks, and let go of every frame."""
+        if self.closed:
+            return
+        self.closed = True
+        current = asyncio.current_task()
+        tasks = [t for t in self._tasks if t is not current]
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+        for track in self._outputs:
+            track.stop()
+        self._inbox.take_nowait()
+        self._processed.clear()

@@ -1,0 +1,254 @@
+"""The HTTP app: the demo page, signalling (`/offer`), the control API, health and metrics, and
+the registry of live sessions."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import secrets
+from importlib import resources
+from typing import Any, Callable
+
+from aiohttp import web
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+
+from ..config import ServerConfig
+from ..hub import Hub
+from ..memory import Trimmer
+from ..params import Params, ParamsError
+from . import signalling
+from .body import read_body, read_json
+from .errors import REQUEST_ID, HTTPError, json_errors
+from .http_server import HttpLimits
+from .ice import peer_connection
+from .origins import origin_guard
+from .rate_limit import RateLimiter
+from .session import PeerSession
+from .uploads import MAX_UPLOAD_BYTES, Uploads
+
+log = logging.getLogger("camfx.http")
+
+MAX_JSON_BYTES = 64 * 1024  # an SDP offer is a few KB, 20 with many candidates
+OFFER_SHAPE = 'expected a JSON object {"sdp": "<the SDP offer>", "type": "offer", "params": {...}}'
+
+
+class Sessions:
+    """The live peer sessions by id, within the configured cap. When the last one ends, the
+    allocator is trimmed (its frames' memory goes back to the system)."""
+
+    def __init__(self, hub: Hub):
+        self._hub = hub
+        self._live: dict[str, PeerSession] = {}
+        self._trimmer = Trimmer()
+
+    def __len__(self) -> int:
+        return len(self._live)
+
+    def __contains__(self, session_id: str) -> bool:
+        return session_id in self._live
+
+    def __getitem__(self, session_id: str) -> PeerSession:
+        return self._live[session_id]
+
+    def get(self, session_id: str) -> PeerSession | None:
+        return self._live.get(session_id)
+
+    def ids(self) -> list[str]:
+        return list(self._live)
+
+    def open(self, params: Params) -> PeerSession:
+        """A new session in a free slot, or HTTPError 503."""
+        config, metrics = self._hub.config, self._hub.metrics
+        if len(self._live) >= config.max_sessions:
+            raise HTTPError(503, f"the session limit ({config.max_sessions}) is reached; try again in a few seconds",
+                            headers={"Retry-After": "5"})
+        session = PeerSession(secrets.token_hex(16), peer_connection(config.ice_servers), self._hub, params,
+                              self._forget, config.connect_timeout, config.media_timeout)
+        self._live[session.id] = session
+        metrics.sessions.set(len(self._live))
+        metrics.sessions_total.inc()
+        return session
+
+    def _forget(self, session: PeerSession) -> None:
+        if self._live.pop(session.id, None) is not None:
+            self._hub.metrics.sessions.set(len(self._live))
+        if not self._live:
+            self._trimmer.soon()  # give the ended sessions' frame buffers back to the system
+
+    async def close_all(self) -> None:
+        await asyncio.gather(*(s.close() for s in list(self._live.values())), return_exceptions=True)
+        self._trimmer.cancel()
+
+
+HUB = web.AppKey("hub", Hub)
+SESSIONS = web.AppKey("sessions", Sessions)
+UPLOADS = web.AppKey("uploads", Uploads)
+PAGE_FILES = web.AppKey("page_files", dict)
+
+
+def _hub(request: web.Request) -> Hub:
+    return request.app[HUB]
+
+
+async def index(request: web.Request) -> web.StreamResponse:
+    return web.FileResponse(resources.files("camfx.demo") / "index.html")
+
+
+def _page_files() -> dict[str, Any]:
+    """The demo's files by their path under /static (pages, scripts, styles, background images)."""
+    demo = resources.files("camfx.demo")
+    files = {}
+    for folder, prefix in ((demo, ""), (demo / "backgrounds", "backgrounds/")):
+        for entry in folder.iterdir():
+            if entry.is_file() and entry.name.endswith((".html", ".js", ".css", ".jpg")):
+                files[prefix + entry.name] = entry
+    return files
+
+
+async def static_file(request: web.Request) -> web.StreamResponse:
+    # A fixed list, not a folder: nothing else can be reached, and a miss is a JSON 404.
+    entry = request.app[PAGE_FILES].get(request.match_info["path"])
+    if entry is None:
+        raise HTTPError(404, f"there is no file {request.match_info['path']!r} in the page's files")
+    return web.FileResponse(entry)
+
+
+def _params_or_422(hub: Hub, update: Callable[[], Params]) -> Params:
+    try:
+        params = update()
+        hub.check_params(params)
+    except ParamsError as exc:
+        raise HTTPError(422, "invalid params", exc.errors) from None
+    return params
+
+
+async def offer(request: web.Request) -> web.Response:
+    hub = _hub(request)
+    body = await read_json(request, MAX_JSON_BYTES, hub.config.body_timeout)
+    if not isinstance(body, dict) or not isinstance(body.get("sdp"), str) or body.get("type") != "offer":
+        raise HTTPError(400, OFFER_SHAPE)
+    params = _params_or_422(hub, lambda: hub.config.defaults.updated(body.get("params") or {}))
+    problem = signalling.offer_problem(body["sdp"])  # before a slot is taken
+    if problem:
+        raise HTTPError(400, problem)
+    session = request.app[SESSIONS].open(params)
+    try:
+        answer = await signalling.answer(session.pc, body["sdp"], session.output, f"request {request[REQUEST_ID]}:")
+    except signalling.OfferError as exc:
+        await session.close()  # never raises, and always frees the slot
+        raise HTTPError(400, str(exc)) from None
+    except BaseException:
+        await session.close()
+        raise
+    log.info("session %s: opened (%s)", session.id, params.effect)
+    return web.json_response({"sdp": answer.sdp, "type": answer.type, "session_id": session.id})
+
+
+def _session(request: web.Request) -> PeerSession:
+    session = request.app[SESSIONS].get(request.match_info["session_id"])
+    if session is None:
+        raise HTTPError(404, "no such session (it ended, or the id is wrong)")
+    return session
+
+
+async def update_params(request: web.Request) -> web.Response:
+    session = _session(request)
+    patch = await read_json(request, MAX_JSON_BYTES, _hub(request).config.body_timeout)
+    params = _params_or_422(_hub(request), lambda: session.stream.update_params(patch))
+    return web.json_response(params.model_dump())
+
+
+async def session_stats(request: web.Request) -> web.Response:
+    session = _session(request)
+    return web.json_response({**session.stats(), "params": session.stream.params.model_dump()})
+
+
+async def close_session(request: web.Request) -> web.Response:
+    await _session(request).close()
+    return web.json_response({"closed": True})
+
+
+async def upload_background(request: web.Request) -> web.Response:
+    timeout = _hub(request).config.body_timeout
+    image_id = await request.app[UPLOADS].add(request.remote or "unknown",
+                                              lambda: read_body(request, MAX_UPLOAD_BYTES, timeout))
+    return web.json_response({"id": image_id}, status=201)
+
+
+async def list_backgrounds(request: web.Request) -> web.Response:
+    return web.json_response(_hub(request).backgrounds.names())
+
+
+async def healthz(request: web.Request) -> web.Response:
+    hub = _hub(request)
+    # Off the event loop: with diffusion loaded this lists the export folder on disk.
+    diffusion_runtimes = await asyncio.to_thread(hub.diffusion_models.runtimes)
+    runtimes, fallbacks = hub.segmenters.runtimes(), hub.segmenters.fallbacks()
+    return web.json_response(
+        {
+            "status": "ok",
+            "sessions": len(request.app[SESSIONS]),
+            "max_sessions": hub.config.max_sessions,
+            "device": hub.device,
+            "runtimes": runtimes,
+            "runtime_fallbacks": fallbacks,
+            # The names of 0.1; kept for one release, then gone (use runtimes, runtime_fallbacks).
+            "backends": runtimes,
+            "backend_fallbacks": fallbacks,
+            "batching": hub.segmenters.batching(),
+            "diffusion_models": sorted(hub.diffusion_models.specs),
+            "diffusion_loaded": hub.diffusion_models.loaded(),
+            "diffusion_runtimes": diffusion_runtimes,
+        }
+    )
+
+
+async def metrics(request: web.Request) -> web.Response:
+    data = generate_latest(_hub(request).metrics.registry)
+    return web.Response(body=data, headers={"Content-Type": CONTENT_TYPE_LATEST})
+
+
+async def schema(request: web.Request) -> web.Response:
+    return web.json_response(Params.model_json_schema())
+
+
+def http_limits(config: ServerConfig) -> HttpLimits:
+    return HttpLimits(max_connections=config.max_connections, header_timeout=config.header_timeout)
+
+
+def create_app(config: ServerConfig | None = None, pipeline_factory: Callable[[], Any] | None = None) -> web.Application:
+    """The whole server as an aiohttp app; serve it with `http_server.start` (or `run`)."""
+    config = config or ServerConfig()
+    app = web.Application(
+        client_max_size=MAX_UPLOAD_BYTES,
+        middlewares=[json_errors, origin_guard(config.host, config.allowed_origins)],
+    )
+    hub = Hub(config, pipeline_factory)
+    app[HUB] = hub
+    app[SESSIONS] = Sessions(hub)
+    app[UPLOADS] = Uploads(hub.backgrounds, RateLimiter(config.upload_burst, config.upload_every_s))
+    app[PAGE_FILES] = _page_files()
+    app.router.add_get("/", index)
+    app.router.add_get("/static/{path:.+}", static_file)
+    app.router.add_post("/offer", offer)
+    app.router.add_get("/params/schema", schema)
+    app.router.add_post("/sessions/{session_id}/params", update_params)
+    app.router.add_get("/sessions/{session_id}", session_stats)
+    app.router.add_delete("/sessions/{session_id}", close_session)
+    app.router.add_get("/backgrounds", list_backgrounds)
+    app.router.add_post("/backgrounds", upload_background)
+    app.router.add_get("/healthz", healthz)
+    app.router.add_get("/metrics", metrics)
+
+    async def load_models(app: web.Application) -> None:
+        # Load before the first offer so /healthz names each model's runtime from the start.
+        await asyncio.get_running_loop().run_in_executor(hub.executor, hub.load_models)
+
+    async def close_all(app: web.Application) -> None:
+        await app[SESSIONS].close_all()
+        app[UPLOADS].shutdown()
+        hub.shutdown()
+
+    app.on_startup.append(load_models)
+    app.on_shutdown.append(close_all)
+    return app
