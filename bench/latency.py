@@ -105,7 +105,37 @@ async def measure(url: str, clip, codec: str, params: dict | None, seconds: floa
         await peer.close()
 
 
+async def measure_whip(url: str, clip, codec: str, params: dict, seconds: float, warmup: float, fps: float) -> dict:
+    """The same measurement through WHIP in and WHEP out: the camera publishes to
+    /whip/bench, a separate viewer peer watches /whep/bench."""
+    from urllib.parse import urlencode
+
+    from .whip import WhepViewer, WhipPublisher
+
+    camera = SyntheticCamera(clip, fps=fps)
+    publisher, viewer = WhipPublisher(camera, codec=codec), WhepViewer(camera.sent_at)
+    try:
+        query = urlencode({k: str(v).lower() if isinstance(v, bool) else v for k, v in params.items()})
+        await publisher.publish(f"{url}/whip/bench?{query}")
+        await viewer.view(f"{url}/whep/bench")
+        await viewer.wait_frames(5, timeout=30)
+        await asyncio.sleep(warmup)
+        got = viewer.received
+        start_arrivals, start_fresh = len(got.arrivals), len(got.fresh)
+        t0 = time.perf_counter()
+        await asyncio.sleep(seconds)
+        elapsed = time.perf_counter() - t0
+        async with aiohttp.ClientSession() as http, http.get(f"{url}/streams/bench") as resp:
+            server_stats = await resp.json()
+        return {"elapsed": elapsed, "arrivals": len(got.arrivals) - start_arrivals, "fresh": len(got.fresh) - start_fresh,
+                "latencies": got.latencies[start_fresh:], "server": server_stats}
+    finally:
+        await viewer.close()
+        await publisher.close()
+
+
 BASELINES = ("echo", "echo-marker")
+WHIP_ROW = "whip-whep blur"
 
 
 def _p50(results: list[dict], size: str, codec: str, config: str) -> float | None:
@@ -144,8 +174,11 @@ async def run(args) -> dict:
                     configs = [("echo", echo.url, None), ("echo-marker", echo_marker.url, None)] + [
                         (effect, camfx.url, {"effect": effect, "probe": True}) for effect in args.effects
                     ]
+                    if args.whip:
+                        configs.append((WHIP_ROW, camfx.url, {"effect": "blur", "probe": True}))
                     for name, url, params in configs:
-                        sample = await measure(url, clip, codec, params, args.seconds / args.rounds, args.warmup, args.fps)
+                        how = measure_whip if name == WHIP_ROW else measure
+                        sample = await how(url, clip, codec, params, args.seconds / args.rounds, args.warmup, args.fps)
                         samples.setdefault((size, codec, name), []).append(sample)
     results = []
     for (size, codec, name), runs in samples.items():
@@ -198,6 +231,8 @@ def main(argv: list[str]) -> int:
     parser.add_argument("--sizes", nargs="+", default=["640x480", "1280x720"])
     parser.add_argument("--codecs", nargs="+", default=["VP8", "H264"], choices=["VP8", "H264"])
     parser.add_argument("--effects", nargs="+", default=["none", "blur", "replace"])
+    parser.add_argument("--no-whip", dest="whip", action="store_false",
+                        help="leave out the WHIP -> camfx -> WHEP row (publisher and viewer separate peers, blur)")
     parser.add_argument("--seconds", type=float, default=10.0, help="measured seconds per configuration, all rounds together")
     parser.add_argument("--rounds", type=int, default=1, help="split each configuration's time into this many interleaved runs")
     parser.add_argument("--warmup", type=float, default=3.0)

@@ -73,6 +73,38 @@ class Received:
     keep_frames: int = 4
 
 
+async def read_frames(track, got: Received, sent_at: dict[int, float], read_ids: bool = True) -> None:
+    """Receive `track` into `got` until it ends, matching each frame to the time its id was sent."""
+    last_id = None
+    try:
+        while True:
+            frame = await track.recv()
+            now = time.perf_counter()
+            got.arrivals.append(now)
+            image = frame.to_ndarray(format="yuv420p")
+            frame_id = probe.read(image) if read_ids else None
+            sent = sent_at.get(frame_id) if frame_id is not None else None
+            if sent is not None and frame_id != last_id:  # a repeat is not a new latency sample
+                got.fresh.append(now)
+                got.latencies.append(now - sent)
+            last_id = frame_id
+            got.last_frames.append((frame_id if sent is not None else None, image))
+            del got.last_frames[: -got.keep_frames]
+    except MediaStreamError:
+        return
+
+
+def prefer_codec(transceiver, codec: str) -> None:
+    codecs = [c for c in RTCRtpSender.getCapabilities("video").codecs if c.mimeType.lower() == f"video/{codec.lower()}"]
+    if not codecs:
+        raise ValueError(f"codec {codec} not supported by aiortc")
+    transceiver.setCodecPreferences(codecs)
+
+
+def auth(token: str | None) -> dict[str, str]:
+    return {"Authorization": f"Bearer {token}"} if token else {}
+
+
 class ClientPeer:
     """Connects a SyntheticCamera to `base_url` (POST /offer) and collects the stream back."""
 
@@ -88,12 +120,10 @@ class ClientPeer:
         self._reader: asyncio.Task | None = None
         self._http: aiohttp.ClientSession | None = None
 
-    async def connect(self, base_url: str, params: dict | None = None, timeout: float = 20.0) -> None:
+    async def connect(self, base_url: str, params: dict | None = None, timeout: float = 20.0,
+                      token: str | None = None, name: str | None = None) -> None:
         transceiver = self.pc.addTransceiver(self.camera, direction="sendrecv")
-        codecs = [c for c in RTCRtpSender.getCapabilities("video").codecs if c.mimeType.lower() == f"video/{self.codec.lower()}"]
-        if not codecs:
-            raise ValueError(f"codec {self.codec} not supported by aiortc")
-        transceiver.setCodecPreferences(codecs)
+        prefer_codec(transceiver, self.codec)
         release_frames_at_marker(self.pc)  # as a browser does: no frame waits for the next one
         self.control = self.pc.createDataChannel("control")
 
@@ -104,37 +134,21 @@ class ClientPeer:
 
         @self.pc.on("track")
         def on_track(track):
-            self._reader = asyncio.ensure_future(self._read(track))
+            self._reader = asyncio.ensure_future(read_frames(track, self.received, self.camera.sent_at, self.read_ids))
 
         await self.pc.setLocalDescription(await self.pc.createOffer())
         body = {"sdp": self.pc.localDescription.sdp, "type": "offer", "params": params or {}}
-        self._http = aiohttp.ClientSession()
+        if name:
+            body["name"] = name
+        self._http = aiohttp.ClientSession(headers=auth(token))
+        self.base_url = base_url
         async with self._http.post(f"{base_url}/offer", json=body, timeout=aiohttp.ClientTimeout(total=timeout)) as resp:
             answer = await resp.json()
             if resp.status != 200:
                 raise RuntimeError(f"offer refused: {resp.status} {answer}")
         self.session_id = answer.get("session_id")
+        self.name = answer.get("name")
         await self.pc.setRemoteDescription(RTCSessionDescription(sdp=answer["sdp"], type=answer["type"]))
-
-    async def _read(self, track) -> None:
-        got = self.received
-        last_id = None
-        try:
-            while True:
-                frame = await track.recv()
-                now = time.perf_counter()
-                got.arrivals.append(now)
-                image = frame.to_ndarray(format="yuv420p")
-                frame_id = probe.read(image) if self.read_ids else None
-                sent = self.camera.sent_at.get(frame_id) if frame_id is not None else None
-                if sent is not None and frame_id != last_id:  # a repeat is not a new latency sample
-                    got.fresh.append(now)
-                    got.latencies.append(now - sent)
-                last_id = frame_id
-                got.last_frames.append((frame_id if sent is not None else None, image))
-                del got.last_frames[: -got.keep_frames]
-        except MediaStreamError:
-            return
 
     async def wait_frames(self, count: int, timeout: float = 30.0) -> None:
         """Wait until `count` frames have come back (raises TimeoutError)."""

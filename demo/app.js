@@ -97,6 +97,7 @@
 
   // ---- state, readable by tests as window.camfx ----
   const state = {
+    iceServers: [],
     status: "idle", // idle | starting | connecting | live | stopping | error
     pc: null,
     channel: null,
@@ -159,8 +160,23 @@
   }
 
   // ---- schema-driven controls ----
-  async function fetchJSON(url, options) {
-    const response = await fetch(url, options);
+  // A server started with --token wants it on every API call: asked once, kept for this tab.
+  const TOKEN_KEY = "camfx-token";
+  function authorized(options = {}) {
+    const token = sessionStorage.getItem(TOKEN_KEY);
+    if (!token) return options;
+    return { ...options, headers: { ...(options.headers || {}), Authorization: `Bearer ${token}` } };
+  }
+
+  async function fetchJSON(url, options, retried = false) {
+    const response = await fetch(url, authorized(options));
+    if (response.status === 401 && !retried) {
+      const token = window.prompt("This camfx server needs its token (the one it was started with):");
+      if (token) {
+        sessionStorage.setItem(TOKEN_KEY, token.trim());
+        return fetchJSON(url, options, true);
+      }
+    }
     let body = null;
     try {
       body = await response.json();
@@ -604,7 +620,9 @@
     showVideo("local", stream);
     setStatus("connecting");
 
-    const pc = new RTCPeerConnection();
+    // STUN / TURN as the server was told (none by default); ?ice=relay forces TURN, to try it.
+    const relay = new URLSearchParams(location.search).get("ice") === "relay";
+    const pc = new RTCPeerConnection({ iceServers: state.iceServers, iceTransportPolicy: relay ? "relay" : "all" });
     state.pc = pc;
     const channel = pc.createDataChannel("control");
     state.channel = channel;
@@ -652,7 +670,10 @@
       const { ok, status, body } = await fetchJSON("/offer", {
         method: "POST",
         headers: { "Content-Type": "application/json" },
-        body: JSON.stringify({ sdp: pc.localDescription.sdp, type: pc.localDescription.type, params: offered }),
+        body: JSON.stringify({
+          sdp: pc.localDescription.sdp, type: pc.localDescription.type, params: offered,
+          ...(publishName() ? { name: publishName() } : {}),
+        }),
       });
       if (gen !== generation) {
         if (ok && body && body.session_id) closeOnServer(body.session_id);
@@ -663,6 +684,7 @@
         throw new Error(serverError(status, body));
       }
       answer = body;
+      showViewLink(answer.name);
       state.sessionId = answer.session_id;
       state.lastSessionId = answer.session_id;
       await pc.setRemoteDescription({ type: answer.type, sdp: answer.sdp });
@@ -701,7 +723,7 @@
     // keepalive lets this finish even while the page unloads.
     const options = { method: "DELETE", keepalive: true };
     if (typeof AbortSignal !== "undefined" && AbortSignal.timeout) options.signal = AbortSignal.timeout(timeoutMs);
-    return fetch(`/sessions/${id}`, options).catch(() => {});
+    return fetch(`/sessions/${id}`, authorized(options)).catch(() => {});
   }
 
   // Stop: camera off, session closed on the server, peer connection closed. `serverGone` when
@@ -881,6 +903,20 @@
     }
   }
 
+  // ---- the stream's name: viewers (OBS Browser Sources, /view pages) find it by it ----
+  function publishName() {
+    return $("publish-name").value.trim();
+  }
+
+  function showViewLink(name) {
+    const link = $("view-link");
+    link.hidden = !name;
+    if (!name) return;
+    link.href = `/view/${encodeURIComponent(name)}`;
+    link.textContent = `View as ${name}`;
+    link.title = `Open in OBS as a Browser Source: ${location.origin}/view/${name} (add ?transparent=1 with Remove)`;
+  }
+
   // ---- boot ----
   async function init() {
     setupCodecSelect();
@@ -894,6 +930,8 @@
     state.start = start;
     state.stop = stop;
     try {
+      const ice = await fetchJSON("/ice-servers");
+      state.iceServers = ice.ok && ice.body ? ice.body.iceServers : [];
       const { ok, status, body } = await fetchJSON("/params/schema");
       if (!ok || !body) throw new Error(`HTTP ${status}`);
       state.schema = body;

@@ -7,6 +7,7 @@ import dataclasses
 import importlib
 import importlib.metadata
 import logging
+import os
 import sys
 import typing
 
@@ -101,6 +102,26 @@ def serve(argv: list[str]) -> int:
                              "(default %(default)s)")
     parser.add_argument("--allow-origin", action="append", default=[], metavar="ORIGIN",
                         help="also accept API calls from pages of ORIGIN (e.g. https://studio.example); repeatable")
+    exposed = parser.add_argument_group("safe to expose (tokens, https, STUN/TURN)")
+    exposed.add_argument("--token", default=os.environ.get("CAMFX_TOKEN"),
+                         help="every API call must send `Authorization: Bearer TOKEN` (default: $CAMFX_TOKEN); "
+                              "needed to serve beyond loopback")
+    exposed.add_argument("--no-auth", action="store_true",
+                         help="serve beyond loopback without a token (anyone who reaches the port can use it)")
+    exposed.add_argument("--tls", choices=["self-signed"],
+                         help="serve https with a certificate made for this machine (kept in the cache folder)")
+    exposed.add_argument("--tls-cert", metavar="PEM", help="serve https with this certificate (and --tls-key)")
+    exposed.add_argument("--tls-key", metavar="PEM", help="the certificate's private key")
+    exposed.add_argument("--ice-server", action="append", default=[], metavar="URL",
+                         help="a STUN or TURN server for the peer connections, also handed to the page and to "
+                              "WHIP/WHEP clients (stun:host:3478, turn:host:3478?transport=udp); repeatable")
+    exposed.add_argument("--ice-username", help="the TURN servers' username")
+    exposed.add_argument("--ice-credential", help="the TURN servers' password")
+    obs = parser.add_argument_group("WHIP / WHEP (OBS)")
+    obs.add_argument("--replace-publisher", action="store_true",
+                     help="a WHIP publish to a name in use replaces that stream (default: 409)")
+    obs.add_argument("--max-viewers", type=_positive(int), default=defaults.max_viewers,
+                     help="WHEP viewers of all streams together; more get 503 (default %(default)s)")
     parser.add_argument("--log-level", default="INFO", type=str.upper,
                         choices=["DEBUG", "INFO", "WARNING", "ERROR"], help="(default %(default)s)")
     parser.add_argument("--access-log", action="store_true", help="log every HTTP request")
@@ -131,8 +152,30 @@ def serve(argv: list[str]) -> int:
     from . import memory
     from .diffusion.models import DiffusionModelSpec, default_specs
     from .runtimes.probe import resolve_device
-    from .transport import http_server, ice
+    from .transport import http_server, ice, tls
     from .transport.http import create_app, http_limits
+    from .transport.origins import is_loopback
+
+    if not is_loopback(args.host) and not args.token and not args.no_auth:
+        return _fail(f"--host {args.host} lets other machines in, and there is no token: set --token (or "
+                     "CAMFX_TOKEN), or pass --no-auth if everyone who reaches the port may use it")
+    try:
+        ice_servers = tuple(ice.ice_server(url, args.ice_username, args.ice_credential) for url in args.ice_server)
+    except ValueError as exc:
+        return _fail(f"--ice-server: {exc}")
+    if bool(args.tls_cert) != bool(args.tls_key):
+        return _fail("--tls-cert and --tls-key go together")
+    cert, key = args.tls_cert, args.tls_key
+    if args.tls == "self-signed":
+        from .runtimes.cache import cache_dir
+
+        cert, key = tls.self_signed(cache_dir().parent / "tls")
+    ssl_context = None
+    if cert:
+        try:
+            ssl_context = tls.server_context(cert, key)
+        except tls.TLSError as exc:
+            return _fail(f"--tls: {exc}")
 
     try:
         resolve_device(args.device)
@@ -157,19 +200,29 @@ def serve(argv: list[str]) -> int:
         host=args.host, port=args.port, max_sessions=args.max_sessions, model_threads=args.model_threads,
         connect_timeout=args.connect_timeout, media_timeout=args.media_timeout,
         allowed_origins=tuple(args.allow_origin), defaults=params, diffusion_models=models, device=args.device,
-        batch_sessions=args.batch_sessions,
+        batch_sessions=args.batch_sessions, token=args.token, tls_cert=cert, tls_key=key, ice_servers=ice_servers,
+        replace_publisher=args.replace_publisher, max_viewers=args.max_viewers,
     )
+
+    def started() -> None:
+        _print_urls(args.host, args.port, https=ssl_context is not None)
+        if args.tls == "self-signed":
+            print(f"       certificate {cert}, SHA-256 {tls.fingerprint(cert)}", flush=True)
+        if args.token:
+            print("       API calls need the token; the page asks for it once", flush=True)
+
     try:
         http_server.run(create_app(config), args.host, args.port, limits=http_limits(config), access_log=args.access_log,
-                        on_started=lambda: _print_urls(args.host, args.port))
+                        ssl_context=ssl_context, on_started=started)
     except http_server.ServeError as exc:
         return _fail(str(exc))
     return 0
 
 
-def _print_urls(host: str, port: int) -> None:
+def _print_urls(host: str, port: int, https: bool = False) -> None:
     from .transport.origins import is_loopback
 
+    scheme = "https" if https else "http"
     if host in ("0.0.0.0", "::", ""):
         import ifaddr
 
@@ -177,13 +230,13 @@ def _print_urls(host: str, port: int) -> None:
             ip.ip for adapter in ifaddr.get_adapters() for ip in adapter.ips
             if isinstance(ip.ip, str) and not ip.ip.startswith("127.")
         )
-        urls = [f"http://{a}:{port}/" for a in addresses]
+        urls = [f"{scheme}://{a}:{port}/" for a in addresses]
     else:
-        urls = [f"http://{'[' + host + ']' if ':' in host else host}:{port}/"]
+        urls = [f"{scheme}://{'[' + host + ']' if ':' in host else host}:{port}/"]
     print(f"camfx {version()}: open {urls[0]} in a browser", flush=True)
     for url in urls[1:]:
         print(f"       or {url}", flush=True)
-    if not all(is_loopback(u.split('//')[1].rsplit(':', 1)[0]) for u in urls):
+    if not https and not all(is_loopback(u.split('//')[1].rsplit(':', 1)[0]) for u in urls):
         print("       (browsers give a page the camera only over https or on localhost)", flush=True)
 
 

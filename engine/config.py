@@ -29,6 +29,12 @@ class ServerConfig:
     # Browser pages of other origins allowed to call the API (the server's own always are).
     allowed_origins: tuple[str, ...] = ()
     ice_servers: tuple[RTCIceServer, ...] = ()  # STUN / TURN for the server's peer connections
+    # A bearer token every API call must carry (None: no check, which only loopback allows).
+    token: str | None = None
+    tls_cert: str | None = None  # PEM files: serve https (browsers give a page the camera only so)
+    tls_key: str | None = None
+    replace_publisher: bool = False  # a WHIP publish to a name in use replaces it (else 409)
+    max_viewers: int = 32  # WHEP viewers, all streams together; one more gets 503
     workers: int = field(default_factory=lambda: max(2, os.cpu_count() or 2))
     defaults: Params = field(default_factory=Params)
     # Where frames are processed: "cuda" keeps each frame on the GPU (torch, see

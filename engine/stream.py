@@ -36,6 +36,7 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("camfx.stream")
 
+B_FRAME = 3  # av.video.frame.PictureType.B
 STAGE_SMOOTHING = 0.9  # weight of the previous value in the per-stage moving averages
 
 
@@ -67,6 +68,7 @@ class Stream:
         self.frames_in = self.frames_out = self.deadline_misses = 0
         self.last_input = 0.0  # time.perf_counter() of the newest input frame
         self.diffusion: DiffusionWorker | None = None  # made when the effect is first used
+        self.warning: str | None = None  # what is wrong with the input, for the user
         self.closed = False
 
     # ---- in and out -------------------------------------------------------------------------
@@ -75,18 +77,28 @@ class Stream:
         self._spawn(self._ingest(track))
         self._spawn(self._work())
 
-    def subscribe(self) -> OutputTrack:
-        """A new reader of the processed frames. The first one's frames are the stream's own
-        (its counts are the stream's frames_out, misses and latency); later ones get frame
-        objects of their own, so each stamps its own timestamps."""
-        first = not self._outputs
-        track = OutputTrack(
+    def subscribe(self, own_frames: bool = True) -> OutputTrack:
+        """A new reader of the processed frames. Each gets frame objects of its own (each stamps
+        its own timestamps), but one reader may take the stream's own with `own_frames=False`
+        (the peer's way back: no wrapper per frame). The oldest reader's counts are the stream's
+        frames_out, deadline misses and latency."""
+        track: OutputTrack = OutputTrack(
             self._processed, lambda: self.frame_interval, self._input_waiting,
-            on_sent=self._record_sent if first else None,
-            own_frame=None if first else (lambda frame, work: frames.another_frame(frame, work.output)),
+            on_sent=lambda work, now, missed: self._record_sent(track, work, now, missed),
+            own_frame=(lambda frame, work: frames.another_frame(frame, work.output)) if own_frames else None,
         )
         self._outputs.append(track)
         return track
+
+    def unsubscribe(self, track: OutputTrack) -> None:
+        """Stop `track` and forget it (a viewer left)."""
+        track.stop()
+        if track in self._outputs:
+            self._outputs.remove(track)
+
+    @property
+    def readers(self) -> int:
+        return len(self._outputs)
 
     @property
     def frame_interval(self) -> float:
@@ -108,6 +120,8 @@ class Stream:
             while True:
                 frame = await track.recv()
                 now = self.last_input = time.perf_counter()
+                if frame.pict_type == B_FRAME and not self.warning:
+                    self._warn_b_frames()
                 self._in_rate.tick(now)
                 self.frames_in += 1
                 self._metrics.frames_in.inc()
@@ -116,6 +130,13 @@ class Stream:
         except MediaStreamError:
             log.info("stream %s: the input track ended", self.name)
             self._on_input_ended()
+
+    def _warn_b_frames(self) -> None:
+        # Decoded fine, but each B-frame holds the stream back by the frames it refers ahead to.
+        self.warning = ("the video has B-frames, which add latency and which WebRTC does not expect: "
+                        "turn them off in the encoder (in OBS: x264 options bframes=0, or a baseline profile)")
+        log.warning("stream %s: %s", self.name, self.warning)
+        self._on_error("video", self.warning)
 
     async def _work(self) -> None:
         loop = asyncio.get_running_loop()
@@ -165,8 +186,10 @@ class Stream:
         work.timings["convert_out"] = work.timings.get("convert_out", 0.0) + time.perf_counter() - start
         return out
 
-    def _record_sent(self, work: Work | None, now: float, missed: bool) -> None:
-        """Each frame the first output track hands to its encoder (`work` None: a repeat)."""
+    def _record_sent(self, track: OutputTrack, work: Work | None, now: float, missed: bool) -> None:
+        """Each frame the oldest output track hands to its encoder (`work` None: a repeat)."""
+        if not self._outputs or track is not self._outputs[0]:
+            return
         self.frames_out += 1
         self._out_rate.tick(now)
         self._metrics.frames_out.inc()
@@ -202,6 +225,7 @@ class Stream:
             "budget_ms": round(self.budget.budget_s * 1000, 1),
             "quality": self.budget.quality.name,
             "effect": self.params.effect,
+            "warning": self.warning,
             "diffusion": self.diffusion.stats() if self.diffusion is not None else None,
             "runtimes": self._hub.runtimes(),
         }

@@ -20,8 +20,9 @@ class ServerThread:
     """camfx's aiohttp app on 127.0.0.1 (a free port), served from a background event loop so
     the synchronous Playwright API can drive the browser from the test thread."""
 
-    def __init__(self, config: ServerConfig):
+    def __init__(self, config: ServerConfig, ssl_context=None):
         self.config = config
+        self.ssl_context = ssl_context
         self.loop = asyncio.new_event_loop()
         self._thread = threading.Thread(target=self.loop.run_forever, name="camfx-server", daemon=True)
         self._runner: web.AppRunner | None = None
@@ -47,9 +48,9 @@ class ServerThread:
     async def _start(self) -> None:
         # Port 0: the system picks a free one; setup runs on_startup, which loads the models.
         self._runner = await http_server.start(create_app(self.config), "127.0.0.1", 0,
-                                               limits=http_limits(self.config))
+                                               limits=http_limits(self.config), ssl_context=self.ssl_context)
         host, port = self._runner.addresses[0][:2]
-        self.url = f"http://{host}:{port}"
+        self.url = f"{'https' if self.ssl_context else 'http'}://{host}:{port}"
 
     def stop(self) -> None:
         try:
@@ -62,7 +63,12 @@ class ServerThread:
 
     # Plain blocking HTTP from the test thread.
     def get(self, path: str):
-        with urllib.request.urlopen(self.url + path, timeout=10) as response:
+        import ssl
+
+        headers = {"Authorization": f"Bearer {self.config.token}"} if self.config.token else {}
+        context = ssl._create_unverified_context() if self.ssl_context else None  # the tests' own certificate
+        with urllib.request.urlopen(urllib.request.Request(self.url + path, headers=headers), timeout=10,
+                                    context=context) as response:
             return json.loads(response.read())
 
     def session_count(self) -> int:

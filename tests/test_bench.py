@@ -65,7 +65,7 @@ def test_bench_latency_measures_camfx_against_the_echo(tmp_path):
     assert main(argv) == 0
     data = json.loads((tmp_path / "latency.json").read_text())
     rows = {r["config"]: r for r in data["results"]}
-    assert set(rows) == {"echo", "echo-marker", "none", "blur"} and data["whole_pixels"] is False
+    assert set(rows) == {"echo", "echo-marker", "none", "blur", "whip-whep blur"} and data["whole_pixels"] is False
     for row in rows.values():
         assert row["fresh_fps"] > 10 and row["latency_ms"]["n"] > 10
         assert 0 < row["latency_ms"]["p50"] < 1000
@@ -75,4 +75,6 @@ def test_bench_latency_measures_camfx_against_the_echo(tmp_path):
         expected = rows["blur"]["latency_ms"]["p50"] - rows[base]["latency_ms"]["p50"]
         assert rows["blur"]["p50_over_ms"][base] == pytest.approx(expected, abs=0.01)
     assert rows["blur"]["server"]["effect"] == "blur" and rows["blur"]["server"]["stage_ms"]["segment"] > 0
+    # WHIP in, WHEP out: publisher and viewer are separate peers, the server's stats are the stream's.
+    assert rows["whip-whep blur"]["server"]["name"] == "bench" and rows["whip-whep blur"]["server"]["viewers"] == 1
     assert (tmp_path / "latency.png").stat().st_size > 0

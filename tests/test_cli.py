@@ -123,3 +123,37 @@ def serve_and_get(*extra: str) -> str:
 def test_access_logs_are_off_unless_asked_for():
     assert "GET /healthz" not in serve_and_get()
     assert "GET /healthz" in serve_and_get("--access-log")
+
+
+@pytest.mark.parametrize("args, expected", [
+    (["--ice-server", "http://stun.example"], "not a STUN or TURN URL"),
+    (["--ice-server", "turn:turn.example:3478"], "--ice-username"),
+    (["--tls-cert", "/nonexistent.pem"], "--tls-cert and --tls-key go together"),
+    (["--tls-cert", "/nonexistent.pem", "--tls-key", "/nonexistent.key"], "no such file"),
+])
+def test_bad_exposure_settings_are_one_line(args, expected):
+    assert expected in one_clear_line(camfx("serve", *args))
+
+
+def test_a_self_signed_certificate_is_made_kept_and_its_fingerprint_printed(tmp_path):
+    import os
+
+    port = free_port()
+    env = {**os.environ, "CAMFX_CACHE": str(tmp_path)}
+    proc = subprocess.Popen([sys.executable, "-m", "camfx", "serve", "--port", str(port), "--tls", "self-signed"],
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env)
+    try:
+        lines = []
+        while not any("SHA-256" in line for line in lines):
+            line = proc.stdout.readline()
+            assert line, "".join(lines)
+            lines.append(line)
+    finally:
+        proc.terminate()
+        proc.communicate(timeout=30)
+    text = "".join(lines)
+    assert f"https://127.0.0.1:{port}/" in text
+    assert (tmp_path / "tls" / "self-signed.pem").is_file()
+    from camfx.engine.transport import tls
+
+    assert tls.fingerprint(tmp_path / "tls" / "self-signed.pem") in text

@@ -8,25 +8,20 @@ path in $CAMFX_CHROMIUM). Playwright's own browser download is never used.
 
 from __future__ import annotations
 
-import os
-import shutil
 from pathlib import Path
 
 import pytest
 
 pytestmark = [pytest.mark.browser, pytest.mark.timeout(240)]
 
-CHROMIUM = os.environ.get("CAMFX_CHROMIUM", "/usr/bin/chromium")
 WAIT_MS = 30_000  # a 2-core machine runs browser, encoder, decoder and engine at once
-
-if not (os.path.isfile(CHROMIUM) and os.access(CHROMIUM, os.X_OK)) and not shutil.which(CHROMIUM):
-    raise RuntimeError(f"no Chromium at {CHROMIUM}: apt-get install chromium, or set CAMFX_CHROMIUM")
 
 from playwright import sync_api  # noqa: E402
 
 from camfx.bench.clip import person_clip, write_y4m  # noqa: E402
 from camfx.engine.config import ServerConfig  # noqa: E402
 
+from .chromium import launch  # noqa: E402
 from .server_thread import ServerThread  # noqa: E402
 
 
@@ -47,22 +42,7 @@ def camera_file(tmp_path_factory) -> Path:
 def browser(camera_file):
     playwright = sync_api.sync_playwright().start()
     try:
-        browser = playwright.chromium.launch(
-            executable_path=CHROMIUM,
-            headless=True,
-            args=[
-                "--no-sandbox",
-                "--disable-gpu",
-                "--disable-quic",
-                "--no-first-run",
-                "--disable-background-networking",
-                "--disable-component-update",
-                "--disable-sync",
-                "--use-fake-ui-for-media-stream",
-                "--use-fake-device-for-media-stream",
-                f"--use-file-for-fake-video-capture={camera_file}",
-            ],
-        )
+        browser = launch(playwright, camera_file)
     except Exception:
         playwright.stop()
         raise

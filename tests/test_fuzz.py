@@ -42,7 +42,7 @@ param_patches = st.dictionaries(param_names, json_values, max_size=5)
 @pytest.fixture(scope="module")
 def server():
     # Sessions the fuzzer opens never connect: they must go quickly, and not crowd each other out.
-    running = ServerThread(ServerConfig(max_sessions=64, connect_timeout=1.0, upload_burst=10**6)).start()
+    running = ServerThread(ServerConfig(max_sessions=128, connect_timeout=1.0, upload_burst=10**6)).start()
     yield running
     running.stop()
 
@@ -89,7 +89,10 @@ class Client:
 
 
 def check(status: int, ctype: str, data: bytes) -> None:
-    assert status < 500, (status, data[:300])
+    # The one 5xx in the API: every slot taken (here by the fuzzer's own offers, which hold one for
+    # their second of connect timeout), said so in JSON.
+    at_capacity = status == 503 and b"session limit" in data
+    assert status < 500 or at_capacity, (status, data[:300])
     if status >= 400:
         assert ctype.startswith("application/json"), (status, ctype, data[:200])
         body = json.loads(data)

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import secrets
 from importlib import resources
 from typing import Any, Callable
 
@@ -14,74 +13,28 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from ..config import ServerConfig
 from ..hub import Hub
-from ..memory import Trimmer
 from ..params import Params, ParamsError
-from . import signalling
+from . import signalling, whip
+from .auth import token_guard
 from .body import read_body, read_json
 from .errors import REQUEST_ID, HTTPError, json_errors
 from .http_server import HttpLimits
-from .ice import peer_connection
-from .origins import origin_guard
+from .ice import as_json
+from .origins import cors, origin_guard
 from .rate_limit import RateLimiter
+from .registry import HUB_KEY, SESSIONS_KEY, Sessions, check_name
 from .session import PeerSession
 from .uploads import MAX_UPLOAD_BYTES, Uploads
 
 log = logging.getLogger("camfx.http")
 
 MAX_JSON_BYTES = 64 * 1024  # an SDP offer is a few KB, 20 with many candidates
-OFFER_SHAPE = 'expected a JSON object {"sdp": "<the SDP offer>", "type": "offer", "params": {...}}'
+OFFER_SHAPE = ('expected a JSON object {"sdp": "<the SDP offer>", "type": "offer", "params": {...}, '
+               '"name": "<optional: publish the stream under this name>"}')
 
 
-class Sessions:
-    """The live peer sessions by id, within the configured cap. When the last one ends, the
-    allocator is trimmed (its frames' memory goes back to the system)."""
-
-    def __init__(self, hub: Hub):
-        self._hub = hub
-        self._live: dict[str, PeerSession] = {}
-        self._trimmer = Trimmer()
-
-    def __len__(self) -> int:
-        return len(self._live)
-
-    def __contains__(self, session_id: str) -> bool:
-        return session_id in self._live
-
-    def __getitem__(self, session_id: str) -> PeerSession:
-        return self._live[session_id]
-
-    def get(self, session_id: str) -> PeerSession | None:
-        return self._live.get(session_id)
-
-    def ids(self) -> list[str]:
-        return list(self._live)
-
-    def open(self, params: Params) -> PeerSession:
-        """A new session in a free slot, or HTTPError 503."""
-        config, metrics = self._hub.config, self._hub.metrics
-        if len(self._live) >= config.max_sessions:
-            raise HTTPError(503, f"the session limit ({config.max_sessions}) is reached; try again in a few seconds",
-                            headers={"Retry-After": "5"})
-        session = PeerSession(secrets.token_hex(16), peer_connection(config.ice_servers), self._hub, params,
-                              self._forget, config.connect_timeout, config.media_timeout)
-        self._live[session.id] = session
-        metrics.sessions.set(len(self._live))
-        metrics.sessions_total.inc()
-        return session
-
-    def _forget(self, session: PeerSession) -> None:
-        if self._live.pop(session.id, None) is not None:
-            self._hub.metrics.sessions.set(len(self._live))
-        if not self._live:
-            self._trimmer.soon()  # give the ended sessions' frame buffers back to the system
-
-    async def close_all(self) -> None:
-        await asyncio.gather(*(s.close() for s in list(self._live.values())), return_exceptions=True)
-        self._trimmer.cancel()
-
-
-HUB = web.AppKey("hub", Hub)
-SESSIONS = web.AppKey("sessions", Sessions)
+HUB = HUB_KEY  # the app's keys, for tests and tools that hold an app
+SESSIONS = SESSIONS_KEY
 UPLOADS = web.AppKey("uploads", Uploads)
 PAGE_FILES = web.AppKey("page_files", dict)
 
@@ -95,7 +48,7 @@ async def index(request: web.Request) -> web.StreamResponse:
 
 
 def _page_files() -> dict[str, Any]:
-    """The demo's files by their path under /static (pages, scripts, styles, background images)."""
+    """The page's files by their path under /static (pages, scripts, styles, background images)."""
     demo = resources.files("camfx.demo")
     files = {}
     for folder, prefix in ((demo, ""), (demo / "backgrounds", "backgrounds/")):
@@ -127,21 +80,25 @@ async def offer(request: web.Request) -> web.Response:
     body = await read_json(request, MAX_JSON_BYTES, hub.config.body_timeout)
     if not isinstance(body, dict) or not isinstance(body.get("sdp"), str) or body.get("type") != "offer":
         raise HTTPError(400, OFFER_SHAPE)
+    name = body.get("name")
+    if name is not None and not isinstance(name, str):
+        raise HTTPError(400, OFFER_SHAPE)
     params = _params_or_422(hub, lambda: hub.config.defaults.updated(body.get("params") or {}))
     problem = signalling.offer_problem(body["sdp"])  # before a slot is taken
     if problem:
-        raise HTTPError(400, problem)
-    session = request.app[SESSIONS].open(params)
+        raise HTTPError(problem.status, str(problem))
+    # Published under its name (or a made-up one), so /view pages and WHEP players can watch it.
+    session = await request.app[SESSIONS].open(params, name=check_name(name) if name else None, auto_name="demo")
     try:
         answer = await signalling.answer(session.pc, body["sdp"], session.output, f"request {request[REQUEST_ID]}:")
     except signalling.OfferError as exc:
         await session.close()  # never raises, and always frees the slot
-        raise HTTPError(400, str(exc)) from None
+        raise HTTPError(exc.status, str(exc)) from None
     except BaseException:
         await session.close()
         raise
     log.info("session %s: opened (%s)", session.id, params.effect)
-    return web.json_response({"sdp": answer.sdp, "type": answer.type, "session_id": session.id})
+    return web.json_response({"sdp": answer.sdp, "type": answer.type, "session_id": session.id, "name": session.name})
 
 
 def _session(request: web.Request) -> PeerSession:
@@ -166,6 +123,42 @@ async def session_stats(request: web.Request) -> web.Response:
 async def close_session(request: web.Request) -> web.Response:
     await _session(request).close()
     return web.json_response({"closed": True})
+
+
+def _named(request: web.Request) -> PeerSession:
+    name = check_name(request.match_info["name"])
+    session = request.app[SESSIONS].named(name)
+    if session is None:
+        raise HTTPError(404, f"no stream named {name!r} is publishing")
+    return session
+
+
+async def stream_params(request: web.Request) -> web.Response:
+    session = _named(request)
+    patch = await read_json(request, MAX_JSON_BYTES, _hub(request).config.body_timeout)
+    params = _params_or_422(_hub(request), lambda: session.stream.update_params(patch))
+    return web.json_response(params.model_dump())
+
+
+async def stream_stats(request: web.Request) -> web.Response:
+    session = _named(request)
+    return web.json_response({**session.stats(), "params": session.stream.params.model_dump()})
+
+
+async def list_streams(request: web.Request) -> web.Response:
+    sessions = request.app[SESSIONS]
+    return web.json_response({name: {"viewers": len(sessions.viewers_of(sessions.named(name)))}
+                              for name in sessions.names()})
+
+
+async def view_page(request: web.Request) -> web.StreamResponse:
+    check_name(request.match_info["name"])
+    return web.FileResponse(resources.files("camfx.demo") / "view.html")
+
+
+async def ice_servers(request: web.Request) -> web.Response:
+    """The STUN / TURN servers for the page's own peer connection (credentials: token-protected)."""
+    return web.json_response({"iceServers": as_json(_hub(request).config.ice_servers)})
 
 
 async def upload_background(request: web.Request) -> web.Response:
@@ -219,10 +212,14 @@ def http_limits(config: ServerConfig) -> HttpLimits:
 def create_app(config: ServerConfig | None = None, pipeline_factory: Callable[[], Any] | None = None) -> web.Application:
     """The whole server as an aiohttp app; serve it with `http_server.start` (or `run`)."""
     config = config or ServerConfig()
-    app = web.Application(
-        client_max_size=MAX_UPLOAD_BYTES,
-        middlewares=[json_errors, origin_guard(config.host, config.allowed_origins)],
-    )
+    # A token lets pages of any origin call the API (they need the token too); without one, only
+    # the server's own pages and the origins allowed by name may.
+    any_origin = config.token is not None
+    middlewares = [cors(config.allowed_origins, any_origin), json_errors,
+                   origin_guard(config.host, config.allowed_origins, any_origin)]
+    if config.token:
+        middlewares.append(token_guard(config.token))
+    app = web.Application(client_max_size=MAX_UPLOAD_BYTES, middlewares=middlewares)
     hub = Hub(config, pipeline_factory)
     app[HUB] = hub
     app[SESSIONS] = Sessions(hub)
@@ -239,6 +236,12 @@ def create_app(config: ServerConfig | None = None, pipeline_factory: Callable[[]
     app.router.add_post("/backgrounds", upload_background)
     app.router.add_get("/healthz", healthz)
     app.router.add_get("/metrics", metrics)
+    app.router.add_get("/ice-servers", ice_servers)
+    app.router.add_get("/streams", list_streams)
+    app.router.add_get("/streams/{name}", stream_stats)
+    app.router.add_post("/streams/{name}/params", stream_params)
+    app.router.add_get("/view/{name}", view_page)
+    whip.add_routes(app)
 
     async def load_models(app: web.Application) -> None:
         # Load before the first offer so /healthz names each model's runtime from the start.

@@ -57,3 +57,41 @@ def serve_media_on(addresses: list[str] | None) -> None:
 
     aioice.ice.get_host_addresses = get_host_addresses
     log.debug("media binds on %s", ", ".join(chosen))
+
+
+ICE_SCHEMES = ("stun:", "stuns:", "turn:", "turns:")
+
+
+def ice_server(url: str, username: str | None = None, credential: str | None = None) -> RTCIceServer:
+    """One STUN or TURN server from a URL (stun:host:3478, turn:host:3478?transport=udp, turns:...);
+    TURN needs `username` and `credential`. Raises ValueError with a message for the user."""
+    if not url.startswith(ICE_SCHEMES):
+        raise ValueError(f"{url!r} is not a STUN or TURN URL (stun:, stuns:, turn: or turns:)")
+    turn = url.startswith(("turn:", "turns:"))
+    if turn and not (username and credential):
+        raise ValueError(f"the TURN server {url} needs --ice-username and --ice-credential")
+    return RTCIceServer(urls=url, username=username if turn else None, credential=credential if turn else None)
+
+
+def link_headers(servers) -> list[str]:
+    """The servers as RFC 9725 `Link: <url>; rel="ice-server"` values (with TURN credentials)."""
+    links = []
+    for server in servers:
+        urls = [server.urls] if isinstance(server.urls, str) else list(server.urls)
+        for url in urls:
+            link = f'<{url}>; rel="ice-server"'
+            if server.username and server.credential:
+                link += f'; username="{server.username}"; credential="{server.credential}"; credential-type="password"'
+            links.append(link)
+    return links
+
+
+def as_json(servers) -> list[dict]:
+    """The servers as a browser's RTCPeerConnection takes them (`iceServers`)."""
+    out = []
+    for server in servers:
+        entry = {"urls": server.urls}
+        if server.username and server.credential:
+            entry.update(username=server.username, credential=server.credential)
+        out.append(entry)
+    return out

@@ -34,11 +34,17 @@ class PeerSession:
     """
 
     def __init__(self, session_id: str, pc: RTCPeerConnection, hub: "Hub", params: Params,
-                 on_closed: Callable[["PeerSession"], None], connect_timeout: float, media_timeout: float):
+                 on_closed: Callable[["PeerSession"], None], connect_timeout: float, media_timeout: float,
+                 name: str | None = None, sends_back: bool = True):
+        """`name`: the stream's published name (WHEP viewers and /view pages find it by it).
+        `sends_back`: the processed video goes back to this peer (a WHIP publisher's does not)."""
         self.id = session_id
+        self.name = name
+        self.etag = ""  # a WHIP session's entity tag (RFC 9725), set when it is answered
         self.pc = pc
-        self.stream = Stream(hub, params, session_id, on_input_ended=self.input_ended, on_error=self.report_error)
-        self.output = self.stream.subscribe()
+        self.stream = Stream(hub, params, name or session_id, on_input_ended=self.input_ended,
+                             on_error=self.report_error)
+        self.output = self.stream.subscribe(own_frames=False) if sends_back else None
         self.closed = asyncio.Event()
         self._on_closed = on_closed
         self._connect_timeout, self._media_timeout = connect_timeout, media_timeout
@@ -106,7 +112,8 @@ class PeerSession:
             self.send({"type": "stats", **self.stats()})
 
     def stats(self) -> dict[str, Any]:
-        return {"session_id": self.id, **self.stream.stats()}
+        return {"session_id": self.id, "name": self.name, "viewers": self.stream.readers - (self.output is not None),
+                **self.stream.stats()}
 
     # ---- teardown -------------------------------------------------------------------------------
     async def _on_connection_state(self) -> None:
