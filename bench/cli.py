@@ -12,6 +12,7 @@ BENCHMARKS = {
     "runtimes": "camfx.bench.runtimes",
     "encode": "camfx.bench.encode",
     "soak": "camfx.bench.soak",
+    "camera": "camfx.bench.camera",
 }
 
 

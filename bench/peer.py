@@ -18,7 +18,7 @@ from av import VideoFrame
 from camfx.engine.transport.ice import peer_connection
 from camfx.engine.transport.jitter import release_frames_at_marker
 
-from . import probe
+from camfx.engine import frame_ids
 
 
 
@@ -51,12 +51,12 @@ class SyntheticCamera(MediaStreamTrack):
         frame_id = self._count
         image = self._clip[frame_id % len(self._clip)].copy()
         if self._stamp:
-            probe.stamp(image, frame_id % (1 << probe.BITS))
+            frame_ids.stamp(image, frame_id % (1 << frame_ids.BITS))
         frame = VideoFrame.from_ndarray(image, format="yuv420p")
         frame.pts = int(frame_id * VIDEO_CLOCK_RATE / self._fps)
         frame.time_base = VIDEO_TIME_BASE
         self._count += 1
-        self.sent_at[frame_id % (1 << probe.BITS)] = time.perf_counter()
+        self.sent_at[frame_id % (1 << frame_ids.BITS)] = time.perf_counter()
         if len(self.sent_at) > 4096:  # bounded: forget the oldest ids
             self.sent_at.pop(next(iter(self.sent_at)))
         return frame
@@ -82,7 +82,7 @@ async def read_frames(track, got: Received, sent_at: dict[int, float], read_ids:
             now = time.perf_counter()
             got.arrivals.append(now)
             image = frame.to_ndarray(format="yuv420p")
-            frame_id = probe.read(image) if read_ids else None
+            frame_id = frame_ids.read(image) if read_ids else None
             sent = sent_at.get(frame_id) if frame_id is not None else None
             if sent is not None and frame_id != last_id:  # a repeat is not a new latency sample
                 got.fresh.append(now)

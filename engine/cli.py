@@ -9,14 +9,16 @@ import importlib.metadata
 import logging
 import os
 import sys
-import typing
 
 from camfx.models.registry import RANDOM_SD_TURBO, TAESD
 
-from .params import Params, ParamsError
+from .param_flags import add_param_flags, params_from_args
+from .params import ParamsError
 
 COMMANDS = {  # name -> (one line of help, module with main(argv), the extra it needs)
     "serve": ("serve the demo page and the WebRTC effects engine", "camfx.engine.cli", None),
+    "camera": ("your webcam, processed, as a virtual camera for calls (here or on a camfx server)",
+               "camfx.engine.client.cli", "camera"),
     "export": ("rebuild the bundled models, or ONNX / TensorRT engines ahead of time", "camfx.export.cli", "export"),
     "bench": ("benchmarks that write JSON and PNG plots (latency, engine, soak, ...)", "camfx.bench.cli", "bench"),
     "doctor": ("what this machine can run, and which runtime each model will use", "camfx.engine.doctor", None),
@@ -36,40 +38,6 @@ def _usage() -> str:
     lines += [f"  {name:<{width}}  {help_}" for name, (help_, _, _) in COMMANDS.items()]
     lines += ["", "  --version  print camfx's version"]
     return "\n".join(lines)
-
-
-def _range(info) -> str:
-    """"1..50" from a field's constraints, for its flag's help."""
-    bounds = {attr: getattr(m, attr) for m in info.metadata for attr in ("ge", "gt", "le", "lt", "multiple_of")
-              if hasattr(m, attr)}
-    low, high = bounds.get("ge", bounds.get("gt")), bounds.get("le", bounds.get("lt"))
-    if low is None or high is None:
-        return ""
-    text = f"{'(' if 'gt' in bounds else '['}{low}, {high}{')' if 'lt' in bounds else ']'}"
-    if "multiple_of" in bounds:
-        text += f", a multiple of {bounds['multiple_of']}"
-    return text
-
-
-def add_param_flags(parser: argparse.ArgumentParser) -> None:
-    """One flag per effect parameter, generated from the schema so the two never drift."""
-    group = parser.add_argument_group("effect parameters (defaults; each also changes live from the page or API)")
-    for name, info in Params.model_fields.items():
-        flag = "--" + name.replace("_", "-")
-        help_ = f"{info.description}; default {info.default!r}"
-        if info.annotation is bool:
-            group.add_argument(flag, dest=f"param_{name}", action=argparse.BooleanOptionalAction, default=None,
-                               help=help_)
-            continue
-        choices = typing.get_args(info.annotation) or None
-        span = _range(info)
-        group.add_argument(flag, dest=f"param_{name}", default=None, choices=choices,
-                           metavar=None if choices else name.upper(), help=help_ + (f"; range {span}" if span else ""))
-
-
-def params_from_args(args: argparse.Namespace) -> Params:
-    patch = {k[len("param_"):]: v for k, v in vars(args).items() if k.startswith("param_") and v is not None}
-    return Params().updated(patch)  # pydantic coerces the strings ("12" -> 12.0)
 
 
 def _positive(kind):

@@ -98,6 +98,7 @@ class BroadcastReader(Generic[T]):
     def __init__(self, source: Broadcast[T]):
         self._source = source
         self._seen = source.serial  # only items published from now on
+        self.skipped = 0  # items published while this reader was busy: it never saw them
 
     @property
     def pending(self) -> bool:
@@ -119,5 +120,6 @@ class BroadcastReader(Generic[T]):
                     timer.cancel()
             if not self.pending:
                 return None
+        self.skipped += source.serial - self._seen - 1
         self._seen = source.serial
         return source._item

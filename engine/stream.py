@@ -24,7 +24,7 @@ from av import VideoFrame
 
 from . import frames
 from .budget import BudgetController
-from .frame_slot import Broadcast, FrameSlot
+from .frame_slot import Broadcast, BroadcastReader, FrameSlot
 from .params import Params
 from .pipeline import Work
 from .rate import RateMeter
@@ -69,6 +69,8 @@ class Stream:
         self.last_input = 0.0  # time.perf_counter() of the newest input frame
         self.diffusion: DiffusionWorker | None = None  # made when the effect is first used
         self.warning: str | None = None  # what is wrong with the input, for the user
+        self.paused = False  # frames are read and let go unprocessed (nobody watches)
+        self.frames_paused = 0
         self.closed = False
 
     # ---- in and out -------------------------------------------------------------------------
@@ -89,6 +91,16 @@ class Stream:
         )
         self._outputs.append(track)
         return track
+
+    def reader(self) -> BroadcastReader[tuple[VideoFrame, Work]]:
+        """Each processed frame (with its Work) once, for sinks that want every one (a file), not
+        a paced track; a slow reader skips frames and counts them (`skipped`)."""
+        return self._processed.reader()
+
+    @property
+    def idle(self) -> bool:
+        """No frame waits for or is in the pipeline."""
+        return not self._busy and not self._inbox.pending
 
     def unsubscribe(self, track: OutputTrack) -> None:
         """Stop `track` and forget it (a viewer left)."""
@@ -122,6 +134,9 @@ class Stream:
                 now = self.last_input = time.perf_counter()
                 if frame.pict_type == B_FRAME and not self.warning:
                     self._warn_b_frames()
+                if self.paused:  # nobody would see it: not worth processing
+                    self.frames_paused += 1
+                    continue
                 self._in_rate.tick(now)
                 self.frames_in += 1
                 self._metrics.frames_in.inc()
@@ -219,6 +234,7 @@ class Stream:
             "frames_in": self.frames_in,
             "frames_out": self.frames_out,
             "frames_dropped": self._inbox.dropped,
+            "frames_paused": self.frames_paused,
             "deadline_misses": self.deadline_misses,
             "stage_ms": {k: round(v, 2) for k, v in self._stage_ms.items()},
             "engine_latency_ms_p50": round(float(np.median(latency)), 2) if latency.size else None,

@@ -78,3 +78,20 @@ def test_bench_latency_measures_camfx_against_the_echo(tmp_path):
     # WHIP in, WHEP out: publisher and viewer are separate peers, the server's stats are the stream's.
     assert rows["whip-whep blur"]["server"]["name"] == "bench" and rows["whip-whep blur"]["server"]["viewers"] == 1
     assert (tmp_path / "latency.png").stat().st_size > 0
+
+
+def test_bench_camera_reports_local_and_remote_against_the_passthrough(tmp_path):
+    import json
+
+    from camfx.bench.camera import main
+
+    argv = ["--sizes", "320x240", "--seconds", "2", "--rounds", "1", "--warmup", "1", "--remote", "--out", str(tmp_path)]
+    assert main(argv) == 0
+    rows = {r["config"]: r for r in json.loads((tmp_path / "camera.json").read_text())["results"]}
+    assert set(rows) == {"passthrough", "blur", "remote blur"}
+    for row in rows.values():
+        assert row["fps"] > 10 and row["latency_ms"]["n"] > 10
+    assert rows["passthrough"]["p50_over_passthrough_ms"] == 0
+    assert rows["blur"]["p50_over_passthrough_ms"] == pytest.approx(
+        rows["blur"]["latency_ms"]["p50"] - rows["passthrough"]["latency_ms"]["p50"], abs=0.01)
+    assert (tmp_path / "camera.png").stat().st_size > 0

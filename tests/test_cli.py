@@ -12,7 +12,7 @@ import urllib.request
 import pytest
 
 from camfx.bench.latency import free_port
-from camfx.engine import cli
+from camfx.engine import cli, param_flags
 from camfx.engine.params import Params
 
 pytestmark = pytest.mark.timeout(120)
@@ -61,8 +61,8 @@ def test_every_flag_has_help_and_every_bounded_param_its_range():
     for name, info in Params.model_fields.items():
         flag = "--" + name.replace("_", "-")
         assert flag in text
-        if cli._range(info):
-            assert cli._range(info) in " ".join(text.split()), name
+        if param_flags._range(info):
+            assert param_flags._range(info) in " ".join(text.split()), name
     assert "range [1.0, 50.0]" in " ".join(text.split())  # blur_strength
 
 

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from camfx.engine import yuv
+from . import yuv
 
 BITS = 20  # ids wrap after about 9 hours at 30 fps
 ROWS = 16

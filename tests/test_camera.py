@@ -1,0 +1,328 @@
+"""`camfx camera`: local mode and the thin client end to end from a .y4m camera to a .y4m output,
+live control over its local API, the virtual-camera sink (against a stand-in for pyvirtualcam's
+Camera: v4l2loopback cannot be loaded on these machines), pausing when nobody watches, and the
+errors people hit, one clear line each."""
+
+from __future__ import annotations
+
+import asyncio
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import aiohttp
+import av
+import numpy as np
+import pytest
+
+from camfx.bench.clip import person_clip, write_y4m
+from camfx.bench.latency import free_port
+from camfx.engine import yuv
+from camfx.engine.client.app import CameraApp
+from camfx.engine.client.control import control_app
+from camfx.engine.client.local import LocalProcessor
+from camfx.engine.client.remote import RemoteError, RemoteProcessor
+from camfx.engine.client.sinks import FileSink, SinkRunner, VirtualCameraSink, device_readers
+from camfx.engine.client.sources import open_source
+from camfx.engine.config import ServerConfig
+from camfx.engine.params import Params
+from camfx.engine.segmenter import Segmenters
+from camfx.engine.transport import http_server
+from camfx.engine.transport.http import create_app, http_limits
+
+pytestmark = pytest.mark.timeout(180)
+
+
+@pytest.fixture(scope="module")
+def clip():
+    return person_clip(320, 240, 30)
+
+
+@pytest.fixture(scope="module")
+def camera_file(clip, tmp_path_factory) -> Path:
+    return write_y4m(tmp_path_factory.mktemp("camera") / "in.y4m", clip)
+
+
+def frames_of(path: Path) -> list[np.ndarray]:
+    with av.open(str(path)) as container:
+        return [f.to_ndarray(format="yuv420p") for f in container.decode(video=0)]
+
+
+def masks(clip, segmenter):
+    """(person, background) luma masks per clip frame, from the model, confident pixels only."""
+    import cv2
+
+    out = []
+    for frame in clip:
+        h, w = yuv.frame_size(frame)
+        prob = cv2.resize(segmenter(frame), (w, h))
+        out.append((prob > 0.95, prob < 0.05))
+    return out
+
+
+def green_share(frame: np.ndarray, where: np.ndarray) -> float:
+    rgb = yuv.to_rgb(frame)[where].astype(int)
+    return float(((rgb[:, 1] - rgb[:, 0] > 120) & (rgb[:, 1] - rgb[:, 2] > 120)).mean())
+
+
+def camfx(*args: str, timeout: float = 120) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "camfx", "camera", *args], capture_output=True, text=True,
+                          timeout=timeout)
+
+
+def one_line(result: subprocess.CompletedProcess) -> str:
+    assert result.returncode == 1 and "Traceback" not in result.stderr, result
+    lines = [line for line in result.stderr.splitlines() if line.startswith("camfx camera:")]
+    assert len(lines) == 1, result.stderr
+    return lines[0]
+
+
+# ---- local mode ------------------------------------------------------------------------------------
+def test_local_mode_from_a_file_to_a_file(camera_file, clip, tmp_path):
+    out = tmp_path / "out.y4m"
+    result = camfx("--input", str(camera_file), "--output", str(out), "--effect", "remove", "--control", "off")
+    assert result.returncode == 0, result.stderr
+    written = frames_of(out)
+    assert len(written) == len(clip)  # a 30-frame file at its own rate: nothing had to be dropped
+    person_bg = masks(clip, Segmenters().get("landscape"))
+    for i in (5, 15, 25):
+        person, background = person_bg[i]
+        assert green_share(written[i], background) > 0.95  # keyed
+        luma_in, luma_out = yuv.planes(clip[i])[0].astype(int), yuv.planes(written[i])[0].astype(int)
+        assert np.abs(luma_out[person] - luma_in[person]).mean() < 2  # the person's own pixels
+
+
+async def test_frames_out_plus_counted_drops_are_the_frames_in_and_params_change_live(camera_file, clip, tmp_path):
+    out = tmp_path / "live.y4m"
+    source = open_source(str(camera_file), loop=True)
+    app = CameraApp(source, LocalProcessor(ServerConfig(), Params(effect="none")),
+                    [SinkRunner(FileSink(out), 30.0)])
+    port = free_port()
+    control = await http_server.start(control_app(app, "127.0.0.1"), "127.0.0.1", port)
+    started = time.monotonic()
+    run = asyncio.ensure_future(app.run_until_done())
+    try:
+        async with aiohttp.ClientSession() as http:
+            await asyncio.sleep(1.5)
+            async with http.post(f"http://127.0.0.1:{port}/params", json={"effect": "remove"}) as resp:
+                assert resp.status == 200 and (await resp.json())["effect"] == "remove"
+            async with http.post(f"http://127.0.0.1:{port}/params", json={"blur_strength": 500}) as resp:
+                assert resp.status == 422 and (await resp.json())["errors"][0]["field"] == "blur_strength"
+            await asyncio.sleep(1.5)
+            async with http.get(f"http://127.0.0.1:{port}/stats") as resp:
+                stats = await resp.json()
+            async with http.get(f"http://127.0.0.1:{port}/") as resp:
+                assert resp.status == 200 and "camera.js" in await resp.text()
+        assert stats["effect"] == "remove" and stats["fps_out"] > 0
+    finally:
+        app.stop_event.set()
+        await run
+        await control.cleanup()
+    elapsed = time.monotonic() - started
+    written = frames_of(out)
+    processor = app.processor.stream
+    runner = app.runners[0]
+    accounted = runner.written + runner.dropped + app.run.skipped + processor.stats()["frames_dropped"]
+    assert len(written) == runner.written
+    assert 0 <= processor.frames_in - accounted <= 2  # all counted but the frames in flight at the stop
+    assert processor.frames_in <= 30 * elapsed + 5  # a looped file still plays at its own rate, no faster
+    background = masks(clip[:1], Segmenters().get("landscape"))[0][1]
+    assert green_share(written[5], background) < 0.05  # before the change: the camera's own picture
+    assert green_share(written[-1], background) > 0.5  # after it: keyed
+
+
+# ---- the virtual camera ---------------------------------------------------------------------------
+class FakeCamera:
+    """Stands in for pyvirtualcam.Camera (v4l2loopback cannot be loaded on these machines)."""
+
+    made: list["FakeCamera"] = []
+
+    def __init__(self, width, height, fps, fmt, device=None):
+        # No device path unless given: who has it open cannot be told, so nothing pauses.
+        self.width, self.height, self.fps, self.fmt, self.device = width, height, fps, fmt, device
+        self.frames: list[np.ndarray] = []
+        self.closed = False
+        FakeCamera.made.append(self)
+
+    def send(self, frame):
+        assert not self.closed and frame.flags.c_contiguous
+        self.frames.append(frame.copy())
+
+    def close(self):
+        self.closed = True
+
+
+async def test_the_virtual_camera_gets_every_frame_in_order_and_is_released(clip, tmp_path):
+    from camfx.engine import frame_ids
+
+    stamped = []
+    for i, frame in enumerate(clip[:20]):
+        copy = frame.copy()
+        frame_ids.stamp(copy, i)
+        stamped.append(copy)
+    source = open_source(str(write_y4m(tmp_path / "ids.y4m", stamped)))
+    FakeCamera.made.clear()
+    sink = VirtualCameraSink(camera_factory=FakeCamera)
+    app = CameraApp(source, LocalProcessor(ServerConfig(), Params(effect="blur", probe=True)), [SinkRunner(sink, 30.0)])
+    assert await app.run_until_done() == 0
+    (camera,) = FakeCamera.made
+    assert (camera.width, camera.height, camera.fps, camera.fmt) == (320, 240, 30.0, "I420")
+    ids = [frame_ids.read(frame) for frame in camera.frames]
+    assert ids == sorted(ids) and len(ids) >= 18 and camera.closed  # in order, and released at the end
+    assert camera.frames[0].shape == (240 * 3 // 2, 320)
+
+
+def test_a_missing_virtual_camera_device_says_how_to_load_it(camera_file):
+    line = one_line(camfx("--input", str(camera_file), "--output", "virtual", "--control", "off"))
+    assert "modprobe v4l2loopback" in line and "exclusive_caps=1" in line
+
+
+def test_who_has_a_device_open_is_read_from_proc(tmp_path):
+    device = tmp_path / "video99"
+    device.write_bytes(b"")
+    assert device_readers(str(device)) == 0
+    holder = subprocess.Popen([sys.executable, "-c", f"import time; f = open({str(device)!r}); time.sleep(60)"])
+    try:
+        deadline = time.monotonic() + 10
+        while device_readers(str(device)) != 1:
+            assert time.monotonic() < deadline
+            time.sleep(0.1)
+    finally:
+        holder.kill()
+        holder.wait()
+    assert device_readers(str(device)) == 0
+
+
+async def test_processing_pauses_while_nobody_watches_the_virtual_camera(camera_file, tmp_path):
+    device = tmp_path / "video98"
+    device.write_bytes(b"")
+    sink = VirtualCameraSink(str(device), camera_factory=FakeCamera)
+    source = open_source(str(camera_file), loop=True)
+    app = CameraApp(source, LocalProcessor(ServerConfig(), Params(effect="blur")), [SinkRunner(sink, 30.0)])
+    run = asyncio.ensure_future(app.run_until_done())
+    try:
+        await asyncio.sleep(2.5)
+        stream = app.processor.stream
+        assert app.paused and stream.frames_paused > 20  # nobody has it open: frames are let go
+        processed = stream.frames_in
+        holder = subprocess.Popen([sys.executable, "-c", f"import time; f = open({str(device)!r}); time.sleep(60)"])
+        try:
+            await asyncio.sleep(2.5)
+            assert not app.paused and stream.frames_in > processed + 20  # an application opened it
+        finally:
+            holder.kill()
+            holder.wait()
+    finally:
+        app.stop_event.set()
+        await run
+
+
+# ---- the thin client --------------------------------------------------------------------------------
+class Server:
+    """camfx serve in this process, on a port that stays the same across restarts."""
+
+    def __init__(self, **config):
+        self.port = free_port()
+        self.config = dict(config)
+        self.runner = None
+
+    async def start(self):
+        config = ServerConfig(port=self.port, **self.config)
+        self.runner = await http_server.start(create_app(config), "127.0.0.1", self.port, limits=http_limits(config))
+
+    async def stop(self):
+        await self.runner.cleanup()
+
+    @property
+    def url(self):
+        return f"http://127.0.0.1:{self.port}"
+
+
+async def test_the_thin_client_survives_the_server_going_away_and_coming_back(clip, tmp_path):
+    server = Server()
+    await server.start()
+    source = open_source(str(write_y4m(tmp_path / "long.y4m", clip)), loop=True)
+    out = tmp_path / "remote.y4m"
+    processor = RemoteProcessor(server.url, Params(effect="remove"))
+    app = CameraApp(source, processor, [SinkRunner(FileSink(out), 30.0)])
+    run = asyncio.ensure_future(app.run_until_done())
+    marks = {}
+    try:
+        await asyncio.sleep(3)
+        assert processor.state == "connected" and app.stats()["latency_ms_p50"] > 0
+        marks["down"] = app.runners[0].written
+        await server.stop()  # the server goes away mid-stream
+        await asyncio.sleep(4)
+        assert processor.state == "reconnecting"
+        marks["up"] = app.runners[0].written
+        await server.start()
+        deadline = time.monotonic() + 30
+        while processor.state != "connected":
+            assert time.monotonic() < deadline, "the client did not come back"
+            await asyncio.sleep(0.2)
+        await asyncio.sleep(2)
+    finally:
+        app.stop_event.set()
+        await run
+        await server.stop()
+    written = frames_of(out)
+    assert marks["up"] - marks["down"] > 60  # the output never stopped while the server was gone
+    background = masks(clip[:1], Segmenters().get("landscape"))[0][1]
+    keyed = [green_share(f, background) > 0.5 for f in written]
+    assert any(keyed[:marks["down"]])  # processed at first
+    assert not any(keyed[marks["down"] + 45:marks["up"]])  # the camera's own picture meanwhile (never black)
+    assert all(f[16:].mean() > 20 for f in written[marks["down"]:marks["up"]])
+    assert any(keyed[marks["up"] + 30:])  # processed again
+    assert processor.reconnects >= 1
+
+
+@pytest.mark.parametrize("setup, expected", [
+    ("unreachable", "cannot reach"),
+    ("wrong token", "refused the token"),
+])
+async def test_thin_client_errors_are_one_line(camera_file, setup, expected):
+    server = Server(token="right")
+    if setup == "unreachable":
+        url = f"http://127.0.0.1:{free_port()}"
+    else:
+        await server.start()
+        url = server.url
+    try:
+        source = open_source(str(camera_file))
+        app = CameraApp(source, RemoteProcessor(url, Params(), token="wrong"), [SinkRunner(FileSink("/dev/null.y4m"), 30)])
+        with pytest.raises(RemoteError, match=expected):
+            await app.run_until_done()
+    finally:
+        if setup != "unreachable":
+            await server.stop()
+
+
+@pytest.mark.parametrize("args, expected", [
+    (["--input", "/dev/video99"], "there is no camera at /dev/video99"),
+    (["--input", "/nonexistent/clip.y4m"], "there is no file"),
+    (["--output", "out.avi"], "writes .y4m or .mp4"),
+    (["--server", "http://127.0.0.1:1", "--output", "/tmp/camfx-test.y4m"], "cannot reach"),
+])
+def test_bad_input_is_one_clear_line(args, expected, camera_file):
+    if args[0] != "--input":
+        args = ["--input", str(camera_file), *args]
+    assert expected in one_line(camfx(*args, "--control", "off"))
+
+
+def test_a_file_that_is_not_video_is_one_clear_line(tmp_path):
+    bogus = tmp_path / "notes.y4m"
+    bogus.write_text("these are not frames")
+    assert "is not a video file" in one_line(camfx("--input", str(bogus), "--control", "off"))
+
+
+def test_the_control_port_in_use_is_one_line(camera_file):
+    with socket.socket() as busy:
+        busy.bind(("127.0.0.1", 0))
+        busy.listen()
+        port = busy.getsockname()[1]
+        line = one_line(camfx("--input", str(camera_file), "--output", "/tmp/camfx-test.y4m",
+                              "--control", f"127.0.0.1:{port}"))
+    assert "in use" in line
+
