@@ -326,3 +326,17 @@ def test_the_control_port_in_use_is_one_line(camera_file):
                               "--control", f"127.0.0.1:{port}"))
     assert "in use" in line
 
+
+
+async def test_a_looped_file_is_read_no_further_ahead_than_two_frames(camera_file):
+    """The decoder waits for the reader: a looped file that nobody reads holds two frames, not
+    the whole of it again and again (aiortc's player once filled 22 GB that way)."""
+    source = open_source(str(camera_file), loop=True)
+    try:
+        await source.track.recv()
+        await asyncio.sleep(1.0)  # nobody reads for 30 frames' time
+        assert source.track._queue.qsize() <= source.track.AHEAD
+        for _ in range(40):  # and it goes on past the end of the file, at the file's rate
+            await source.track.recv()
+    finally:
+        source.close()

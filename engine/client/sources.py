@@ -1,16 +1,22 @@
-"""Where `camfx camera` takes its frames from: the machine's webcam, or a video file played at its
-own frame rate (once, or again and again with `loop`). Both are aiortc `MediaPlayer` tracks
-(PyAV / ffmpeg underneath, with the platform's capture format: v4l2, avfoundation, dshow)."""
+"""Where `camfx camera` takes its frames from: the machine's webcam (an aiortc `MediaPlayer`
+track: PyAV / ffmpeg with the platform's capture format, v4l2, avfoundation or dshow), or a video
+file played at its own frame rate, once or again and again with `loop` (`FileTrack`)."""
 
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
+import logging
 import sys
+import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
 
 from aiortc import MediaStreamTrack
+from aiortc.mediastreams import MediaStreamError
+
+log = logging.getLogger("camfx.camera")
 
 CAPTURE_FORMATS = {"linux": "v4l2", "darwin": "avfoundation", "win32": "dshow"}
 PIXEL_FORMATS = {"mjpeg": "mjpeg", "yuyv": "yuyv422"}
@@ -20,20 +26,71 @@ class SourceError(ValueError):
     """The input cannot be opened; the message says what to do, in one line."""
 
 
-class PacedTrack(MediaStreamTrack):
-    """A file's frames at the file's own rate. aiortc's player paces by timestamps, which start
-    again at 0 each time a looped file starts over: from then on it would send as fast as it
-    decodes."""
+class FileTrack(MediaStreamTrack):
+    """A video file's frames at the file's own rate, once or (`loop`) again and again.
+
+    A thread decodes into a two-place queue and waits while it is full, so memory stays bounded
+    whatever the file's length. (aiortc's MediaPlayer paces by timestamps, which start again at 0
+    when a looped file starts over: from then on it decoded as fast as it could into a queue
+    without bound, 22 GB in a few minutes of 720p.)
+    """
 
     kind = "video"
+    AHEAD = 2
 
-    def __init__(self, inner: MediaStreamTrack, fps: float):
+    def __init__(self, path: str, fps: float, loop: bool = False):
         super().__init__()
-        self._inner, self._interval = inner, 1.0 / fps
+        self._path, self._interval, self._loop_file = path, 1.0 / fps, loop
+        self._queue: asyncio.Queue | None = None
+        self._quit = threading.Event()
+        self._thread: threading.Thread | None = None
         self._due: float | None = None
 
+    def _decode(self, loop: asyncio.AbstractEventLoop, queue: asyncio.Queue) -> None:
+        import av
+
+        def put(item) -> bool:
+            """Into the queue, waiting while it is full; False once the track or its loop is gone."""
+            try:
+                future = asyncio.run_coroutine_threadsafe(queue.put(item), loop)
+            except RuntimeError:  # the event loop has closed
+                return False
+            while not self._quit.is_set():
+                try:
+                    future.result(timeout=0.2)
+                    return True
+                except concurrent.futures.TimeoutError:
+                    continue
+                except concurrent.futures.CancelledError:
+                    return False
+            future.cancel()
+            return False
+
+        try:
+            with av.open(self._path) as container:
+                while not self._quit.is_set():
+                    for frame in container.decode(video=0):
+                        if not put(frame):
+                            return
+                    if not self._loop_file:
+                        break
+                    container.seek(0)
+        except av.FFmpegError as exc:
+            log.warning("%s: %s", self._path, exc)
+        put(None)
+
     async def recv(self):
-        frame = await self._inner.recv()
+        if self.readyState != "live":
+            raise MediaStreamError
+        if self._queue is None:
+            self._queue = asyncio.Queue(self.AHEAD)
+            self._thread = threading.Thread(target=self._decode, args=(asyncio.get_running_loop(), self._queue),
+                                            name="camfx-file", daemon=True)
+            self._thread.start()
+        frame = await self._queue.get()
+        if frame is None:
+            self.stop()
+            raise MediaStreamError
         now = time.perf_counter()
         self._due = now if self._due is None else max(self._due + self._interval, now - self._interval)
         if self._due > now:
@@ -42,22 +99,23 @@ class PacedTrack(MediaStreamTrack):
 
     def stop(self) -> None:
         super().stop()
-        self._inner.stop()
+        self._quit.set()
 
 
 @dataclass
 class Source:
     track: object  # an aiortc MediaStreamTrack of VideoFrames
-    player: object  # the MediaPlayer, to stop
+    player: object | None  # the camera's MediaPlayer, to stop
     live: bool  # a camera (frames come at its pace), not a file
     description: str
     fps: float | None = None  # the file's own frame rate, or the one asked of the camera
 
     def close(self) -> None:
         self.track.stop()
-        for track in (self.player.audio, self.player.video):
-            if track is not None:
-                track.stop()
+        if self.player is not None:
+            for track in (self.player.audio, self.player.video):
+                if track is not None:
+                    track.stop()
 
 
 def is_device(spec: str) -> bool:
@@ -105,14 +163,14 @@ def open_source(spec: str, size: str | None = None, fps: float | None = None, pi
     try:
         with av.open(str(path)) as container:
             videos = container.streams.video
-            rate = float(videos[0].average_rate) if videos and videos[0].average_rate else None
-        player = MediaPlayer(str(path), loop=loop)
-    except (av.FFmpegError, AssertionError, UnicodeDecodeError) as exc:
+            if not videos:
+                raise SourceError(f"{spec} has no video")
+            rate = float(videos[0].average_rate) if videos[0].average_rate else None
+            next(container.decode(video=0))  # it opens; does it decode?
+    except (av.FFmpegError, StopIteration, UnicodeDecodeError) as exc:
         raise SourceError(f"{spec} is not a video file camfx can read ({_short(exc)})") from None
-    if player.video is None:
-        raise SourceError(f"{spec} has no video")
-    track = PacedTrack(player.video, rate or 30.0)
-    return Source(track, player, False, f"file {spec}{' (looped)' if loop else ''}", rate)
+    track = FileTrack(str(path), rate or 30.0, loop)
+    return Source(track, None, False, f"file {spec}{' (looped)' if loop else ''}", rate)
 
 
 def _camera_refused(name: str, size, fps, pixel_format, exc) -> str:
