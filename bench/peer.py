@@ -105,6 +105,17 @@ def auth(token: str | None) -> dict[str, str]:
     return {"Authorization": f"Bearer {token}"} if token else {}
 
 
+def http_client(token: str | None = None, insecure: bool = False) -> aiohttp.ClientSession:
+    """An HTTP session that sends `token` as a bearer token; `insecure` accepts any TLS
+    certificate (a server started with --tls self-signed)."""
+    connector = aiohttp.TCPConnector(ssl=False) if insecure else None
+    return aiohttp.ClientSession(headers=auth(token), connector=connector)
+
+
+class OfferRefused(RuntimeError):
+    """The server answered the offer with an error (status and its JSON in the message)."""
+
+
 class ClientPeer:
     """Connects a SyntheticCamera to `base_url` (POST /offer) and collects the stream back."""
 
@@ -121,7 +132,7 @@ class ClientPeer:
         self._http: aiohttp.ClientSession | None = None
 
     async def connect(self, base_url: str, params: dict | None = None, timeout: float = 20.0,
-                      token: str | None = None, name: str | None = None) -> None:
+                      token: str | None = None, name: str | None = None, insecure: bool = False) -> None:
         transceiver = self.pc.addTransceiver(self.camera, direction="sendrecv")
         prefer_codec(transceiver, self.codec)
         release_frames_at_marker(self.pc)  # as a browser does: no frame waits for the next one
@@ -140,12 +151,12 @@ class ClientPeer:
         body = {"sdp": self.pc.localDescription.sdp, "type": "offer", "params": params or {}}
         if name:
             body["name"] = name
-        self._http = aiohttp.ClientSession(headers=auth(token))
+        self._http = http_client(token, insecure)
         self.base_url = base_url
         async with self._http.post(f"{base_url}/offer", json=body, timeout=aiohttp.ClientTimeout(total=timeout)) as resp:
             answer = await resp.json()
             if resp.status != 200:
-                raise RuntimeError(f"offer refused: {resp.status} {answer}")
+                raise OfferRefused(f"offer refused: {resp.status} {answer.get('error', answer)}")
         self.session_id = answer.get("session_id")
         self.name = answer.get("name")
         await self.pc.setRemoteDescription(RTCSessionDescription(sdp=answer["sdp"], type=answer["type"]))

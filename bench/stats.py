@@ -23,7 +23,9 @@ def summary_ms(seconds: list[float]) -> dict[str, float]:
     }
 
 
-def machine() -> dict[str, str | int]:
+def machine() -> dict:
+    """What a reader needs to trust a figure: CPU model and cores, GPU (if any), Python and the
+    versions of the packages on the frame's way."""
     import os
 
     cpu = platform.processor() or platform.machine()
@@ -34,7 +36,39 @@ def machine() -> dict[str, str | int]:
                 break
     except OSError:
         pass
-    return {"cpu": cpu, "cores": os.cpu_count() or 0, "python": platform.python_version()}
+    return {"cpu": cpu, "cores": os.cpu_count() or 0, "gpu": gpus(), "python": platform.python_version(),
+            "versions": versions()}
+
+
+PACKAGES = ("camfx", "aiortc", "av", "onnxruntime", "onnxruntime-gpu", "numpy", "opencv-python-headless", "torch", "tensorrt")
+
+
+def versions() -> dict[str, str]:
+    """Installed versions of the packages that decide camfx's figures (those present)."""
+    from importlib.metadata import PackageNotFoundError, version
+
+    found = {}
+    for name in PACKAGES:
+        try:
+            found[name] = version(name)
+        except PackageNotFoundError:
+            pass
+    return found
+
+
+def gpus() -> list[str]:
+    """NVIDIA GPUs as nvidia-smi names them (name, driver, memory); empty without one."""
+    import shutil
+    import subprocess
+
+    if shutil.which("nvidia-smi") is None:
+        return []
+    try:
+        out = subprocess.run(["nvidia-smi", "--query-gpu=name,driver_version,memory.total", "--format=csv,noheader"],
+                             capture_output=True, text=True, timeout=10)
+    except (OSError, subprocess.TimeoutExpired):
+        return []
+    return [line.strip() for line in out.stdout.splitlines() if line.strip()] if out.returncode == 0 else []
 
 
 def write_json(path: Path, data: dict) -> Path:

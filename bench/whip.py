@@ -17,7 +17,7 @@ from yarl import URL
 from camfx.engine.transport.ice import peer_connection
 from camfx.engine.transport.jitter import release_frames_at_marker
 
-from .peer import Received, SyntheticCamera, auth, prefer_codec, read_frames
+from .peer import Received, SyntheticCamera, http_client, prefer_codec, read_frames
 
 SDP = "application/sdp"
 
@@ -31,13 +31,13 @@ class WhipError(RuntimeError):
 
 
 class _Client:
-    def __init__(self, token: str | None):
+    def __init__(self, token: str | None, insecure: bool = False):
         self.pc = peer_connection()
         self.token = token
         self.location: str | None = None
         self.etag: str | None = None
         self.links: list[str] = []
-        self._http = aiohttp.ClientSession(headers=auth(token))
+        self._http = http_client(token, insecure)
 
     async def _post_offer(self, url: str, timeout: float) -> None:
         await self.pc.setLocalDescription(await self.pc.createOffer())
@@ -67,8 +67,8 @@ class _Client:
 class WhipPublisher(_Client):
     """Publishes `camera` to a WHIP endpoint (`url`, query string = the stream's params)."""
 
-    def __init__(self, camera: SyntheticCamera, codec: str = "VP8", token: str | None = None):
-        super().__init__(token)
+    def __init__(self, camera: SyntheticCamera, codec: str = "VP8", token: str | None = None, insecure: bool = False):
+        super().__init__(token, insecure)
         self.camera = camera
         self.codec = codec
 
@@ -81,8 +81,8 @@ class WhipPublisher(_Client):
 class WhepViewer(_Client):
     """Views a WHEP endpoint; `sent_at` (the publisher camera's) matches frames to send times."""
 
-    def __init__(self, sent_at: dict[int, float] | None = None, token: str | None = None):
-        super().__init__(token)
+    def __init__(self, sent_at: dict[int, float] | None = None, token: str | None = None, insecure: bool = False):
+        super().__init__(token, insecure)
         self.sent_at = sent_at if sent_at is not None else {}
         self.received = Received()
         self._reader: asyncio.Task | None = None

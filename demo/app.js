@@ -100,6 +100,7 @@
     iceServers: [],
     status: "idle", // idle | starting | connecting | live | stopping | error
     pc: null,
+    sender: null, // our video sender: its track is the camera's, or the stamped canvas's while measuring
     channel: null,
     stream: null,
     sessionId: null,
@@ -113,6 +114,7 @@
     lastError: null,
     lastStats: null, // from pc.getStats()
     lastServerStats: null, // from the server's "stats" messages
+    serverRates: null, // { dropped, misses } per second, from successive server totals
     messages: 0, // control-channel messages received
     backgrounds: { bundled: [], uploaded: [] },
   };
@@ -642,8 +644,8 @@
       if (pc === state.pc && Object.keys(pendingPatch).length) flushPatch();
     });
 
-    const [track] = stream.getVideoTracks();
-    const transceiver = pc.addTransceiver(track, { direction: "sendrecv", streams: [stream] });
+    const transceiver = pc.addTransceiver(outgoingTrack(), { direction: "sendrecv", streams: [stream] });
+    state.sender = transceiver.sender;
     preferCodec(transceiver, $("codec").value);
 
     pc.addEventListener("track", (event) => {
@@ -711,6 +713,7 @@
       })
       .catch(() => {});
     previousStats = null;
+    previousTotals = null;
     statsTimer = setInterval(() => pollStats(pc), STATS_INTERVAL_MS);
   }
 
@@ -739,10 +742,13 @@
     pendingPatch = {};
     inflight = 0;
     state.pc = null;
+    state.sender = null;
     state.channel = null;
     state.stream = null;
     state.sessionId = null;
     if (stream) stream.getTracks().forEach((t) => t.stop());
+    stopStamping();
+    clearStats();
     showVideo("local", null);
     showVideo("remote", null);
     // DELETE first, then close our end: the server frees the slot at once, and it is not
@@ -764,6 +770,25 @@
   // ---- stats ----
   const fmtMs = (v) => (v == null || Number.isNaN(v) ? "–" : `${v < 10 ? v.toFixed(1) : Math.round(v)} ms`);
   const fmtFps = (v) => (v == null || Number.isNaN(v) ? "–" : `${v.toFixed(v < 10 ? 1 : 0)} fps`);
+  const fmtRate = (v) => (v == null || Number.isNaN(v) ? "–" : `${v.toFixed(v < 10 ? 1 : 0)}/s`);
+  const DETAIL_TEXT = $("st-detail").textContent; // the explanation shown until there are figures
+
+  // Stop: nothing stale stays on screen.
+  function clearStats() {
+    for (const dd of document.querySelectorAll(".stats dd")) dd.textContent = "–";
+    delete $("sv-quality").dataset.level;
+    $("sv-quality").title = "";
+    $("st-detail").textContent = DETAIL_TEXT;
+    for (const id of ["codec-in-use", "st-quality-note", "sv-runtime"]) $(id).textContent = "";
+    $("sv-stages").replaceChildren();
+    $("sv-diffusion").hidden = true;
+    previousStats = null;
+    previousTotals = null;
+    state.lastStats = null;
+    state.lastServerStats = null;
+    state.serverRates = null;
+    resetLatency();
+  }
 
   async function pollStats(pc) {
     if (pc !== state.pc) return;
@@ -854,13 +879,40 @@
     }
   }
 
+  // The rungs of the engine's quality ladder (engine/budget.py LADDER), as a user sees them.
+  const QUALITY_TIPS = {
+    full: "Full quality: the person mask is made from every frame and its edges are snapped to the picture.",
+    "no-feather": "Frames ran over budget, so edge snapping is off: mask edges are a little softer and coarser.",
+    lean: "As no-feather, and the toon effect smooths in one pass instead of several.",
+    "mask-every-2nd": "The lowest level: the person mask is made from every second frame and reused in between, "
+      + "so edges may trail fast movement.",
+  };
+  const QUALITY_TITLE = "The engine's quality level: it steps down when frames take longer than the budget, "
+    + "and back up once there is headroom.\n"
+    + Object.entries(QUALITY_TIPS).map(([name, tip]) => `• ${name}: ${tip}`).join("\n");
+  state.qualityTips = QUALITY_TIPS;
+
+  // Drops and misses as per-second rates over the last stats interval, from successive totals.
+  let previousTotals = null; // { at, dropped, misses } from the last stats message
+  function serverRates(s) {
+    const now = performance.now();
+    const prev = previousTotals;
+    previousTotals = { at: now, dropped: s.frames_dropped, misses: s.deadline_misses };
+    const dt = prev ? (now - prev.at) / 1000 : 0;
+    const rate = (total, before) => (dt > 0 && total != null && before != null ? Math.max(0, total - before) / dt : null);
+    return { dropped: rate(s.frames_dropped, prev && prev.dropped), misses: rate(s.deadline_misses, prev && prev.misses) };
+  }
+
   function renderServerStats(s) {
+    const rates = serverRates(s);
+    state.serverRates = rates;
     $("sv-fps").textContent = `${s.fps_in ?? "–"} / ${s.fps_out ?? "–"}`;
     $("sv-latency").textContent = fmtMs(s.engine_latency_ms_p50);
-    $("sv-dropped").textContent = s.frames_dropped != null ? s.frames_dropped.toLocaleString() : "–";
-    $("sv-misses").textContent = s.deadline_misses != null ? s.deadline_misses.toLocaleString() : "–";
+    $("sv-dropped").textContent = fmtRate(rates.dropped);
+    $("sv-misses").textContent = fmtRate(rates.misses);
     $("sv-quality").textContent = s.quality ?? "–";
     $("sv-quality").dataset.level = s.quality === "full" ? "ok" : "degraded";
+    $("sv-quality").title = QUALITY_TIPS[s.quality] || "";
     $("sv-budget").textContent = fmtMs(s.budget_ms);
     $("st-quality-note").textContent = s.frames_in != null ? `· ${s.frames_in.toLocaleString()} frames in` : "";
 
@@ -903,6 +955,199 @@
     }
   }
 
+  // ---- glass-to-glass latency: a frame id stamped into the picture we send, read back ----
+  // The stamp is engine/frame_ids.py's: ID_BITS blocks of floor(width / ID_BITS) across the top
+  // ID_ROWS rows, light for 1, dark for 0. With `probe` on the server keeps those rows as they
+  // came, so the id read from a returned frame names the camera frame it was made from.
+  const ID_BITS = 20;
+  const ID_ROWS = 16;
+  const ID_MASK = (1 << ID_BITS) - 1;
+  const ID_DARK = 32;
+  const ID_LIGHT = 224;
+  const ID_KEEP = 256; // ids drawn and not yet seen back: ~8 s at 30 fps
+  const LATENCY_WINDOW = 300; // the percentiles are over the last this many frames
+  const STAMP_FPS = 30;
+  const LATENCY_EVERY_MS = 1000;
+
+  const probe = {
+    on: false,
+    canvas: null, // the camera's picture with the id on top; its track is what we send
+    ctx: null,
+    track: null,
+    cancelDraw: null,
+    reader: null, // the small canvas the returned frames' top rows are read from
+    remoteHandle: null,
+    timer: null,
+    nextId: 0,
+    drawnAt: new Map(), // id -> performance.now() when drawn, oldest first
+    samples: [], // latencies in ms, newest last
+  };
+  window.camfxLatency = { p50: null, p95: null, n: 0 };
+  const canMeasure = "requestVideoFrameCallback" in HTMLVideoElement.prototype
+    && "captureStream" in HTMLCanvasElement.prototype;
+
+  // The track the sender should carry now: the stamped canvas's while measuring, else the camera's.
+  function outgoingTrack() {
+    const camera = state.stream ? state.stream.getVideoTracks()[0] : null;
+    if (probe.on && camera && !probe.track) startStamping(camera);
+    else if (!(probe.on && camera) && probe.track) stopStamping();
+    return probe.track || camera;
+  }
+
+  async function switchTrack() {
+    const track = outgoingTrack();
+    if (!state.sender || !track || state.sender.track === track) return;
+    try {
+      await state.sender.replaceTrack(track);
+    } catch (err) {
+      console.warn("replaceTrack failed", err);
+    }
+  }
+
+  function startStamping(camera) {
+    const { width = 640, height = 480 } = camera.getSettings();
+    probe.canvas = document.createElement("canvas");
+    probe.canvas.width = width;
+    probe.canvas.height = height;
+    probe.ctx = probe.canvas.getContext("2d", { alpha: false });
+    probe.track = probe.canvas.captureStream(STAMP_FPS).getVideoTracks()[0];
+    drawStamped();
+  }
+
+  function stopStamping() {
+    if (probe.cancelDraw) probe.cancelDraw();
+    if (probe.track) probe.track.stop();
+    Object.assign(probe, { canvas: null, ctx: null, track: null, cancelDraw: null });
+    probe.drawnAt.clear();
+  }
+
+  // Each camera frame: copied onto the canvas with the next id over its top rows.
+  function drawStamped() {
+    const video = $("local");
+    const { canvas, ctx } = probe;
+    if (video.videoWidth) {
+      if (canvas.width !== video.videoWidth || canvas.height !== video.videoHeight) {
+        canvas.width = video.videoWidth;
+        canvas.height = video.videoHeight;
+      }
+      ctx.drawImage(video, 0, 0);
+      stampId(ctx, canvas.width, probe.nextId);
+      remember(probe.nextId, performance.now());
+      probe.nextId = (probe.nextId + 1) & ID_MASK;
+    }
+    const handle = video.requestVideoFrameCallback(drawStamped);
+    probe.cancelDraw = () => video.cancelVideoFrameCallback(handle);
+  }
+
+  function stampId(ctx, width, id) {
+    const block = Math.floor(width / ID_BITS);
+    for (let bit = 0; bit < ID_BITS; bit++) {
+      const gray = (id >> bit) & 1 ? ID_LIGHT : ID_DARK;
+      ctx.fillStyle = `rgb(${gray}, ${gray}, ${gray})`;
+      ctx.fillRect(bit * block, 0, block, ID_ROWS);
+    }
+  }
+
+  function remember(id, at) {
+    probe.drawnAt.delete(id); // a wrapped id goes to the back again
+    probe.drawnAt.set(id, at);
+    if (probe.drawnAt.size > ID_KEEP) probe.drawnAt.delete(probe.drawnAt.keys().next().value);
+  }
+
+  // The id in a returned frame: each block's centre (rows 4..12, the middle half of its width,
+  // away from the codec's smeared edges), thresholded halfway between dark and light.
+  function readId(video) {
+    const width = video.videoWidth;
+    const canvas = probe.reader || (probe.reader = document.createElement("canvas"));
+    if (canvas.width !== width || canvas.height !== ID_ROWS) {
+      canvas.width = width;
+      canvas.height = ID_ROWS;
+    }
+    const ctx = canvas.getContext("2d", { willReadFrequently: true });
+    ctx.drawImage(video, 0, 0, width, ID_ROWS, 0, 0, width, ID_ROWS);
+    const data = ctx.getImageData(0, 0, width, ID_ROWS).data;
+    const block = Math.floor(width / ID_BITS);
+    const inset = Math.floor(block / 4);
+    let id = 0;
+    for (let bit = 0; bit < ID_BITS; bit++) {
+      let sum = 0;
+      let count = 0;
+      for (let y = ID_ROWS / 4; y < (3 * ID_ROWS) / 4; y++) {
+        for (let x = bit * block + inset; x < (bit + 1) * block - inset; x++) {
+          const i = (y * width + x) * 4;
+          sum += data[i] + data[i + 1] + data[i + 2];
+          count += 3;
+        }
+      }
+      if (sum / count > (ID_DARK + ID_LIGHT) / 2) id |= 1 << bit;
+    }
+    return id;
+  }
+
+  function onReturnedFrame(now, metadata) {
+    const video = $("remote");
+    probe.remoteHandle = video.requestVideoFrameCallback(onReturnedFrame);
+    if (video.videoWidth >= ID_BITS * 4) record(readId(video), metadata.expectedDisplayTime || now);
+  }
+
+  // A known id seen for the first time: one sample. Frames come back in order, so it and every
+  // id drawn before it are done with (a repeated frame, or a misread older id, adds nothing).
+  function record(id, shownAt) {
+    const drawn = probe.drawnAt.get(id);
+    if (drawn === undefined) return;
+    for (const key of probe.drawnAt.keys()) {
+      probe.drawnAt.delete(key);
+      if (key === id) break;
+    }
+    probe.samples.push(shownAt - drawn);
+    if (probe.samples.length > LATENCY_WINDOW) probe.samples.shift();
+  }
+
+  function percentile(sorted, q) {
+    return sorted[Math.min(sorted.length - 1, Math.floor(q * sorted.length))];
+  }
+
+  function showLatency() {
+    const sorted = [...probe.samples].sort((a, b) => a - b);
+    const n = sorted.length;
+    window.camfxLatency = n ? { p50: percentile(sorted, 0.5), p95: percentile(sorted, 0.95), n } : { p50: null, p95: null, n: 0 };
+    const { p50, p95 } = window.camfxLatency;
+    const idle = state.sessionId ? "waiting for frames…" : "on";
+    $("g2g").textContent = !probe.on ? "off" : n ? `p50 ${fmtMs(p50)} · p95 ${fmtMs(p95)}` : idle;
+  }
+
+  function resetLatency() {
+    probe.samples = [];
+    probe.drawnAt.clear();
+    showLatency();
+  }
+
+  // The switch: stamp and read while on, and ask the server to keep the probe rows.
+  async function setMeasuring(on) {
+    probe.on = on;
+    $("measure-latency").checked = on;
+    change("probe", on, true);
+    const video = $("remote");
+    clearInterval(probe.timer);
+    if (probe.remoteHandle !== null) video.cancelVideoFrameCallback(probe.remoteHandle);
+    probe.remoteHandle = null;
+    if (on) {
+      probe.remoteHandle = video.requestVideoFrameCallback(onReturnedFrame);
+      probe.timer = setInterval(showLatency, LATENCY_EVERY_MS);
+    }
+    resetLatency();
+    await switchTrack();
+  }
+
+  function setupLatencySwitch() {
+    const input = $("measure-latency");
+    input.checked = false;
+    input.disabled = !canMeasure;
+    if (!canMeasure) input.closest("label").title = "This browser cannot read video frames (requestVideoFrameCallback).";
+    input.addEventListener("change", () => setMeasuring(input.checked));
+    state.setMeasuring = setMeasuring;
+  }
+
   // ---- the stream's name: viewers (OBS Browser Sources, /view pages) find it by it ----
   function publishName() {
     return $("publish-name").value.trim();
@@ -920,6 +1165,8 @@
   // ---- boot ----
   async function init() {
     setupCodecSelect();
+    setupLatencySwitch();
+    $("sv-quality-tile").title = QUALITY_TITLE;
     setStatus("idle");
     setSync("local");
     $("start").addEventListener("click", () => start());

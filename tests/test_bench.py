@@ -69,6 +69,7 @@ def test_bench_latency_measures_camfx_against_the_echo(tmp_path):
     for row in rows.values():
         assert row["fresh_fps"] > 10 and row["latency_ms"]["n"] > 10
         assert 0 < row["latency_ms"]["p50"] < 1000
+        assert row["server_cores"] > 0 and 0 < row["machine_cpu_percent"] <= 100  # this run's servers: their CPU
     assert rows["echo"]["server"] is None and rows["echo-marker"]["server"] is None  # echoes have no camfx stats
     # Each effect's p50 less each baseline's, from the same run.
     for base in ("echo", "echo-marker"):
