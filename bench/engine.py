@@ -15,7 +15,10 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
+import cv2
+
 from camfx.engine.backgrounds import Backgrounds
+from camfx.engine.config import ServerConfig
 from camfx.engine.params import Params
 from camfx.engine.pipeline import Work, default_pipeline
 from camfx.engine.segmenter import Segmenters
@@ -27,6 +30,7 @@ from .stats import axes, machine, save, summary_ms
 def run(
     sizes: list[tuple[int, int]], effects: list[str], frames: int, model: str, threads: int, pace_fps: float = 0.0
 ) -> dict:
+    cv2.setNumThreads(ServerConfig().opencv_threads)  # as the server runs it
     segmenters, backgrounds = Segmenters(threads=threads), Backgrounds()
     helper = ThreadPoolExecutor(max_workers=2)  # as the server's: background layer alongside the model
     results = []

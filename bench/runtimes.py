@@ -24,10 +24,13 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
-from camfx.engine.runtimes.chain import candidates_for
+import cv2
+
 from camfx.engine.backgrounds import Backgrounds
+from camfx.engine.config import ServerConfig
 from camfx.engine.runtimes.batching import BatchingRuntime
 from camfx.engine.runtimes.cache import cached_segmentation_plan
+from camfx.engine.runtimes.chain import candidates_for
 from camfx.engine.params import Params
 from camfx.engine.pipeline import Work, default_pipeline
 from camfx.engine.segmenter import Segmenter
@@ -48,13 +51,16 @@ class _One:
 
 
 def _time(fn, frames: list, count: int, warmup: int = 20) -> dict:
+    """Wall time per call (p50 / p95 ...) and the process's CPU per call, helper threads included."""
     seconds = []
     for i in range(count + warmup):
+        if i == warmup:
+            cpu0 = time.process_time()
         start = time.perf_counter()
         fn(frames[i % len(frames)])
         if i >= warmup:
             seconds.append(time.perf_counter() - start)
-    return summary_ms(seconds)
+    return {**summary_ms(seconds), "cpu_ms_per_frame": round((time.process_time() - cpu0) * 1000 / count, 2)}
 
 
 def _sessions(segmenter: Segmenter, frames: list, sessions: int, count: int) -> dict:
@@ -72,13 +78,17 @@ def _sessions(segmenter: Segmenter, frames: list, sessions: int, count: int) -> 
             seconds.extend(mine[count // 10 :])  # the first tenth warms up
 
     threads = [threading.Thread(target=session, args=(i * 7,)) for i in range(sessions)]
-    start = time.perf_counter()
+    start, cpu0 = time.perf_counter(), time.process_time()
     for t in threads:
         t.start()
     for t in threads:
         t.join()
-    wall = time.perf_counter() - start
-    return {"fps": round(sessions * count / wall, 1), "frame_ms": summary_ms(seconds)}
+    wall, cpu = time.perf_counter() - start, time.process_time() - cpu0
+    # Cores: the process's own CPU clock over the wall time, so what a session costs shows
+    # next to what it gets.
+    return {"fps": round(sessions * count / wall, 1), "frame_ms": summary_ms(seconds),
+            "cores": round(cpu / wall, 2), "cores_per_session": round(cpu / wall / sessions, 2),
+            "cpu_ms_per_frame": round(cpu * 1000 / (sessions * count), 2)}
 
 
 def _batching_rows(size: str, model: str, name: str, runtime, clip: list, sessions: int, frames: int) -> dict:
@@ -87,8 +97,9 @@ def _batching_rows(size: str, model: str, name: str, runtime, clip: list, sessio
     batched = _sessions(Segmenter(model, batcher), clip, sessions, frames)
     batched["mean_batch"] = round(batcher.frames / max(batcher.calls, 1), 2)
     print(f"{size} {model:>9} {name:<40} {sessions} sessions: side by side {plain['fps']:7.1f} fps "
-          f"(p50 {plain['frame_ms']['p50']:.2f} ms), batched {batched['fps']:7.1f} fps "
-          f"(p50 {batched['frame_ms']['p50']:.2f} ms, mean batch {batched['mean_batch']})", flush=True)
+          f"(p50 {plain['frame_ms']['p50']:.2f} ms, {plain['cores']:.2f} cores, {plain['cpu_ms_per_frame']:.2f} CPU ms a frame), "
+          f"batched {batched['fps']:7.1f} fps (p50 {batched['frame_ms']['p50']:.2f} ms, {batched['cores']:.2f} cores, "
+          f"{batched['cpu_ms_per_frame']:.2f} CPU ms a frame, mean batch {batched['mean_batch']})", flush=True)
     return {"size": size, "model": model, "runtime": name, "sessions": sessions,
             "side_by_side": plain, "batched": batched, "batched_over_side_by_side": round(batched["fps"] / plain["fps"], 2)}
 
@@ -104,6 +115,7 @@ def _device_pipeline(device: str) -> str | None:
 
 def run(sizes: list[tuple[int, int]], models: list[str], frames: int, threads: int, sessions: int = 1,
         device_pipeline: str | None = None) -> dict:
+    cv2.setNumThreads(ServerConfig().opencv_threads)  # as the server runs it
     helper = ThreadPoolExecutor(max_workers=2)
     backgrounds = Backgrounds()
     rows, batching = [], []
@@ -134,7 +146,8 @@ def run(sizes: list[tuple[int, int]], models: list[str], frames: int, threads: i
                 on_device_text = (f"   on {device_pipeline} p50 {row['device_blur_pipeline_ms']['p50']:6.2f}  "
                                   f"p95 {row['device_blur_pipeline_ms']['p95']:6.2f} ms" if device_pipeline else "")
                 print(f"{width}x{height} {model:>9} {candidate.name:<40} segment p50 {segment['p50']:6.2f}  "
-                      f"p95 {segment['p95']:6.2f} ms   blur pipeline p50 {blur['p50']:6.2f}  p95 {blur['p95']:6.2f} ms"
+                      f"p95 {segment['p95']:6.2f} ms   blur pipeline p50 {blur['p50']:6.2f}  p95 {blur['p95']:6.2f} ms "
+                      f"({blur['cpu_ms_per_frame']:.2f} CPU ms)"
                       + on_device_text, flush=True)
                 if sessions > 1:
                     batching.append(_batching_rows(f"{width}x{height}", model, candidate.name, segmenter.runtime,

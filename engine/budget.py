@@ -6,10 +6,9 @@ hysteresis: down fast when frames run over, up slowly once there is clear headro
 
 from __future__ import annotations
 
+import itertools
 from collections import deque
 from dataclasses import dataclass
-
-import numpy as np
 
 
 @dataclass(frozen=True)
@@ -26,6 +25,15 @@ LADDER = (
     Quality("lean", feather=False, toon_passes=1),
     Quality("mask-every-2nd", feather=False, toon_passes=1, mask_every=2),
 )
+
+
+def _percentile(values, q: float) -> float:
+    """numpy's default (linear) percentile of a few values."""
+    ordered = sorted(values)
+    position = (len(ordered) - 1) * q / 100
+    low = int(position)
+    high = min(low + 1, len(ordered) - 1)
+    return ordered[low] + (ordered[high] - ordered[low]) * (position - low)
 
 
 class BudgetController:
@@ -45,13 +53,15 @@ class BudgetController:
 
     def observe(self, compute_s: float) -> None:
         """Record one frame's compute time and move on the ladder if warranted."""
-        self._times.append(compute_s)
-        recent = np.fromiter(self._times, dtype=np.float64)
+        times = self._times
+        times.append(compute_s)
+        # Plain Python on at most `window` numbers: numpy's percentile cost more per frame than
+        # sorting them does.
         # Down: the last few frames are over budget (react within ~5 frames).
-        if len(recent) >= 5 and np.percentile(recent[-5:], 50) > self._over * self.budget_s:
+        if len(times) >= 5 and sorted(itertools.islice(times, len(times) - 5, None))[2] > self._over * self.budget_s:
             self._move(+1)
         # Up: a whole window well inside the budget (hysteresis: slow to trust headroom).
-        elif len(recent) == self._times.maxlen and np.percentile(recent, 90) < self._under * self.budget_s:
+        elif self.level > 0 and len(times) == times.maxlen and _percentile(times, 90) < self._under * self.budget_s:
             self._move(-1)
 
     def _move(self, step: int) -> None:

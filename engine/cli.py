@@ -63,6 +63,8 @@ def serve(argv: list[str]) -> int:
                         help="concurrent streams, 1 or more; more get 503 (default %(default)s)")
     parser.add_argument("--model-threads", type=_positive(int), default=defaults.model_threads,
                         help="onnxruntime threads per model run, 1 or more (default %(default)s)")
+    parser.add_argument("--opencv-threads", type=_positive(int), default=defaults.opencv_threads,
+                        help="OpenCV threads per resize or blur (default %(default)s: sessions share the cores instead)")
     parser.add_argument("--connect-timeout", type=_positive(float), default=defaults.connect_timeout,
                         help="seconds a peer has to connect before its slot is freed (default %(default)s)")
     parser.add_argument("--media-timeout", type=_positive(float), default=defaults.media_timeout,
@@ -166,7 +168,7 @@ def serve(argv: list[str]) -> int:
         return _fail(f"--host {args.host}: {exc}")
     config = ServerConfig(
         host=args.host, port=args.port, max_sessions=args.max_sessions, model_threads=args.model_threads,
-        connect_timeout=args.connect_timeout, media_timeout=args.media_timeout,
+        opencv_threads=args.opencv_threads, connect_timeout=args.connect_timeout, media_timeout=args.media_timeout,
         allowed_origins=tuple(args.allow_origin), defaults=params, diffusion_models=models, device=args.device,
         batch_sessions=args.batch_sessions, token=args.token, tls_cert=cert, tls_key=key, ice_servers=ice_servers,
         replace_publisher=args.replace_publisher, max_viewers=args.max_viewers,

@@ -7,6 +7,8 @@ import logging
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any, Callable
 
+import cv2
+
 from .backgrounds import Backgrounds
 from .config import ServerConfig
 from .diffusion.models import DiffusionModels
@@ -29,6 +31,7 @@ class Hub:
 
     def __init__(self, config: ServerConfig, pipeline_factory: Callable[[], Any] | None = None):
         self.config = config
+        cv2.setNumThreads(config.opencv_threads)  # process-wide, as OpenCV's pool is
         self.metrics = Metrics()
         self.device = resolve_device(config.device)
         if config.batch_sessions not in ("auto", "on", "off"):

@@ -275,7 +275,12 @@ def test_bench_runtimes_times_every_runtime_in_the_chain(tmp_path):
     assert {(r["model"], r["runtime"]) for r in rows} == {(m, CPU) for m in SEGMENTATION_MODELS}
     for row in rows:  # timed, not compared: which is faster is the benchmark's to say, not a test's
         assert row["segment_ms"]["p50"] > 0 and row["blur_pipeline_ms"]["p50"] > 0
+        assert row["blur_pipeline_ms"]["cpu_ms_per_frame"] > 0
         assert row["device"] == "cpu" and row["device_blur_pipeline_ms"]["p50"] > 0
     assert {(r["model"], r["sessions"]) for r in data["sessions"]} == {(m, 2) for m in SEGMENTATION_MODELS}
     for row in data["sessions"]:
         assert row["side_by_side"]["fps"] > 0 and 1 <= row["batched"]["mean_batch"] <= 2
+        for how in ("side_by_side", "batched"):  # what the sessions cost, from the process's CPU clock
+            cost = row[how]
+            assert cost["cores"] > 0 and cost["cores_per_session"] == pytest.approx(cost["cores"] / 2, abs=0.01)
+            assert cost["cpu_ms_per_frame"] > 0

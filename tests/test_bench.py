@@ -96,3 +96,28 @@ def test_bench_camera_reports_local_and_remote_against_the_passthrough(tmp_path)
     assert rows["blur"]["p50_over_passthrough_ms"] == pytest.approx(
         rows["blur"]["latency_ms"]["p50"] - rows["passthrough"]["latency_ms"]["p50"], abs=0.01)
     assert (tmp_path / "camera.png").stat().st_size > 0
+
+
+def test_bench_capacity_adds_sessions_until_one_falls_short(tmp_path):
+    """Steps of 1, 2 sessions from a client process of its own; each says what it cost. Whether
+    a step holds depends on the machine: the test checks the verdicts follow the figures."""
+    import json
+
+    from camfx.bench.capacity import HOLD_FPS, main
+
+    argv = ["--sizes", "320x240", "--max-sessions", "2", "--seconds", "2", "--warmup", "1", "--out", str(tmp_path)]
+    assert main(argv) == 0
+    data = json.loads((tmp_path / "capacity.json").read_text())
+    steps = data["steps"]
+    assert [s["sessions"] for s in steps] == list(range(1, len(steps) + 1))
+    for step in steps:
+        assert len(step["per_session"]) == step["sessions"]
+        assert step["holds"] == (step["min_fps"] >= HOLD_FPS)
+        assert step["server_cores"] > 0 and step["client_cores"] > 0  # both sides' cost is shown
+        assert step["server_cores_per_session"] == pytest.approx(step["server_cores"] / step["sessions"], abs=0.001)
+        assert all(s["latency_ms"]["n"] > 0 for s in step["per_session"])
+    holding = [s["sessions"] for s in steps if s["holds"]]
+    assert data["capacity"]["320x240"] == (holding[-1] if holding else 0)
+    assert all(s["holds"] for s in steps[:-1])  # it stops at the first step that does not hold
+    assert len(steps) == 2 or not steps[-1]["holds"]
+    assert (tmp_path / "capacity.png").stat().st_size > 0

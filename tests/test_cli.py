@@ -86,6 +86,7 @@ def test_a_missing_extra_is_one_line(args, block, expected):
 @pytest.mark.parametrize("args, expected", [
     (["serve", "--blur-strength", "99"], "blur_strength"),
     (["serve", "--max-sessions", "0"], "must be above 0"),
+    (["serve", "--opencv-threads", "0"], "must be above 0"),
     (["serve", "--effect", "sepia"], "invalid choice"),
 ])
 def test_bad_values_are_refused_with_the_flag_named(args, expected):
@@ -157,3 +158,19 @@ def test_a_self_signed_certificate_is_made_kept_and_its_fingerprint_printed(tmp_
     from camfx.engine.transport import tls
 
     assert tls.fingerprint(tmp_path / "tls" / "self-signed.pem") in text
+
+
+def test_the_hub_sets_opencv_threads_for_the_process():
+    import cv2
+
+    from camfx.engine.config import ServerConfig
+    from camfx.engine.hub import Hub
+
+    before = cv2.getNumThreads()
+    hub = Hub(ServerConfig(opencv_threads=3, device="cpu"))
+    try:
+        assert cv2.getNumThreads() == 3
+        assert ServerConfig().opencv_threads == 1  # the default: sessions share the cores instead
+    finally:
+        hub.shutdown()
+        cv2.setNumThreads(before)

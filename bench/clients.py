@@ -1,0 +1,62 @@
+"""N synthetic cameras streaming to one camfx server at once, as a process of their own, for
+`camfx bench capacity`: it prints `measuring` when every session is warm, then one JSON line
+with each session's fps and latency over the measured seconds.
+
+    python -m camfx.bench.clients URL --sessions 3 --size 640x480 --effect blur --seconds 10
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import time
+
+from camfx.engine.transport.ice import serve_media_on
+
+from .clip import person_clip
+from .peer import ClientPeer, SyntheticCamera
+from .stats import summary_ms
+
+
+async def stream(url: str, sessions: int, size: str, effect: str, fps: float, seconds: float, warmup: float) -> list[dict]:
+    width, height = (int(v) for v in size.split("x"))
+    clip = person_clip(width, height, 60)
+    peers = [ClientPeer(SyntheticCamera(clip, fps=fps)) for _ in range(sessions)]
+    try:
+        for peer in peers:
+            await peer.connect(url, {"effect": effect, "probe": True})
+        await asyncio.gather(*(peer.wait_frames(5, timeout=60) for peer in peers))
+        await asyncio.sleep(warmup)
+        start = [(len(p.received.fresh), p.camera.frames_sent) for p in peers]
+        print("measuring", flush=True)
+        t0 = time.perf_counter()
+        await asyncio.sleep(seconds)
+        elapsed = time.perf_counter() - t0
+        return [{"fresh_fps": round((len(p.received.fresh) - fresh0) / elapsed, 2),
+                 "sent_fps": round((p.camera.frames_sent - sent0) / elapsed, 2),
+                 "latency_ms": summary_ms(p.received.latencies[fresh0:])}
+                for p, (fresh0, sent0) in zip(peers, start)]
+    finally:
+        await asyncio.gather(*(peer.close() for peer in peers), return_exceptions=True)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m camfx.bench.clients", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("url")
+    parser.add_argument("--sessions", type=int, default=1)
+    parser.add_argument("--size", default="640x480")
+    parser.add_argument("--effect", default="blur")
+    parser.add_argument("--fps", type=float, default=30.0)
+    parser.add_argument("--seconds", type=float, default=10.0)
+    parser.add_argument("--warmup", type=float, default=3.0)
+    args = parser.parse_args(argv)
+    serve_media_on(["127.0.0.1"])
+    rows = asyncio.run(stream(args.url, args.sessions, args.size, args.effect, args.fps, args.seconds, args.warmup))
+    print(json.dumps(rows), flush=True)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
