@@ -51,6 +51,9 @@ class Work:
 
 
 class Stage(Protocol):
+    """One step of a frame's way through the pipeline: reads what earlier stages left on the
+    `Work` and adds its own result there; `name` is what its time is reported under."""
+
     name: str
 
     def __call__(self, work: Work) -> None: ...

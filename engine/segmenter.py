@@ -16,6 +16,8 @@ from .runtimes.chain import load_chain
 
 
 class Segmenter:
+    """One segmentation model on its runtime: an I420 frame in, the person's probability out."""
+
     def __init__(self, name: str, runtime: Runtime):
         spec = SEGMENTATION_MODELS[name]
         self.name = name

@@ -3,6 +3,10 @@
 from __future__ import annotations
 
 import os
+import shutil
+import socket
+import subprocess
+import time
 
 os.environ["HF_HUB_OFFLINE"] = "1"  # before huggingface_hub is imported: it reads this once
 
@@ -83,3 +87,30 @@ def tiny_repo(tmp_path_factory):
     from .tiny_diffusion import build_tiny_repo
 
     return build_tiny_repo(tmp_path_factory.mktemp("diffusion"))
+
+
+def free_udp_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture(scope="session")
+def coturn(tmp_path_factory):
+    """Debian's coturn on a loopback UDP port (STUN and TURN, user camfx / turnpass): (port, log)."""
+    binary = shutil.which("turnserver")
+    if binary is None:
+        raise RuntimeError("coturn's turnserver is missing: apt-get install coturn (.ci/run does)")
+    port = free_udp_port()
+    log = tmp_path_factory.mktemp("coturn") / "turn.log"
+    proc = subprocess.Popen([
+        binary, "-n", "--listening-ip=127.0.0.1", "--relay-ip=127.0.0.1", f"--listening-port={port}",
+        "--min-port=49200", "--max-port=49400", "--lt-cred-mech", "--user=camfx:turnpass", "--realm=camfx.test",
+        "--no-tls", "--no-dtls", "--no-cli", "--allow-loopback-peers", "--fingerprint", f"--log-file={log}",
+        "--simple-log", "--no-stun-backward-compatibility",
+    ], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    time.sleep(1.0)
+    assert proc.poll() is None, log.read_text() if log.exists() else "turnserver exited"
+    yield port, log
+    proc.terminate()
+    proc.wait(10)

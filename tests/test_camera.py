@@ -80,18 +80,87 @@ def one_line(result: subprocess.CompletedProcess) -> str:
 
 
 # ---- local mode ------------------------------------------------------------------------------------
-def test_local_mode_from_a_file_to_a_file(camera_file, clip, tmp_path):
+@pytest.mark.parametrize("effect", ["remove", "blur", "replace", "none"])
+def test_local_mode_from_a_file_to_a_file(camera_file, clip, tmp_path, effect):
     out = tmp_path / "out.y4m"
-    result = camfx("--input", str(camera_file), "--output", str(out), "--effect", "remove", "--control", "off")
+    result = camfx("--input", str(camera_file), "--output", str(out), "--effect", effect, "--control", "off")
     assert result.returncode == 0, result.stderr
     written = frames_of(out)
     assert len(written) == len(clip)  # a 30-frame file at its own rate: nothing had to be dropped
     person_bg = masks(clip, Segmenters().get("landscape"))
     for i in (5, 15, 25):
         person, background = person_bg[i]
-        assert green_share(written[i], background) > 0.95  # keyed
         luma_in, luma_out = yuv.planes(clip[i])[0].astype(int), yuv.planes(written[i])[0].astype(int)
         assert np.abs(luma_out[person] - luma_in[person]).mean() < 2  # the person's own pixels
+        changed = np.abs(luma_out[background] - luma_in[background]).mean()
+        if effect == "remove":
+            assert green_share(written[i], background) > 0.95  # keyed
+        elif effect == "none":
+            assert changed < 1  # passed through
+        else:  # blurred or replaced: the background is not the camera's any more
+            assert changed > 4, f"{effect}: the background moved by {changed:.1f} grey levels only"
+
+
+def test_several_outputs_at_once_each_get_every_frame(camera_file, clip, tmp_path):
+    raw, mp4 = tmp_path / "out.y4m", tmp_path / "out.mp4"
+    result = camfx("--input", str(camera_file), "--output", str(raw), "--output", str(mp4), "--effect", "remove",
+                   "--control", "off")
+    assert result.returncode == 0, result.stderr
+    assert len(frames_of(raw)) == len(clip)
+    with av.open(str(mp4)) as container:
+        decoded = [f.to_ndarray(format="yuv420p") for f in container.decode(video=0)]
+    assert len(decoded) == len(clip) and decoded[0].shape == clip[0].shape
+    background = masks(clip[:1], Segmenters().get("landscape"))[0][1]
+    assert green_share(decoded[0], background) > 0.9  # the processed picture, through a lossy codec
+
+
+def test_ctrl_c_stops_cleanly_and_leaves_a_whole_file(camera_file, tmp_path):
+    import signal
+
+    out = tmp_path / "live.y4m"
+    proc = subprocess.Popen([sys.executable, "-m", "camfx", "camera", "--input", str(camera_file), "--loop",
+                             "--output", str(out), "--control", "off", "--effect", "blur"],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        deadline = time.monotonic() + 60
+        while not (out.exists() and out.stat().st_size > 10 * clip_bytes(camera_file)):
+            assert proc.poll() is None and time.monotonic() < deadline, proc.stderr.read() if proc.poll() else "no frames"
+            time.sleep(0.2)
+        proc.send_signal(signal.SIGINT)
+        _, stderr = proc.communicate(timeout=20)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    assert proc.returncode == 0 and "Traceback" not in stderr, stderr
+    assert len(frames_of(out)) > 10  # every frame written is whole: the file reads to its end
+
+
+def clip_bytes(camera_file: Path) -> int:
+    """About one frame of the camera file, in bytes."""
+    with av.open(str(camera_file)) as container:
+        stream = container.streams.video[0]
+        return stream.width * stream.height * 3 // 2
+
+
+def test_a_size_the_camera_refuses_is_one_clear_line(monkeypatch):
+    """No camera exists here: a device that is there and refuses, as FFmpeg reports it (EINVAL),
+    stands in for one."""
+    from aiortc.contrib import media
+
+    from camfx.engine.client import sources
+
+    def refusing_player(name, format=None, options=None):
+        raise av.FFmpegError(22, "Invalid argument")
+
+    exists = Path.exists
+    monkeypatch.setattr(media, "MediaPlayer", refusing_player)
+    monkeypatch.setattr(Path, "exists", lambda path: str(path) == "/dev/video7" or exists(path))
+    with pytest.raises(sources.SourceError, match=r"^/dev/video7 refused 4000x3000, 30 fps, mjpeg \(Invalid argument\); "
+                                                  r"see what it offers with `ffmpeg -f v4l2 -list_formats all"):
+        open_source("/dev/video7", "4000x3000", 30.0, "mjpeg")
+    with pytest.raises(sources.SourceError, match="cannot open /dev/video7 .*another application"):
+        open_source("7")
 
 
 async def test_frames_out_plus_counted_drops_are_the_frames_in_and_params_change_live(camera_file, clip, tmp_path):
@@ -223,21 +292,23 @@ async def test_processing_pauses_while_nobody_watches_the_virtual_camera(camera_
 class Server:
     """camfx serve in this process, on a port that stays the same across restarts."""
 
-    def __init__(self, **config):
+    def __init__(self, ssl_context=None, **config):
         self.port = free_port()
         self.config = dict(config)
+        self.ssl_context = ssl_context
         self.runner = None
 
     async def start(self):
         config = ServerConfig(port=self.port, **self.config)
-        self.runner = await http_server.start(create_app(config), "127.0.0.1", self.port, limits=http_limits(config))
+        self.runner = await http_server.start(create_app(config), "127.0.0.1", self.port, limits=http_limits(config),
+                                              ssl_context=self.ssl_context)
 
     async def stop(self):
         await self.runner.cleanup()
 
     @property
     def url(self):
-        return f"http://127.0.0.1:{self.port}"
+        return f"{'https' if self.ssl_context else 'http'}://127.0.0.1:{self.port}"
 
 
 async def test_the_thin_client_survives_the_server_going_away_and_coming_back(clip, tmp_path):
@@ -297,6 +368,54 @@ async def test_thin_client_errors_are_one_line(camera_file, setup, expected):
     finally:
         if setup != "unreachable":
             await server.stop()
+
+
+async def test_the_thin_client_reaches_a_self_signed_server_only_when_told_to(camera_file, clip, tmp_path):
+    """A `serve --tls self-signed` box: refused with a line that says what to do, then used with
+    insecure; the client takes the STUN / TURN servers the server hands out."""
+    from camfx.engine.transport import ice, tls
+
+    cert, key = tls.self_signed(tmp_path)
+    stun = ice.ice_server("stun:127.0.0.1:3478")  # loopback: nothing leaves the machine
+    server = Server(ssl_context=tls.server_context(cert, key), token="t", ice_servers=(stun,))
+    await server.start()
+    try:
+        refused = CameraApp(open_source(str(camera_file)), RemoteProcessor(server.url, Params(), token="t"),
+                            [SinkRunner(FileSink(tmp_path / "refused.y4m"), 30)])
+        with pytest.raises(RemoteError, match="does not trust.*--insecure"):
+            await refused.run_until_done()
+
+        source = open_source(str(write_y4m(tmp_path / "long.y4m", clip)), loop=True)
+        processor = RemoteProcessor(server.url, Params(effect="remove"), token="t", insecure=True)
+        app = CameraApp(source, processor, [SinkRunner(FileSink(tmp_path / "tls.y4m"), 30.0)])
+        run = asyncio.ensure_future(app.run_until_done())
+        try:
+            deadline = time.monotonic() + 30
+            while not (processor.state == "connected" and processor.stats()["fps_back"] > 0):
+                assert time.monotonic() < deadline and not run.done(), "no frames back over https"
+                await asyncio.sleep(0.2)
+            assert [s.urls for s in processor.ice_servers] == ["stun:127.0.0.1:3478"]
+        finally:
+            app.stop_event.set()
+            await run
+    finally:
+        await server.stop()
+    background = masks(clip[:1], Segmenters().get("landscape"))[0][1]
+    assert any(green_share(f, background) > 0.5 for f in frames_of(tmp_path / "tls.y4m"))  # processed there
+
+
+@pytest.mark.parametrize("args, expected", [
+    (["--server", "http://127.0.0.1:1", "--ice-server", "bogus:1"], "--ice-server: 'bogus:1' is not a STUN or TURN URL"),
+    (["--server", "http://127.0.0.1:1", "--ice-server", "turn:127.0.0.1:3478"], "needs --ice-username"),
+])
+def test_bad_remote_settings_are_one_clear_line(args, expected, camera_file):
+    assert expected in one_line(camfx("--input", str(camera_file), "--output", "/tmp/camfx-test.y4m",
+                                      "--control", "off", *args))
+
+
+def test_remote_only_flags_without_a_server_are_refused(camera_file):
+    result = camfx("--input", str(camera_file), "--insecure")
+    assert result.returncode == 2 and "add --server URL" in result.stderr
 
 
 @pytest.mark.parametrize("args, expected", [

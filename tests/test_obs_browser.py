@@ -6,9 +6,6 @@ self-signed certificate and a token."""
 
 from __future__ import annotations
 
-import shutil
-import socket
-import subprocess
 import time
 from pathlib import Path
 
@@ -217,32 +214,6 @@ def test_the_view_page_waits_for_a_stream_that_is_not_there_yet(browser, server)
 
 
 # ---- TURN ------------------------------------------------------------------------------------------
-def free_udp_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-@pytest.fixture(scope="module")
-def coturn(tmp_path_factory):
-    binary = shutil.which("turnserver")
-    if binary is None:
-        raise RuntimeError("coturn's turnserver is missing: apt-get install coturn (.ci/run does)")
-    port = free_udp_port()
-    log = tmp_path_factory.mktemp("coturn") / "turn.log"
-    proc = subprocess.Popen([
-        binary, "-n", "--listening-ip=127.0.0.1", "--relay-ip=127.0.0.1", f"--listening-port={port}",
-        "--min-port=49200", "--max-port=49400", "--lt-cred-mech", "--user=camfx:turnpass", "--realm=camfx.test",
-        "--no-tls", "--no-dtls", "--no-cli", "--allow-loopback-peers", "--fingerprint", f"--log-file={log}",
-        "--simple-log", "--no-stun-backward-compatibility",
-    ], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    time.sleep(1.0)
-    assert proc.poll() is None, log.read_text() if log.exists() else "turnserver exited"
-    yield port, log
-    proc.terminate()
-    proc.wait(10)
-
-
 def test_frames_flow_through_turn_when_the_browser_may_only_relay(browser, coturn):
     port, log = coturn
     config = ServerConfig(ice_servers=(ice_server(f"turn:127.0.0.1:{port}?transport=udp", "camfx", "turnpass"),))

@@ -110,15 +110,16 @@ async def test_a_publisher_and_three_viewers_one_of_them_stalled(clip_640):
 
 
 @pytest.fixture
-async def whip_server():
+async def whip_server(coturn):
+    port, _ = coturn  # a real STUN / TURN server on loopback: the server's peers use it, no packet leaves
     config = ServerConfig(max_sessions=2, max_viewers=2, ice_servers=(
-        ice_server("stun:stun.example.org:3478"), ice_server("turn:turn.example.org:3478", "user", "secret")))
+        ice_server(f"stun:127.0.0.1:{port}"), ice_server(f"turn:127.0.0.1:{port}", "camfx", "turnpass")))
     runner, server = await start_server(config)
     yield server
     await runner.cleanup()
 
 
-async def test_whip_status_codes(whip_server):
+async def test_whip_status_codes(whip_server, coturn):
     url = f"{whip_server.url}/whip/main"
     offer = await publisher_offer()
     assert (await request("POST", url, offer, **{"Content-Type": "application/json"}))[0] == 415
@@ -141,8 +142,8 @@ async def test_whip_status_codes(whip_server):
     assert status == 201 and headers["Content-Type"].startswith("application/sdp") and answer.startswith("v=0")
     assert "a=recvonly" in answer.split("m=audio")[0] and "a=inactive" in answer.split("m=audio")[1]  # audio declined
     assert headers["Location"].startswith("/whip/main/") and headers["ETag"]
-    assert '<stun:stun.example.org:3478>; rel="ice-server"' in headers["Link"]
-    assert 'username="user"; credential="secret"; credential-type="password"' in headers["Link"]
+    assert f'<stun:127.0.0.1:{coturn[0]}>; rel="ice-server"' in headers["Link"]
+    assert 'username="camfx"; credential="turnpass"; credential-type="password"' in headers["Link"]
     resource, etag = f"{whip_server.url}{headers['Location']}", headers["ETag"]
 
     status, _, body = await request("POST", url, await publisher_offer(), **{"Content-Type": "application/sdp"})
@@ -222,3 +223,56 @@ async def test_a_new_publisher_replaces_the_old_one_when_asked():
         await second.close()
         await runner.cleanup()
 
+
+
+def green_share(image) -> float:
+    """The share of the picture below the probe rows that is the key green."""
+    rgb = yuv.to_rgb(image)
+    green = (rgb[..., 1].astype(int) - rgb[..., 0] > 120) & (rgb[..., 1].astype(int) - rgb[..., 2] > 120)
+    return float(green[16:].mean())
+
+
+async def test_h264_over_whip_is_processed():
+    """OBS publishes H.264 (baseline, no B-frames): decoded, processed, and viewable."""
+    runner, server = await start_server(ServerConfig())
+    camera = SyntheticCamera(CLIP)
+    publisher, viewer = WhipPublisher(camera, codec="H264"), WhepViewer(camera.sent_at)
+    try:
+        await publisher.publish(f"{server.url}/whip/obs?effect=remove&probe=true")
+        answer = publisher.pc.remoteDescription.sdp
+        assert "H264/90000" in answer and "VP8/90000" not in answer  # what the server agreed to take
+        await viewer.view(f"{server.url}/whep/obs")
+        await viewer.wait_frames(20)
+        assert server.sessions.named("obs").stream.stats()["frames_in"] >= 20
+        assert 0.2 < green_share(viewer.received.last_frames[-1][1]) < 0.95
+    finally:
+        await viewer.close()
+        await publisher.close()
+        await runner.cleanup()
+
+
+async def test_an_offer_session_is_published_under_its_name():
+    """The demo page's "Publish as": an /offer session is a stream by name (WHEP, /streams), a
+    second one with the name gets 409, and one without a name gets one of its own."""
+    from camfx.bench.peer import ClientPeer, OfferRefused
+
+    runner, server = await start_server(ServerConfig())
+    camera = SyntheticCamera(CLIP)
+    page, again, unnamed = ClientPeer(camera), ClientPeer(SyntheticCamera(CLIP)), ClientPeer(SyntheticCamera(CLIP))
+    viewer = WhepViewer(camera.sent_at)
+    try:
+        await page.connect(server.url, {"effect": "remove", "probe": True}, name="studio")
+        assert page.name == "studio"
+        with pytest.raises(OfferRefused, match="409"):
+            await again.connect(server.url, {}, name="studio")
+        await viewer.view(f"{server.url}/whep/studio")
+        await asyncio.gather(page.wait_frames(20), viewer.wait_frames(20))
+        assert 0.2 < green_share(viewer.received.last_frames[-1][1]) < 0.95  # the same processed stream
+        status, _, body = await request("GET", f"{server.url}/streams/studio")
+        assert status == 200 and '"viewers": 1' in body
+        await unnamed.connect(server.url, {})
+        assert unnamed.name.startswith("demo-") and unnamed.name != "studio"
+    finally:
+        for peer in (viewer, page, again, unnamed):
+            await peer.close()
+        await runner.cleanup()

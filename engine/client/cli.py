@@ -42,6 +42,14 @@ def parser() -> argparse.ArgumentParser:
     remote = p.add_argument_group("remote (the effects on a camfx serve elsewhere)")
     remote.add_argument("--server", help="a camfx serve URL, e.g. https://gpu-box:8080")
     remote.add_argument("--token", default=os.environ.get("CAMFX_TOKEN"), help="its token (default: $CAMFX_TOKEN)")
+    remote.add_argument("--insecure", action="store_true",
+                        help="accept the server's certificate unchecked (a camfx serve --tls self-signed; compare "
+                             "the fingerprint it printed)")
+    remote.add_argument("--ice-server", action="append", default=[], metavar="URL",
+                        help="a STUN or TURN server for the media (stun:host:3478, turn:host:3478?transport=udp); "
+                             "repeatable; default: the ones the server hands out")
+    remote.add_argument("--ice-username", help="the TURN servers' username")
+    remote.add_argument("--ice-credential", help="the TURN servers' password")
     control = p.add_argument_group("control")
     control.add_argument("--control", default="127.0.0.1:8081", metavar="HOST:PORT|off",
                          help="the live control page and API (default %(default)s)")
@@ -57,6 +65,8 @@ def main(argv: list[str]) -> int:
 
     p = parser()
     args = p.parse_args(argv)
+    if not args.server and (args.insecure or args.ice_server):
+        p.error("--insecure and --ice-server are for a remote server: add --server URL")
     try:
         params = params_from_args(args)
     except ParamsError as exc:
@@ -94,7 +104,14 @@ async def _run(args, params) -> int:
         return _fail(str(exc))
     fps = args.fps or source.fps or 30.0
     if args.server:
-        processor = RemoteProcessor(args.server, params, args.token)
+        from ..transport.ice import ice_server
+
+        try:
+            ice = tuple(ice_server(url, args.ice_username, args.ice_credential) for url in args.ice_server)
+        except ValueError as exc:
+            source.close()
+            return _fail(f"--ice-server: {exc}")
+        processor = RemoteProcessor(args.server, params, args.token, ice, insecure=args.insecure)
     else:
         from .local import LocalProcessor
 

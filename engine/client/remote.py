@@ -97,8 +97,12 @@ class RemoteProcessor:
 
     mode = "remote"
 
-    def __init__(self, url: str, params: Params, token: str | None = None, ice_servers: tuple[RTCIceServer, ...] = ()):
-        self.url, self.token, self._ice = url.rstrip("/"), token, ice_servers
+    def __init__(self, url: str, params: Params, token: str | None = None, ice_servers: tuple[RTCIceServer, ...] = (),
+                 insecure: bool = False):
+        """`ice_servers`: STUN / TURN for the media; none given, the server's own (`/ice-servers`)
+        are used. `insecure`: accept any TLS certificate (a `camfx serve --tls self-signed`)."""
+        self.url, self.token, self.ice_servers, self._insecure = url.rstrip("/"), token, ice_servers, insecure
+        self._ice_from_server = not ice_servers
         self.params = params
         self.ended = False
         self.state = "connecting"
@@ -144,11 +148,37 @@ class RemoteProcessor:
             self.ended = True
 
     # ---- the connection --------------------------------------------------------------------------
-    def _headers(self) -> dict[str, str]:
-        return {"Authorization": f"Bearer {self.token}"} if self.token else {}
+    def _http(self) -> aiohttp.ClientSession:
+        headers = {"Authorization": f"Bearer {self.token}"} if self.token else {}
+        return aiohttp.ClientSession(headers=headers, connector=aiohttp.TCPConnector(ssl=False) if self._insecure else None)
+
+    def _unreachable(self, exc: Exception) -> RemoteError:
+        if isinstance(exc, aiohttp.ClientConnectorCertificateError):
+            return RemoteError(f"{self.url} has a certificate this machine does not trust "
+                               f"({exc.certificate_error}); if it is a camfx serve --tls self-signed, compare "
+                               "the fingerprint it printed and pass --insecure")
+        return RemoteError(f"cannot reach {self.url} ({type(exc).__name__}: {exc})")
+
+    async def _server_ice(self, http: aiohttp.ClientSession) -> None:
+        """The STUN / TURN servers the server hands its clients, unless ours were given."""
+        async with http.get(f"{self.url}/ice-servers", timeout=aiohttp.ClientTimeout(total=10)) as resp:
+            if resp.status != 200:
+                return  # a server without the endpoint (or it refused us: the offer will say why)
+            listed = (await resp.json(content_type=None)).get("iceServers", [])
+        self.ice_servers = tuple(RTCIceServer(urls=e["urls"], username=e.get("username"), credential=e.get("credential"))
+                          for e in listed if isinstance(e, dict) and e.get("urls"))
+        self._ice_from_server = False
+        if self.ice_servers:
+            log.info("using the server's ICE servers: %s", ", ".join(str(e.urls) for e in self.ice_servers))
 
     async def _connect(self) -> None:
-        pc = peer_connection(self._ice)
+        if self._ice_from_server:
+            try:
+                async with self._http() as http:
+                    await self._server_ice(http)
+            except (aiohttp.ClientError, asyncio.TimeoutError, OSError, ValueError) as exc:
+                raise self._unreachable(exc) from None
+        pc = peer_connection(self.ice_servers)
         self._pc = pc
         pc.addTransceiver(_CameraToServer(self._camera, self._sent_at), direction="sendrecv")
         release_frames_at_marker(pc)
@@ -162,7 +192,7 @@ class RemoteProcessor:
         await pc.setLocalDescription(await pc.createOffer())
         body = {"sdp": pc.localDescription.sdp, "type": "offer", "params": {**self.params.model_dump(), "probe": True}}
         try:
-            async with aiohttp.ClientSession(headers=self._headers()) as http:
+            async with self._http() as http:
                 async with http.post(f"{self.url}/offer", json=body, timeout=aiohttp.ClientTimeout(total=15)) as resp:
                     answer = await resp.json(content_type=None)
                     if resp.status == 401:
@@ -170,7 +200,7 @@ class RemoteProcessor:
                     if resp.status != 200:
                         raise RemoteError(f"{self.url} refused the camera ({resp.status}): {answer.get('error')}")
         except (aiohttp.ClientError, asyncio.TimeoutError, OSError) as exc:
-            raise RemoteError(f"cannot reach {self.url} ({type(exc).__name__}: {exc})") from None
+            raise self._unreachable(exc) from None
         self._session = answer["session_id"]
         await pc.setRemoteDescription(RTCSessionDescription(sdp=answer["sdp"], type=answer["type"]))
 
@@ -251,7 +281,7 @@ class RemoteProcessor:
         await asyncio.gather(*self._tasks, return_exceptions=True)
         if self._session and self._pc is not None:
             try:
-                async with aiohttp.ClientSession(headers=self._headers()) as http:
+                async with self._http() as http:
                     async with http.delete(f"{self.url}/sessions/{self._session}", timeout=aiohttp.ClientTimeout(total=3)):
                         pass
             except (aiohttp.ClientError, asyncio.TimeoutError, OSError):
