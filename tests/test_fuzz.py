@@ -1,6 +1,7 @@
-"""Property-based fuzzing of every endpoint and of the control data channel (hypothesis), against
-one real server: thousands of inputs, every answer 2xx or a JSON 4xx, never a 5xx; afterwards a
-real WebRTC session still streams at the camera's rate and /healthz counts only live sessions."""
+"""Property-based fuzzing of every endpoint (WHIP / WHEP and streams by name too) and of the
+control data channel (hypothesis), against one real server: thousands of inputs, every answer 2xx
+or a JSON 4xx, never a 5xx; afterwards a real WebRTC session still streams at the camera's rate
+and /healthz counts only live sessions."""
 
 from __future__ import annotations
 
@@ -171,6 +172,64 @@ def test_uploads_paths_and_methods(server, client, data):
             check(status, ctype, body)
         else:
             assert status < 500
+
+
+@pytest.fixture(scope="module")
+def whip_offer(server) -> str:
+    async def offer():
+        pc = peer_connection()
+        pc.addTransceiver("video", direction="sendonly")
+        await pc.setLocalDescription(await pc.createOffer())
+        await pc.close()
+        return pc.localDescription.sdp
+
+    return server.call(offer())
+
+
+stream_names = st.sampled_from(["main", "a", "x" * 65, "bad%20name", "..", "%2e%2e", "obs-1"]) | st.text(
+    st.characters(min_codepoint=33, max_codepoint=126, exclude_characters="/?#%"), max_size=20).filter(bool)
+
+
+@FUZZ
+@given(data=st.data())
+def test_whip_whep_and_stream_routes(server, client, whip_offer, data):
+    """OBS's side of the API: WHIP publishes (mutated offers, wrong types), their PATCH and DELETE,
+    WHEP views, streams by name and their params, the overlay page and the ICE servers."""
+    name = data.draw(stream_names)
+    kind = data.draw(st.sampled_from(["whip", "whip-resource", "whep", "stream", "pages"]))
+    sdp_type = {"Content-Type": data.draw(st.sampled_from(["application/sdp", "application/json", "", "text/plain"]))}
+    if kind == "whip":
+        query = data.draw(st.sampled_from(["", "?effect=blur", "?effect=sepia", "?blur_strength=99", "?probe=maybe",
+                                           "?" + "&".join(["effect=none"] * 50)]))
+        body = mutated(whip_offer, data).encode() if data.draw(st.booleans()) else data.draw(st.binary(max_size=300))
+        check(*client.request("POST", f"/whip/{name}{query}", body, sdp_type))
+    elif kind == "whip-resource":
+        method = data.draw(st.sampled_from(["PATCH", "DELETE", "GET", "OPTIONS"]))
+        resource = "".join(c for c in data.draw(st.text(max_size=40)) if c.isascii() and c.isalnum()) or "x"
+        headers = {**sdp_type, "If-Match": data.draw(st.sampled_from(['"*"', "*", '"0123"', "", "garbage"]))}
+        body = data.draw(st.sampled_from([b"a=ice-ufrag:x\r\na=ice-pwd:y\r\n", b"", b"\x00" * 50]))
+        status, ctype, answer = client.request(method, f"/whip/{name}/{resource}", body, headers)
+        if method != "OPTIONS":
+            check(status, ctype, answer)
+        assert status < 500
+    elif kind == "whep":
+        method = data.draw(st.sampled_from(["POST", "HEAD", "OPTIONS"]))
+        body = mutated(whip_offer, data).encode() if method == "POST" else None
+        status, ctype, answer = client.request(method, f"/whep/{name}", body, sdp_type)
+        assert status < 500, (status, answer[:200])
+        if method == "POST":
+            check(status, ctype, answer)
+    elif kind == "stream":
+        method, suffix = data.draw(st.sampled_from([("POST", "/params"), ("GET", ""), ("GET", "/params")]))
+        body = json.dumps(data.draw(param_patches | json_values)).encode() if method == "POST" else None
+        check(*client.request(method, f"/streams/{name}{suffix}", body))
+    else:
+        path = data.draw(st.sampled_from(["/view/", "/streams", "/ice-servers", "/view/" + name + "?transparent="]))
+        status, ctype, answer = client.request("GET", path + data.draw(st.text(
+            st.characters(min_codepoint=48, max_codepoint=122), max_size=10)))
+        if not ctype.startswith("text/html"):  # the overlay page itself
+            check(status, ctype, answer)
+        assert status < 500
 
 
 control_messages = st.one_of(
