@@ -13,6 +13,7 @@ BENCHMARKS = {
     "encode": "camfx.bench.encode",
     "soak": "camfx.bench.soak",
     "camera": "camfx.bench.camera",
+    "cluster": "camfx.bench.cluster",
 }
 
 

@@ -14,6 +14,7 @@ import logging
 
 import ray
 from ray import serve
+from ray.serve import metrics as serve_metrics
 
 from ..transport.ice import media_addresses, serve_media_on
 from .node_server import NodeServer
@@ -38,6 +39,13 @@ class CamfxNode:
         self.media = media_host(settings.media_host)
         serve_media_on(media_addresses(self.media))  # this process is this replica's alone
         self._stats = NodeStats()
+        # The same figures through Ray's own metrics export (each node's Prometheus endpoint),
+        # tagged by Serve with the deployment and replica; the ingress's /metrics merges camfx's own.
+        self._gauges = {name: serve_metrics.Gauge(f"camfx_replica_{name}", description=text)
+                        for name, text in (("sessions", "Open sessions on this replica"),
+                                           ("viewers", "WHEP viewers on this replica"),
+                                           ("busy", "Share of frame-worker time spent processing"),
+                                           ("degraded", "Streams below full quality"))}
         self._server = NodeServer(settings.server_config(session_id_prefix=f"{self.replica}-")).start()
         log.info("camfx replica %s on node %s (%s): media on %s, device %s", self.replica, self.node_id[:8],
                  self.node_ip, self.media, self._server.hub.device)
@@ -50,15 +58,18 @@ class CamfxNode:
         status, headers, body = await self._server.forward(request)
         extra = {}
         if Route.from_dict(route).kind == "each":
-            extra = {"media": self.media, **(await self._server.call(self._report()))}
+            extra = {"media": self.media, **(await self._server.call(self._report(advance=False)))}
         return self._answer(status, headers, body, **extra)
 
-    async def _report(self) -> dict:
-        return self._stats.report(self._server.sessions, self._server.hub)
+    async def _report(self, advance: bool = True) -> dict:
+        return self._stats.report(self._server.sessions, self._server.hub, advance)
 
     async def record_routing_stats(self) -> dict:
         """Serve calls this every `request_routing_stats_period_s`; the routers read it."""
-        return await self._server.call(self._report())
+        report = await self._server.call(self._report())
+        for name, gauge in self._gauges.items():
+            gauge.set(report[name])
+        return report
 
     async def record_autoscaling_stats(self) -> dict:
         """Serve's custom autoscaling metrics: the policy (`autoscale`) scales on sessions."""

@@ -32,23 +32,26 @@ def _seconds(metrics: Metrics, name: str, stages: tuple[str, ...]) -> float:
 
 
 class NodeStats:
-    """Call `report(sessions, hub)` on the server's event loop."""
+    """Call `report(sessions, hub)` on the server's event loop: busy times are over the time
+    since the previous report (`advance=False`: the last ones again, the window kept)."""
 
     def __init__(self) -> None:
         self._seq = 0
         self._last: tuple[float, float, float] | None = None  # (time, frame seconds, diffusion seconds)
+        self._busy = (0.0, 0.0)
 
-    def report(self, sessions, hub) -> dict[str, Any]:
-        now = time.monotonic()
-        frame_s = _seconds(hub.metrics, "camfx_stage_seconds", _STAGES)
-        diffusion_s = _seconds(hub.metrics, "camfx_diffusion_stage_seconds", _DIFFUSION_STAGES)
-        busy = diffusion_busy = 0.0
-        if self._last is not None and now > self._last[0]:
-            elapsed = now - self._last[0]
-            busy = (frame_s - self._last[1]) / (elapsed * max(1, hub.config.workers))
-            diffusion_busy = (diffusion_s - self._last[2]) / elapsed
-        self._last = (now, frame_s, diffusion_s)
-        self._seq += 1
+    def report(self, sessions, hub, advance: bool = True) -> dict[str, Any]:
+        if advance:
+            now = time.monotonic()
+            frame_s = _seconds(hub.metrics, "camfx_stage_seconds", _STAGES)
+            diffusion_s = _seconds(hub.metrics, "camfx_diffusion_stage_seconds", _DIFFUSION_STAGES)
+            if self._last is not None and now > self._last[0]:
+                elapsed = now - self._last[0]
+                self._busy = ((frame_s - self._last[1]) / (elapsed * max(1, hub.config.workers)),
+                              (diffusion_s - self._last[2]) / elapsed)
+            self._last = (now, frame_s, diffusion_s)
+            self._seq += 1
+        busy, diffusion_busy = self._busy
         live = sessions.all()
         return {
             "seq": self._seq,

@@ -1,0 +1,288 @@
+"""camfx on a real Ray cluster: two nodes (two raylets started here, bound to 127.0.0.1), two CPU
+replicas (one per node), signalling through Serve's HTTP proxy, media straight to the replicas.
+
+- four sessions are placed two and two, each streams real frames; params, stats, DELETE reach
+  the replica holding the session; a WHEP viewer reaches the replica publishing its name;
+  /healthz lists both replicas on their two nodes, /metrics has both;
+- with every replica full, an offer (and a WHIP publish) gets 503 with Retry-After;
+- one replica's actor killed mid-stream: its sessions end, the other's go on streaming, a new
+  offer succeeds, Serve brings the replica back.
+
+One cluster for the module.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import os
+import time
+
+import aiohttp
+import numpy as np
+import pytest
+
+ray = pytest.importorskip("ray", reason="the cluster extra (ray[serve]) is not installed")
+
+from camfx.bench.clip import person_clip  # noqa: E402
+from camfx.bench.latency import free_port  # noqa: E402
+from camfx.bench.peer import ClientPeer, OfferRefused, SyntheticCamera  # noqa: E402
+from camfx.bench.whip import WhepViewer, WhipError, WhipPublisher  # noqa: E402
+from camfx.engine import yuv  # noqa: E402
+from camfx.engine.cluster.routes import replica_of  # noqa: E402
+from camfx.engine.cluster.settings import ClusterSettings  # noqa: E402
+
+pytestmark = pytest.mark.timeout(300)
+
+CLIP = person_clip(320, 240, 30)
+CAP = 3  # sessions per replica: four sessions placed by headroom are 2 + 2, by filling up 3 + 1
+
+
+class Running:
+    def __init__(self, url: str):
+        self.url = url
+
+    async def get(self, path: str):
+        async with aiohttp.ClientSession() as http:
+            async with http.get(self.url + path, timeout=aiohttp.ClientTimeout(total=60)) as resp:
+                return resp.status, (await resp.json() if resp.content_type == "application/json" else await resp.text())
+
+    async def call(self, method: str, path: str, json=None):
+        async with aiohttp.ClientSession() as http:
+            async with http.request(method, self.url + path, json=json,
+                                    timeout=aiohttp.ClientTimeout(total=60)) as resp:
+                return resp.status, resp.headers.copy(), await resp.json()
+
+    async def healthz(self) -> dict:
+        status, data = await self.get("/healthz")
+        assert status == 200, data
+        return data
+
+    async def until(self, condition, timeout: float, what: str):
+        deadline = time.monotonic() + timeout
+        while True:
+            data = await self.healthz()
+            if condition(data):
+                return data
+            assert time.monotonic() < deadline, f"timed out waiting for {what}: {data}"
+            await asyncio.sleep(0.5)
+
+
+@pytest.fixture(scope="module")
+def cluster():
+    os.environ["RAY_USAGE_STATS_ENABLED"] = "0"
+    from ray import serve
+    from ray.cluster_utils import Cluster
+
+    from camfx.engine.cluster import app
+
+    node = {"num_cpus": 1, "node_ip_address": "127.0.0.1"}
+    nodes = Cluster(initialize_head=True, head_node_args={**node, "include_dashboard": False})
+    nodes.add_node(**node)
+    port = free_port()
+    try:
+        ray.init(address=nodes.address, _node_ip_address="127.0.0.1", logging_level="ERROR", log_to_driver=False)
+        nodes.wait_for_nodes()
+        settings = ClusterSettings(replicas=2, gpus_per_replica=0, cpus_per_replica=0.5, max_replicas_per_node=1,
+                                   max_sessions=CAP, port=port, media_host="127.0.0.1", device="cpu", workers=2,
+                                   media_timeout=3.0)
+        app.up(settings)
+        yield Running(f"http://127.0.0.1:{port}")
+    finally:
+        try:
+            serve.shutdown()
+        finally:
+            ray.shutdown()
+            nodes.shutdown()
+
+
+async def open_peers(url: str, count: int, params: dict | None = None, fps: float = 30.0) -> list[ClientPeer]:
+    peers = []
+    for _ in range(count):
+        peer = ClientPeer(SyntheticCamera(CLIP, fps=fps))
+        peers.append(peer)
+        await peer.connect(url, {"effect": "none", "probe": True, **(params or {})})
+    for peer in peers:
+        await peer.wait_frames(10, timeout=60)
+    return peers
+
+
+async def close_all(peers) -> None:
+    await asyncio.gather(*(p.close() for p in peers), return_exceptions=True)
+
+
+def fresh_ids(peer: ClientPeer) -> set[int]:
+    return {frame_id for frame_id, _ in peer.received.last_frames if frame_id is not None}
+
+
+def green_share(image: np.ndarray) -> float:
+    rgb = yuv.to_rgb(image).astype(int)[16:]  # below the probe rows
+    green = (rgb[..., 1] > 170) & (rgb[..., 0] < 110) & (rgb[..., 2] < 110)
+    return float(green.mean())
+
+
+async def test_sessions_are_spread_two_and_two_and_reach_their_replica(cluster):
+    peers = await open_peers(cluster.url, 4)
+    viewer = publisher = None
+    try:
+        placed = collections.Counter(replica_of(p.session_id) for p in peers)
+        assert len(placed) == 2 and sorted(placed.values()) == [2, 2], placed
+        health = await cluster.healthz()
+        replicas = {r["replica"]: r for r in health["replicas"]}
+        assert set(replicas) == set(placed) and health["sessions"] == 4 and health["max_sessions"] == 2 * CAP
+        assert len({r["node_id"] for r in replicas.values()}) == 2  # one replica on each node
+        assert all(r["sessions"] == 2 and r["status"] == "ok" and r["runtimes"] for r in replicas.values())
+
+        # every session streams real frames: new ones keep coming, and they are different frames
+        counts = [len(p.received.fresh) for p in peers]
+        await asyncio.sleep(1.5)
+        for peer, before in zip(peers, counts):
+            assert len(peer.received.fresh) > before + 5 and len(fresh_ids(peer)) > 1
+            assert green_share(peer.received.last_frames[-1][1]) < 0.02
+
+        # params reach the replica holding the session, live: the background turns key green
+        target = peers[0]
+        status, _, params = await cluster.call("POST", f"/sessions/{target.session_id}/params",
+                                               {"effect": "remove", "key_color": "#00ff00"})
+        assert status == 200 and params["effect"] == "remove"
+        for _ in range(100):
+            await asyncio.sleep(0.1)
+            if green_share(target.received.last_frames[-1][1]) > 0.2:
+                break
+        assert green_share(target.received.last_frames[-1][1]) > 0.2
+        assert all(green_share(p.received.last_frames[-1][1]) < 0.02 for p in peers[1:])
+        status, stats = await cluster.get(f"/sessions/{target.session_id}")
+        assert status == 200 and stats["params"]["effect"] == "remove" and stats["session_id"] == target.session_id
+        status, _, bad = await cluster.call("POST", f"/sessions/{target.session_id}/params", {"effect": "sepia"})
+        assert status == 422 and bad["errors"][0]["field"] == "effect"
+
+        # DELETE reaches it too, and only that replica loses a session
+        status, _, closed = await cluster.call("DELETE", f"/sessions/{target.session_id}")
+        assert status == 200 and closed == {"closed": True}
+        status, _ = await cluster.get(f"/sessions/{target.session_id}")
+        assert status == 404
+        health = await cluster.healthz()
+        left = {r["replica"]: r["sessions"] for r in health["replicas"]}
+        assert left[replica_of(target.session_id)] == 1 and sum(left.values()) == 3
+
+        # a WHIP publisher, and a WHEP viewer of its name on the replica that holds it
+        camera = SyntheticCamera(CLIP)
+        publisher = WhipPublisher(camera)
+        await publisher.publish(f"{cluster.url}/whip/show?effect=none&probe=true")
+        held_by = replica_of(publisher.location.rsplit("/", 1)[1])
+        assert held_by in replicas
+        viewer = WhepViewer(camera.sent_at)
+        await viewer.view(f"{cluster.url}/whep/show")
+        assert replica_of(viewer.location.rsplit("/", 1)[1]) == held_by
+        await viewer.wait_frames(10, timeout=60)
+        status, streams = await cluster.get("/streams")
+        assert status == 200 and streams["show"]["replica"] == held_by and streams["show"]["viewers"] == 1
+        status, _ = await cluster.get("/streams/nobody")
+        assert status == 404
+
+        status, text = await cluster.get("/metrics")
+        assert status == 200
+        assert {f'replica="{rid}"' in text for rid in replicas} == {True}
+    finally:
+        for client in (viewer, publisher):
+            if client is not None:
+                await client.close()
+        await close_all(peers)
+    await cluster.until(lambda h: h["sessions"] == 0, 30, "the sessions to close")
+
+
+async def test_with_every_replica_full_an_offer_gets_503_with_retry_after(cluster):
+    peers = await open_peers(cluster.url, 2 * CAP, fps=10)
+    try:
+        assert sorted(collections.Counter(replica_of(p.session_id) for p in peers).values()) == [CAP, CAP]
+        extra = ClientPeer(SyntheticCamera(CLIP))
+        try:
+            with pytest.raises(OfferRefused, match="503"):
+                await extra.connect(cluster.url, {"effect": "none"})
+        finally:
+            await extra.close()
+        async with aiohttp.ClientSession() as http:
+            async with http.post(f"{cluster.url}/offer", json={"sdp": "v=0", "type": "offer"}) as resp:
+                assert resp.status == 400  # a bad offer is still the client's error, not capacity's
+        publisher = WhipPublisher(SyntheticCamera(CLIP))
+        try:
+            with pytest.raises(WhipError) as refused:
+                await publisher.publish(f"{cluster.url}/whip/late")
+            assert refused.value.status == 503 and int(refused.value.headers["Retry-After"]) > 0
+        finally:
+            await publisher.close()
+        async with aiohttp.ClientSession() as http:
+            offer = await _offer_sdp()
+            async with http.post(f"{cluster.url}/offer", json={"sdp": offer, "type": "offer"}) as resp:
+                body = await resp.json()
+                assert resp.status == 503 and int(resp.headers["Retry-After"]) > 0 and "limit" in body["error"]
+        assert (await cluster.healthz())["sessions"] == 2 * CAP  # nothing was placed beyond the caps
+    finally:
+        await close_all(peers)
+    await cluster.until(lambda h: h["sessions"] == 0, 30, "the sessions to close")
+
+
+async def _offer_sdp() -> str:
+    from camfx.engine.transport.ice import peer_connection
+
+    pc = peer_connection()
+    pc.addTransceiver("video", direction="sendrecv")
+    await pc.setLocalDescription(await pc.createOffer())
+    sdp = pc.localDescription.sdp
+    await pc.close()
+    return sdp
+
+
+def _replica_actor(replica: str):
+    for actor in ray.util.list_named_actors(all_namespaces=True):
+        if actor["name"].startswith("SERVE_REPLICA::") and actor["name"].endswith(f"#{replica}"):
+            return ray.get_actor(actor["name"], namespace=actor["namespace"])
+    raise AssertionError(f"no actor for replica {replica}")
+
+
+async def test_a_replica_killed_mid_stream(cluster):
+    peers = await open_peers(cluster.url, 4)
+    late = None
+    try:
+        by_replica = collections.defaultdict(list)
+        for peer in peers:
+            by_replica[replica_of(peer.session_id)].append(peer)
+        assert sorted(len(v) for v in by_replica.values()) == [2, 2]
+        doomed, survivor = sorted(by_replica)
+        ray.kill(_replica_actor(doomed), no_restart=True)
+
+        # the killed replica's sessions end: nothing more comes to its peers, and their ids are gone
+        await asyncio.sleep(1.0)
+        cut = {id(p): len(p.received.arrivals) for p in by_replica[doomed]}
+        sent = {id(p): p.camera.frames_sent for p in by_replica[survivor]}
+        got = {id(p): len(p.received.arrivals) for p in by_replica[survivor]}
+        await asyncio.sleep(3.0)
+        for peer in by_replica[doomed]:
+            assert len(peer.received.arrivals) == cut[id(peer)]
+        # the other replica's sessions went on streaming throughout
+        for peer in by_replica[survivor]:
+            came, went = len(peer.received.arrivals) - got[id(peer)], peer.camera.frames_sent - sent[id(peer)]
+            assert went > 0 and came >= went // 2, (came, went)
+            status, stats = await cluster.get(f"/sessions/{peer.session_id}")
+            assert status == 200 and stats["frames_out"] > 0
+        for peer in by_replica[doomed]:
+            status, _ = await cluster.get(f"/sessions/{peer.session_id}")
+            assert status == 404
+
+        # a new offer succeeds, while Serve restarts the replica
+        late = ClientPeer(SyntheticCamera(CLIP))
+        await late.connect(cluster.url, {"effect": "none", "probe": True})
+        await late.wait_frames(10, timeout=60)
+        assert replica_of(late.session_id) != doomed
+
+        back = await cluster.until(lambda h: len(h["replicas"]) == 2 and doomed not in
+                                   {r["replica"] for r in h["replicas"]}, 150, "Serve to bring the replica back")
+        assert survivor in {r["replica"] for r in back["replicas"]}
+        for peer in by_replica[survivor]:
+            before = len(peer.received.fresh)
+            await peer.wait_frames(len(peer.received.arrivals) + 10, timeout=30)
+            assert len(peer.received.fresh) > before
+    finally:
+        if late is not None:
+            await late.close()
+        await close_all(peers)
