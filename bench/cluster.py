@@ -198,7 +198,7 @@ def plot(data: dict):
     return fig
 
 
-def main(argv: list[str]) -> int:
+def parse(argv: list[str]) -> argparse.Namespace:
     parser = argparse.ArgumentParser(prog="camfx bench cluster", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--address", help="a running Ray cluster (default: start a local one)")
@@ -220,6 +220,11 @@ def main(argv: list[str]) -> int:
     args.argv = list(argv)
     if args.offers < 1 or args.rounds < 1 or args.seconds <= 0:
         parser.error("--offers and --rounds must be at least 1, --seconds above 0")
+    return args
+
+
+def main(argv: list[str]) -> int:
+    args = parse(argv)
     port = free_port()
     print("starting a Ray cluster with camfx on it, and a camfx serve ...", flush=True)
     ray = _start_cluster(args, port)

@@ -15,7 +15,11 @@ from __future__ import annotations
 
 import asyncio
 import collections
+import dataclasses
+import json
 import os
+import subprocess
+import sys
 import time
 
 import aiohttp
@@ -44,8 +48,8 @@ CAP = 3  # sessions per replica: four sessions placed by headroom are 2 + 2, by 
 
 
 class Running:
-    def __init__(self, url: str):
-        self.url = url
+    def __init__(self, url: str, settings: ClusterSettings):
+        self.url, self.settings = url, settings
 
     async def get(self, path: str):
         async with aiohttp.ClientSession() as http:
@@ -97,7 +101,9 @@ def cluster():
                                    max_sessions=CAP, port=port, media_host="127.0.0.1", device="cpu", workers=2,
                                    media_timeout=3.0)
         app.up(settings)
-        yield Running(f"http://127.0.0.1:{port}")
+        running = Running(f"http://127.0.0.1:{port}", settings)
+        running.ray_address = nodes.address
+        yield running
     finally:
         try:
             serve.shutdown()
@@ -296,4 +302,59 @@ async def test_a_replica_killed_mid_stream(cluster):
     finally:
         if late is not None:
             await late.close()
+        await close_all(peers)
+
+
+def camfx(*args: str) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "camfx", *args], capture_output=True, text=True, timeout=120)
+
+
+def test_cluster_status_and_up_from_the_command_line(cluster):
+    status = camfx("cluster", "status", "--address", cluster.ray_address)
+    assert status.returncode == 0, status.stderr
+    assert "application: RUNNING" in status.stdout and status.stdout.count("replica ") == 2
+    assert "0/3 sessions" in status.stdout and "onnxruntime" in status.stdout
+    as_json = json.loads(camfx("cluster", "status", "--address", cluster.ray_address, "--json").stdout)
+    assert len(as_json["replicas"]) == 2 and as_json["deployments"]["CamfxNode"]["replicas"] == {"RUNNING": 2}
+    no_gpu = camfx("cluster", "up", "--address", cluster.ray_address)  # --gpus-per-replica 1 by default
+    assert no_gpu.returncode == 1 and "Traceback" not in no_gpu.stderr
+    assert "has no GPU; pass --gpus-per-replica 0" in no_gpu.stderr
+    exposed = camfx("cluster", "up", "--address", cluster.ray_address, "--host", "0.0.0.0")
+    assert exposed.returncode == 1 and "no token" in exposed.stderr
+
+
+async def test_the_cluster_benchmark_measures_both_paths(cluster):
+    from camfx.bench import cluster as bench
+
+    await cluster.quiet()
+    args = bench.parse(["--size", "320x240", "--effect", "none", "--offers", "1", "--rounds", "1", "--seconds", "1",
+                        "--warmup", "0.5", "--max-sessions", "1", "--settle", "1"])
+    data = await bench.run(args, int(cluster.url.rsplit(":", 1)[1]))
+    for path in ("serve", "cluster"):
+        assert data["signalling"][path]["first_frame_ms"]["n"] == 1
+        assert data["glass_to_glass"][path]["latency_ms"]["n"] > 0
+    assert "cluster_adds_p50_ms" in data and len(data["cluster_health"]["replicas"]) == 2
+    assert data["sessions_per_replica"]["steps"][0]["sessions"] == 1
+
+
+async def test_autoscaling_adds_a_replica_when_every_one_is_full(cluster):
+    """Last in the module: it redeploys the application autoscaling, from one replica."""
+    from ray import serve
+
+    from camfx.engine.cluster import app
+
+    await cluster.quiet()
+    await asyncio.to_thread(serve.delete, cluster.settings.app_name)
+    auto = dataclasses.replace(cluster.settings, replicas=None, min_replicas=1, max_replicas=2, max_sessions=1,
+                               target_sessions=1, upscale_delay_s=1.0)
+    await asyncio.to_thread(app.up, auto)
+    assert len((await cluster.healthz())["replicas"]) == 1
+    peers = await open_peers(cluster.url, 1)
+    try:
+        first = replica_of(peers[0].session_id)
+        grown = await cluster.until(lambda h: len(h["replicas"]) == 2, 120, "a second replica")
+        assert first in {r["replica"] for r in grown["replicas"]}
+        peers += await open_peers(cluster.url, 1)  # the new replica takes it
+        assert replica_of(peers[1].session_id) != first
+    finally:
         await close_all(peers)

@@ -47,9 +47,9 @@ def node_options(settings: ClusterSettings) -> dict[str, Any]:
         options["autoscaling_config"] = {
             "min_replicas": settings.min_replicas,
             "max_replicas": settings.max_replicas,
-            "upscale_delay_s": 10.0,
-            "downscale_delay_s": 300.0,  # a replica with sessions is never the one removed first
-            "look_back_period_s": 10.0,
+            "upscale_delay_s": settings.upscale_delay_s,
+            "downscale_delay_s": settings.downscale_delay_s,
+            "look_back_period_s": 15.0,  # over Serve's metrics interval (10 s)
             "policy": {"policy_function": POLICY,
                        "policy_kwargs": {"target_sessions": settings.target(), "max_sessions": settings.max_sessions}},
         }

@@ -143,12 +143,29 @@ def settings_from_args(args: argparse.Namespace) -> ClusterSettings:
     )
 
 
+def _loopback_address(address: str) -> bool:
+    from urllib.parse import urlsplit
+
+    from ..transport.origins import is_loopback
+
+    host = urlsplit(address if "://" in address else f"//{address}").hostname or ""
+    return is_loopback(host)
+
+
 def _connect(address: str) -> None:
     from .app import quiet_ray
 
     quiet_ray()
-    import ray
+    if _loopback_address(address):
+        # A Ray bound to loopback (`ray start --head --node-ip-address 127.0.0.1`): without this,
+        # Ray turns 127.0.0.1 into this machine's LAN address, where such a head does not answer.
+        os.environ.setdefault("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")
+    import logging
 
+    import ray
+    from ray import serve  # noqa: F401  (it sets up its logger on import)
+
+    logging.getLogger("ray.serve").setLevel(logging.WARNING)  # its INFO lines are not for this console
     try:
         ray.init(address=address, logging_level="ERROR", log_to_driver=False, configure_logging=True)
     except (ConnectionError, RuntimeError, ValueError) as exc:

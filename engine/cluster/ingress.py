@@ -44,13 +44,16 @@ class IngressError(Exception):
         self.status, self.message, self.headers = status, message, headers or {}
 
 
-def json_response(status: int, data, request_id: str, headers: dict | None = None) -> Response:
-    return Response(json.dumps(data), status_code=status, media_type="application/json",
-                    headers={REQUEST_ID_HEADER: request_id, **(headers or {})})
+# Serve's proxy gives every request an X-Request-Id (the client's own, or a new one) and puts it
+# on every response: the ingress and the replicas use that id, and do not add it again.
+
+
+def json_response(status: int, data, headers: dict | None = None) -> Response:
+    return Response(json.dumps(data), status_code=status, media_type="application/json", headers=headers)
 
 
 def error_response(status: int, message: str, request_id: str, headers: dict | None = None) -> Response:
-    return json_response(status, error_body(message, None, request_id), request_id, headers)
+    return json_response(status, error_body(message, None, request_id), headers)
 
 
 def _request_id(request: Request) -> str:
@@ -86,7 +89,8 @@ async def read_body(request: Request, limit: int = MAX_BODY_BYTES, timeout: floa
 def _passthrough(answer: Answer) -> Response:
     response = Response(answer.body, status_code=answer.status)
     for key, value in answer.headers:
-        response.headers.append(key, value)
+        if key.lower() != REQUEST_ID_HEADER.lower():
+            response.headers.append(key, value)
     return response
 
 
@@ -162,8 +166,7 @@ class Ingress:
                 return _passthrough(refused)
             status, content_type, merged = merge.merged(path, answers)
             extra = {"Retry-After": RETRY_AFTER_S} if status == 503 else {}
-            return Response(merged, status_code=status, media_type=content_type,
-                            headers={REQUEST_ID_HEADER: request_id, **extra})
+            return Response(merged, status_code=status, media_type=content_type, headers=extra)
         if route.kind == PLACE:
             answer = await self._place(forwarded, route)
         elif route.kind == NAME:

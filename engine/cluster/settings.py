@@ -20,6 +20,8 @@ class ClusterSettings:
     min_replicas: int = 1
     max_replicas: int = 4
     target_sessions: float | None = None  # sessions per replica the autoscaler aims at (None: 3/4 of the cap)
+    upscale_delay_s: float = 10.0  # how long the autoscaler must want more replicas before it adds one
+    downscale_delay_s: float = 300.0  # and fewer, before it removes one
     gpus_per_replica: float = 1.0
     cpus_per_replica: float = 1.0
     max_replicas_per_node: int | None = None
