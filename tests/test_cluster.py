@@ -18,6 +18,7 @@ import collections
 import dataclasses
 import json
 import os
+import re
 import subprocess
 import sys
 import time
@@ -192,6 +193,15 @@ async def test_sessions_are_spread_two_and_two_and_reach_their_replica(cluster):
         await viewer.view(f"{cluster.url}/whep/show")
         assert replica_of(viewer.location.rsplit("/", 1)[1]) == held_by
         await viewer.wait_frames(10, timeout=60)
+        # trickle ICE for the publisher reaches its session (another replica would say 404)
+        local = publisher.pc.localDescription.sdp
+        ufrag, pwd = re.search(r"a=ice-ufrag:(\S+)", local).group(1), re.search(r"a=ice-pwd:(\S+)", local).group(1)
+        fragment = f"a=ice-ufrag:{ufrag}\r\na=ice-pwd:{pwd}\r\na=mid:0\r\na=end-of-candidates\r\n"
+        for if_match, expected in (('"nope"', 412), (publisher.etag, 204)):
+            async with aiohttp.ClientSession() as http:
+                async with http.patch(publisher.location, data=fragment, headers={
+                        "Content-Type": "application/trickle-ice-sdpfrag", "If-Match": if_match}) as resp:
+                    assert resp.status == expected, await resp.text()
         status, streams = await cluster.get("/streams")
         assert status == 200 and streams["show"]["replica"] == held_by and streams["show"]["viewers"] == 1
         status, _ = await cluster.get("/streams/nobody")
@@ -257,15 +267,24 @@ def _replica_actor(replica: str):
 
 
 async def test_a_replica_killed_mid_stream(cluster):
+    """Its sessions end, the other replica's go on, a new offer is placed on the other, Serve
+    brings the replica back, and `camfx camera --server`'s client reconnects by itself."""
+    from camfx.engine.client.remote import RemoteProcessor
+    from camfx.engine.params import Params
+
     await cluster.quiet()
-    peers = await open_peers(cluster.url, 4)
+    camera = RemoteProcessor(cluster.url, Params(effect="none"))  # the thin client of `camfx camera --server`
+    await camera.start(SyntheticCamera(CLIP))
+    peers = await open_peers(cluster.url, 3)
     late = None
     try:
+        doomed = replica_of(camera._session)
         by_replica = collections.defaultdict(list)
         for peer in peers:
             by_replica[replica_of(peer.session_id)].append(peer)
-        assert sorted(len(v) for v in by_replica.values()) == [2, 2]
-        doomed, survivor = sorted(by_replica)
+        assert sorted(len(v) for v in by_replica.values()) == [1, 2] and len(by_replica[doomed]) == 1
+        survivor = next(r for r in by_replica if r != doomed)
+        assert camera.state == "connected"
         ray.kill(_replica_actor(doomed), no_restart=True)
 
         # the killed replica's sessions end: nothing more comes to its peers, and their ids are gone
@@ -286,9 +305,19 @@ async def test_a_replica_killed_mid_stream(cluster):
             status, _ = await cluster.get(f"/sessions/{peer.session_id}")
             assert status == 404
 
-        # a new offer succeeds, while Serve restarts the replica
-        late = ClientPeer(SyntheticCamera(CLIP))
-        await late.connect(cluster.url, {"effect": "none", "probe": True})
+        # a new offer succeeds on a live replica; the camera client below may take the other's last
+        # slot first, and then the answer is 503 until Serve has the replica back: retry, as clients do
+        deadline = time.monotonic() + 120
+        while True:
+            late = ClientPeer(SyntheticCamera(CLIP))
+            try:
+                await late.connect(cluster.url, {"effect": "none", "probe": True})
+                break
+            except OfferRefused as exc:
+                await late.close()
+                late = None
+                assert "503" in str(exc) and time.monotonic() < deadline, exc
+                await asyncio.sleep(2)
         await late.wait_frames(10, timeout=60)
         assert replica_of(late.session_id) != doomed
 
@@ -299,7 +328,14 @@ async def test_a_replica_killed_mid_stream(cluster):
             before = len(peer.received.fresh)
             await peer.wait_frames(len(peer.received.arrivals) + 10, timeout=30)
             assert len(peer.received.fresh) > before
+        # the camera client noticed, and came back on a live replica (the other one was full by then)
+        deadline = time.monotonic() + 60
+        while not (camera.state == "connected" and camera.reconnects >= 1):
+            assert time.monotonic() < deadline, f"the camera client did not reconnect ({camera.stats()})"
+            await asyncio.sleep(0.5)
+        assert replica_of(camera._session) != doomed and camera.stats()["fps_back"] > 0
     finally:
+        await camera.close()
         if late is not None:
             await late.close()
         await close_all(peers)
