@@ -130,9 +130,16 @@ class Ingress:
 
     async def _find(self, request: Forwarded, route: Route) -> Answer:
         """A stream name: the replica that reports publishing it, then the others while they answer 404."""
-        first = None
+        first, died = None, 0
         for _ in range(MAX_WALK):
-            reply = await self._ask(request, route)
+            try:
+                reply = await self._ask(request, route)
+            except _DIED:
+                died += 1  # the router drops a dead replica; ask again
+                if died > 2:
+                    raise IngressError(503, "the camfx replicas went away while answering; try again in a few "
+                                            "seconds", {"Retry-After": RETRY_AFTER_S}) from None
+                continue
             if reply.status != 404 or reply.replica in route.avoid:
                 return reply if reply.status != 404 or first is None else first
             first, route = first or reply, route.avoiding(reply.replica)

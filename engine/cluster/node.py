@@ -19,7 +19,7 @@ from ray.serve import metrics as serve_metrics
 from ..transport.ice import media_addresses, serve_media_on
 from .node_server import NodeServer
 from .node_stats import NodeStats
-from .routes import Answer, Forwarded, Route
+from .routes import EACH, Answer, Forwarded, Route
 from .settings import ClusterSettings
 
 log = logging.getLogger("camfx.cluster")
@@ -57,7 +57,7 @@ class CamfxNode:
         """Replay one HTTP request to this replica's camfx server. `route` is for the router."""
         status, headers, body = await self._server.forward(request)
         extra = {}
-        if Route.from_dict(route).kind == "each":
+        if Route.from_dict(route).kind == EACH:
             extra = {"media": self.media, **(await self._server.call(self._report(advance=False)))}
         return self._answer(status, headers, body, **extra)
 
