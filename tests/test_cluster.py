@@ -6,9 +6,12 @@ replicas (one per node), signalling through Serve's HTTP proxy, media straight t
   /healthz lists both replicas on their two nodes, /metrics has both;
 - with every replica full, an offer (and a WHIP publish) gets 503 with Retry-After;
 - one replica's actor killed mid-stream: its sessions end, the other's go on streaming, a new
-  offer succeeds, Serve brings the replica back.
+  offer succeeds, the thin client of `camfx camera --server` reconnects, Serve brings the
+  replica back;
+- `camfx cluster status` / `up` from the command line, `camfx bench cluster` against it;
+- last (it redeploys): autoscaling from one full replica adds a second.
 
-One cluster for the module.
+One cluster for the module. No timing is asserted: waits have generous deadlines only.
 """
 
 from __future__ import annotations
