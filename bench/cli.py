@@ -14,6 +14,7 @@ BENCHMARKS = {
     "soak": "camfx.bench.soak",
     "camera": "camfx.bench.camera",
     "capacity": "camfx.bench.capacity",
+    "cluster": "camfx.bench.cluster",
 }
 
 

@@ -1,4 +1,4 @@
-"""The `camfx` command: serve, export, bench, doctor."""
+"""The `camfx` command: serve, camera, cluster, export, bench, doctor."""
 
 from __future__ import annotations
 
@@ -19,6 +19,8 @@ COMMANDS = {  # name -> (one line of help, module with main(argv), the extra it 
     "serve": ("serve the demo page and the WebRTC effects engine", "camfx.engine.cli", None),
     "camera": ("your webcam, processed, as a virtual camera for calls (here or on a camfx server)",
                "camfx.engine.client.cli", "camera"),
+    "cluster": ("camfx on a Ray cluster: up, status, down (sessions placed by load, a GPU per replica)",
+                "camfx.engine.cluster.cli", "cluster"),
     "export": ("rebuild the bundled models, or ONNX / TensorRT engines ahead of time", "camfx.export.cli", "export"),
     "bench": ("benchmarks that write JSON and PNG plots (latency, engine, soak, ...)", "camfx.bench.cli", "bench"),
     "doctor": ("what this machine can run, and which runtime each model will use", "camfx.engine.doctor", None),

@@ -78,6 +78,7 @@ def test_a_port_in_use_is_one_line():
 @pytest.mark.parametrize("args, block, expected", [
     (["export", "selfie"], "torch", "pip install 'camfx[export]'"),
     (["serve", "--device", "cuda"], "torch", "pip install 'camfx[gpu]'"),
+    (["cluster", "status"], "ray", "pip install 'camfx[cluster]'"),
 ])
 def test_a_missing_extra_is_one_line(args, block, expected):
     assert expected in one_clear_line(camfx(*args, block=block))

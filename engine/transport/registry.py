@@ -57,6 +57,9 @@ class Sessions:
     def names(self) -> list[str]:
         return sorted(self._named)
 
+    def all(self) -> list[PeerSession]:
+        return list(self._live.values())
+
     async def open(self, params: Params, name: str | None = None, sends_back: bool = True,
                    auto_name: str | None = None) -> PeerSession:
         """A new session in a free slot, published as `name` (or, without one, as `auto_name`
@@ -71,9 +74,10 @@ class Sessions:
         if len(self._live) >= config.max_sessions:
             raise HTTPError(503, f"the session limit ({config.max_sessions}) is reached; try again in a few seconds",
                             headers={"Retry-After": RETRY_AFTER_S})
-        session_id = secrets.token_hex(16)
+        token = secrets.token_hex(16)
+        session_id = config.session_id_prefix + token
         if name is None and auto_name:
-            name = f"{auto_name}-{session_id[:6]}"
+            name = f"{auto_name}-{token[:6]}"
         session = PeerSession(session_id, peer_connection(config.ice_servers), self._hub, params,
                               self._forget, config.connect_timeout, config.media_timeout,
                               name=name, sends_back=sends_back)
@@ -113,7 +117,8 @@ class Sessions:
         if len(self._viewers) >= config.max_viewers:
             raise HTTPError(503, f"the viewer limit ({config.max_viewers}) is reached; try again in a few seconds",
                             headers={"Retry-After": RETRY_AFTER_S})
-        viewer = ViewerSession(secrets.token_hex(16), peer_connection(config.ice_servers), publisher,
+        viewer_id = config.session_id_prefix + secrets.token_hex(16)
+        viewer = ViewerSession(viewer_id, peer_connection(config.ice_servers), publisher,
                                self._forget_viewer, config.connect_timeout, config.media_timeout)
         self._viewers[viewer.id] = viewer
         return viewer
