@@ -114,8 +114,8 @@ def _start_cluster(args, port: int):
     os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
     import ray
 
-    from camfx.engine.cluster import app
-    from camfx.engine.cluster.settings import ClusterSettings
+    from camfx.engine.deploy import app
+    from camfx.engine.deploy.settings import ClusterSettings
 
     if args.address:
         ray.init(address=args.address, logging_level="ERROR", log_to_driver=False)

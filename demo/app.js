@@ -6,6 +6,11 @@
   const STATS_INTERVAL_MS = 1000;
   const SEND_EVERY_MS = 120; // slider drags are coalesced into at most one patch per interval
   const ICE_GATHER_TIMEOUT_MS = 3000;
+  // A live session lost (the server or its replica gone): the page starts a new one by itself,
+  // this far apart, until it is back or Stop is pressed.
+  const RETRY_MS = [1000, 2000, 4000, 8000];
+  // "disconnected" this long counts as lost: the browser would wait much longer for "failed".
+  const DISCONNECTED_GIVE_UP_MS = 5000;
   const MAX_UPLOAD_BYTES = 8 * 1024 * 1024;
   const NEEDS_MASK = ["blur", "replace", "remove"];
 
@@ -143,7 +148,7 @@
 
   const STATUS_TEXT = {
     idle: "Idle", starting: "Opening camera…", connecting: "Connecting…", live: "Live",
-    reconnecting: "Reconnecting…", stopping: "Stopping…", error: "Stopped",
+    reconnecting: "Reconnecting…", waiting: "Reconnecting soon…", stopping: "Stopping…", error: "Stopped",
   };
   function setStatus(status) {
     state.status = status;
@@ -593,11 +598,48 @@
     });
   }
 
+  // ---- reconnecting by itself ----
+  const retry = { attempt: 0, timer: null, active: false, disconnectedTimer: null };
+
+  function cancelRetry() {
+    clearTimeout(retry.timer);
+    clearTimeout(retry.disconnectedTimer);
+    Object.assign(retry, { attempt: 0, timer: null, active: false, disconnectedTimer: null });
+  }
+
+  // The session was lost without anyone here stopping it: close what is left, then try again.
+  async function lose(message, serverGone = false) {
+    await stop({ serverGone });
+    reconnectLater(message);
+  }
+
+  function reconnectLater(message) {
+    const delay = RETRY_MS[Math.min(retry.attempt, RETRY_MS.length - 1)];
+    retry.attempt += 1;
+    retry.active = true;
+    showBanner(`${message} Trying again in ${delay / 1000} s (attempt ${retry.attempt}); Stop to give up.`);
+    setStatus("waiting");
+    retry.timer = setTimeout(() => {
+      retry.timer = null;
+      state.reconnects = (state.reconnects || 0) + 1;
+      start();
+    }, delay);
+  }
+
+  // Stop as the user means it: no reconnecting after it.
+  function userStop(options) {
+    cancelRetry();
+    return stop(options);
+  }
+
   async function start() {
     if (state.pc || state.status === "starting") return;
+    clearTimeout(retry.timer);
+    retry.timer = null;
     const gen = ++generation;
     hideBanner();
     clearErrors();
+    if (retry.active) showBanner("Reconnecting to the server…");
     setStatus("starting");
 
     if (!navigator.mediaDevices || !navigator.mediaDevices.getUserMedia) {
@@ -638,7 +680,7 @@
     });
     channel.addEventListener("close", () => {
       // The server closed the session (or it timed out) while we were streaming.
-      if (pc === state.pc && state.sessionId) stop({ message: "The server ended the session.", serverGone: true });
+      if (pc === state.pc && state.sessionId) lose("The server ended the session.", true);
     });
     channel.addEventListener("open", () => {
       if (pc === state.pc && Object.keys(pendingPatch).length) flushPatch();
@@ -655,10 +697,18 @@
     pc.addEventListener("connectionstatechange", () => {
       if (pc !== state.pc) return;
       const s = pc.connectionState;
-      if (s === "connected") setStatus("live");
-      else if (s === "disconnected") setStatus("reconnecting");
-      else if (s === "failed") {
-        stop({ message: "The connection to the server was lost." });
+      clearTimeout(retry.disconnectedTimer);
+      if (s === "connected") {
+        setStatus("live");
+        if (retry.active) hideBanner();
+        cancelRetry();
+      } else if (s === "disconnected") {
+        setStatus("reconnecting");  // it may come back by itself; if not soon, start again
+        retry.disconnectedTimer = setTimeout(() => {
+          if (pc === state.pc && pc.connectionState === "disconnected") lose("The connection to the server was lost.");
+        }, DISCONNECTED_GIVE_UP_MS);
+      } else if (s === "failed") {
+        lose("The connection to the server was lost.");
       }
     });
 
@@ -683,7 +733,9 @@
       }
       if (!ok) {
         if (status === 422 && body) showErrors(body.errors);
-        throw new Error(serverError(status, body));
+        const error = new Error(serverError(status, body));
+        error.status = status;
+        throw error;
       }
       answer = body;
       showViewLink(answer.name);
@@ -691,7 +743,16 @@
       state.lastSessionId = answer.session_id;
       await pc.setRemoteDescription({ type: answer.type, sdp: answer.sdp });
     } catch (err) {
-      if (gen === generation) stop({ message: err.message || String(err) });
+      if (gen !== generation) return;
+      // While reconnecting, a server not there yet or full is worth another try; a refusal
+      // of what we sent is not.
+      if (retry.active && (!err.status || err.status === 503 || err.status === 502 || err.status === 504)) {
+        await stop();
+        reconnectLater(err.message || String(err));
+      } else {
+        cancelRetry();
+        stop({ message: err.message || String(err) });
+      }
       return;
     }
 
@@ -1170,12 +1231,12 @@
     setStatus("idle");
     setSync("local");
     $("start").addEventListener("click", () => start());
-    $("stop").addEventListener("click", () => stop());
+    $("stop").addEventListener("click", () => userStop());
     window.addEventListener("pagehide", () => {
       if (state.sessionId) closeOnServer(state.sessionId);
     });
     state.start = start;
-    state.stop = stop;
+    state.stop = userStop;
     try {
       const ice = await fetchJSON("/ice-servers");
       state.iceServers = ice.ok && ice.body ? ice.body.iceServers : [];

@@ -20,7 +20,7 @@ COMMANDS = {  # name -> (one line of help, module with main(argv), the extra it 
     "camera": ("your webcam, processed, as a virtual camera for calls (here or on a camfx server)",
                "camfx.engine.client.cli", "camera"),
     "cluster": ("camfx on a Ray cluster: up, status, down (sessions placed by load, a GPU per replica)",
-                "camfx.engine.cluster.cli", "cluster"),
+                "camfx.engine.deploy.cli", "cluster"),
     "export": ("rebuild the bundled models, or ONNX / TensorRT engines ahead of time", "camfx.export.cli", "export"),
     "bench": ("benchmarks that write JSON and PNG plots (latency, engine, soak, ...)", "camfx.bench.cli", "bench"),
     "doctor": ("what this machine can run, and which runtime each model will use", "camfx.engine.doctor", None),

@@ -40,7 +40,7 @@ class ServerConfig:
     replace_publisher: bool = False  # a WHIP publish to a name in use replaces it (else 409)
     max_viewers: int = 32  # WHEP viewers, all streams together; one more gets 503
     # Put before every session and viewer id: on a Ray cluster, the replica's id, so that later
-    # requests for a session find the replica that holds it (camfx.engine.cluster).
+    # requests for a session find the replica that holds it (camfx.engine.deploy).
     session_id_prefix: str = ""
     workers: int = field(default_factory=lambda: max(2, os.cpu_count() or 2))
     defaults: Params = field(default_factory=Params)

@@ -20,8 +20,9 @@ class ServerThread:
     """camfx's aiohttp app on 127.0.0.1 (a free port), served from a background event loop so
     the synchronous Playwright API can drive the browser from the test thread."""
 
-    def __init__(self, config: ServerConfig, ssl_context=None):
+    def __init__(self, config: ServerConfig, ssl_context=None, port: int = 0):
         self.config = config
+        self.port = port  # 0: a free one, chosen at start
         self.ssl_context = ssl_context
         self.loop = asyncio.new_event_loop()
         self._thread = threading.Thread(target=self.loop.run_forever, name="camfx-server", daemon=True)
@@ -47,7 +48,7 @@ class ServerThread:
 
     async def _start(self) -> None:
         # Port 0: the system picks a free one; setup runs on_startup, which loads the models.
-        self._runner = await http_server.start(create_app(self.config), "127.0.0.1", 0,
+        self._runner = await http_server.start(create_app(self.config), "127.0.0.1", self.port,
                                                limits=http_limits(self.config), ssl_context=self.ssl_context)
         host, port = self._runner.addresses[0][:2]
         self.url = f"{'https' if self.ssl_context else 'http'}://{host}:{port}"

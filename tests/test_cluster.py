@@ -42,8 +42,8 @@ from camfx.bench.latency import free_port  # noqa: E402
 from camfx.bench.peer import ClientPeer, OfferRefused, SyntheticCamera  # noqa: E402
 from camfx.bench.whip import WhepViewer, WhipError, WhipPublisher  # noqa: E402
 from camfx.engine import yuv  # noqa: E402
-from camfx.engine.cluster.routes import replica_of  # noqa: E402
-from camfx.engine.cluster.settings import ClusterSettings  # noqa: E402
+from camfx.engine.deploy.routes import replica_of  # noqa: E402
+from camfx.engine.deploy.settings import ClusterSettings  # noqa: E402
 
 pytestmark = pytest.mark.timeout(300)
 
@@ -92,7 +92,7 @@ def cluster():
     from ray import serve
     from ray.cluster_utils import Cluster
 
-    from camfx.engine.cluster import app
+    from camfx.engine.deploy import app
 
     node = {"num_cpus": 1, "node_ip_address": "127.0.0.1"}
     nodes = Cluster(initialize_head=True, head_node_args={**node, "include_dashboard": False})
@@ -380,7 +380,7 @@ async def test_autoscaling_adds_a_replica_when_every_one_is_full(cluster):
     """Last in the module: it redeploys the application autoscaling, from one replica."""
     from ray import serve
 
-    from camfx.engine.cluster import app
+    from camfx.engine.deploy import app
 
     await cluster.quiet()
     await asyncio.to_thread(serve.delete, cluster.settings.app_name)

@@ -14,13 +14,13 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from camfx.bench.clip import person_clip
 from camfx.bench.peer import Received, SyntheticCamera, prefer_codec, read_frames
-from camfx.engine.cluster import merge
-from camfx.engine.cluster.autoscale import SessionsPolicy
-from camfx.engine.cluster.node_server import NodeServer
-from camfx.engine.cluster.node_stats import NodeStats
-from camfx.engine.cluster.placement import rank
-from camfx.engine.cluster.routes import Answer, Forwarded, Route, classify, replica_of
-from camfx.engine.cluster.settings import ClusterSettings
+from camfx.engine.deploy import merge
+from camfx.engine.deploy.autoscale import SessionsPolicy
+from camfx.engine.deploy.node_server import NodeServer
+from camfx.engine.deploy.node_stats import NodeStats
+from camfx.engine.deploy.placement import rank
+from camfx.engine.deploy.routes import Answer, Forwarded, Route, classify, replica_of
+from camfx.engine.deploy.settings import ClusterSettings
 from camfx.engine.config import ServerConfig
 from camfx.engine.metrics import Metrics
 from camfx.engine.transport.ice import peer_connection

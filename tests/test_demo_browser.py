@@ -271,3 +271,45 @@ def test_diffusion_controls_and_a_model_without_weights(page, server):
     wait_for(page, "s.errors.prompt")
     assert "empty" in camfx(page, "s.errors.prompt")
     assert page.problems == []
+
+
+def test_the_page_reconnects_by_itself_when_the_server_comes_back(browser):
+    """A server restarted (or a cluster replica gone): the page shows it is reconnecting, starts
+    a new session by itself once a server answers on the address again, and streams; Stop ends
+    the retrying too."""
+    from camfx.bench.latency import free_port
+
+    port = free_port()
+    first = ServerThread(ServerConfig(), port=port).start()
+    context = browser.new_context(viewport={"width": 1440, "height": 900})
+    page = context.new_page()
+    second, running = None, [first]
+    try:
+        open_demo(page, first)
+        page.click("#start")
+        wait_for(page, "s.status === 'live' && s.lastStats && s.lastStats.framesDecoded > 10")
+        old_session = camfx(page, "s.sessionId")
+        running.remove(first)
+        first.stop()  # its sessions close: the page learns the server ended them
+        wait_for(page, "s.status === 'waiting' || s.status === 'starting' || s.status === 'connecting'")
+        banner = page.locator("#banner").inner_text()
+        assert "Trying again" in banner or "Reconnecting" in banner, banner
+        second = ServerThread(ServerConfig(), port=port).start()
+        running.append(second)
+        wait_for(page, "s.status === 'live' && s.sessionId && s.lastStats && s.lastStats.framesDecoded > 10",
+                 timeout=60_000)
+        assert camfx(page, "s.sessionId") != old_session and camfx(page, "s.reconnects") >= 1
+        assert second.session_count() == 1
+        assert page.locator("#banner").is_hidden()
+
+        running.remove(second)
+        second.stop()  # gone again; this time Stop gives up
+        wait_for(page, "s.status === 'waiting'", timeout=60_000)
+        page.click("#stop")
+        wait_for(page, "s.status === 'idle'")
+        page.wait_for_timeout(9000)  # longer than the longest back-off: nothing starts again
+        assert camfx(page, "s.status") == "idle" and camfx(page, "s.pc") is None
+    finally:
+        context.close()
+        for server in running:
+            server.stop()

@@ -14,8 +14,8 @@ from typing import Any
 
 from .settings import ClusterSettings
 
-ROUTER = "camfx.engine.cluster.router:HeadroomRouter"
-POLICY = "camfx.engine.cluster.autoscale:SessionsPolicy"
+ROUTER = "camfx.engine.deploy.router:HeadroomRouter"
+POLICY = "camfx.engine.deploy.autoscale:SessionsPolicy"
 
 
 def quiet_ray() -> None:
