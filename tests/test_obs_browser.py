@@ -35,7 +35,7 @@ PUBLISH_PAGE = """<!doctype html><meta charset="utf-8"><title>publisher</title>
 import { WHIPClient } from "/lib/whip.js";
 window.publish = async (url, token) => {
   const stream = await navigator.mediaDevices.getUserMedia({ video: { width: 640, height: 480 } });
-  const pc = new RTCPeerConnection();
+  const pc = new RTCPeerConnection({ iceServers: [] });  // explicit: no STUN, loopback only
   pc.addTransceiver(stream.getVideoTracks()[0], { direction: "sendonly" });
   const client = new WHIPClient();
   await client.publish(pc, url, token);
@@ -55,7 +55,7 @@ const video = document.getElementById("v");
 const tick = () => { window.frames += 1; video.requestVideoFrameCallback(tick); };
 video.requestVideoFrameCallback(tick);
 window.view = async (url, token) => {
-  const pc = new RTCPeerConnection();
+  const pc = new RTCPeerConnection({ iceServers: [] });  // explicit: no STUN, loopback only
   pc.addTransceiver("video", { direction: "recvonly" });
   pc.addEventListener("track", (e) => { video.srcObject = e.streams[0] || new MediaStream([e.track]); });
   const client = new WHEPClient();

@@ -24,6 +24,7 @@ from ray.serve.exceptions import BackPressureError
 from starlette.requests import Request
 from starlette.responses import Response
 
+from ..transport.body import BODY_TIMEOUT_S, read_capped
 from ..transport.errors import REQUEST_ID_HEADER, error_body, new_request_id
 from ..transport.registry import RETRY_AFTER_S
 from . import merge
@@ -32,7 +33,6 @@ from .routes import EACH, NAME, PLACE, Answer, Forwarded, Route, classify
 log = logging.getLogger("camfx.cluster")
 
 MAX_BODY_BYTES = 8 * 1024 * 1024  # an upload; JSON bodies are capped again by the replica (64 KiB)
-BODY_TIMEOUT_S = 30.0
 ANSWER_TIMEOUT_S = 60.0
 MAX_WALK = 64  # replicas asked for one request, at most
 _DIED = (ray_exceptions.RayActorError, ray_exceptions.ActorUnavailableError)
@@ -63,27 +63,13 @@ def _request_id(request: Request) -> str:
 
 async def read_body(request: Request, limit: int = MAX_BODY_BYTES, timeout: float = BODY_TIMEOUT_S) -> bytes:
     """The whole body, or IngressError 413 / 408 / 400."""
-    too_large = IngressError(413, f"the request body is limited to {limit} bytes")
     length = request.headers.get("content-length")
     if length is not None:
         if not length.isdigit():
             raise IngressError(400, "Content-Length is not a number")
         if int(length) > limit:
-            raise too_large
-
-    async def whole() -> bytes:
-        chunks, size = [], 0
-        async for chunk in request.stream():
-            size += len(chunk)
-            if size > limit:
-                raise too_large
-            chunks.append(chunk)
-        return b"".join(chunks)
-
-    try:
-        return await asyncio.wait_for(whole(), timeout)
-    except asyncio.TimeoutError:
-        raise IngressError(408, f"the request body did not arrive within {timeout:g} seconds") from None
+            raise IngressError(413, f"the request body is limited to {limit} bytes")
+    return await read_capped(request.stream(), limit, timeout, IngressError)
 
 
 def _passthrough(answer: Answer) -> Response:

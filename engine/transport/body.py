@@ -9,7 +9,7 @@ up on a sender that is too slow (408), so a connection that stops sending cannot
 from __future__ import annotations
 
 import asyncio
-from typing import Any
+from typing import Any, AsyncIterable
 
 from aiohttp import web
 
@@ -19,26 +19,32 @@ from .errors import HTTPError
 BODY_TIMEOUT_S = 30.0  # an 8 MiB upload at 2.5 Mbit/s
 
 
-async def read_body(request: web.Request, limit: int, timeout: float = BODY_TIMEOUT_S) -> bytes:
-    """The whole body, or HTTPError 413 (over `limit` bytes) / 408 (not sent within `timeout`)."""
-    too_large = HTTPError(413, f"the request body is limited to {limit} bytes")
-    if request.content_length is not None and request.content_length > limit:
-        raise too_large
+async def read_capped(chunks: AsyncIterable[bytes], limit: int, timeout: float, error: type[Exception]) -> bytes:
+    """A body's chunks joined, or `error(413, ...)` past `limit` bytes / `error(408, ...)` past
+    `timeout` seconds; `error` is the HTTP error type of whichever server reads (aiohttp's
+    handlers here, the cluster's starlette ingress)."""
 
     async def whole() -> bytes:
-        chunks: list[bytes] = []
+        parts: list[bytes] = []
         size = 0
-        async for chunk in request.content.iter_any():
+        async for chunk in chunks:
             size += len(chunk)
             if size > limit:
-                raise too_large
-            chunks.append(chunk)
-        return b"".join(chunks)
+                raise error(413, f"the request body is limited to {limit} bytes")
+            parts.append(chunk)
+        return b"".join(parts)
 
     try:
         return await asyncio.wait_for(whole(), timeout)
     except asyncio.TimeoutError:
-        raise HTTPError(408, f"the request body did not arrive within {timeout:g} seconds") from None
+        raise error(408, f"the request body did not arrive within {timeout:g} seconds") from None
+
+
+async def read_body(request: web.Request, limit: int, timeout: float = BODY_TIMEOUT_S) -> bytes:
+    """The whole body, or HTTPError 413 (over `limit` bytes) / 408 (not sent within `timeout`)."""
+    if request.content_length is not None and request.content_length > limit:
+        raise HTTPError(413, f"the request body is limited to {limit} bytes")
+    return await read_capped(request.content.iter_any(), limit, timeout, HTTPError)
 
 
 async def read_json(request: web.Request, limit: int, timeout: float = BODY_TIMEOUT_S) -> Any:
