@@ -121,3 +121,22 @@ def test_bench_capacity_adds_sessions_until_one_falls_short(tmp_path):
     assert all(s["holds"] for s in steps[:-1])  # it stops at the first step that does not hold
     assert len(steps) == 2 or not steps[-1]["holds"]
     assert (tmp_path / "capacity.png").stat().st_size > 0
+
+
+def test_bench_soak_watches_window_by_window(tmp_path):
+    """Six 2-second windows of one session: each says what it saw, and the summary follows them."""
+    import json
+
+    from camfx.bench.soak import main
+
+    assert main(["--minutes", "0.2", "--interval", "2", "--size", "320x240", "--out", str(tmp_path)]) == 0
+    data = json.loads((tmp_path / "soak.json").read_text())
+    windows, summary = data["windows"], data["summary"]
+    assert len(windows) >= 4
+    for window in windows:
+        assert window["fresh_fps"] > 0 and window["latency_ms"]["n"] > 0
+        assert window["rss_mb"] > 0 and window["threads"] > 0 and window["fds"] > 0
+    assert summary["fps_min"] == min(w["fresh_fps"] for w in windows)
+    assert summary["rss_last_mb"] == windows[-1]["rss_mb"]
+    assert summary["rss_max_after_first_mb"] == max(w["rss_mb"] for w in windows[1:])
+    assert (tmp_path / "soak.png").stat().st_size > 0
