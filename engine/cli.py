@@ -55,6 +55,7 @@ def _positive(kind):
 
 def serve(argv: list[str]) -> int:
     from .config import ServerConfig
+    from .transport.ice import add_ice_flags
 
     defaults = ServerConfig()
     parser = argparse.ArgumentParser(prog="camfx serve", description="Serve the demo page and the WebRTC engine.")
@@ -84,11 +85,7 @@ def serve(argv: list[str]) -> int:
                          help="serve https with a certificate made for this machine (kept in the cache folder)")
     exposed.add_argument("--tls-cert", metavar="PEM", help="serve https with this certificate (and --tls-key)")
     exposed.add_argument("--tls-key", metavar="PEM", help="the certificate's private key")
-    exposed.add_argument("--ice-server", action="append", default=[], metavar="URL",
-                         help="a STUN or TURN server for the peer connections, also handed to the page and to "
-                              "WHIP/WHEP clients (stun:host:3478, turn:host:3478?transport=udp); repeatable")
-    exposed.add_argument("--ice-username", help="the TURN servers' username")
-    exposed.add_argument("--ice-credential", help="the TURN servers' password")
+    add_ice_flags(exposed, "for the peer connections, also handed to the page and to WHIP/WHEP clients")
     obs = parser.add_argument_group("WHIP / WHEP (OBS)")
     obs.add_argument("--replace-publisher", action="store_true",
                      help="a WHIP publish to a name in use replaces that stream (default: 409)")
@@ -132,7 +129,7 @@ def serve(argv: list[str]) -> int:
         return _fail(f"--host {args.host} lets other machines in, and there is no token: set --token (or "
                      "CAMFX_TOKEN), or pass --no-auth if everyone who reaches the port may use it")
     try:
-        ice_servers = tuple(ice.ice_server(url, args.ice_username, args.ice_credential) for url in args.ice_server)
+        ice_servers = ice.ice_servers_from(args)
     except ValueError as exc:
         return _fail(f"--ice-server: {exc}")
     if bool(args.tls_cert) != bool(args.tls_key):

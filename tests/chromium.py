@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import os
 import shutil
+from contextlib import contextmanager
 from pathlib import Path
 
 CHROMIUM = os.environ.get("CAMFX_CHROMIUM", "/usr/bin/chromium")
@@ -25,3 +26,19 @@ ARGS = [
 def launch(playwright, camera_file: Path, *extra: str):
     return playwright.chromium.launch(executable_path=CHROMIUM, headless=True,
                                       args=[*ARGS, f"--use-file-for-fake-video-capture={camera_file}", *extra])
+
+
+@contextmanager
+def browser_with_camera(camera_file: Path, *extra: str):
+    """Playwright and one Chromium whose camera plays `camera_file`, both stopped at the end."""
+    from playwright import sync_api
+
+    playwright = sync_api.sync_playwright().start()
+    try:
+        browser = launch(playwright, camera_file, *extra)
+        try:
+            yield browser
+        finally:
+            browser.close()
+    finally:
+        playwright.stop()

@@ -16,12 +16,11 @@ pytestmark = [pytest.mark.browser, pytest.mark.timeout(240)]
 
 WAIT_MS = 30_000  # a 2-core machine runs browser, encoder, decoder and engine at once
 
-from playwright import sync_api  # noqa: E402
 
 from camfx.bench.clip import person_clip, write_y4m  # noqa: E402
 from camfx.engine.config import ServerConfig  # noqa: E402
 
-from .chromium import launch  # noqa: E402
+from .chromium import browser_with_camera  # noqa: E402
 from .server_thread import ServerThread  # noqa: E402
 
 
@@ -40,15 +39,8 @@ def camera_file(tmp_path_factory) -> Path:
 
 @pytest.fixture(scope="module")
 def browser(camera_file):
-    playwright = sync_api.sync_playwright().start()
-    try:
-        browser = launch(playwright, camera_file)
-    except Exception:
-        playwright.stop()
-        raise
-    yield browser
-    browser.close()
-    playwright.stop()
+    with browser_with_camera(camera_file) as browser:
+        yield browser
 
 
 @pytest.fixture

@@ -12,7 +12,6 @@ from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 import pytest
-from playwright import sync_api
 
 from camfx.bench.clip import person_clip, write_y4m
 from camfx.bench.peer import ClientPeer, SyntheticCamera
@@ -20,7 +19,7 @@ from camfx.engine.budget import LADDER
 from camfx.engine.config import ServerConfig
 from camfx.engine.transport.ice import serve_media_on
 
-from .chromium import launch
+from .chromium import browser_with_camera
 from .server_thread import ServerThread
 
 pytestmark = [pytest.mark.browser, pytest.mark.timeout(240)]
@@ -40,15 +39,8 @@ def server():
 @pytest.fixture(scope="module")
 def browser(tmp_path_factory):
     camera = write_y4m(tmp_path_factory.mktemp("camera") / "person.y4m", person_clip(640, 480, 30))
-    playwright = sync_api.sync_playwright().start()
-    try:
-        browser = launch(playwright, camera)
-    except Exception:
-        playwright.stop()
-        raise
-    yield browser
-    browser.close()
-    playwright.stop()
+    with browser_with_camera(camera) as browser:
+        yield browser
 
 
 @pytest.fixture

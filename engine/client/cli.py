@@ -24,6 +24,7 @@ def _size(text: str) -> str:
 
 def parser() -> argparse.ArgumentParser:
     from ..param_flags import add_param_flags
+    from ..transport.ice import add_ice_flags
 
     p = argparse.ArgumentParser(prog="camfx camera", description=DESCRIPTION)
     source = p.add_argument_group("input")
@@ -45,11 +46,7 @@ def parser() -> argparse.ArgumentParser:
     remote.add_argument("--insecure", action="store_true",
                         help="accept the server's certificate unchecked (a camfx serve --tls self-signed; compare "
                              "the fingerprint it printed)")
-    remote.add_argument("--ice-server", action="append", default=[], metavar="URL",
-                        help="a STUN or TURN server for the media (stun:host:3478, turn:host:3478?transport=udp); "
-                             "repeatable; default: the ones the server hands out")
-    remote.add_argument("--ice-username", help="the TURN servers' username")
-    remote.add_argument("--ice-credential", help="the TURN servers' password")
+    add_ice_flags(remote, "for the media (default: the ones the server hands out)")
     control = p.add_argument_group("control")
     control.add_argument("--control", default="127.0.0.1:8081", metavar="HOST:PORT|off",
                          help="the live control page and API (default %(default)s)")
@@ -104,10 +101,10 @@ async def _run(args, params) -> int:
         return _fail(str(exc))
     fps = args.fps or source.fps or 30.0
     if args.server:
-        from ..transport.ice import ice_server
+        from ..transport.ice import ice_servers_from
 
         try:
-            ice = tuple(ice_server(url, args.ice_username, args.ice_credential) for url in args.ice_server)
+            ice = ice_servers_from(args)
         except ValueError as exc:
             source.close()
             return _fail(f"--ice-server: {exc}")

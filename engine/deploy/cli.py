@@ -46,6 +46,7 @@ def _add_address(parser: argparse.ArgumentParser) -> None:
 
 def parser() -> argparse.ArgumentParser:
     from ..param_flags import add_param_flags
+    from ..transport.ice import add_ice_flags
 
     p = argparse.ArgumentParser(prog="camfx cluster", description=DESCRIPTION)
     sub = p.add_subparsers(dest="action", required=True, metavar="up|status|down")
@@ -88,10 +89,7 @@ def parser() -> argparse.ArgumentParser:
     net.add_argument("--tls-cert", metavar="PEM", help="the proxy serves https with this certificate (and --tls-key); "
                                                        "the files must be on the node the proxy runs on")
     net.add_argument("--tls-key", metavar="PEM", help="the certificate's private key")
-    net.add_argument("--ice-server", action="append", default=[], metavar="URL",
-                     help="a STUN or TURN server for the replicas' peer connections and for clients; repeatable")
-    net.add_argument("--ice-username", help="the TURN servers' username")
-    net.add_argument("--ice-credential", help="the TURN servers' password")
+    add_ice_flags(net, "for the replicas' peer connections and for clients")
     net.add_argument("--allow-origin", action="append", default=[], metavar="ORIGIN",
                      help="also accept API calls from pages of ORIGIN; repeatable")
     net.add_argument("--replace-publisher", action="store_true",
@@ -113,7 +111,7 @@ def _fail(message: str) -> int:
 def settings_from_args(args: argparse.Namespace) -> ClusterSettings:
     """Raises ValueError with a message for the user."""
     from ..param_flags import params_from_args
-    from ..transport.ice import ice_server
+    from ..transport.ice import ice_servers_from
     from ..transport.origins import is_loopback
 
     if not is_loopback(args.host) and not args.token and not args.no_auth:
@@ -121,8 +119,7 @@ def settings_from_args(args: argparse.Namespace) -> ClusterSettings:
                          "CAMFX_TOKEN), or pass --no-auth if everyone who reaches the port may use it")
     if bool(args.tls_cert) != bool(args.tls_key):
         raise ValueError("--tls-cert and --tls-key go together")
-    for url in args.ice_server:
-        ice_server(url, args.ice_username, args.ice_credential)  # ValueError naming what is wrong
+    ice_servers_from(args)  # ValueError naming what is wrong
     if args.replicas is None and args.min_replicas > args.max_replicas:
         raise ValueError("--min-replicas is above --max-replicas")
     try:

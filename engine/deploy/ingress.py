@@ -95,9 +95,11 @@ class Ingress:
             raise IngressError(503, "the cluster is busy with other requests; try again in a few seconds",
                                {"Retry-After": RETRY_AFTER_S}) from None
 
-    async def _place(self, request: Forwarded, route: Route) -> Answer:
-        """A new session: the replica the router picks, then the others while they answer 503."""
-        answer, died = None, 0
+    async def _walk(self, request: Forwarded, route: Route, next_on: int) -> Answer:
+        """The replica the router picks, then the others while they answer `next_on` (503 for a
+        new session: that one is full; 404 for a stream name: not published there). The first
+        such refusal is the answer when none takes it."""
+        refused, died = None, 0
         for _ in range(MAX_WALK):
             try:
                 reply = await self._ask(request, route)
@@ -106,30 +108,15 @@ class Ingress:
                 if died > 2:
                     break
                 continue
-            if reply.status != 503 or reply.replica in route.avoid:
-                return reply if reply.status != 503 or answer is None else answer
-            answer, route = reply, route.avoiding(reply.replica)
-        if answer is not None:
-            return answer
+            if reply.status != next_on:
+                return reply
+            if reply.replica in route.avoid:
+                return refused or reply  # round the replicas once
+            refused, route = refused or reply, route.avoiding(reply.replica)
+        if refused is not None:
+            return refused
         raise IngressError(503, "the camfx replicas went away while answering; try again in a few seconds",
                            {"Retry-After": RETRY_AFTER_S})
-
-    async def _find(self, request: Forwarded, route: Route) -> Answer:
-        """A stream name: the replica that reports publishing it, then the others while they answer 404."""
-        first, died = None, 0
-        for _ in range(MAX_WALK):
-            try:
-                reply = await self._ask(request, route)
-            except _DIED:
-                died += 1  # the router drops a dead replica; ask again
-                if died > 2:
-                    raise IngressError(503, "the camfx replicas went away while answering; try again in a few "
-                                            "seconds", {"Retry-After": RETRY_AFTER_S}) from None
-                continue
-            if reply.status != 404 or reply.replica in route.avoid:
-                return reply if reply.status != 404 or first is None else first
-            first, route = first or reply, route.avoiding(reply.replica)
-        return first
 
     async def _each(self, request: Forwarded) -> list[Answer]:
         """Every replica's answer, one each."""
@@ -161,9 +148,9 @@ class Ingress:
             extra = {"Retry-After": RETRY_AFTER_S} if status == 503 else {}
             return Response(merged, status_code=status, media_type=content_type, headers=extra)
         if route.kind == PLACE:
-            answer = await self._place(forwarded, route)
+            answer = await self._walk(forwarded, route, 503)
         elif route.kind == NAME:
-            answer = await self._find(forwarded, route)
+            answer = await self._walk(forwarded, route, 404)
         else:
             try:
                 answer = await self._ask(forwarded, route)

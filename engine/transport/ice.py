@@ -73,6 +73,20 @@ def ice_server(url: str, username: str | None = None, credential: str | None = N
     return RTCIceServer(urls=url, username=username if turn else None, credential=credential if turn else None)
 
 
+def add_ice_flags(group, what: str) -> None:
+    """--ice-server (repeatable), --ice-username, --ice-credential on an argparse group; `what`
+    says what the servers are for, in --ice-server's help."""
+    group.add_argument("--ice-server", action="append", default=[], metavar="URL",
+                       help=f"a STUN or TURN server {what} (stun:host:3478, turn:host:3478?transport=udp); repeatable")
+    group.add_argument("--ice-username", help="the TURN servers' username")
+    group.add_argument("--ice-credential", help="the TURN servers' password")
+
+
+def ice_servers_from(args) -> tuple[RTCIceServer, ...]:
+    """The servers those flags name. Raises ValueError with a message for the user."""
+    return tuple(ice_server(url, args.ice_username, args.ice_credential) for url in args.ice_server)
+
+
 def link_headers(servers) -> list[str]:
     """The servers as RFC 9725 `Link: <url>; rel="ice-server"` values (with TURN credentials)."""
     links = []
