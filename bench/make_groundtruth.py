@@ -11,7 +11,8 @@ the edge pixels, so compositing the PNG over a new background leaves no grey stu
 
 The backgrounds are scikit-image pictures too, stored as JPEG: a busy night launch pad
 (`rocket`), a dark star field close to her black collar and turtleneck (`hubble_deep_field`),
-high-frequency gravel (`gravel`) and a warm wooden table with a cup (`coffee`).
+high-frequency gravel (`gravel`) and a warm wooden table with the white rim of a cup (the right
+part of `coffee`).
 
     python -m camfx.bench.make_groundtruth [--out bench/groundtruth] [--band 10]
 
@@ -29,7 +30,14 @@ import numpy as np
 from camfx.engine import yuv
 from camfx.engine.segmenter import Segmenters
 
-BACKGROUNDS = {"busy": "rocket", "dark": "hubble_deep_field", "gravel": "gravel", "table": "coffee"}
+# name -> (scikit-image picture, (top, bottom, left, right) crop). The table is cropped to the
+# cup's right side: whole, the cup is twice the size of her head and the scene reads as no room.
+BACKGROUNDS = {
+    "busy": ("rocket", None),
+    "dark": ("hubble_deep_field", None),
+    "gravel": ("gravel", None),
+    "table": ("coffee", (0, 330, 300, 600)),
+}
 CROP_ROWS = 336  # the helmet she holds starts below this row
 # The model takes the pale backdrop between her right arm and the shuttle's black stand for part
 # of her: below this row and right of this column is background (checked by eye).
@@ -84,8 +92,11 @@ def make(band: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
 def write_backgrounds(out: Path) -> None:
     from skimage import data
 
-    for name, source in BACKGROUNDS.items():
+    for name, (source, crop) in BACKGROUNDS.items():
         image = getattr(data, source)()
+        if crop is not None:
+            top, bottom, left, right = crop
+            image = image[top:bottom, left:right]
         bgr = image if image.ndim == 2 else cv2.cvtColor(image, cv2.COLOR_RGB2BGR)
         cv2.imwrite(str(out / f"{name}.jpg"), bgr, [cv2.IMWRITE_JPEG_QUALITY, 90])
 

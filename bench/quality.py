@@ -12,7 +12,8 @@ remove at the defaults. Figures per clip (see `quality_metrics`):
   lag          frame offset in [-3, 3] best aligning predicted and true mask centroids while moving
   blur halo    blur: mean of (output vs input, inner band) and (output vs the same blur of the
                person-free frame, outer band)
-  replace fringe  replace: output vs the ideal I + (1 - A)(new - old background), both bands
+  replace fringe  replace: output vs the ideal I + (1 - A)(new - old background), both bands (the
+               old background as the camera saw it, noise included)
   key fringe   remove: output vs the ideal A * I + (1 - A) * key, both bands
   ms           per-frame cost, median (information only)
 
@@ -91,7 +92,10 @@ class References:
             return self.input, room_blurred, ideal
         if effect == "replace":
             new = _rgb(self._backgrounds.frame(p.background_image, h, w))
-            ideal = _round_trip(a * camera_person + (1 - a) * (f.background + f.noise) + (1 - a) * (new - f.background))
+            # I + (1 - A)(new - old), the old background as the camera saw it (noise and all):
+            # the new background comes in clean, as any system's layer does.
+            camera_room = f.background + f.noise
+            ideal = _round_trip(a * camera_person + (1 - a) * camera_room + (1 - a) * (new - camera_room))
             return ideal, ideal, ideal
         if effect == "remove":
             key = np.array(hex_to_rgb(p.key_color), np.float32)
