@@ -53,6 +53,12 @@ class Camfx:
     def reset(self) -> None:
         self._pipeline = self._make()
 
+    @staticmethod
+    def blur(frame: np.ndarray, sigma: float) -> np.ndarray:
+        """camfx's blur of a frame with nobody in it: its normalised blur, every pixel kept."""
+        h, w = yuv.frame_size(frame)
+        return effects.blurred(frame, sigma, keep=np.ones((h // 4, w // 4), np.float32))
+
     def process(self, frame: np.ndarray, effect: str) -> tuple[np.ndarray, np.ndarray]:
         params = self._params.setdefault(effect, Params(effect=effect))
         work = self._pipeline.process(Work(image=frame, params=params))
@@ -64,9 +70,9 @@ class Raw:
     and the frame composited over the effect's layer made from the whole frame (blur), the
     background image, or the key colour. No smoothing, no feathering: the yardstick."""
 
-    name = "raw"
-
-    def __init__(self, segmenters: Segmenters, backgrounds: Backgrounds, model: str | None = None):
+    def __init__(self, segmenters: Segmenters, backgrounds: Backgrounds, model: str | None = None,
+                 name: str = "raw"):
+        self.name = name
         self._segmenter = segmenters.get(model or Params().model)
         self._backgrounds = backgrounds
 

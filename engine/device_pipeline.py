@@ -247,7 +247,7 @@ def _blur(plane: torch.Tensor, sigma: float, keep: torch.Tensor | None = None,
           add: torch.Tensor | None = None) -> torch.Tensor:
     """`effects.blurred` on one uint8 plane: a stack blur (triangular kernel) of a downscaled copy,
     normalised by the `keep` weights (at any size) when given, plus `add` (at any size)."""
-    factor = pow2_factor(sigma if keep is not None else sigma / 2)
+    factor = pow2_factor(sigma / 2)
     h, w = plane.shape
     x = plane.float()[None, None]
     if factor > 1:

@@ -134,8 +134,7 @@ def blurred(
     for i, (src, dst) in enumerate(zip(yuv.planes(frame), yuv.planes(out))):
         plane_sigma = sigma if i == 0 else sigma / 2  # chroma planes are half size
         ph, pw = src.shape
-        # A normalised blur is smooth enough to work at half the size again.
-        factor = pow2_factor(plane_sigma if keep is not None else plane_sigma / 2)
+        factor = pow2_factor(plane_sigma / 2)
         sh, sw = max(1, ph // factor), max(1, pw // factor)
         small = halvings.shrink(i, sh, sw)
         ksize = (stack_blur_size(max(plane_sigma / factor, 0.5)),) * 2

@@ -72,8 +72,8 @@ MOVING_LEVELS = 6.0  # above this it counts as moving: the new mask is taken who
 # The model's probability rises over 2-3 of its pixels (10-15 px at 720p) around the edge;
 # taken as alpha it puts a see-through ring of the old room around the person. It is steepened
 # about a level a little above one half, so the edge sits on the person, not beyond.
-EDGE_GAIN = 2.0
-EDGE_LEVEL = 0.55
+EDGE_GAIN = 4.0
+EDGE_LEVEL = 0.6
 
 
 def steepen(probability: np.ndarray) -> np.ndarray:

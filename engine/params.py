@@ -60,15 +60,17 @@ class Params(BaseModel):
     stream_batch: bool = Field(False, description="diffusion: denoise successive frames' steps in one UNet batch "
                                                   "(more fps at steps > 1, steps - 1 frames of lag)")
     model: Literal["general", "landscape"] = Field(
-        "landscape", description="segmentation model: landscape (144x256) or general (256x256)")
+        "general", description="segmentation model: general (256x256: the steadier, closer mask at every frame "
+                               "shape, see `camfx bench quality`) or landscape (144x256: cheaper)")
     mask_mode: Literal["soft", "threshold"] = Field("soft", description="a soft alpha mask, or a hard threshold")
     mask_threshold: float = Field(0.5, gt=0.0, lt=1.0, description="threshold mode: where person begins")
     mask_smoothing: float = Field(0.6, ge=0.0, le=0.9,
                                   description="steadiness of the mask where the picture is still (weight of the "
                                               "previous mask there; where it moves the new mask is taken at "
                                               "once, so no lag); 0 = off")
-    mask_feather: int = Field(4, ge=0, le=32, description="guided-filter radius (pixels at 720p) that snaps "
-                                                          "mask edges to image edges; 0 = off")
+    mask_feather: int = Field(0, ge=0, le=32, description="guided-filter radius (pixels at 720p) that snaps "
+                                                          "mask edges to image edges; 0 = off (the default: on "
+                                                          "`camfx bench quality` it spreads the edge into hair)")
     probe: bool = Field(False, description="keep the top 16 rows of the input, so a latency probe can match "
                                            "output to input")
 
