@@ -185,12 +185,13 @@ def run(sizes: list[tuple[int, int]], clips: list[str], frames: int, effects: li
 
 
 # The table: figure name -> (where it is in a row, how to print it, the effect it needs or None).
+# Every figure but the lag gets a ratio to the raw model's.
 FIGURES = {
     "IoU": (("mask", "iou"), "{:.3f}", None),
     "alpha err": (("mask", "alpha_error"), "{:.4f}", None),
     "boundary F": (("mask", "boundary_f"), "{:.3f}", None),
     "flicker x1e-3": (("mask", "flicker_x1e3"), "{:.2f}", None),
-    "lag (frames)": (("mask", "lag_frames"), "{:+.0f}", None),
+    "lag (frames)": (("mask", "lag_frames"), "{:+.3g}", None),
     "blur halo": (("blur_halo", "levels"), "{:.2f}", "blur"),
     "replace fringe": (("replace_fringe", "levels"), "{:.2f}", "replace"),
     "key fringe": (("key_fringe", "levels"), "{:.2f}", "remove"),
@@ -229,7 +230,8 @@ def summary(rows: list[dict], systems: list[str], effects: list[str]) -> dict:
             raw = entry.get("raw", {}).get("mean")
             for system in systems:
                 mean = entry[system]["mean"]
-                entry[system]["vs_raw"] = mean / raw if raw and mean is not None and system != "raw" else None
+                ratio = raw and mean is not None and system != "raw" and figure != "lag (frames)"
+                entry[system]["vs_raw"] = mean / raw if ratio else None
             out.setdefault(size, {})[figure] = entry
     return out
 
