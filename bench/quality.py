@@ -9,6 +9,7 @@ remove at the defaults. Figures per clip (see `quality_metrics`):
   alpha_err    mean abs alpha error
   boundary_f   boundary F: boundary = mask minus its 3x3 erosion, matched within 3 px
   flicker      mean |alpha_t - alpha_t-1| over frames where the truth does not change, x1e-3
+               (sitting still, and out of the frame: a mask that trails her out counts)
   lag          frame offset in [-3, 3] best aligning predicted and true mask centroids while moving
   blur halo    blur: mean of (output vs input, inner band) and (output vs the same blur of the
                person-free frame, outer band)
@@ -20,7 +21,23 @@ remove at the defaults. Figures per clip (see `quality_metrics`):
 Bands reach H/30 px from the true edge: inner where A >= .99, outer where A <= .01. Output
 figures are mean abs differences in 8-bit levels over R, G and B, the ideal going through the same
 I420 round trip as any output. Writes quality.json, quality.md (the table) and
-quality-crops-WxH.png (edge crops: the ideal, raw and camfx per effect) under --out.
+quality-crops-WxH.png (edge crops: the ideal, camfx and raw per effect) under --out.
+
+From Python, another pipeline or other parameters side by side with today's (the ratios are
+to the system named "raw"):
+
+    from camfx.bench import quality
+    from camfx.bench.quality_systems import Camfx, Raw
+    data = quality.run([(640, 480)], ["dark", "gravel"], 60, ["blur", "replace"], systems={
+        "camfx": lambda s, b: Camfx(s, b),
+        "smoothed": lambda s, b: Camfx(s, b, params={"mask_smoothing": 0.5}),
+        "mine": lambda s, b: Camfx(s, b, make_pipeline=my_pipeline),  # (segmenters, backgrounds)
+        "raw": lambda s, b: Raw(s, b),
+    })
+    print(quality.table(data))
+
+`evaluate_clip` runs one clip; any object with `reset()` and `process(frame_i420, effect) ->
+(alpha at the frame's size, output I420)` is a system.
 """
 
 from __future__ import annotations
