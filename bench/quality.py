@@ -110,9 +110,8 @@ class References:
         if effect == "replace":
             new = _rgb(self._backgrounds.frame(p.background_image, h, w))
             # I + (1 - A)(new - old), the old background as the camera saw it (noise and all):
-            # the new background comes in clean, as any system's layer does.
-            camera_room = f.background + f.noise
-            ideal = _round_trip(a * camera_person + (1 - a) * camera_room + (1 - a) * (new - camera_room))
+            # the person as the camera saw her over the new background, which comes in clean.
+            ideal = _round_trip(a * camera_person + (1 - a) * new)
             return ideal, ideal, ideal
         if effect == "remove":
             key = np.array(hex_to_rgb(p.key_color), np.float32)
@@ -139,7 +138,7 @@ class ClipResult:
     sheet: dict  # effect -> {"ideal": rgb, system name: rgb}, and "alpha": the truth
 
 
-def evaluate_clip(clip: str, width: int, height: int, frames: int, systems: dict[str, System],
+def evaluate_clip(clip: str, width: int, height: int, frames: int, systems: dict[str, Callable[[], System]],
                   effects: list[str], backgrounds: Backgrounds, sheet_frame: int | None = None) -> ClipResult:
     """Every system on every effect over one clip, frame by frame, interleaved on the same frames.
 
@@ -189,6 +188,9 @@ def run(sizes: list[tuple[int, int]], clips: list[str], frames: int, effects: li
             result = evaluate_clip(clip, width, height, frames, factories, effects, backgrounds)
             rows += result.rows
             size_sheets[clip] = result.sheet
+            print(f"{width}x{height} {clip:>7}: " + "  ".join(
+                f"{r['system']} {r['effect']} IoU {r['mask']['iou']:.3f} {OUTPUT_FIGURE[r['effect']]} "
+                f"{r[OUTPUT_FIGURE[r['effect']]]['levels']:.2f}" for r in result.rows), flush=True)
         if sheets is not None:
             path = sheets / f"quality-crops-{width}x{height}.png"
             path.parent.mkdir(parents=True, exist_ok=True)
