@@ -189,8 +189,9 @@ def run(sizes: list[tuple[int, int]], clips: list[str], frames: int, effects: li
             rows += result.rows
             size_sheets[clip] = result.sheet
             print(f"{width}x{height} {clip:>7}: " + "  ".join(
-                f"{r['system']} {r['effect']} IoU {r['mask']['iou']:.3f} {OUTPUT_FIGURE[r['effect']]} "
-                f"{r[OUTPUT_FIGURE[r['effect']]]['levels']:.2f}" for r in result.rows), flush=True)
+                f"{name} IoU {mine[0]['mask']['iou']:.3f} " + " ".join(
+                    f"{OUTPUT_FIGURE[r['effect']]} {r[OUTPUT_FIGURE[r['effect']]]['levels']:.2f}" for r in mine)
+                for name in systems if (mine := [r for r in result.rows if r["system"] == name])), flush=True)
         if sheets is not None:
             path = sheets / f"quality-crops-{width}x{height}.png"
             path.parent.mkdir(parents=True, exist_ok=True)
