@@ -16,7 +16,8 @@ part of `coffee`).
 
     python -m camfx.bench.make_groundtruth [--out bench/groundtruth] [--band 10]
 
-Needs pymatting and scikit-image (not needed to run the benchmark).
+Needs pymatting and scikit-image (not needed to run the benchmark). The committed files were made
+with pymatting 1.1.16 and scikit-image 0.26.0.
 """
 
 from __future__ import annotations
@@ -31,7 +32,7 @@ from camfx.engine import yuv
 from camfx.engine.segmenter import Segmenters
 
 # name -> (scikit-image picture, (top, bottom, left, right) crop). The table is cropped to the
-# cup's right side: whole, the cup is twice the size of her head and the scene reads as no room.
+# cup's right side: whole, the cup sits right behind her head at twice its size.
 BACKGROUNDS = {
     "busy": ("rocket", None),
     "dark": ("hubble_deep_field", None),

@@ -9,6 +9,7 @@ remove at the defaults. Figures per clip (see `quality_metrics`):
   alpha_err    mean abs alpha error
   boundary_f   boundary F: boundary = mask minus its 3x3 erosion, matched within 3 px
   flicker      mean |alpha_t - alpha_t-1| over frames where the truth does not change, x1e-3
+               (sitting still, and out of the frame: a mask that trails her out counts)
   lag          frame offset in [-3, 3] best aligning predicted and true mask centroids while moving
   blur halo    blur: mean of (output vs input, inner band) and (output vs the same blur of the
                person-free frame, outer band)
@@ -20,7 +21,23 @@ remove at the defaults. Figures per clip (see `quality_metrics`):
 Bands reach H/30 px from the true edge: inner where A >= .99, outer where A <= .01. Output
 figures are mean abs differences in 8-bit levels over R, G and B, the ideal going through the same
 I420 round trip as any output. Writes quality.json, quality.md (the table) and
-quality-crops-WxH.png (edge crops: the ideal, raw and camfx per effect) under --out.
+quality-crops-WxH.png (edge crops: the ideal, camfx and raw per effect) under --out.
+
+From Python, another pipeline or other parameters side by side with today's (the ratios are
+to the system named "raw"):
+
+    from camfx.bench import quality
+    from camfx.bench.quality_systems import Camfx, Raw
+    data = quality.run([(640, 480)], ["dark", "gravel"], 60, ["blur", "replace"], systems={
+        "camfx": lambda s, b: Camfx(s, b),
+        "smoothed": lambda s, b: Camfx(s, b, params={"mask_smoothing": 0.5}),
+        "mine": lambda s, b: Camfx(s, b, make_pipeline=my_pipeline),  # (segmenters, backgrounds)
+        "raw": lambda s, b: Raw(s, b),
+    })
+    print(quality.table(data))
+
+`evaluate_clip` runs one clip; any object with `reset()` and `process(frame_i420, effect) ->
+(alpha at the frame's size, output I420)` is a system.
 """
 
 from __future__ import annotations
@@ -101,9 +118,8 @@ class References:
         if effect == "replace":
             new = _rgb(self._backgrounds.frame(p.background_image, h, w))
             # I + (1 - A)(new - old), the old background as the camera saw it (noise and all):
-            # the new background comes in clean, as any system's layer does.
-            camera_room = f.background + f.noise
-            ideal = _round_trip(a * camera_person + (1 - a) * camera_room + (1 - a) * (new - camera_room))
+            # the person as the camera saw her over the new background, which comes in clean.
+            ideal = _round_trip(a * camera_person + (1 - a) * new)
             return ideal, ideal, ideal
         if effect == "remove":
             key = np.array(hex_to_rgb(p.key_color), np.float32)
@@ -130,7 +146,7 @@ class ClipResult:
     sheet: dict  # effect -> {"ideal": rgb, system name: rgb}, and "alpha": the truth
 
 
-def evaluate_clip(clip: str, width: int, height: int, frames: int, systems: dict[str, System],
+def evaluate_clip(clip: str, width: int, height: int, frames: int, systems: dict[str, Callable[[], System]],
                   effects: list[str], backgrounds: Backgrounds, sheet_frame: int | None = None) -> ClipResult:
     """Every system on every effect over one clip, frame by frame, interleaved on the same frames.
 
@@ -180,6 +196,10 @@ def run(sizes: list[tuple[int, int]], clips: list[str], frames: int, effects: li
             result = evaluate_clip(clip, width, height, frames, factories, effects, backgrounds)
             rows += result.rows
             size_sheets[clip] = result.sheet
+            print(f"{width}x{height} {clip:>7}: " + "  ".join(
+                f"{name} IoU {mine[0]['mask']['iou']:.3f} " + " ".join(
+                    f"{OUTPUT_FIGURE[r['effect']]} {r[OUTPUT_FIGURE[r['effect']]]['levels']:.2f}" for r in mine)
+                for name in systems if (mine := [r for r in result.rows if r["system"] == name])), flush=True)
         if sheets is not None:
             path = sheets / f"quality-crops-{width}x{height}.png"
             path.parent.mkdir(parents=True, exist_ok=True)
@@ -193,12 +213,13 @@ def run(sizes: list[tuple[int, int]], clips: list[str], frames: int, effects: li
 
 
 # The table: figure name -> (where it is in a row, how to print it, the effect it needs or None).
+# Every figure but the lag gets a ratio to the raw model's.
 FIGURES = {
     "IoU": (("mask", "iou"), "{:.3f}", None),
     "alpha err": (("mask", "alpha_error"), "{:.4f}", None),
     "boundary F": (("mask", "boundary_f"), "{:.3f}", None),
     "flicker x1e-3": (("mask", "flicker_x1e3"), "{:.2f}", None),
-    "lag (frames)": (("mask", "lag_frames"), "{:+.0f}", None),
+    "lag (frames)": (("mask", "lag_frames"), "{:+.3g}", None),
     "blur halo": (("blur_halo", "levels"), "{:.2f}", "blur"),
     "replace fringe": (("replace_fringe", "levels"), "{:.2f}", "replace"),
     "key fringe": (("key_fringe", "levels"), "{:.2f}", "remove"),
@@ -237,7 +258,8 @@ def summary(rows: list[dict], systems: list[str], effects: list[str]) -> dict:
             raw = entry.get("raw", {}).get("mean")
             for system in systems:
                 mean = entry[system]["mean"]
-                entry[system]["vs_raw"] = mean / raw if raw and mean is not None and system != "raw" else None
+                ratio = raw and mean is not None and system != "raw" and figure != "lag (frames)"
+                entry[system]["vs_raw"] = mean / raw if ratio else None
             out.setdefault(size, {})[figure] = entry
     return out
 

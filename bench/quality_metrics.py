@@ -70,8 +70,8 @@ def iou(predicted: np.ndarray, truth: np.ndarray) -> float:
 
 def centroid(alpha: np.ndarray) -> np.ndarray | None:
     """(x, y) of the mask's centre of area, None when it is empty."""
-    ys, xs = np.nonzero(binary(alpha))
-    return None if xs.size == 0 else np.array([xs.mean(), ys.mean()])
+    m = cv2.moments(binary(alpha), binaryImage=True)
+    return None if m["m00"] == 0 else np.array([m["m10"] / m["m00"], m["m01"] / m["m00"]])
 
 
 def lag(predicted: list[np.ndarray | None], truth: list[np.ndarray | None], moving: list[bool],
@@ -112,9 +112,14 @@ class Pooled:
         if where is None:
             self.total += float(cv2.absdiff(a, b).sum(dtype=np.float64))
             self.count += a.size
-        elif where.any():
-            self.total += float(np.abs(a[where].astype(np.float32) - b[where].astype(np.float32)).sum())
-            self.count += int(where.sum()) * (a.shape[-1] if a.ndim == 3 else 1)
+        else:
+            mask = where.astype(np.uint8)
+            n = cv2.countNonZero(mask)
+            if n:
+                channels = a.shape[2] if a.ndim == 3 else 1
+                means = cv2.mean(cv2.absdiff(a, b), mask=mask)[:channels]
+                self.total += float(sum(means)) * n
+                self.count += n * channels
 
     @property
     def mean(self) -> float | None:

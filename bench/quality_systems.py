@@ -41,13 +41,16 @@ def full_size(alpha: np.ndarray, height: int, width: int) -> np.ndarray:
 
 class Camfx:
     """camfx's own pipeline, as a session runs it (a fresh one per clip: it keeps state).
-    `make_pipeline(segmenters, backgrounds)` builds it; `default_pipeline` unless told."""
+    `make_pipeline(segmenters, backgrounds)` builds it (`default_pipeline` unless told);
+    `params`: fields to set on top of each effect's defaults, e.g. {"mask_smoothing": 0.5}."""
 
     def __init__(self, segmenters: Segmenters, backgrounds: Backgrounds, name: str = "camfx",
-                 make_pipeline: Callable[[Segmenters, Backgrounds], Pipeline] = default_pipeline):
+                 make_pipeline: Callable[[Segmenters, Backgrounds], Pipeline] = default_pipeline,
+                 params: dict | None = None):
         self.name = name
         self._make = lambda: make_pipeline(segmenters, backgrounds)
         self._pipeline = self._make()
+        self._overrides = dict(params or {})
         self._params: dict[str, Params] = {}
 
     def reset(self) -> None:
@@ -60,7 +63,9 @@ class Camfx:
         return effects.blurred(frame, sigma, keep=np.ones((h // 4, w // 4), np.float32))
 
     def process(self, frame: np.ndarray, effect: str) -> tuple[np.ndarray, np.ndarray]:
-        params = self._params.setdefault(effect, Params(effect=effect))
+        if effect not in self._params:
+            self._params[effect] = Params(**{**self._overrides, "effect": effect})
+        params = self._params[effect]
         work = self._pipeline.process(Work(image=frame, params=params))
         return full_size(work.alpha, *yuv.frame_size(frame)), work.output
 

@@ -208,3 +208,15 @@ def test_the_command_writes_json_a_table_and_the_crops(tmp_path, capsys):
     assert sheet is not None and sheet.shape[0] > 60 and sheet.std() > 10
     with pytest.raises(SystemExit):
         main(["quality", "--sizes", "640x481"])
+
+
+def test_pooled_differences_weigh_every_pixel_alike():
+    rng = np.random.default_rng(0)
+    a, b = rng.random((30, 40, 3), np.float32), rng.random((30, 40, 3), np.float32)
+    first, second = rng.random((30, 40)) > 0.5, rng.random((30, 40)) > 0.9
+    pooled = qm.Pooled()
+    pooled.add(a, b, first)
+    pooled.add(a, b, second)
+    both = np.concatenate([np.abs(a - b)[first], np.abs(a - b)[second]])
+    assert pooled.mean == pytest.approx(both.mean(), rel=1e-5)
+    assert qm.Pooled().mean is None
