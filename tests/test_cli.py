@@ -43,6 +43,29 @@ def test_help_lists_every_command_with_one_line(args):
         assert any(line.strip().startswith(name + " ") for line in result.stdout.splitlines()), result.stdout
 
 
+@pytest.mark.parametrize("args", [["bench"], ["bench", "--help"]])
+def test_bench_lists_every_benchmark_with_what_it_measures(args):
+    from camfx.bench.cli import BENCHMARKS
+
+    result = camfx(*args)
+    text = result.stdout + result.stderr
+    for name, (what, _, _) in BENCHMARKS.items():
+        assert any(line.split() == [name, *what.split()] for line in text.splitlines()), text
+        assert len(what) > 20
+
+
+def test_install_hints_name_the_package_one_way():
+    """`pip install 'camfx[x]'` everywhere: never `.[x]`, which works only in a clone."""
+    import pathlib
+    import re
+
+    root = pathlib.Path(__file__).resolve().parents[1]
+    files = [p for folder in ("engine", "bench", "export", "models", "demo") for p in (root / folder).rglob("*")
+             if p.suffix in (".py", ".js", ".html", ".md")] + [root / "README.md", root / "DESIGN.md"]
+    offenders = [f"{p.name}: {m.group(0)}" for p in files for m in re.finditer(r"pip install [^\n]*'\.\[", p.read_text())]
+    assert not offenders, offenders
+
+
 def test_version_from_the_command_and_from_python_m():
     from camfx import __version__
 
@@ -79,6 +102,7 @@ def test_a_port_in_use_is_one_line():
     (["export", "selfie"], "torch", "pip install 'camfx[export]'"),
     (["serve", "--device", "cuda"], "torch", "pip install 'camfx[gpu]'"),
     (["cluster", "status"], "ray", "pip install 'camfx[cluster]'"),
+    (["bench", "diffusion", "--frames", "1", "--out", "/nonexistent"], "torch", "pip install 'camfx[bench,diffusion]'"),
 ])
 def test_a_missing_extra_is_one_line(args, block, expected):
     assert expected in one_clear_line(camfx(*args, block=block))
