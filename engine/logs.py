@@ -12,7 +12,8 @@ LIBRARIES = ("aioice", "aiortc", "aiohttp", "av", "asyncio", "urllib3", "PIL", "
 
 def setup(level: str, verbose: bool = False) -> None:
     """Log to stderr: camfx at `level`, the libraries at WARNING (or `level` too, if verbose)."""
-    logging.basicConfig(level=level, format=FORMAT)
+    logging.basicConfig(format=FORMAT)  # a handler on stderr, unless one is there already
+    logging.getLogger().setLevel(level)
     for name in LIBRARIES:
         logging.getLogger(name).setLevel(level if verbose else max(logging.WARNING, logging.getLevelName(level)))
     logging.getLogger("aiohttp.access").setLevel(level)  # asked for with --access-log

@@ -144,4 +144,6 @@ async def _run(args, params) -> int:
     finally:
         if control is not None:
             await control.cleanup()
+        for line in app.summary():  # what the run did, with or without --stats
+            print(f"camfx camera: {line}", file=sys.stderr, flush=True)
 
