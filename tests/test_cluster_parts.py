@@ -192,7 +192,7 @@ async def test_a_forwarded_offer_streams_and_its_id_names_the_replica(node_serve
         status, headers, raw = await node_server.forward(Forwarded("POST", "/offer", "", host, body))
         assert status == 200, raw
         reply = json.loads(raw)
-        assert replica_of(reply["session_id"]) == "Ab3xYz90" and reply["name"].startswith("demo-")
+        assert replica_of(reply["session_id"]) == "Ab3xYz90" and reply["name"].startswith("main-")
         await pc.setRemoteDescription(RTCSessionDescription(reply["sdp"], "answer"))
         for _ in range(200):
             if len(got.fresh) >= 10:
