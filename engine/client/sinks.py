@@ -255,7 +255,7 @@ class SinkRunner:
                 self.error = exc
                 return
             except Exception as exc:  # a device that went away, a full disk
-                log.exception("%s failed", self.sink.name)
+                log.debug("%s failed", self.sink.name, exc_info=True)  # the run ends with the one-line error
                 self.error = SinkError(f"{self.sink.name} failed: {exc}")
                 return
 
