@@ -30,7 +30,8 @@ from camfx.engine.config import ServerConfig
 from camfx.engine.params import Params
 from camfx.engine.segmenter import Segmenters
 from camfx.engine.transport import http_server
-from camfx.engine.transport.http import create_app, http_limits
+
+from .conftest import start_server
 
 pytestmark = pytest.mark.timeout(180)
 
@@ -366,9 +367,7 @@ class Server:
         self.runner = None
 
     async def start(self):
-        config = ServerConfig(port=self.port, **self.config)
-        self.runner = await http_server.start(create_app(config), "127.0.0.1", self.port, limits=http_limits(config),
-                                              ssl_context=self.ssl_context)
+        self.runner, _ = await start_server(ServerConfig(**self.config), port=self.port, ssl_context=self.ssl_context)
 
     async def stop(self):
         await self.runner.cleanup()

@@ -138,12 +138,13 @@ async def _run(args, params) -> int:
         print(f"camfx camera: {source.description} -> {', '.join(s.name for s in sinks)}; "
               f"controls at http://{host or '127.0.0.1'}:{port}/", file=sys.stderr, flush=True)
     try:
-        return await app.run_until_done()
+        code = await app.run_until_done()
     except (SinkError, RemoteError) as exc:
-        return _fail(str(exc))
+        return _fail(str(exc))  # the one line that matters
     finally:
         if control is not None:
             await control.cleanup()
-        for line in app.summary():  # what the run did, with or without --stats
-            print(f"camfx camera: {line}", file=sys.stderr, flush=True)
+    for line in app.summary():  # what the run did, with or without --stats
+        print(f"camfx camera: {line}", file=sys.stderr, flush=True)
+    return code
 
