@@ -43,6 +43,22 @@ def drift(windows: list[dict], edge: int = 5) -> dict:
             "p95_drift_percent": round((p95_last / p95_first - 1) * 100, 1)}
 
 
+def summary_text(summary: dict, windows: int) -> str:
+    """The soak's verdict as a person reads it (the same figures are in soak.json)."""
+    def mb(value):
+        return "n/a" if value is None else f"{value:.1f} MB"
+
+    lines = [f"summary of {windows} windows:",
+             f"  lowest fps        {summary['fps_min'] if summary['fps_min'] is not None else 'n/a'}"]
+    if "p95_first_ms" in summary:
+        n = summary["windows"]
+        lines.append(f"  latency p95       {summary['p95_first_ms']:.1f} ms in the first {n} window(s), "
+                     f"{summary['p95_last_ms']:.1f} ms in the last {n} ({summary['p95_drift_percent']:+.1f} %)")
+    lines.append(f"  server memory     {mb(summary['rss_after_first_mb'])} after the first window, at most "
+                 f"{mb(summary['rss_max_after_first_mb'])} after it, {mb(summary['rss_last_mb'])} at the end")
+    return "\n".join(lines)
+
+
 async def run(args) -> dict:
     serve_media_on(["127.0.0.1"])
     width, height = (int(v) for v in args.size.split("x"))
@@ -91,7 +107,7 @@ async def run(args) -> dict:
     }
     for w in windows:
         del w["latencies"]
-    print("summary:", summary, flush=True)
+    print(summary_text(summary, len(windows)), flush=True)
     return {"benchmark": "soak", "machine": machine(), "command": " ".join(["camfx", "bench", "soak", *args.argv]),
             "size": args.size, "effect": args.effect, "camera_fps": args.fps, "windows": windows, "summary": summary}
 

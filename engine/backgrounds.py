@@ -24,13 +24,21 @@ class BackgroundError(ValueError):
     """An upload that is not a usable image."""
 
 
+def _bundled_files():
+    return [entry for entry in (resources.files("camfx.demo") / "backgrounds").iterdir()
+            if entry.name.endswith((".jpg", ".png"))]
+
+
+def bundled_names() -> list[str]:
+    """The bundled images' names (what `background_image` may name besides uploads), sorted."""
+    return sorted(entry.name.rsplit(".", 1)[0] for entry in _bundled_files())
+
+
 def _bundled() -> dict[str, np.ndarray]:
     images = {}
-    folder = resources.files("camfx.demo") / "backgrounds"
-    for entry in folder.iterdir():
-        if entry.name.endswith((".jpg", ".png")):
-            data = np.frombuffer(entry.read_bytes(), dtype=np.uint8)
-            images[entry.name.rsplit(".", 1)[0]] = cv2.cvtColor(cv2.imdecode(data, cv2.IMREAD_COLOR), cv2.COLOR_BGR2RGB)
+    for entry in _bundled_files():
+        data = np.frombuffer(entry.read_bytes(), dtype=np.uint8)
+        images[entry.name.rsplit(".", 1)[0]] = cv2.cvtColor(cv2.imdecode(data, cv2.IMREAD_COLOR), cv2.COLOR_BGR2RGB)
     return images
 
 

@@ -1,4 +1,6 @@
-"""`camfx doctor`: what this machine can run, and which runtime each model will use."""
+"""`camfx doctor`: for each way of using camfx, what this machine has and what to do about what it
+lacks (the virtual camera of a video call, the browser page), then the runtimes: which one each
+model will use."""
 
 from __future__ import annotations
 
@@ -87,13 +89,40 @@ def model_rows() -> list[tuple[str, str]]:
     return rows
 
 
+MARK = {True: "ok", False: "MISSING", None: "note"}
+
+
+def scenario_lines(title: str, checks) -> list[str]:
+    """A scenario's checks as the terminal shows them: a mark, what, the finding, and the fix."""
+    width = max(len(c.what) for c in checks)
+    lines = [title]
+    for check in checks:
+        lines.append(f"  {MARK[check.ok]:<7}  {check.what:<{width}}  {check.finding}")
+        if check.fix:
+            lines.append(f"  {'':<7}  {'':<{width}}  -> {check.fix}")
+    return lines
+
+
 def main(argv: list[str]) -> int:
+    from . import setup_checks
+
     if argv and argv[0] in ("-h", "--help"):
         print("usage: camfx doctor\n\n" + (__doc__ or ""))
         return 0
     logging.basicConfig(level=logging.WARNING)
+    camera = setup_checks.virtual_camera()
+    sections = [
+        scenario_lines("video call or OBS, through a virtual camera (camfx camera)", camera),
+        scenario_lines("the browser page (camfx serve)", setup_checks.browser_origin()),
+    ]
+    for lines in sections:
+        print("\n".join(lines) + "\n")
+    print("runtimes (camfx serve, camfx camera)")
     rows = facts() + [("", "")] + model_rows()
     width = max(len(k) for k, _ in rows)
     for key, value in rows:
         print(f"{key:>{width}}  {value}" if key else "")
+    if any(c.ok is False for c in camera):
+        print("\nthe virtual camera is not ready: do what the -> lines say (a file output, --output out.mp4, "
+              "works meanwhile)")
     return 0

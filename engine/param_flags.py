@@ -1,5 +1,6 @@
-"""Every effect parameter as a command-line flag, from the one schema (`camfx serve` and
-`camfx camera` both take them), with its description and range in the help."""
+"""Every effect parameter as a command-line flag, from the one schema (`camfx serve`, `camfx
+camera` and `camfx cluster up` take them), with its description and range in the help; and the
+parser and number types the commands share, so a bad value is one line and exit 2."""
 
 from __future__ import annotations
 
@@ -41,3 +42,44 @@ def add_param_flags(parser: argparse.ArgumentParser) -> None:
 def params_from_args(args: argparse.Namespace) -> Params:
     patch = {k[len("param_"):]: v for k, v in vars(args).items() if k.startswith("param_") and v is not None}
     return Params().updated(patch)  # pydantic coerces the strings ("12" -> 12.0)
+
+
+class Parser(argparse.ArgumentParser):
+    """camfx's commands' parser: a mistake in a flag is one line (no page of usage) and exit 2."""
+
+    def error(self, message: str):
+        self.exit(2, f"{self.prog}: error: {message} (`{self.prog} --help` lists the options)\n")
+
+
+def positive(kind):
+    """An argparse type: a number of `kind` above 0."""
+
+    def parse(text: str):
+        try:
+            value = kind(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"must be a number above 0, got {text!r}") from None
+        if not value > 0:
+            raise argparse.ArgumentTypeError(f"must be above 0, got {text}")
+        return value
+
+    parse.__name__ = kind.__name__
+    return parse
+
+
+def non_negative(text: str) -> float:
+    """An argparse type: a number, 0 or more."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"must be a number, 0 or more, got {text!r}") from None
+    if not value >= 0:
+        raise argparse.ArgumentTypeError(f"must be 0 or more, got {text}")
+    return value
+
+
+def port(text: str) -> int:
+    """An argparse type: a TCP port, 1 to 65535."""
+    if not text.isdigit() or not 1 <= int(text) <= 65535:
+        raise argparse.ArgumentTypeError(f"a port is a whole number from 1 to 65535, got {text!r}")
+    return int(text)

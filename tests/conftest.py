@@ -41,13 +41,16 @@ class RunningServer:
         return self.app[SESSIONS]
 
 
-async def start_server(config: ServerConfig | None = None, pipeline_factory=None):
-    """camfx's app on a free loopback port, served as `camfx serve` serves it."""
+async def start_server(config: ServerConfig | None = None, pipeline_factory=None, port: int | None = None,
+                       ssl_context=None):
+    """camfx's app on a loopback port (free, unless given), served on this event loop as `camfx
+    serve` serves it. (serve.ServerThread serves it from a thread of its own.)"""
     config = config or ServerConfig()
-    config.port = free_port()
+    config.port = port or free_port()
     app = create_app(config, pipeline_factory)
-    runner = await http_server.start(app, "127.0.0.1", config.port, limits=http_limits(config))
-    return runner, RunningServer(app, f"http://127.0.0.1:{config.port}")
+    runner = await http_server.start(app, "127.0.0.1", config.port, limits=http_limits(config),
+                                     ssl_context=ssl_context)
+    return runner, RunningServer(app, f"{'https' if ssl_context else 'http'}://127.0.0.1:{config.port}")
 
 
 @pytest_asyncio.fixture

@@ -123,13 +123,17 @@ def test_bench_capacity_adds_sessions_until_one_falls_short(tmp_path):
     assert (tmp_path / "capacity.png").stat().st_size > 0
 
 
-def test_bench_soak_watches_window_by_window(tmp_path):
-    """Six 2-second windows of one session: each says what it saw, and the summary follows them."""
+def test_bench_soak_watches_window_by_window(tmp_path, capsys):
+    """Six 2-second windows of one session: each says what it saw, and the summary follows them,
+    printed for a person (not a Python dict)."""
     import json
 
     from camfx.bench.soak import main
 
     assert main(["--minutes", "0.2", "--interval", "2", "--size", "320x240", "--out", str(tmp_path)]) == 0
+    printed = capsys.readouterr().out
+    summary_text = printed[printed.index("summary of"):]
+    assert "{" not in summary_text and "lowest fps" in summary_text and "server memory" in summary_text
     data = json.loads((tmp_path / "soak.json").read_text())
     windows, summary = data["windows"], data["summary"]
     assert len(windows) >= 4

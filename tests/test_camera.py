@@ -30,7 +30,8 @@ from camfx.engine.config import ServerConfig
 from camfx.engine.params import Params
 from camfx.engine.segmenter import Segmenters
 from camfx.engine.transport import http_server
-from camfx.engine.transport.http import create_app, http_limits
+
+from .conftest import start_server
 
 pytestmark = pytest.mark.timeout(180)
 
@@ -87,6 +88,11 @@ def test_local_mode_from_a_file_to_a_file(camera_file, clip, tmp_path, effect):
     assert result.returncode == 0, result.stderr
     written = frames_of(out)
     assert len(written) == len(clip)  # a 30-frame file at its own rate: nothing had to be dropped
+    # Without --stats the run still says what it did, at its end.
+    assert f"camfx camera: wrote {len(written)} frames to {out} (0 dropped)" in result.stderr.splitlines()
+    summary = next(line for line in result.stderr.splitlines() if " frames in, " in line)
+    assert summary.startswith(f"camfx camera: {len(clip)} frames in, {len(written)} out, 0 dropped; ")
+    assert " fps over " in summary and "latency p50 " in summary and ", p95 " in summary
     person_bg = masks(clip, Segmenters().get("landscape"))
     for i in (5, 15, 25):
         person, background = person_bg[i]
@@ -202,6 +208,68 @@ async def test_frames_out_plus_counted_drops_are_the_frames_in_and_params_change
     assert green_share(written[-1], background) > 0.5  # after it: keyed
 
 
+def test_no_output_rate_is_shown_before_a_whole_window_is_measured():
+    """Two frames 10 ms apart are not "out 99.0 fps": the rate waits for a whole window."""
+    from camfx.engine.client.app import RATE_WINDOW_S, CameraRun
+
+    run = CameraRun()
+    run.out_at(100.0, 5.0)
+    run.out_at(100.0101, 5.0)
+    assert run.fps_out() is None
+    for i in range(2, 32):
+        run.out_at(100.0 + i / 30, 5.0)
+    assert run.out_times[-1] - run.first_out >= RATE_WINDOW_S
+    assert run.fps_out() == pytest.approx(30.0, rel=0.1)
+    assert run.latency.percentile(50) == pytest.approx(5.0, abs=0.1) and run.latency.count == 32
+
+
+async def test_closing_the_preview_page_is_not_an_error(caplog):
+    """A page that leaves the MJPEG preview ends it quietly: no ERROR, no traceback."""
+    import logging
+    import types
+
+    from av import VideoFrame
+
+    def frame():
+        return VideoFrame.from_ndarray(np.zeros((120, 160, 3), np.uint8), format="bgr24")
+
+    camera = types.SimpleNamespace(preview=frame())
+    port = free_port()
+    control = await http_server.start(control_app(camera, "127.0.0.1"), "127.0.0.1", port)
+    caplog.set_level(logging.INFO)
+    try:
+        for _ in range(2):
+            async with aiohttp.ClientSession() as http:
+                async with http.get(f"http://127.0.0.1:{port}/preview.mjpg") as resp:
+                    assert b"image/jpeg" in await resp.content.read(100)
+                    camera.preview = frame()  # a new frame to send: the write finds the page gone
+            await asyncio.sleep(0.5)
+    finally:
+        await control.cleanup()
+    assert not [r for r in caplog.records if r.levelno >= logging.WARNING or r.exc_info], caplog.text
+    assert "preview: the page left" in caplog.text
+
+
+def test_library_log_lines_are_hidden_unless_verbose():
+    """aioice writes INFO lines on every connection: not in the terminal unless -v."""
+    import logging
+
+    from camfx.engine import logs
+
+    root = logging.getLogger().level
+    try:
+        logs.setup("INFO")
+        assert logging.getLogger("camfx.camera").isEnabledFor(logging.INFO)
+        assert not logging.getLogger("aioice.ice").isEnabledFor(logging.INFO)
+        assert logging.getLogger("aioice.ice").isEnabledFor(logging.WARNING)
+        logs.setup("INFO", verbose=True)
+        assert logging.getLogger("aioice.ice").isEnabledFor(logging.INFO)
+    finally:
+        logging.getLogger().setLevel(root)
+        for name in (*logs.LIBRARIES, "aiohttp.access"):
+            logging.getLogger(name).setLevel(logging.NOTSET)
+
+
 # ---- the virtual camera ---------------------------------------------------------------------------
 class FakeCamera:
     """Stands in for pyvirtualcam.Camera (v4l2loopback cannot be loaded on these machines)."""
@@ -299,9 +367,7 @@ class Server:
         self.runner = None
 
     async def start(self):
-        config = ServerConfig(port=self.port, **self.config)
-        self.runner = await http_server.start(create_app(config), "127.0.0.1", self.port, limits=http_limits(config),
-                                              ssl_context=self.ssl_context)
+        self.runner, _ = await start_server(ServerConfig(**self.config), port=self.port, ssl_context=self.ssl_context)
 
     async def stop(self):
         await self.runner.cleanup()

@@ -12,7 +12,7 @@ import urllib.request
 import pytest
 
 from camfx.bench.latency import free_port
-from camfx.engine import cli, param_flags
+from camfx.engine import cli, param_flags, serve
 from camfx.engine.params import Params
 
 pytestmark = pytest.mark.timeout(120)
@@ -41,6 +41,29 @@ def test_help_lists_every_command_with_one_line(args):
     assert result.returncode == 0
     for name in cli.COMMANDS:
         assert any(line.strip().startswith(name + " ") for line in result.stdout.splitlines()), result.stdout
+
+
+@pytest.mark.parametrize("args", [["bench"], ["bench", "--help"]])
+def test_bench_lists_every_benchmark_with_what_it_measures(args):
+    from camfx.bench.cli import BENCHMARKS
+
+    result = camfx(*args)
+    text = result.stdout + result.stderr
+    for name, (what, _, _) in BENCHMARKS.items():
+        assert any(line.split() == [name, *what.split()] for line in text.splitlines()), text
+        assert len(what) > 20
+
+
+def test_install_hints_name_the_package_one_way():
+    """`pip install 'camfx[x]'` everywhere: never `.[x]`, which works only in a clone."""
+    import pathlib
+    import re
+
+    root = pathlib.Path(__file__).resolve().parents[1]
+    files = [p for folder in ("engine", "bench", "export", "models", "demo") for p in (root / folder).rglob("*")
+             if p.suffix in (".py", ".js", ".html", ".md")] + [root / "README.md", root / "DESIGN.md"]
+    offenders = [f"{p.name}: {m.group(0)}" for p in files for m in re.finditer(r"pip install [^\n]*'\.\[", p.read_text())]
+    assert not offenders, offenders
 
 
 def test_version_from_the_command_and_from_python_m():
@@ -79,6 +102,7 @@ def test_a_port_in_use_is_one_line():
     (["export", "selfie"], "torch", "pip install 'camfx[export]'"),
     (["serve", "--device", "cuda"], "torch", "pip install 'camfx[gpu]'"),
     (["cluster", "status"], "ray", "pip install 'camfx[cluster]'"),
+    (["bench", "diffusion", "--frames", "1", "--out", "/nonexistent"], "torch", "pip install 'camfx[bench,diffusion]'"),
 ])
 def test_a_missing_extra_is_one_line(args, block, expected):
     assert expected in one_clear_line(camfx(*args, block=block))
@@ -89,14 +113,26 @@ def test_a_missing_extra_is_one_line(args, block, expected):
     (["serve", "--max-sessions", "0"], "must be above 0"),
     (["serve", "--opencv-threads", "0"], "must be above 0"),
     (["serve", "--effect", "sepia"], "invalid choice"),
+    (["serve", "--port", "99999"], "argument --port: a port is a whole number from 1 to 65535"),
+    (["serve", "--port", "-1"], "argument --port: a port is a whole number from 1 to 65535"),
+    (["serve", "--media-timeout", "nan"], "argument --media-timeout: must be above 0"),
+    (["serve", "--max-viewers", "many"], "argument --max-viewers: must be a number above 0"),
+    # What the schema cannot know would refuse every session (a 422) once started: the start stops.
+    (["serve", "--effect", "replace", "--background-image", "nosuch"],
+     "argument --background-image: no bundled image 'nosuch'; pick one of office, studio, sunset"),
+    (["serve", "--diffusion-model", "nosuch"], "argument --diffusion-model: this server does not serve 'nosuch'"),
+    (["cluster", "up", "--port", "99999"], "argument --port: a port is a whole number from 1 to 65535"),
+    (["cluster", "up", "--background-image", "nosuch"], "argument --background-image"),
+    (["camera", "--fps", "0"], "argument --fps: must be above 0"),
 ])
 def test_bad_values_are_refused_with_the_flag_named(args, expected):
     result = camfx(*args)
     assert result.returncode == 2 and expected in result.stderr and "Traceback" not in result.stderr
+    assert len(result.stderr.strip().splitlines()) == 1, result.stderr  # one line, not a page of usage
 
 
 def test_all_interfaces_prints_urls_people_can_open(capsys):
-    cli._print_urls("0.0.0.0", 8080)
+    serve.print_urls("0.0.0.0", 8080)
     out = capsys.readouterr().out
     assert "http://127.0.0.1:8080/" in out and "https" in out  # and why another machine needs https
 

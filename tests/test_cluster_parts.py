@@ -23,7 +23,8 @@ from camfx.engine.deploy.routes import Answer, Forwarded, Route, classify, repli
 from camfx.engine.deploy.settings import ClusterSettings
 from camfx.engine.config import ServerConfig
 from camfx.engine.metrics import Metrics
-from camfx.engine.transport.ice import peer_connection
+from camfx.engine.params import Params
+from camfx.engine.transport.ice import ice_server, peer_connection
 from camfx.engine.transport.jitter import release_frames_at_marker
 
 pytestmark = pytest.mark.timeout(120)
@@ -154,13 +155,15 @@ def test_autoscaling_wants_replicas_for_the_sessions():
 
 
 def test_settings_make_each_replicas_server_config():
-    settings = ClusterSettings(max_sessions=3, token="t", ice_servers=(("stun:127.0.0.1:3478", None, None),),
-                               defaults={"effect": "blur", "blur_strength": 20})
+    settings = ClusterSettings(max_sessions=3, token="t", ice_servers=(ice_server("stun:127.0.0.1:3478"),),
+                               defaults=Params(effect="blur", blur_strength=20), tls_cert="proxy.pem")
     config = settings.server_config("abc-")
     assert (config.max_sessions, config.token, config.session_id_prefix) == (3, "t", "abc-")
     assert config.defaults.effect == "blur" and config.defaults.blur_strength == 20
     assert config.ice_servers[0].urls == "stun:127.0.0.1:3478"
     assert settings.target() == 2.25
+    assert config.tls_cert is None and config.port == ServerConfig().port  # the proxy's, not the replica's
+    assert config.workers == ServerConfig().workers  # the replica's own cores decide
 
 
 @pytest.fixture
@@ -189,14 +192,14 @@ async def test_a_forwarded_offer_streams_and_its_id_names_the_replica(node_serve
         status, headers, raw = await node_server.forward(Forwarded("POST", "/offer", "", host, body))
         assert status == 200, raw
         reply = json.loads(raw)
-        assert replica_of(reply["session_id"]) == "Ab3xYz90" and reply["name"].startswith("demo-")
+        assert replica_of(reply["session_id"]) == "Ab3xYz90" and reply["name"].startswith("main-")
         await pc.setRemoteDescription(RTCSessionDescription(reply["sdp"], "answer"))
         for _ in range(200):
             if len(got.fresh) >= 10:
                 break
             await asyncio.sleep(0.05)
         assert len(got.fresh) >= 10
-        report = await node_server.call(_report(node_server))
+        report = await node_server.call_async(_report(node_server))
         assert report["sessions"] == 1 and report["max_sessions"] == 2 and reply["name"] in report["names"]
         # a request as another host names it, on a server bound to loopback: refused, as by camfx serve
         status, _, _ = await node_server.forward(Forwarded("GET", f"/sessions/{reply['session_id']}", "",

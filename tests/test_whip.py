@@ -272,8 +272,37 @@ async def test_an_offer_session_is_published_under_its_name():
         status, _, body = await request("GET", f"{server.url}/streams/studio")
         assert status == 200 and '"viewers": 1' in body
         await unnamed.connect(server.url, {})
-        assert unnamed.name.startswith("demo-") and unnamed.name != "studio"
+        assert unnamed.name == "main"  # the default stream name
     finally:
         for peer in (viewer, page, again, unnamed):
             await peer.close()
+        await runner.cleanup()
+
+
+async def test_unnamed_sessions_get_a_stable_default_name():
+    """"main" while it is free, then main-2, main-3, ...; once main ends, the next unnamed
+    session (a reloaded page, or the same page after a server restart) is main again, so a
+    viewer URL such as /view/main keeps working. A cluster replica keeps id-based names."""
+    from camfx.engine.params import Params
+
+    runner, server = await start_server(ServerConfig(max_sessions=4))
+    sessions = server.sessions
+    try:
+        first, second, third = [await sessions.open(Params(), auto_name="main") for _ in range(3)]
+        assert [first.name, second.name, third.name] == ["main", "main-2", "main-3"]
+        await first.close()
+        again = await sessions.open(Params(), auto_name="main")
+        assert again.name == "main"
+        await second.close()
+        assert (await sessions.open(Params(), auto_name="main")).name == "main-2"
+    finally:
+        for session in sessions.all():
+            await session.close()
+        await runner.cleanup()
+    runner, server = await start_server(ServerConfig(session_id_prefix="Ab3xYz90-"))
+    try:
+        replica = await server.sessions.open(Params(), auto_name="main")
+        assert replica.name.startswith("main-") and replica.name[5:] == replica.id[len("Ab3xYz90-"):][:6]
+        await replica.close()
+    finally:
         await runner.cleanup()

@@ -27,21 +27,58 @@ log = logging.getLogger("camfx.camera")
 
 STATS_EVERY_S = 1.0
 READERS_EVERY_S = 1.0
+RATE_WINDOW_S = 1.0  # no output rate is shown until frames have come out for this long
+HISTOGRAM_STEP_MS, HISTOGRAM_MAX_MS = 0.1, 2000.0  # the run's latency summary: fixed size, any length of run
+
+
+class LatencyHistogram:
+    """Every frame's latency of a whole run in fixed memory (0.1 ms steps up to 2 s; longer ones
+    counted in the last bin), for the run's p50 and p95 at exit."""
+
+    def __init__(self):
+        self._bins = np.zeros(int(HISTOGRAM_MAX_MS / HISTOGRAM_STEP_MS) + 1, dtype=np.int64)
+        self.count = 0
+
+    def add(self, ms: float) -> None:
+        self._bins[min(int(ms / HISTOGRAM_STEP_MS), len(self._bins) - 1)] += 1
+        self.count += 1
+
+    def percentile(self, q: float) -> float | None:
+        if not self.count:
+            return None
+        index = int(np.searchsorted(np.cumsum(self._bins), q / 100 * self.count))
+        return (index + 0.5) * HISTOGRAM_STEP_MS
 
 
 @dataclass
 class CameraRun:
-    """What one run did, for the exit line, --stats and GET /stats."""
+    """What one run did, for the exit summary, --stats and GET /stats."""
 
     frames_out: int = 0
     skipped: int = 0  # processed frames a slower output loop never saw
     started: float = field(default_factory=time.perf_counter)
+    first_out: float | None = None
+    last_out: float | None = None
     latencies_ms: deque = field(default_factory=lambda: deque(maxlen=300))
     out_times: deque = field(default_factory=lambda: deque(maxlen=120))
+    latency: LatencyHistogram = field(default_factory=LatencyHistogram)
 
-    def fps_out(self) -> float:
+    def fps_out(self) -> float | None:
+        """Frames out per second over the last few seconds; None until a whole window is measured
+        (two frames 20 ms apart are not "50 fps")."""
         times = self.out_times
-        return (len(times) - 1) / (times[-1] - times[0]) if len(times) > 1 and times[-1] > times[0] else 0.0
+        if self.first_out is None or times[-1] - self.first_out < RATE_WINDOW_S:
+            return None
+        return (len(times) - 1) / (times[-1] - times[0])
+
+    def out_at(self, now: float, latency_ms: float | None) -> None:
+        self.frames_out += 1
+        self.out_times.append(now)
+        self.first_out = self.first_out or now
+        self.last_out = now
+        if latency_ms is not None:
+            self.latencies_ms.append(latency_ms)
+            self.latency.add(latency_ms)
 
 
 class CameraApp:
@@ -58,7 +95,7 @@ class CameraApp:
         return {
             **self.processor.stats(),
             "source": self.source.description,
-            "fps_out": round(self.run.fps_out(), 1),
+            "fps_out": None if (fps := self.run.fps_out()) is None else round(fps, 1),
             "frames_out": self.run.frames_out,
             "frames_skipped": self.run.skipped,
             "latency_ms_p50": round(float(np.median(latency)), 2) if latency.size else None,
@@ -78,10 +115,7 @@ class CameraApp:
             frame, info = item
             now = time.perf_counter()
             read_at = getattr(info, "t_recv", None) or getattr(info, "sent", None)  # a Work, or the client's Sent
-            if read_at:
-                self.run.latencies_ms.append((now - read_at) * 1000)
-            self.run.frames_out += 1
-            self.run.out_times.append(now)
+            self.run.out_at(now, (now - read_at) * 1000 if read_at else None)
             self.preview = frame
             for runner in self.runners:
                 runner.offer(frame, read_at)
@@ -123,8 +157,29 @@ class CameraApp:
         s = self.stats()
         latency = f"{s['latency_ms_p50']:.1f} ms" if s["latency_ms_p50"] is not None else "-"
         state = f" [{s['state']}]" if s.get("state") else ""
-        return (f"camera {s['fps_in']:.1f} fps -> out {s['fps_out']:.1f} fps, latency p50 {latency}, "
-                f"dropped {s['frames_dropped']}{', paused' if s['paused'] else ''}{state}")
+        # The rates only once a whole window is measured: the first frames' spacing says nothing.
+        rates = ("camera - fps -> out - fps" if s["fps_out"] is None
+                 else f"camera {s['fps_in']:.1f} fps -> out {s['fps_out']:.1f} fps")
+        return (f"{rates}, latency p50 {latency}, dropped {s['frames_dropped']}"
+                f"{', paused' if s['paused'] else ''}{state}")
+
+    def summary(self) -> list[str]:
+        """What the run did, for the terminal at exit: frames in / out / dropped, fps, latency,
+        and each output's count."""
+        run, s = self.run, self.processor.stats()
+        dropped = s.get("frames_dropped", 0) + run.skipped + sum(r.dropped for r in self.runners)
+        span = (run.last_out - run.first_out) if run.first_out is not None else 0.0
+        fps = f"{(run.frames_out - 1) / span:.1f} fps" if span > 0 else "- fps"
+        p50, p95 = run.latency.percentile(50), run.latency.percentile(95)
+        latency = f"latency p50 {p50:.1f} ms, p95 {p95:.1f} ms" if p50 is not None else "latency -"
+        frames_in = s.get("frames_in")
+        lines = [f"{frames_in if frames_in is not None else '?'} frames in, {run.frames_out} out, {dropped} dropped; "
+                 f"{fps} over {span:.1f} s; {latency}"]
+        for runner in self.runners:
+            done = {"window": "showed {} frames in the window", "virtual camera": "sent {} frames to the virtual "
+                    "camera", "null": "let {} frames go"}.get(runner.sink.name, "wrote {} frames to " + runner.sink.name)
+            lines.append(f"{done.format(runner.written)} ({runner.dropped} dropped)")
+        return lines
 
     async def run_until_done(self) -> int:
         loop = asyncio.get_running_loop()

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import logging
 import os
 import sys
 
@@ -22,17 +21,26 @@ def _size(text: str) -> str:
     return f"{int(width)}x{int(height)}"
 
 
+def _control(text: str) -> str:
+    """off, or HOST:PORT with a port from 1 to 65535 (HOST may be left out)."""
+    from ..param_flags import port
+
+    if text != "off":
+        port(text.rpartition(":")[2])  # argparse.ArgumentTypeError names what is wrong
+    return text
+
+
 def parser() -> argparse.ArgumentParser:
-    from ..param_flags import add_param_flags
+    from ..param_flags import Parser, add_param_flags, positive
     from ..transport.ice import add_ice_flags
 
-    p = argparse.ArgumentParser(prog="camfx camera", description=DESCRIPTION)
+    p = Parser(prog="camfx camera", description=DESCRIPTION)
     source = p.add_argument_group("input")
     source.add_argument("--input", default="/dev/video0" if sys.platform.startswith("linux") else "0",
                         help="a camera (/dev/video0 on Linux; a number or the device's name on macOS and "
                              "Windows) or a video file, played once at its own rate (default %(default)s)")
     source.add_argument("--size", type=_size, help="the camera's picture size, e.g. 1280x720")
-    source.add_argument("--fps", type=float, help="the camera's frame rate, e.g. 30")
+    source.add_argument("--fps", type=positive(float), help="the camera's frame rate, e.g. 30")
     source.add_argument("--input-format", choices=["mjpeg", "yuyv"],
                         help="what the camera sends: mjpeg (large sizes at full rate) or yuyv (raw)")
     source.add_argument("--loop", action="store_true", help="play a video file again and again")
@@ -48,11 +56,14 @@ def parser() -> argparse.ArgumentParser:
                              "the fingerprint it printed)")
     add_ice_flags(remote, "for the media (default: the ones the server hands out)")
     control = p.add_argument_group("control")
-    control.add_argument("--control", default="127.0.0.1:8081", metavar="HOST:PORT|off",
+    control.add_argument("--control", type=_control, default="127.0.0.1:8081", metavar="HOST:PORT|off",
                          help="the live control page and API (default %(default)s)")
     control.add_argument("--stats", action="store_true", help="print fps, latency and drops once a second")
     control.add_argument("--log-level", default="WARNING", type=str.upper,
-                         choices=["DEBUG", "INFO", "WARNING", "ERROR"], help="(default %(default)s)")
+                         choices=["DEBUG", "INFO", "WARNING", "ERROR"],
+                         help="camfx's own log lines (default %(default)s)")
+    control.add_argument("-v", "--verbose", action="store_true",
+                         help="also the libraries' log lines (aiortc, aioice), which are WARNING and above otherwise")
     add_param_flags(p)
     return p
 
@@ -68,7 +79,9 @@ def main(argv: list[str]) -> int:
         params = params_from_args(args)
     except ParamsError as exc:
         p.error(str(exc))
-    logging.basicConfig(level=args.log_level, format="%(asctime)s %(name)s %(levelname)s %(message)s")
+    from .. import logs
+
+    logs.setup(args.log_level, verbose=args.verbose)
     try:
         return asyncio.run(_run(args, params))
     except KeyboardInterrupt:
@@ -125,10 +138,13 @@ async def _run(args, params) -> int:
         print(f"camfx camera: {source.description} -> {', '.join(s.name for s in sinks)}; "
               f"controls at http://{host or '127.0.0.1'}:{port}/", file=sys.stderr, flush=True)
     try:
-        return await app.run_until_done()
+        code = await app.run_until_done()
     except (SinkError, RemoteError) as exc:
-        return _fail(str(exc))
+        return _fail(str(exc))  # the one line that matters
     finally:
         if control is not None:
             await control.cleanup()
+    for line in app.summary():  # what the run did, with or without --stats
+        print(f"camfx camera: {line}", file=sys.stderr, flush=True)
+    return code
 

@@ -10,6 +10,7 @@
 from __future__ import annotations
 
 import asyncio
+import logging
 from importlib import resources
 
 import cv2
@@ -19,6 +20,8 @@ from ..params import Params, ParamsError
 from ..transport.body import read_json
 from ..transport.errors import HTTPError, json_errors
 from ..transport.origins import origin_guard
+
+log = logging.getLogger("camfx.camera")
 
 PREVIEW_FPS = 8
 MAX_JSON_BYTES = 64 * 1024
@@ -66,14 +69,18 @@ async def preview(request: web.Request) -> web.StreamResponse:
     await response.prepare(request)
     loop = asyncio.get_running_loop()
     last = None
-    while True:
-        frame = camera.preview
-        if frame is not None and frame is not last:
-            last = frame
-            jpeg = await loop.run_in_executor(None, _jpeg, frame)
-            await response.write(b"--frame\r\nContent-Type: image/jpeg\r\nContent-Length: "
-                                 + str(len(jpeg)).encode() + b"\r\n\r\n" + jpeg + b"\r\n")
-        await asyncio.sleep(1 / PREVIEW_FPS)
+    try:
+        while True:
+            frame = camera.preview
+            if frame is not None and frame is not last:
+                last = frame
+                jpeg = await loop.run_in_executor(None, _jpeg, frame)
+                await response.write(b"--frame\r\nContent-Type: image/jpeg\r\nContent-Length: "
+                                     + str(len(jpeg)).encode() + b"\r\n\r\n" + jpeg + b"\r\n")
+            await asyncio.sleep(1 / PREVIEW_FPS)
+    except ConnectionResetError:  # the page was closed or reloaded: the usual end of a preview
+        log.info("preview: the page left")
+        return response
 
 
 def _jpeg(frame) -> bytes:

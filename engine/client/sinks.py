@@ -149,7 +149,7 @@ def _no_virtual_camera(device: str | None, exc: Exception) -> str:
     if sys.platform.startswith("linux"):
         where = f" at {device}" if device else ""
         return (f"no v4l2loopback virtual camera{where} ({exc}). Load it with: {MODPROBE}  "
-                "(Chrome and Zoom need exclusive_caps=1), then name it with --device-path /dev/videoN")
+                "(Chrome and Zoom need exclusive_caps=1), then name it with --device-path /dev/videoN; `camfx doctor` checks each step")
     return (f"no virtual camera ({exc}). Install OBS Studio and start its Virtual Camera once, "
             "then run camfx camera again")
 
@@ -255,7 +255,7 @@ class SinkRunner:
                 self.error = exc
                 return
             except Exception as exc:  # a device that went away, a full disk
-                log.exception("%s failed", self.sink.name)
+                log.debug("%s failed", self.sink.name, exc_info=True)  # the run ends with the one-line error
                 self.error = SinkError(f"{self.sink.name} failed: {exc}")
                 return
 

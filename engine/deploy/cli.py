@@ -7,7 +7,6 @@ import json
 import os
 import sys
 
-from ..params import ParamsError
 from .settings import APP_NAME, ClusterSettings
 
 DESCRIPTION = """camfx on a Ray cluster (KubeRay, `ray up`, or `ray start` on your own machines): every
@@ -24,19 +23,6 @@ def _replicas(text: str) -> int | None:
     return int(text)
 
 
-def _non_negative(text: str) -> float:
-    value = float(text)
-    if value < 0:
-        raise argparse.ArgumentTypeError(f"must be 0 or more, got {text}")
-    return value
-
-
-def _positive_int(text: str) -> int:
-    if not text.isdigit() or int(text) < 1:
-        raise argparse.ArgumentTypeError(f"must be a whole number above 0, got {text!r}")
-    return int(text)
-
-
 def _add_address(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--address", default=os.environ.get("RAY_ADDRESS", "auto"),
                         help="the Ray cluster: auto (the one this machine belongs to), HOST:PORT of its head, "
@@ -45,10 +31,10 @@ def _add_address(parser: argparse.ArgumentParser) -> None:
 
 
 def parser() -> argparse.ArgumentParser:
-    from ..param_flags import add_param_flags
-    from ..transport.ice import add_ice_flags
+    from ..param_flags import Parser, non_negative, positive
+    from ..serve import add_server_flags
 
-    p = argparse.ArgumentParser(prog="camfx cluster", description=DESCRIPTION)
+    p = Parser(prog="camfx cluster", description=DESCRIPTION)
     sub = p.add_subparsers(dest="action", required=True, metavar="up|status|down")
     up = sub.add_parser("up", help="deploy camfx (or update it) on the cluster",
                         description="Deploy camfx as a Ray Serve application, or update the one running.")
@@ -57,44 +43,24 @@ def parser() -> argparse.ArgumentParser:
     scale.add_argument("--replicas", type=_replicas, default=1, metavar="N|auto",
                        help="how many, or auto: between --min-replicas and --max-replicas on sessions per "
                             "replica (default %(default)s)")
-    scale.add_argument("--min-replicas", type=_positive_int, default=1, help="with --replicas auto (default 1)")
-    scale.add_argument("--max-replicas", type=_positive_int, default=4, help="with --replicas auto (default 4)")
-    scale.add_argument("--target-sessions", type=float,
+    scale.add_argument("--min-replicas", type=positive(int), default=1, help="with --replicas auto (default 1)")
+    scale.add_argument("--max-replicas", type=positive(int), default=4, help="with --replicas auto (default 4)")
+    scale.add_argument("--target-sessions", type=positive(float),
                        help="with --replicas auto: sessions per replica to aim at (default 3/4 of --max-sessions)")
-    scale.add_argument("--gpus-per-replica", type=_non_negative, default=1.0,
+    scale.add_argument("--gpus-per-replica", type=non_negative, default=1.0,
                        help="GPUs each replica takes; Ray places replicas on nodes with them free; 0 for CPU "
                             "replicas (default %(default)s)")
-    scale.add_argument("--cpus-per-replica", type=_non_negative, default=1.0,
+    scale.add_argument("--cpus-per-replica", type=non_negative, default=1.0,
                        help="CPUs each replica reserves (default %(default)s)")
-    scale.add_argument("--max-replicas-per-node", type=_positive_int,
+    scale.add_argument("--max-replicas-per-node", type=positive(int),
                        help="at most this many replicas on one node (default: as many as fit)")
-    scale.add_argument("--max-sessions", type=_positive_int, default=4,
-                       help="streams per replica; beyond every replica's cap an offer gets 503 (default %(default)s)")
-    scale.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"],
-                       help="where each replica processes frames (default: cuda where torch sees a GPU)")
-    net = up.add_argument_group("network")
-    net.add_argument("--host", default="127.0.0.1",
-                     help="address of Serve's HTTP proxy (default %(default)s; 0.0.0.0 for all)")
-    net.add_argument("--port", type=int, default=8000, help="its port (default %(default)s)")
-    net.add_argument("--proxy-location", default="HeadOnly", choices=["HeadOnly", "EveryNode"],
-                     help="run the HTTP proxy on the head node only, or on every node (default %(default)s)")
-    net.add_argument("--media-host", default=None,
-                     help="where each replica binds media: node (its node's address as Ray knows it), an "
-                          "address, or 0.0.0.0 (every interface); default 127.0.0.1 with a loopback --host, "
-                          "else node")
-    net.add_argument("--token", default=os.environ.get("CAMFX_TOKEN"),
-                     help="every API call must send `Authorization: Bearer TOKEN` (default: $CAMFX_TOKEN); needed "
-                          "beyond loopback")
-    net.add_argument("--no-auth", action="store_true", help="serve beyond loopback without a token")
-    net.add_argument("--tls-cert", metavar="PEM", help="the proxy serves https with this certificate (and --tls-key); "
-                                                       "the files must be on the node the proxy runs on")
-    net.add_argument("--tls-key", metavar="PEM", help="the certificate's private key")
-    add_ice_flags(net, "for the replicas' peer connections and for clients")
-    net.add_argument("--allow-origin", action="append", default=[], metavar="ORIGIN",
-                     help="also accept API calls from pages of ORIGIN; repeatable")
-    net.add_argument("--replace-publisher", action="store_true",
-                     help="a WHIP publish to a name in use replaces that stream (default: 409)")
-    add_param_flags(up)
+    scale.add_argument("--proxy-location", default="HeadOnly", choices=["HeadOnly", "EveryNode"],
+                       help="run the HTTP proxy on the head node only, or on every node (default %(default)s)")
+    scale.add_argument("--media-host", default=None,
+                       help="where each replica binds media: node (its node's address as Ray knows it), an "
+                            "address, or 0.0.0.0 (every interface); default 127.0.0.1 with a loopback --host, "
+                            "else node")
+    add_server_flags(up, port_default=ClusterSettings.port, proxy=True)
     status = sub.add_parser("status", help="the application, its replicas, their nodes, sessions and runtimes")
     _add_address(status)
     status.add_argument("--json", action="store_true", help="print JSON")
@@ -108,35 +74,20 @@ def _fail(message: str) -> int:
     return 1
 
 
-def settings_from_args(args: argparse.Namespace) -> ClusterSettings:
-    """Raises ValueError with a message for the user."""
-    from ..param_flags import params_from_args
-    from ..transport.ice import ice_servers_from
+def settings_from_args(p: argparse.ArgumentParser, args: argparse.Namespace) -> ClusterSettings:
+    """Raises FlagError with a message for the user (a bad value exits through `p.error`)."""
+    from ..serve import FlagError, server_fields
     from ..transport.origins import is_loopback
 
-    if not is_loopback(args.host) and not args.token and not args.no_auth:
-        raise ValueError(f"--host {args.host} lets other machines in, and there is no token: set --token (or "
-                         "CAMFX_TOKEN), or pass --no-auth if everyone who reaches the port may use it")
-    if bool(args.tls_cert) != bool(args.tls_key):
-        raise ValueError("--tls-cert and --tls-key go together")
-    ice_servers_from(args)  # ValueError naming what is wrong
+    server = server_fields(p, args)
     if args.replicas is None and args.min_replicas > args.max_replicas:
-        raise ValueError("--min-replicas is above --max-replicas")
-    try:
-        params = params_from_args(args)
-    except ParamsError as exc:
-        raise ValueError(str(exc)) from None
+        raise FlagError("--min-replicas is above --max-replicas")
     media = args.media_host or ("127.0.0.1" if is_loopback(args.host) else "node")
     return ClusterSettings(
-        replicas=args.replicas, min_replicas=args.min_replicas, max_replicas=args.max_replicas,
+        **server, replicas=args.replicas, min_replicas=args.min_replicas, max_replicas=args.max_replicas,
         target_sessions=args.target_sessions, gpus_per_replica=args.gpus_per_replica,
         cpus_per_replica=args.cpus_per_replica, max_replicas_per_node=args.max_replicas_per_node,
-        host=args.host, port=args.port, proxy_location=args.proxy_location, media_host=media,
-        tls_cert=args.tls_cert, tls_key=args.tls_key, max_sessions=args.max_sessions, token=args.token,
-        allowed_origins=tuple(args.allow_origin),
-        ice_servers=tuple((url, args.ice_username, args.ice_credential) for url in args.ice_server),
-        replace_publisher=args.replace_publisher, device=args.device,
-        defaults=params.model_dump(exclude_defaults=True), app_name=args.name,
+        proxy_location=args.proxy_location, media_host=media, app_name=args.name,
     )
 
 
@@ -187,10 +138,13 @@ def _print_status(state: dict) -> None:
 
 
 def main(argv: list[str]) -> int:
-    args = parser().parse_args(argv)
+    from ..serve import FlagError
+
+    p = parser()
+    args = p.parse_args(argv)
     try:
-        settings = settings_from_args(args) if args.action == "up" else None
-    except ValueError as exc:
+        settings = settings_from_args(p, args) if args.action == "up" else None
+    except FlagError as exc:
         return _fail(str(exc))
     try:
         _connect(args.address)

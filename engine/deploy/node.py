@@ -58,7 +58,7 @@ class CamfxNode:
         status, headers, body = await self._server.forward(request)
         extra = {}
         if Route.from_dict(route).kind == EACH:
-            extra = {"media": self.media, **(await self._server.call(self._report(advance=False)))}
+            extra = {"media": self.media, **(await self._server.call_async(self._report(advance=False)))}
         return self._answer(status, headers, body, **extra)
 
     async def _report(self, advance: bool = True) -> dict:
@@ -66,7 +66,7 @@ class CamfxNode:
 
     async def record_routing_stats(self) -> dict:
         """Serve calls this every `request_routing_stats_period_s`; the routers read it."""
-        report = await self._server.call(self._report())
+        report = await self._server.call_async(self._report())
         for name, gauge in self._gauges.items():
             gauge.set(report[name])
         return report

@@ -8,17 +8,10 @@ returns the answer; media goes from the server's peer connections straight to th
 
 from __future__ import annotations
 
-import asyncio
-import concurrent.futures
-import threading
-from typing import Any, Coroutine
-
 import aiohttp
-from aiohttp import web
 
 from ..config import ServerConfig
-from ..transport import http_server
-from ..transport.http import HUB, SESSIONS, create_app, http_limits
+from ..serve import ServerThread
 from .routes import Forwarded
 
 FORWARD_TIMEOUT_S = 60.0  # an offer's answer waits for ICE gathering: well under a second here
@@ -27,53 +20,20 @@ _DROPPED = {"connection", "keep-alive", "transfer-encoding", "content-length", "
             "proxy-connection", "date", "server"}
 
 
-class NodeServer:
+class NodeServer(ServerThread):
     """`start()` serves `config` on 127.0.0.1; `forward()` may be called from any thread's loop."""
 
     def __init__(self, config: ServerConfig):
-        self.config = config
-        self.loop = asyncio.new_event_loop()
-        self._thread = threading.Thread(target=self._run, name="camfx-node", daemon=True)
-        self._runner: web.AppRunner | None = None
+        super().__init__(config, name="camfx-node")
         self._client: aiohttp.ClientSession | None = None
-        self.port = 0
 
-    def _run(self) -> None:
-        asyncio.set_event_loop(self.loop)
-        self.loop.run_forever()
-
-    def submit(self, coro: Coroutine) -> concurrent.futures.Future:
-        return asyncio.run_coroutine_threadsafe(coro, self.loop)
-
-    def start(self, timeout: float = 120.0) -> "NodeServer":
-        self._thread.start()
-        self.submit(self._start()).result(timeout)
-        return self
-
-    async def _start(self) -> None:
-        # setup() runs on_startup, which loads the models: /healthz names their runtimes from the start.
-        self._runner = await http_server.start(create_app(self.config), "127.0.0.1", 0,
-                                               limits=http_limits(self.config))
-        self.port = self._runner.addresses[0][1]
+    async def started(self) -> None:
         self._client = aiohttp.ClientSession(auto_decompress=False,
                                              timeout=aiohttp.ClientTimeout(total=FORWARD_TIMEOUT_S))
 
-    @property
-    def app(self) -> web.Application:
-        assert self._runner is not None, "not started"
-        return self._runner.app
-
-    @property
-    def hub(self):
-        return self.app[HUB]
-
-    @property
-    def sessions(self):
-        return self.app[SESSIONS]
-
-    @property
-    def alive(self) -> bool:
-        return self._thread.is_alive() and self._runner is not None
+    async def stopping(self) -> None:
+        if self._client is not None:
+            await self._client.close()
 
     async def _forward(self, request: Forwarded) -> tuple[int, list[tuple[str, str]], bytes]:
         assert self._client is not None
@@ -87,27 +47,4 @@ class NodeServer:
 
     async def forward(self, request: Forwarded) -> tuple[int, list[tuple[str, str]], bytes]:
         """Replay `request` to this server (from any event loop); (status, headers, body)."""
-        return await asyncio.wrap_future(self.submit(self._forward(request)))
-
-    async def call(self, coro: Coroutine) -> Any:
-        """Run `coro` on the server's loop (from any event loop)."""
-        return await asyncio.wrap_future(self.submit(coro))
-
-    def stop(self, timeout: float = 30.0) -> None:
-        """Close every session and the server, then the loop and its thread. Idempotent."""
-        if not self._thread.is_alive():
-            return
-
-        async def cleanup() -> None:
-            if self._client is not None:
-                await self._client.close()
-            if self._runner is not None:
-                await self._runner.cleanup()  # on_shutdown closes the sessions and the hub's pools
-
-        try:
-            self.submit(cleanup()).result(timeout)
-        finally:
-            self.loop.call_soon_threadsafe(self.loop.stop)
-            self._thread.join(timeout)
-            if not self._thread.is_alive():
-                self.loop.close()
+        return await self.call_async(self._forward(request))

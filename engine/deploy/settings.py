@@ -1,20 +1,25 @@
 """What `camfx cluster up` sets: how many replicas, what each may use, and the camfx server
-settings every replica runs with. Plain data: it travels to the replicas inside the Serve
-application's arguments."""
+every replica runs: ServerConfig's own fields and defaults, with the proxy's port. It travels
+to the replicas inside the Serve application's arguments."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+import dataclasses
+from dataclasses import dataclass
 
 from ..config import ServerConfig
-from ..params import Params
-from ..transport.ice import ice_server
 
 APP_NAME = "camfx"
 
 
 @dataclass
-class ClusterSettings:
+class ClusterSettings(ServerConfig):
+    """ServerConfig's fields are each replica's server; host, port and the certificate are those
+    of Serve's HTTP proxy (a replica serves on loopback behind it)."""
+
+    port: int = 8000  # the proxy's
+    # None: the replica's own default (from its node's cores), not this machine's.
+    workers: int | None = None  # type: ignore[assignment]
     # Replicas: a fixed count, or autoscaling (replicas None) between min and max on sessions.
     replicas: int | None = 1
     min_replicas: int = 1
@@ -25,27 +30,8 @@ class ClusterSettings:
     gpus_per_replica: float = 1.0
     cpus_per_replica: float = 1.0
     max_replicas_per_node: int | None = None
-    # Serve's HTTP proxy (signalling) and where media binds on each node.
-    host: str = "127.0.0.1"
-    port: int = 8000
     proxy_location: str = "HeadOnly"
     media_host: str = "127.0.0.1"  # an address, "0.0.0.0" (every interface) or "node" (the node's Ray address)
-    tls_cert: str | None = None
-    tls_key: str | None = None
-    # The camfx server each replica runs.
-    max_sessions: int = 4
-    max_viewers: int = 32
-    connect_timeout: float = 6.0
-    media_timeout: float = 5.0
-    token: str | None = None
-    allowed_origins: tuple[str, ...] = ()
-    ice_servers: tuple[tuple[str, str | None, str | None], ...] = ()  # (url, username, credential)
-    replace_publisher: bool = False
-    device: str = "auto"
-    batch_sessions: str = "auto"
-    model_threads: int = 1
-    workers: int | None = None  # frame worker threads per replica (None: camfx's default)
-    defaults: dict = field(default_factory=dict)  # default params, as JSON
     stats_period_s: float = 1.0  # how often replicas report their load to the routers
     app_name: str = APP_NAME
 
@@ -56,14 +42,8 @@ class ClusterSettings:
         return self.target_sessions or max(1.0, 0.75 * self.max_sessions)
 
     def server_config(self, session_id_prefix: str = "") -> ServerConfig:
-        """The camfx server of one replica."""
+        """The camfx server of one replica: plain http on loopback behind the proxy."""
+        own = {f.name: getattr(self, f.name) for f in dataclasses.fields(ServerConfig)
+               if f.name not in ("port", "tls_cert", "tls_key", "workers")}
         extra = {"workers": self.workers} if self.workers else {}
-        return ServerConfig(
-            host=self.host, max_sessions=self.max_sessions, max_viewers=self.max_viewers,
-            connect_timeout=self.connect_timeout, media_timeout=self.media_timeout, token=self.token,
-            allowed_origins=tuple(self.allowed_origins),
-            ice_servers=tuple(ice_server(url, user, credential) for url, user, credential in self.ice_servers),
-            replace_publisher=self.replace_publisher, device=self.device, batch_sessions=self.batch_sessions,
-            model_threads=self.model_threads, defaults=Params().updated(self.defaults),
-            session_id_prefix=session_id_prefix, **extra,
-        )
+        return ServerConfig(**{**own, "session_id_prefix": session_id_prefix}, **extra)

@@ -2,6 +2,14 @@
 camfx.export, camfx.bench and camfx.demo; this package holds only the version and
 `python -m camfx`."""
 
-from camfx.engine.cli import version
+import importlib.metadata
+
+
+def version() -> str:
+    try:
+        return importlib.metadata.version("camfx")
+    except importlib.metadata.PackageNotFoundError:
+        return "unknown (not installed)"
+
 
 __version__ = version()

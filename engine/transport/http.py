@@ -31,6 +31,7 @@ log = logging.getLogger("camfx.http")
 MAX_JSON_BYTES = 64 * 1024  # an SDP offer is a few KB, 20 with many candidates
 OFFER_SHAPE = ('expected a JSON object {"sdp": "<the SDP offer>", "type": "offer", "params": {...}, '
                '"name": "<optional: publish the stream under this name>"}')
+DEFAULT_STREAM_NAME = "main"  # an unnamed /offer's stream: main, or main-2, main-3, ... while main is taken
 
 
 HUB = HUB_KEY  # the app's keys, for tests and tools that hold an app
@@ -87,8 +88,10 @@ async def offer(request: web.Request) -> web.Response:
     problem = signalling.offer_problem(body["sdp"])  # before a slot is taken
     if problem:
         raise HTTPError(problem.status, str(problem))
-    # Published under its name (or a made-up one), so /view pages and WHEP players can watch it.
-    session = await request.app[SESSIONS].open(params, name=check_name(name) if name else None, auto_name="demo")
+    # Published under its name (or the default, "main" while free), so /view pages and WHEP
+    # players can watch it.
+    session = await request.app[SESSIONS].open(params, name=check_name(name) if name else None,
+                                               auto_name=DEFAULT_STREAM_NAME)
     try:
         answer = await signalling.answer(session.pc, body["sdp"], session.output, f"request {request[REQUEST_ID]}:")
     except signalling.OfferError as exc:

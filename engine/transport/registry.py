@@ -62,8 +62,8 @@ class Sessions:
 
     async def open(self, params: Params, name: str | None = None, sends_back: bool = True,
                    auto_name: str | None = None) -> PeerSession:
-        """A new session in a free slot, published as `name` (or, without one, as `auto_name`
-        followed by part of its id). HTTPError 409 (the name is taken, unless the server replaces
+        """A new session in a free slot, published as `name` (or, without one, under a default
+        name from `auto_name`: see `_default_name`). HTTPError 409 (the name is taken, unless the server replaces
         publishers) or 503 (no slot)."""
         config, metrics = self._hub.config, self._hub.metrics
         if name is not None and name in self._named:
@@ -77,7 +77,7 @@ class Sessions:
         token = secrets.token_hex(16)
         session_id = config.session_id_prefix + token
         if name is None and auto_name:
-            name = f"{auto_name}-{token[:6]}"
+            name = self._default_name(auto_name, token)
         session = PeerSession(session_id, peer_connection(config.ice_servers), self._hub, params,
                               self._forget, config.connect_timeout, config.media_timeout,
                               name=name, sends_back=sends_back)
@@ -87,6 +87,19 @@ class Sessions:
         metrics.sessions.set(len(self._live))
         metrics.sessions_total.inc()
         return session
+
+    def _default_name(self, base: str, token: str) -> str:
+        """`base` if no stream has that name, else `base-2`, `base-3`, ...: the first unnamed
+        stream is always `base`, so a viewer's URL (an OBS Browser Source on /view/main) outlives a
+        reload of the page and a restart of the server. On a cluster replica, part of the id
+        instead: replicas do not share names."""
+        if self._hub.config.session_id_prefix:
+            return f"{base}-{token[:6]}"
+        name, n = base, 1
+        while name in self._named:
+            n += 1
+            name = f"{base}-{n}"
+        return name
 
     def _forget(self, session: PeerSession) -> None:
         if self._live.pop(session.id, None) is not None:
