@@ -169,7 +169,21 @@ async def upload_background(request: web.Request) -> web.Response:
 
 
 async def list_backgrounds(request: web.Request) -> web.Response:
-    return web.json_response(_hub(request).backgrounds.names())
+    backgrounds = _hub(request).backgrounds
+    return web.json_response({**backgrounds.names(), "items": backgrounds.items()})
+
+
+async def background_thumbnail(request: web.Request) -> web.Response:
+    name = request.match_info["background_id"]
+    backgrounds = _hub(request).backgrounds
+    if name not in backgrounds:
+        raise HTTPError(404, f"no background {name!r} (GET /backgrounds lists them)")
+    try:
+        jpeg = await asyncio.to_thread(backgrounds.thumbnail, name)  # the first time: a JPEG to encode
+    except KeyError:  # dropped by a newer upload meanwhile
+        raise HTTPError(404, f"no background {name!r} (GET /backgrounds lists them)") from None
+    # An id always names the same picture: a browser may keep it.
+    return web.Response(body=jpeg, content_type="image/jpeg", headers={"Cache-Control": "max-age=86400"})
 
 
 async def healthz(request: web.Request) -> web.Response:
@@ -234,6 +248,7 @@ def create_app(config: ServerConfig | None = None, pipeline_factory: Callable[[]
     app.router.add_delete("/sessions/{session_id}", close_session)
     app.router.add_get("/backgrounds", list_backgrounds)
     app.router.add_post("/backgrounds", upload_background)
+    app.router.add_get("/backgrounds/{background_id}/thumbnail", background_thumbnail)
     app.router.add_get("/healthz", healthz)
     app.router.add_get("/metrics", metrics)
     app.router.add_get("/ice-servers", ice_servers)
