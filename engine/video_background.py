@@ -37,6 +37,7 @@ MAX_VIDEO_FRAMES = 3600
 MAX_STREAMS = 8  # a video with a few audio and subtitle tracks is fine; more is not a background
 MIN_FPS, MAX_FPS = 1.0, 60.0
 RING = 3  # pictures decoded ahead, per player
+MAX_VIEWS = 4  # frame sizes and fits a video is scaled to at once
 IDLE_STOP_S = 5.0
 
 View = tuple[int, int, str, tuple[int, int, int]]  # (height, width, fit, bar colour)
@@ -102,12 +103,14 @@ def probe(data: bytes) -> Clip:
                         raise VideoError(f"the video has more than {MAX_VIDEO_FRAMES} frames; background "
                                          f"videos are limited to {MAX_VIDEO_SECONDS:.0f} s")
             if frames == 0:
-                raise VideoError("the video has no frames")
+                raise VideoError("the video has no frames; is the file complete?")
             fps = _frame_rate(stream, frames, declared)
         first = _first_frame(data)
     except VideoError:
         raise
-    except (av.FFmpegError, OSError, ValueError, EOFError, IndexError):
+    except EOFError:  # FFmpeg's too
+        raise VideoError("the video ends before its first frame; is the file complete?") from None
+    except (av.FFmpegError, OSError, ValueError, IndexError):
         # FFmpeg's text names the demuxer that choked, which is no use to the user.
         raise UnreadableVideo("the upload is not a readable video; send an MP4, WebM or GIF file") from None
     if frames / fps > MAX_VIDEO_SECONDS:
@@ -170,8 +173,8 @@ class Player:
         self._cond = threading.Condition()
         self._views: dict[View, float] = {}  # view -> when it was last asked for
         self._ring: list[tuple[int, dict[View, np.ndarray]]] = []  # (frame number, pictures), oldest first
-        self._start = clock()
-        self._last_used = self._start
+        self.started = clock()  # frame 0 is due then
+        self._last_used = self.started
         self._stopping = False
         self._thread = threading.Thread(target=self._run, name=f"camfx-video-{name}", daemon=True)
         self._thread.start()
@@ -182,7 +185,7 @@ class Player:
 
     def due(self) -> int:
         """The frame number (counting on through the loops) the wall clock is at now."""
-        return int((self._clock() - self._start) * self._clip.fps)
+        return int((self._clock() - self.started) * self._clip.fps)
 
     def current(self, view: View) -> tuple[int, np.ndarray] | None:
         """(frame number, I420 picture) due now at `view`, or None while none is decoded yet.
@@ -192,7 +195,9 @@ class Player:
             self._last_used = now
             new_view = view not in self._views
             self._views[view] = now
-            due = int((now - self._start) * self._clip.fps)
+            if len(self._views) > MAX_VIEWS:  # the one asked for longest ago goes
+                del self._views[min(self._views, key=self._views.__getitem__)]
+            due = int((now - self.started) * self._clip.fps)
             shown = None
             for number, pictures in self._ring:
                 if number <= due and view in pictures:
@@ -237,16 +242,14 @@ class Player:
                 now = self._clock()
                 if self._stopping or now - self._last_used > self._idle_stop_s:
                     return None
-                due = int((now - self._start) * self._clip.fps)
+                due = int((now - self.started) * self._clip.fps)
                 ahead = sum(1 for n, _ in self._ring if n > due)
-                if ahead < RING - 1:  # keep the one due now, fill the rest ahead
+                if ahead < RING - 1 and self._views:  # keep the one due now, fill the rest ahead
                     # A late frame is decoded but not scaled (it would never show), so the
                     # decoder catches up; one every half second is, should it never catch up.
                     newest = self._ring[-1][0] if self._ring else -1
                     late = number < due and number - newest < self._clip.fps / 2
-                    stale = now - 2 * self._idle_stop_s
-                    for view in [v for v, used in self._views.items() if used < stale]:
-                        del self._views[view]
-                    return [] if late else list(self._views)
-                next_due = self._start + (due + 1) / self._clip.fps
+                    stale = now - self._idle_stop_s
+                    return [] if late else [view for view, used in self._views.items() if used >= stale]
+                next_due = self.started + (due + 1) / self._clip.fps
                 self._cond.wait(timeout=min(max(next_due - now, 0.001), 0.25))
