@@ -22,7 +22,8 @@ import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
 from . import fit
-from .video_background import IDLE_STOP_S, Clip, Player, UnreadableVideo, VideoError, looks_like_video, probe
+from .video_background import (IDLE_STOP_S, Clip, Player, UnreadableVideo, VideoError, looks_like_video, probe,
+                               scaled_picture)
 
 log = logging.getLogger("camfx.backgrounds")
 
@@ -85,12 +86,19 @@ def _read_video(data: bytes) -> Background:
     except VideoError as exc:
         raise BackgroundError(str(exc)) from None
     if clip.frames == 1:  # a still gif
-        image = clip.first
+        image = clip.first.to_ndarray(format="rgb24")
         scale = STORED_MAX_SIDE / max(image.shape[:2])
         if scale < 1:
             image = cv2.resize(image, None, fx=scale, fy=scale, interpolation=cv2.INTER_AREA)
         return image
     return clip
+
+
+def _fitted(background: Background, view: tuple) -> np.ndarray:
+    """A picture, or a video's first frame, fitted to `view` as I420."""
+    if isinstance(background, Clip):
+        return scaled_picture(background.first, view)
+    return fit.fit_image(background, *view)
 
 
 class Backgrounds:
@@ -169,16 +177,17 @@ class Backgrounds:
             shown = player.current(view)
             if shown is not None:
                 return shown[1]
-        return self._still(name, background.first if isinstance(background, Clip) else background, view)
+        return self._still(name, background, view)
 
-    def _still(self, name: str, image: np.ndarray, view: tuple) -> np.ndarray:
+    def _still(self, name: str, background: Background, view: tuple) -> np.ndarray:
+        """A picture, or a video's first frame, fitted to `view` (cached)."""
         key = (name, *view)
         with self._lock:
             cached = self._scaled.get(key)
             if cached is not None:
                 self._scaled.move_to_end(key)
                 return cached
-        scaled = fit.fit_image(image, *view)
+        scaled = _fitted(background, view)
         with self._lock:
             self._scaled[key] = scaled
             while len(self._scaled) > 8:
@@ -189,11 +198,13 @@ class Backgrounds:
         """Under the lock: the running player of video `name`, started if need be; None when
         MAX_PLAYERS others are running."""
         player = self._players.get(name)
-        if player is not None and player.alive:
-            return player
-        for other in [n for n, p in self._players.items() if not p.alive]:
-            del self._players[other]
-        if len(self._players) >= self._max_players:
+        if player is not None:
+            if player.alive:
+                return player
+            if player.failed:  # once, not at every frame: its first frame stays
+                return None
+            del self._players[name]
+        if sum(p.alive for p in self._players.values()) >= self._max_players:
             if not self._refused_player:
                 log.warning("%d video backgrounds are playing; more show their first frame", self._max_players)
                 self._refused_player = True
@@ -221,9 +232,8 @@ class Backgrounds:
             if cached is not None:
                 return cached
             background = self._get(name)
-        image = background.first if isinstance(background, Clip) else background
-        rgb = cv2.cvtColor(fit.fit_image(image, *THUMBNAIL_SIZE), cv2.COLOR_YUV2RGB_I420)
-        jpeg = cv2.imencode(".jpg", cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR), [cv2.IMWRITE_JPEG_QUALITY, 85])[1].tobytes()
+        bgr = cv2.cvtColor(_fitted(background, (*THUMBNAIL_SIZE, "cover", (0, 0, 0))), cv2.COLOR_YUV2BGR_I420)
+        jpeg = cv2.imencode(".jpg", bgr, [cv2.IMWRITE_JPEG_QUALITY, 85])[1].tobytes()
         with self._lock:
             if name in self._bundled or name in self._uploads:  # not dropped meanwhile
                 self._thumbnails[name] = jpeg

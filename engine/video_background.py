@@ -26,6 +26,7 @@ from typing import Callable, Iterator
 
 import av
 import numpy as np
+from av.video.reformatter import VideoReformatter
 
 from . import fit
 
@@ -60,14 +61,14 @@ def looks_like_video(data: bytes) -> bool:
 
 @dataclass(frozen=True)
 class Clip:
-    """A probed video: its file, shape, rate and first picture (RGB)."""
+    """A probed video: its file, shape, rate and first frame."""
 
     data: bytes
     width: int
     height: int
     fps: float
     frames: int
-    first: np.ndarray
+    first: av.VideoFrame
 
     @property
     def seconds(self) -> float:
@@ -135,10 +136,20 @@ def _frame_rate(stream, frames: int, seconds: float | None) -> float:
     return min(MAX_FPS, max(MIN_FPS, fps)) if math.isfinite(fps) and fps > 0 else 25.0
 
 
-def _first_frame(data: bytes) -> np.ndarray:
+def _first_frame(data: bytes) -> av.VideoFrame:
     for frame in _decode_once(data):
-        return frame.to_ndarray(format="rgb24")
+        return frame
     raise VideoError("no frame of the video could be decoded")
+
+
+def scaled_picture(frame: av.VideoFrame, view: View, reformatter: VideoReformatter | None = None) -> np.ndarray:
+    """`frame` fitted to `view` as I420: FFmpeg scales and converts it to RGB in one pass, at the
+    size the fit needs, then it is cropped or set on bars. A `reformatter` is one thread's own."""
+    height, width, fit_mode, colour = view
+    sh, sw = fit.scaled_size(frame.height, frame.width, height, width, fit_mode)
+    scaled = (reformatter or VideoReformatter()).reformat(frame, width=sw, height=sh, format="rgb24",
+                                                          interpolation="AREA")
+    return fit.place(scaled.to_ndarray(), height, width, colour)
 
 
 def _decode_once(data: bytes) -> Iterator[av.VideoFrame]:
@@ -176,6 +187,7 @@ class Player:
         self.started = clock()  # frame 0 is due then
         self._last_used = self.started
         self._stopping = False
+        self.failed = False  # the decoder hit an error: not to be restarted
         self._thread = threading.Thread(target=self._run, name=f"camfx-video-{name}", daemon=True)
         self._thread.start()
 
@@ -215,6 +227,7 @@ class Player:
 
     def _run(self) -> None:
         frames = _frames_forever(self._clip.data)
+        reformatters: dict[View, VideoReformatter] = {}
         try:
             for number, frame in enumerate(frames):
                 views = self._wait_for_room(number)
@@ -222,12 +235,13 @@ class Player:
                     return
                 if not views:
                     continue  # behind the clock: decoded (later frames need it), never shown
-                rgb = frame.to_ndarray(format="rgb24")
-                pictures = {view: fit.fit_image(rgb, *view) for view in views}
+                pictures = {view: scaled_picture(frame, view, reformatters.setdefault(view, VideoReformatter()))
+                            for view in views}
                 with self._cond:
                     self._ring.append((number, pictures))
                     del self._ring[:-RING]  # newest wins
         except Exception:
+            self.failed = True
             log.exception("the video background decoder failed; its first frame stays")
         finally:
             frames.close()  # the open container, now

@@ -19,7 +19,7 @@ from camfx.engine.config import ServerConfig
 from camfx.engine.params import Params
 from camfx.engine.pipeline import Work, default_pipeline
 from camfx.engine.segmenter import Segmenters
-from camfx.engine.video_background import Clip
+from camfx.engine.video_background import Clip, scaled_picture
 
 from .conftest import start_server
 from .test_api import make_offer
@@ -27,7 +27,8 @@ from .test_api import make_offer
 pytestmark = pytest.mark.timeout(120)
 
 FPS = 12
-FORMATS = {"mp4": ("mp4", "libx264", "yuv420p"), "webm": ("webm", "libvpx-vp9", "yuv420p"), "gif": ("gif", "gif", "rgb8")}
+FORMATS = {"mp4": ("mp4", "libx264", "yuv420p"), "webm": ("webm", "libvpx-vp9", "yuv420p"),
+           "gif": ("gif", "gif", "rgb8")}
 
 
 def picture(i: int, count: int, h: int, w: int) -> np.ndarray:
@@ -147,8 +148,9 @@ def test_a_video_plays_by_the_clock_and_loops_frame_accurately(kind):
     view = (90, 160, "cover", (0, 0, 0))
     try:
         first = backgrounds.frame(name, *view)  # before any decoding: the first frame, at once
-        assert np.array_equal(first, fit.fit_image(clip.first, *view))
-        shown = {number: show(backgrounds, clock, name, number, view) for number in [0, 1, 5, 11, 12, 13, 17, 23, 24, 29]}
+        assert np.array_equal(first, scaled_picture(clip.first, view))
+        numbers = [0, 1, 5, 11, 12, 13, 17, 23, 24, 29]
+        shown = {number: show(backgrounds, clock, name, number, view) for number in numbers}
         assert np.array_equal(shown[0], first)
         for number in [0, 1, 5, 11]:  # frame N + length is frame N
             assert np.array_equal(shown[number], shown[number + 12])
@@ -172,14 +174,14 @@ def test_each_size_in_use_is_scaled_to_and_the_frame_path_never_waits(monkeypatc
         assert (yuv.planes(b)[0][:20] == yuv.colour((255, 0, 255))[0]).all()  # contain's bars
         # Hold the decoder in its work and move the clock on: the frame path answers at once,
         # with the newest picture it has.
-        player, release, real_fit = backgrounds.player(name), threading.Event(), fit.fit_image
+        player, release, real_place = backgrounds.player(name), threading.Event(), fit.place
 
-        def held_fit(*args):
+        def held_place(*args):
             if threading.current_thread().name.startswith("camfx-video-"):
                 release.wait(10)
-            return real_fit(*args)
+            return real_place(*args)
 
-        monkeypatch.setattr(fit, "fit_image", held_fit)
+        monkeypatch.setattr(fit, "place", held_place)
         clock.now = player.started + 9.5 / FPS
         done = threading.Event()
         threading.Thread(target=lambda: (backgrounds.frame(name, *small), done.set())).start()
@@ -202,8 +204,8 @@ def test_decoders_stop_after_disuse_and_are_capped():
         player = backgrounds.player(first)
         assert player is not None and backgrounds.live_decoders() == 1
         # At the cap the second video shows its first frame, and no second decoder starts.
-        assert np.array_equal(backgrounds.frame(second, *view),
-                              fit.fit_image(backgrounds._uploads[second].first, *view))
+        still = scaled_picture(backgrounds._uploads[second].first, view)
+        assert np.array_equal(backgrounds.frame(second, *view), still)
         assert backgrounds.player(second) is None and backgrounds.live_decoders() == 1
         deadline = time.monotonic() + 10
         while player.alive and time.monotonic() < deadline:
