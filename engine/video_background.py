@@ -195,6 +195,15 @@ class Player:
     def alive(self) -> bool:
         return self._thread.is_alive()
 
+    @property
+    def fps(self) -> float:
+        return self._clip.fps
+
+    @property
+    def native_id(self) -> int | None:
+        """The decoder thread's id in the OS (for per-thread CPU time)."""
+        return self._thread.native_id
+
     def due(self) -> int:
         """The frame number (counting on through the loops) the wall clock is at now."""
         return int((self._clock() - self.started) * self._clip.fps)
