@@ -3,6 +3,7 @@ decoder thread and composited by the real pipeline; bad videos get a JSON 4xx.""
 
 from __future__ import annotations
 
+import asyncio
 import io
 import threading
 import time
@@ -317,3 +318,42 @@ async def test_bad_videos_get_a_json_400_that_says_why(lenient_server, case):
     assert status == 400 and words in body["error"], body
     assert body["request_id"] and "Errno" not in body["error"] and "av." not in body["error"]
     assert not lenient_server.hub.backgrounds.names()["uploaded"]
+
+
+def blink_video(seconds_each: float = 1.0, fps: int = 4) -> bytes:
+    """A video that is dark grey for a second, then light grey for a second, looped."""
+    out = io.BytesIO()
+    count = int(seconds_each * fps)
+    with av.open(out, "w", format="webm") as container:
+        stream = container.add_stream("libvpx-vp9", rate=fps)
+        stream.width, stream.height, stream.pix_fmt = 64, 48, "yuv420p"
+        for i in range(2 * count):
+            grey = np.full((48, 64, 3), 40 if i < count else 210, np.uint8)
+            container.mux(stream.encode(av.VideoFrame.from_ndarray(grey, format="rgb24")))
+        container.mux(stream.encode())
+    return out.getvalue()
+
+
+async def test_replace_with_a_video_over_webrtc_changes_the_background_not_the_person(server, clip_640):
+    from .test_loopback import connect, matched_frame, regions
+
+    status, body = await upload(server, blink_video())
+    assert status == 201, body
+    segmenter = Segmenters().get("landscape")
+    peer = await connect(server, clip_640, {"effect": "replace", "background_image": body["id"], "probe": True})
+    try:
+        backgrounds, person_errors = [], []
+        for _ in range(8):  # 2.4 s: both halves of the loop
+            frame_id, out = await matched_frame(peer)
+            person, background = regions(clip_640, frame_id, segmenter)
+            luma = yuv.planes(out)[0].astype(int)
+            inp = yuv.planes(clip_640[frame_id % len(clip_640)])[0].astype(int)
+            backgrounds.append(luma[background].mean())
+            person_errors.append(float(np.median(np.abs(luma[person] - inp[person]))))
+            await asyncio.sleep(0.3)
+        assert min(backgrounds) < 70 and max(backgrounds) > 180, backgrounds  # dark, then light
+        # The person's own pixels, but for codec noise (which grows for a frame or two each time
+        # the whole background flips).
+        assert max(person_errors) <= 6 and np.mean(person_errors) <= 3, person_errors
+    finally:
+        await peer.close()
