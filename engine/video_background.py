@@ -183,7 +183,7 @@ class Player:
         self._idle_stop_s = idle_stop_s
         self._cond = threading.Condition()
         self._views: dict[View, float] = {}  # view -> when it was last asked for
-        self._ring: list[tuple[int, dict[View, np.ndarray]]] = []  # (frame number, pictures), oldest first
+        self._ring: list[_Entry] = []  # oldest first
         self.started = clock()  # frame 0 is due then
         self._last_used = self.started
         self._stopping = False
@@ -220,10 +220,10 @@ class Player:
                 del self._views[min(self._views, key=self._views.__getitem__)]
             due = int((now - self.started) * self._clip.fps)
             shown = None
-            for number, pictures in self._ring:
-                if number <= due and view in pictures:
-                    shown = (number, pictures[view])
-            if new_view or not self._ring or self._ring[-1][0] <= due:
+            for entry in self._ring:
+                if entry.number <= due and view in entry.pictures:
+                    shown = (entry.number, entry.pictures[view])
+            if new_view or not self._ring or self._ring[-1].number <= due:
                 self._cond.notify()  # a new size to scale to, or room to decode ahead
             return shown
 
@@ -237,17 +237,29 @@ class Player:
     def _run(self) -> None:
         frames = _frames_forever(self._clip.data)
         reformatters: dict[View, VideoReformatter] = {}
+
+        def scaled(frame: av.VideoFrame, views: list[View]) -> dict[View, np.ndarray]:
+            return {view: scaled_picture(frame, view, reformatters.setdefault(view, VideoReformatter()))
+                    for view in views}
+
         try:
             for number, frame in enumerate(frames):
-                views = self._wait_for_room(number)
-                if views is None:
-                    return
+                while True:
+                    job = self._next_job(number)
+                    if job is None:
+                        return
+                    views, entry = job
+                    if entry is None:
+                        break
+                    # A size or fit asked for since these pictures were made: add it to them.
+                    pictures = scaled(entry.frame, views)
+                    with self._cond:
+                        entry.pictures.update(pictures)
                 if not views:
                     continue  # behind the clock: decoded (later frames need it), never shown
-                pictures = {view: scaled_picture(frame, view, reformatters.setdefault(view, VideoReformatter()))
-                            for view in views}
+                entry = _Entry(number, frame, scaled(frame, views))
                 with self._cond:
-                    self._ring.append((number, pictures))
+                    self._ring.append(entry)
                     del self._ring[:-RING]  # newest wins
         except Exception:
             self.failed = True
@@ -257,22 +269,37 @@ class Player:
             with self._cond:
                 self._ring.clear()
 
-    def _wait_for_room(self, number: int) -> list[View] | None:
-        """Wait until frame `number` may be decoded ahead; the views to scale it to ([] when it
-        is already late and a later frame will be shown instead), or None to stop."""
+    def _next_job(self, number: int) -> tuple[list[View], _Entry | None] | None:
+        """What to do next, once there is something: (views, a ring entry) to add pictures at
+        views to that entry; (views, None) to scale frame `number` to views ([] when it is
+        already late: a later frame will be shown instead); None to stop."""
         with self._cond:
             while True:
                 now = self._clock()
                 if self._stopping or now - self._last_used > self._idle_stop_s:
                     return None
                 due = int((now - self.started) * self._clip.fps)
-                ahead = sum(1 for n, _ in self._ring if n > due)
-                if ahead < RING - 1 and self._views:  # keep the one due now, fill the rest ahead
+                views = [view for view, used in self._views.items() if used >= now - self._idle_stop_s]
+                shown = [i for i, entry in enumerate(self._ring) if entry.number <= due]
+                for entry in self._ring[shown[-1] if shown else 0 :]:  # the one due now and those ahead
+                    missing = [view for view in views if view not in entry.pictures]
+                    if missing:
+                        return missing, entry
+                ahead = sum(1 for entry in self._ring if entry.number > due)
+                if ahead < RING - 1 and views:  # keep the one due now, fill the rest ahead
                     # A late frame is decoded but not scaled (it would never show), so the
                     # decoder catches up; one every half second is, should it never catch up.
-                    newest = self._ring[-1][0] if self._ring else -1
+                    newest = self._ring[-1].number if self._ring else -1
                     late = number < due and number - newest < self._clip.fps / 2
-                    stale = now - self._idle_stop_s
-                    return [] if late else [view for view, used in self._views.items() if used >= stale]
+                    return ([] if late else views), None
                 next_due = self.started + (due + 1) / self._clip.fps
                 self._cond.wait(timeout=min(max(next_due - now, 0.001), 0.25))
+
+
+@dataclass
+class _Entry:
+    """One decoded frame in a player's ring and its pictures, one per view."""
+
+    number: int  # counting on through the loops
+    frame: av.VideoFrame
+    pictures: dict[View, np.ndarray]

@@ -169,8 +169,8 @@ def test_each_size_in_use_is_scaled_to_and_the_frame_path_never_waits(monkeypatc
     name = backgrounds.add_upload(make_video("mp4", frames=12, w=96, h=48))
     small, wide = (90, 160, "cover", (0, 0, 0)), (120, 120, "contain", (255, 0, 255))
     try:
-        backgrounds.frame(name, *small), backgrounds.frame(name, *wide)  # both in use from frame 0
-        a, b = show(backgrounds, clock, name, 3, small), show(backgrounds, clock, name, 3, wide)
+        a = show(backgrounds, clock, name, 3, small)
+        b = show(backgrounds, clock, name, 3, wide)  # a new size: the frame due now is scaled to it too
         assert yuv.frame_size(a) == (90, 160) and yuv.frame_size(b) == (120, 120)
         assert (yuv.planes(b)[0][:20] == yuv.colour((255, 0, 255))[0]).all()  # contain's bars
         # Hold the decoder in its work and move the clock on: the frame path answers at once,
