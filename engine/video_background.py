@@ -5,8 +5,9 @@ frame size, the duration, the number of streams), counts its frames by demuxing 
 and decodes its first frame, which is shown until playback has a picture.
 
 A `Player` is one decoder thread for one video in use. It decodes ahead by a few frames into a
-ring (RING pictures; when it is full the oldest is dropped: newest wins), each frame scaled once
-to every frame size and fit in use. The frame path calls `current`, which picks the newest
+ring (RING frames; when it is full the oldest is dropped: newest wins), each frame scaled once
+to every frame size and fit in use (one asked for later is added to the frames already there).
+The frame path calls `current`, which picks the newest
 picture due by the wall clock at the video's own frame rate and never waits. After the last
 frame the file is read again from the start, ahead of time, so frame 0 follows frame N - 1 one
 frame period later, like any other. The thread ends when nobody has asked for a picture for
@@ -37,7 +38,7 @@ MAX_VIDEO_SECONDS = 60.0
 MAX_VIDEO_FRAMES = 3600
 MAX_STREAMS = 8  # a video with a few audio and subtitle tracks is fine; more is not a background
 MIN_FPS, MAX_FPS = 1.0, 60.0
-RING = 3  # pictures decoded ahead, per player
+RING = 3  # frames decoded (the one due now and those ahead), per player
 MAX_VIEWS = 4  # frame sizes and fits a video is scaled to at once
 IDLE_STOP_S = 5.0
 
@@ -203,10 +204,6 @@ class Player:
     def native_id(self) -> int | None:
         """The decoder thread's id in the OS (for per-thread CPU time)."""
         return self._thread.native_id
-
-    def due(self) -> int:
-        """The frame number (counting on through the loops) the wall clock is at now."""
-        return int((self._clock() - self.started) * self._clip.fps)
 
     def current(self, view: View) -> tuple[int, np.ndarray] | None:
         """(frame number, I420 picture) due now at `view`, or None while none is decoded yet.
