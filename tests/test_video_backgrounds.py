@@ -292,6 +292,11 @@ async def test_uploaded_videos_are_listed_thumbnailed_and_used(lenient_server):
                 assert thumb.shape == (90, 160, 3)
         async with http.get(f"{server.url}/backgrounds/u-nothing/thumbnail") as resp:
             assert resp.status == 404 and "no background" in (await resp.json())["error"]
+        # The page's bundled previews are /static/backgrounds/NAME.jpg: a bundled video has one too.
+        async with http.get(f"{server.url}/static/backgrounds/lights.jpg") as resp:
+            assert resp.status == 200 and resp.headers["Content-Type"] == "image/jpeg"
+        async with http.get(f"{server.url}/static/backgrounds/{ids['mp4']}.jpg") as resp:
+            assert resp.status == 404
     pc, sdp = await make_offer()
     params = {"effect": "replace", "background_image": ids["mp4"], "background_fit": "contain"}
     async with aiohttp.ClientSession() as http:

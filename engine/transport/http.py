@@ -60,10 +60,14 @@ def _page_files() -> dict[str, Any]:
 
 async def static_file(request: web.Request) -> web.StreamResponse:
     # A fixed list, not a folder: nothing else can be reached, and a miss is a JSON 404.
-    entry = request.app[PAGE_FILES].get(request.match_info["path"])
-    if entry is None:
-        raise HTTPError(404, f"there is no file {request.match_info['path']!r} in the page's files")
-    return web.FileResponse(entry)
+    path = request.match_info["path"]
+    entry = request.app[PAGE_FILES].get(path)
+    if entry is not None:
+        return web.FileResponse(entry)
+    name = path.removeprefix("backgrounds/").removesuffix(".jpg")
+    if f"backgrounds/{name}.jpg" == path and name in _hub(request).backgrounds.names()["bundled"]:
+        return await background_thumbnail(request, name)  # a bundled video's picture for the page
+    raise HTTPError(404, f"there is no file {path!r} in the page's files")
 
 
 def _params_or_422(hub: Hub, update: Callable[[], Params]) -> Params:
@@ -173,8 +177,8 @@ async def list_backgrounds(request: web.Request) -> web.Response:
     return web.json_response({**backgrounds.names(), "items": backgrounds.items()})
 
 
-async def background_thumbnail(request: web.Request) -> web.Response:
-    name = request.match_info["background_id"]
+async def background_thumbnail(request: web.Request, name: str | None = None) -> web.Response:
+    name = name or request.match_info["background_id"]
     backgrounds = _hub(request).backgrounds
     if name not in backgrounds:
         raise HTTPError(404, f"no background {name!r} (GET /backgrounds lists them)")
