@@ -90,8 +90,8 @@ def _shelf(img, rng, x0, y0, x1, y1, rows, wood, palette) -> None:
 
 def _leaves(img, rng, cx, cy, count, spread, greens) -> None:
     for _ in range(count):
-        angle = rng.uniform(-math.pi, 0)
-        length = rng.uniform(0.5, 1.0) * spread
+        angle = rng.uniform(-math.pi * 0.95, -math.pi * 0.05)
+        length = math.sqrt(rng.uniform(0.05, 1.0)) * spread
         x, y = cx + math.cos(angle) * length, cy + math.sin(angle) * length * 1.1
         axes = _p(rng.uniform(16, 34), rng.uniform(6, 11))
         colour = np.asarray(greens[rng.integers(len(greens))], np.float32) * rng.uniform(0.8, 1.15)
@@ -125,8 +125,10 @@ def office() -> np.ndarray:
     wx0, wy0, wx1, wy1 = 70, 70, 560, 470
     view = _canvas((0, 0, 0))
     _vertical(view, wx0, wy0, wx1, wy1, (250, 236, 214), (238, 240, 236))
-    for _ in range(70):
-        x, y = rng.uniform(wx0 - 20, wx1 + 20), rng.uniform(wy0 + 200, wy1 + 40)
+    for _ in range(90):
+        x = rng.uniform(wx0 - 20, wx1 + 20)
+        crown = wy0 + 175 + 25 * math.sin(x / 45.0) + 15 * math.sin(x / 17.0)  # an uneven line of trees
+        y = rng.uniform(crown, wy1 + 40)
         green = np.asarray((70, 150, 110), np.float32) * rng.uniform(0.7, 1.2)
         cv2.circle(view, _p(x, y), int(rng.uniform(25, 60) * S), green.tolist(), -1, cv2.LINE_AA)
     window = np.s_[_p(wy0)[0] : _p(wy1)[0], _p(wx0)[0] : _p(wx1)[0]]
@@ -151,7 +153,7 @@ def office() -> np.ndarray:
     # A tall plant in a pot between window and shelf.
     cv2.ellipse(img, _p(700, 548), _p(58, 12), 0, 0, 360, (70, 80, 90), -1, cv2.LINE_AA)
     _vertical(img, 650, 450, 750, 550, (60, 80, 110), (40, 55, 78))  # a terracotta pot
-    _leaves(img, rng, 700, 450, 90, 150, [(60, 120, 70), (50, 140, 90), (40, 100, 60), (80, 150, 100)])
+    _leaves(img, rng, 700, 450, 120, 150, [(60, 120, 70), (50, 140, 90), (40, 100, 60), (80, 150, 100)])
     # A pendant lamp and its warm light.
     cv2.line(img, _p(1010, 0), _p(1010, 60), (60, 60, 60), 2 * S, cv2.LINE_AA)
     cv2.ellipse(img, _p(1010, 78), _p(46, 26), 0, 180, 360, (40, 45, 50), -1, cv2.LINE_AA)
