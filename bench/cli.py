@@ -22,6 +22,8 @@ BENCHMARKS = {  # name -> (what it measures, module, the extras it needs)
                 "bench,cluster"),
     "quality": ("picture quality against exact ground truth: mask, edges, halo, fringe, flicker",
                 "camfx.bench.quality", "bench"),
+    "backgrounds": ("what a video background costs the frame path, against a still one", "camfx.bench.backgrounds",
+                    "bench"),
 }
 
 

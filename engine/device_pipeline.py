@@ -41,7 +41,7 @@ class DevicePipeline:
         self._cuda = self.device.type == "cuda"
         self._stream = torch.cuda.Stream(self.device) if self._cuda else None
         self._pinned: dict[tuple, torch.Tensor] = {}  # (role, *shape) -> page-locked host buffer
-        self._layer: tuple[tuple, torch.Tensor] | None = None  # (key, background image on the device)
+        self._layer: tuple[np.ndarray, torch.Tensor] | None = None  # (background image, its copy on the device)
         self._previous: torch.Tensor | None = None  # last alpha, for temporal smoothing
         self._previous_luma: torch.Tensor | None = None  # last work-size luma, to see motion
         self._frames = 0
@@ -170,10 +170,10 @@ class DevicePipeline:
 
     def _background(self, p: Params, h: int, w: int) -> torch.Tensor:
         if p.effect == "replace" and p.background == "image" and p.background_image in self._backgrounds:
-            key = (p.background_image, h, w)
-            if self._layer is None or self._layer[0] != key:
-                image = self._backgrounds.frame(p.background_image, h, w)
-                self._layer = (key, torch.from_numpy(image).to(self.device))
+            # The same array while the picture is the same (a still, a video between frames).
+            image = self._backgrounds.frame(p.background_image, h, w, p.background_fit, hex_to_rgb(p.background_color))
+            if self._layer is None or self._layer[0] is not image:
+                self._layer = (image, torch.from_numpy(image).to(self.device))
             return self._layer[1]
         colour = p.key_color if p.effect == "remove" else p.background_color
         out = torch.empty((h * 3 // 2, w), dtype=torch.uint8, device=self.device)

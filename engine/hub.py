@@ -87,3 +87,4 @@ class Hub:
         """Stop the pools (after every stream has closed)."""
         for pool in (self.executor, self.helper, self.diffusion):
             pool.shutdown(wait=True, cancel_futures=True)
+        self.backgrounds.close()

@@ -27,10 +27,15 @@ class Params(BaseModel):
     effect: Effect = Field("blur", description="what happens to the picture")
     blur_strength: float = Field(12.0, ge=1.0, le=50.0,
                                  description="blur: Gaussian sigma in pixels at 720p (scaled with the frame height)")
-    background: Literal["color", "image"] = Field("image", description="replace: a solid colour or an image")
-    background_color: str = Field("#2f5d8a", description="replace: the colour, like '#2f5d8a'")
+    background: Literal["color", "image"] = Field("image", description="replace: a solid colour, or an image "
+                                                                        "or looped video (background_image)")
+    background_color: str = Field("#2f5d8a", description="replace: the colour, like '#2f5d8a' (also contain's bars)")
     background_image: str = Field("studio", min_length=1, max_length=64, pattern=r"^[A-Za-z0-9_-]+$",
-                                  description="replace: a bundled image (studio, sunset, office) or an uploaded id")
+                                  description="replace: a bundled background (GET /backgrounds lists them) or "
+                                              "the id of an uploaded image or video")
+    background_fit: Literal["cover", "contain"] = Field(
+        "cover", description="replace: fill the frame, cropping the image (cover), or show it whole on bars of "
+                             "background_color (contain)")
     key_color: str = Field("#00ff00", description="remove: the key colour for chroma keying downstream (OBS)")
     toon_smoothing: int = Field(2, ge=1, le=5, description="toon: edge-preserving smoothing passes")
     toon_edges: float = Field(0.6, ge=0.0, le=1.0, description="toon: how dark the outlines are")

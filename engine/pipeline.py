@@ -71,7 +71,8 @@ def background_layer(
     if p.effect == "remove":
         return effects.solid(h, w, hex_to_rgb(p.key_color))
     if p.background == "image" and p.background_image in backgrounds:
-        return backgrounds.frame(p.background_image, h, w)
+        # A picture, or a video's current frame (played on its own thread; this never waits).
+        return backgrounds.frame(p.background_image, h, w, p.background_fit, hex_to_rgb(p.background_color))
     return effects.solid(h, w, hex_to_rgb(p.background_color))
 
 

@@ -144,3 +144,17 @@ def test_bench_soak_watches_window_by_window(tmp_path, capsys):
     assert summary["rss_last_mb"] == windows[-1]["rss_mb"]
     assert summary["rss_max_after_first_mb"] == max(w["rss_mb"] for w in windows[1:])
     assert (tmp_path / "soak.png").stat().st_size > 0
+
+
+def test_bench_backgrounds_plays_the_bundled_video_against_a_still(tmp_path):
+    import json
+
+    from camfx.bench.backgrounds import main
+
+    out = tmp_path / "backgrounds.json"
+    assert main(["--height", "360", "--rounds", "1", "--seconds", "1", "--out", str(out)]) == 0
+    result = json.loads(out.read_text())
+    assert result["frame"] == [360, 640]
+    assert result["frame_path_ms"]["still"]["n"] > 5 and result["frame_path_ms"]["video"]["n"] > 5
+    assert result["video_frames_shown"] > 1 and result["video_fps"] == 24.0  # it played
+    assert result["decoder_cpu_per_second"] > 0

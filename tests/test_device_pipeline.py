@@ -117,3 +117,28 @@ async def test_a_webrtc_session_through_the_device_pipeline(clip_640, segmenter)
     finally:
         await peer.close()
         await runner.cleanup()
+
+
+def test_device_pipeline_follows_a_video_background_and_its_fit(clip_640):
+    """The layer copied to the device is the video's current picture, not the first one kept."""
+    from .test_video_backgrounds import FakeClock, make_video, show
+
+    clock = FakeClock()
+    segmenters, backgrounds = Segmenters(), Backgrounds(clock=clock)
+    name = backgrounds.add_upload(make_video("mp4", frames=12, w=160, h=90))  # 16:9 on a 4:3 frame
+    opencv = default_pipeline(segmenters, backgrounds)
+    device = DevicePipeline(segmenters, backgrounds, default_pipeline(segmenters, backgrounds), "cpu")
+    frame = clip_640[0]
+    h, w = yuv.frame_size(frame)
+    try:
+        outputs = []
+        for number, fit in ((2, "cover"), (8, "cover"), (8, "contain")):
+            params = Params(effect="replace", background_image=name, background_fit=fit)
+            show(backgrounds, clock, name, number, (h, w, fit, (0, 0, 0) if fit == "cover" else (47, 93, 138)))
+            expected = opencv.process(Work(image=frame, params=params)).output.astype(int)
+            got = device.process(Work(image=frame, params=params)).output.astype(int)
+            assert np.abs(got - expected).mean() < 0.5
+            outputs.append(got)
+        assert np.abs(outputs[0] - outputs[1]).mean() > 5 and np.abs(outputs[1] - outputs[2]).mean() > 5
+    finally:
+        backgrounds.close()

@@ -159,12 +159,15 @@ def test_uploads_paths_and_methods(server, client, data):
     kind = data.draw(st.sampled_from(["upload", "path"]))
     if kind == "upload":
         png = b"\x89PNG\r\n\x1a\n\x00\x00\x00\rIHDR"
-        body = data.draw(st.sampled_from([png, b"\xff\xd8\xff\xe0", b"GIF89a", b""])) + data.draw(st.binary(max_size=200))
+        video = [b"\x1a\x45\xdf\xa3", b"\x00\x00\x00\x18ftypisom", b"GIF89a\x10\x00\x10\x00"]
+        head = data.draw(st.sampled_from([png, b"\xff\xd8\xff\xe0", b"GIF89a", b"", *video]))
+        body = head + data.draw(st.binary(max_size=200))
         check(*client.request("POST", "/backgrounds", body))
     else:
         method = data.draw(st.sampled_from(["GET", "POST", "DELETE", "PUT", "HEAD", "OPTIONS"]))
         path = "/" + data.draw(st.sampled_from(["", "static/", "static/../", "params/schema", "healthz",
-                                                "metrics", "backgrounds", "offer", "sessions/"]))
+                                                "metrics", "backgrounds", "backgrounds/", "backgrounds/studio/",
+                                                "backgrounds/lights/thumbnail", "offer", "sessions/"]))
         path += "".join(c for c in data.draw(st.text(max_size=20)) if c.isascii() and (c.isalnum() or c in "./-_%"))
         headers = {"Origin": data.draw(st.sampled_from(["http://evil.example", "null", server.url]))}
         status, ctype, body = client.request(method, path, b"{}" if method == "POST" else None, headers)

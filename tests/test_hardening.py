@@ -199,17 +199,45 @@ async def test_deeply_nested_json_gets_400(server):
             assert "nested" in (await resp.json())["error"]
 
 
+# Numbers Python's json reads into values camfx must not accept, or cannot read at all: an integer
+# past Python's 4300-digit limit raised ValueError (a 500), a float past 1e308 became inf.
+UNREADABLE_NUMBERS = {
+    "a 5000-digit integer": '{"type": "offer", "sdp": "v=0", "params": {"seed": ' + "7" * 5000 + "}}",
+    "a 5000-digit float": '{"type": "offer", "sdp": "v=0", "params": {"strength": 0.' + "5" * 5000 + "}}",
+    "an exponent past float": '{"type": "offer", "sdp": "v=0", "params": {"strength": 1e999}}',
+    "NaN": '{"type": "offer", "sdp": "v=0", "params": {"strength": NaN}}',
+    "Infinity": '{"type": "offer", "sdp": "v=0", "params": {"blur_strength": Infinity}}',
+    "-Infinity": '{"type": "offer", "sdp": "v=0", "params": {"blur_strength": -Infinity}}',
+}
+
+
+@pytest.mark.parametrize("case", sorted(UNREADABLE_NUMBERS))
+async def test_json_numbers_python_cannot_or_should_not_read_get_400(server, case):
+    async with aiohttp.ClientSession() as http:
+        async with http.post(f"{server.url}/offer", data=UNREADABLE_NUMBERS[case],
+                             headers={"Content-Type": "application/json"}) as resp:
+            body = await resp.json()
+            assert_user_error(resp.status, resp.headers["Content-Type"], body, 400)
+            assert "number" in body["error"] or "NaN" in body["error"], body
+    assert len(server.sessions) == 0
+
+
 async def test_no_control_message_can_end_a_session(server, clip_640):
     peer = ClientPeer(SyntheticCamera(clip_640[:4]))
     try:
         await peer.connect(server.url, {"effect": "blur"})
         await peer.wait_frames(10)
-        for message in ["[" * 1000 + "]" * 1000, '{"effect": ' * 500, "x" * 20000, b"\xff\xfe\x00", "null", "[]"]:
+        numbers = ['{"seed": ' + "7" * 5000 + "}", '{"strength": 1e999}', '{"strength": NaN}']
+        for message in ["[" * 1000 + "]" * 1000, '{"effect": ' * 500, "x" * 20000, b"\xff\xfe\x00", "null", "[]",
+                        *numbers]:
             peer.control.send(message)
         await asyncio.sleep(1.0)
         errors = [m for m in peer.control_messages if m["type"] == "error"]
-        assert len(errors) == 6
+        assert len(errors) == 9
         assert any("nested" in e["errors"][0]["message"] for e in errors)
+        messages = [e["errors"][0]["message"] for e in errors[-3:]]
+        assert all("number" in m or "NaN" in m for m in messages), messages
+        assert "could not apply" not in " ".join(messages)
         count = len(peer.received.arrivals)
         await peer.wait_frames(count + 15, timeout=10)  # still streaming
         peer.control.send('{"effect": "none"}')

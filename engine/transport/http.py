@@ -61,10 +61,14 @@ def _page_files() -> dict[str, Any]:
 
 async def static_file(request: web.Request) -> web.StreamResponse:
     # A fixed list, not a folder: nothing else can be reached, and a miss is a JSON 404.
-    entry = request.app[PAGE_FILES].get(request.match_info["path"])
-    if entry is None:
-        raise HTTPError(404, f"there is no file {request.match_info['path']!r} in the page's files")
-    return web.FileResponse(entry)
+    path = request.match_info["path"]
+    entry = request.app[PAGE_FILES].get(path)
+    if entry is not None:
+        return web.FileResponse(entry)
+    name = path.removeprefix("backgrounds/").removesuffix(".jpg")
+    if f"backgrounds/{name}.jpg" == path and name in _hub(request).backgrounds.names()["bundled"]:
+        return await background_thumbnail(request, name)  # a bundled video's picture for the page
+    raise HTTPError(404, f"there is no file {path!r} in the page's files")
 
 
 def _params_or_422(hub: Hub, update: Callable[[], Params]) -> Params:
@@ -172,7 +176,21 @@ async def upload_background(request: web.Request) -> web.Response:
 
 
 async def list_backgrounds(request: web.Request) -> web.Response:
-    return web.json_response(_hub(request).backgrounds.names())
+    backgrounds = _hub(request).backgrounds
+    return web.json_response({**backgrounds.names(), "items": backgrounds.items()})
+
+
+async def background_thumbnail(request: web.Request, name: str | None = None) -> web.Response:
+    name = name or request.match_info["background_id"]
+    backgrounds = _hub(request).backgrounds
+    if name not in backgrounds:
+        raise HTTPError(404, f"no background {name!r} (GET /backgrounds lists them)")
+    try:
+        jpeg = await asyncio.to_thread(backgrounds.thumbnail, name)  # the first time: a JPEG to encode
+    except KeyError:  # dropped by a newer upload meanwhile
+        raise HTTPError(404, f"no background {name!r} (GET /backgrounds lists them)") from None
+    # An id always names the same picture: a browser may keep it.
+    return web.Response(body=jpeg, content_type="image/jpeg", headers={"Cache-Control": "max-age=86400"})
 
 
 async def healthz(request: web.Request) -> web.Response:
@@ -237,6 +255,7 @@ def create_app(config: ServerConfig | None = None, pipeline_factory: Callable[[]
     app.router.add_delete("/sessions/{session_id}", close_session)
     app.router.add_get("/backgrounds", list_backgrounds)
     app.router.add_post("/backgrounds", upload_background)
+    app.router.add_get("/backgrounds/{background_id}/thumbnail", background_thumbnail)
     app.router.add_get("/healthz", healthz)
     app.router.add_get("/metrics", metrics)
     app.router.add_get("/ice-servers", ice_servers)

@@ -2,7 +2,9 @@
 
 `json.loads` recurses once per nesting level, so a 2 KB body nested a thousand deep raises
 RecursionError (a 500 over HTTP; on a data channel it escaped through aiortc's event emitter
-and ended the session). Every body and message camfx parses goes through `loads` instead.
+and ended the session). Numbers are checked too: an integer past Python's 4300-digit limit
+raised a bare ValueError (a 500), `1e999` became inf and `NaN` / `Infinity` (not JSON) were
+read as floats. Every body and message camfx parses goes through `loads` instead.
 """
 
 from __future__ import annotations
@@ -12,6 +14,7 @@ import re
 from typing import Any
 
 MAX_DEPTH = 32  # camfx's own messages nest two levels deep
+MAX_NUMBER_CHARS = 64  # a double needs 17 significant digits; camfx's integers fit in 10
 
 # A string literal (whatever brackets it holds) or one bracket.
 _TOKENS = re.compile(rb'"(?:[^"\\]|\\.)*"|[\[\]{}]')
@@ -29,11 +32,37 @@ def loads(data: bytes | str, max_bytes: int, max_depth: int = MAX_DEPTH) -> Any:
     if raw.count(b"[") + raw.count(b"{") > max_depth:  # else it cannot nest too deep
         _check_depth(raw, max_depth)
     try:
-        return json.loads(raw)
+        return json.loads(raw, parse_int=_integer, parse_float=_float, parse_constant=_constant)
+    except JSONInputError:
+        raise
     except UnicodeDecodeError:
         raise JSONInputError("JSON must be UTF-8 text") from None
     except json.JSONDecodeError as exc:
         raise JSONInputError(f"malformed JSON: {exc.msg} at line {exc.lineno} column {exc.colno}") from None
+    except ValueError:  # whatever else the reader refuses: never a 500
+        raise JSONInputError("malformed JSON") from None
+
+
+def _integer(text: str) -> int:
+    _check_length(text)
+    return int(text)
+
+
+def _float(text: str) -> float:
+    _check_length(text)
+    value = float(text)
+    if value in (float("inf"), float("-inf")):
+        raise JSONInputError(f"the number {text} is too large")
+    return value
+
+
+def _constant(name: str) -> float:
+    raise JSONInputError(f"{name} is not a JSON number")
+
+
+def _check_length(text: str) -> None:
+    if len(text) > MAX_NUMBER_CHARS:
+        raise JSONInputError(f"a number of {len(text)} characters is refused (at most {MAX_NUMBER_CHARS})")
 
 
 def _check_depth(raw: bytes, max_depth: int) -> None:
