@@ -1,8 +1,11 @@
 """`camfx camera`'s live control: a small HTTP API and page on 127.0.0.1:8081 (by default).
 
-    GET  /                 the control page: every effect control, and a preview of the output
-    GET  /params/schema    the same schema as `camfx serve`
+    GET  /                 the control page: the serve page's controls, and a preview of the output
+    GET  /static/...       the page's modules, styles and bundled backgrounds (the serve page's files)
+    GET  /params/schema    the same schema as `camfx serve`, with the page metadata
     GET  /params           the current params;  POST /params  a partial update (422 naming the field)
+    GET  /backgrounds      the background images;  POST /backgrounds  an upload (this process's engine)
+    GET  /presets ...      saved presets, as on `camfx serve`
     GET  /stats            fps in and out, latency, drops, per output
     GET  /preview.mjpg     the output as MJPEG (a few frames a second, for the page)
 """
@@ -15,14 +18,20 @@ from importlib import resources
 import cv2
 from aiohttp import web
 
-from ..params import Params, ParamsError
-from ..transport.body import read_json
+from ..param_ui import schema_with_ui
+from ..params import ParamsError
+from ..transport import presets
+from ..transport.body import read_body, read_json
 from ..transport.errors import HTTPError, json_errors
+from ..transport.http import PAGE_FILES, page_files, static_file
 from ..transport.origins import origin_guard
+from ..transport.rate_limit import RateLimiter
+from ..transport.uploads import MAX_UPLOAD_BYTES, Uploads
 
 PREVIEW_FPS = 8
 MAX_JSON_BYTES = 64 * 1024
 APP = web.AppKey("camera_app", object)
+UPLOADS = web.AppKey("camera_uploads", object)
 
 
 def _app(request: web.Request):
@@ -33,12 +42,31 @@ async def page(request: web.Request) -> web.StreamResponse:
     return web.FileResponse(resources.files("camfx.demo") / "camera.html")
 
 
-async def script(request: web.Request) -> web.StreamResponse:
-    return web.FileResponse(resources.files("camfx.demo") / "camera.js")
+def _hub(request: web.Request):
+    """The engine of this process (local mode); None when a camfx server does the processing."""
+    return getattr(_app(request).processor, "hub", None)
 
 
 async def schema(request: web.Request) -> web.Response:
-    return web.json_response(Params.model_json_schema())
+    hub = _hub(request)
+    if hub is None:  # the server applies the effects: it decides what it serves
+        return web.json_response(schema_with_ui(check_diffusion=False))
+    return web.json_response(schema_with_ui(diffusion_specs=hub.diffusion_models.specs))
+
+
+async def list_backgrounds(request: web.Request) -> web.Response:
+    hub = _hub(request)
+    if hub is None:
+        return web.json_response({"bundled": [], "uploaded": [], "remote": True})
+    return web.json_response(hub.backgrounds.names())
+
+
+async def upload_background(request: web.Request) -> web.Response:
+    uploads = request.app.get(UPLOADS)
+    if uploads is None:
+        raise HTTPError(409, "the camfx server applies the effects: upload the background on its page")
+    image_id = await uploads.add(request.remote or "local", lambda: read_body(request, MAX_UPLOAD_BYTES))
+    return web.json_response({"id": image_id}, status=201)
 
 
 async def get_params(request: web.Request) -> web.Response:
@@ -84,14 +112,26 @@ def _jpeg(frame) -> bytes:
     return cv2.imencode(".jpg", image, [cv2.IMWRITE_JPEG_QUALITY, 75])[1].tobytes()
 
 
-def control_app(camera, host: str) -> web.Application:
-    app = web.Application(middlewares=[json_errors, origin_guard(host)])
+def control_app(camera, host: str, preset_store=None) -> web.Application:
+    app = web.Application(client_max_size=MAX_UPLOAD_BYTES, middlewares=[json_errors, origin_guard(host)])
     app[APP] = camera
+    app[PAGE_FILES] = page_files()
+    hub = getattr(camera.processor, "hub", None)
+    if hub is not None:
+        app[UPLOADS] = Uploads(hub.backgrounds, RateLimiter(hub.config.upload_burst, hub.config.upload_every_s))
+
+        async def stop_uploads(app: web.Application) -> None:
+            app[UPLOADS].shutdown()
+
+        app.on_shutdown.append(stop_uploads)
     app.router.add_get("/", page)
-    app.router.add_get("/static/camera.js", script)
+    app.router.add_get("/static/{path:.+}", static_file)
     app.router.add_get("/params/schema", schema)
     app.router.add_get("/params", get_params)
     app.router.add_post("/params", set_params)
     app.router.add_get("/stats", stats)
     app.router.add_get("/preview.mjpg", preview)
+    app.router.add_get("/backgrounds", list_backgrounds)
+    app.router.add_post("/backgrounds", upload_background)
+    presets.add_routes(app, preset_store)
     return app
