@@ -82,6 +82,9 @@ def test_stream_stats_live_params_and_stop(page, server):
     for field in schema["properties"]:
         assert page.locator(f'[data-field="{field}"]').count() == 1, f"no control for {field}"
     assert page.locator(".bg-tile").count() >= len(server.get("/backgrounds")["bundled"])
+    # The simple view: the details (connection, engine, stages) are one click away.
+    assert page.locator("#stats-panel").get_attribute("open") is None
+    assert page.locator("#st-decoded").is_hidden()
 
     page.click("#start")
     wait_for(page, "s.sessionId && s.status === 'live'")
@@ -101,6 +104,9 @@ def test_stream_stats_live_params_and_stop(page, server):
         "s.lastStats.fpsSent > 0 && s.lastStats.fpsReceived > 0 && s.lastStats.rttMs !== null"
         " && s.lastStats.jitterBufferMs > 0",
     )
+    assert page.locator("#stats-summary").inner_text().endswith(("fps", "ms", "lean", "no-feather", "mask-every-2nd"))
+    page.click("#stats-toggle")
+    assert page.locator("#st-decoded").is_visible()
     assert page.locator("#st-decoded").inner_text() not in ("", "–")
 
     # The server's stats messages arrive on the data channel and are shown.
@@ -239,6 +245,7 @@ def test_diffusion_controls_and_a_model_without_weights(page, server):
     page.click('[data-field="effect"] [data-value="diffusion"]')
     # The diffusion controls appear, the mask's too (background mode needs the person mask).
     assert page.locator('[data-field="prompt"] input[type="text"]').is_visible()
+    page.click('[data-group="Mask"] > summary')  # folded in the simple view
     assert page.locator('[data-field="model"]').is_visible()
     served = server.get("/healthz")["diffusion_models"]
     options = page.locator('[data-field="diffusion_model"] option').evaluate_all("os => os.map(o => o.value)")
@@ -253,6 +260,8 @@ def test_diffusion_controls_and_a_model_without_weights(page, server):
     assert "--random-weights" in camfx(page, "s.errors.diffusion_model")
     assert page.locator('[data-field="diffusion_model"] .field-error').is_visible()
     wait_for(page, "document.getElementById('sv-diffusion').dataset.status === 'error'")
+    assert "diffusion: error" in page.locator("#stats-summary").inner_text()  # the simple view says so
+    page.click("#stats-toggle")
     assert page.locator("#sv-diffusion").inner_text().startswith("Diffusion: error")
     t0 = page.evaluate("() => document.getElementById('remote').currentTime")
     wait_for(page, "document.getElementById('remote').currentTime > arg + 0.5", arg=t0)

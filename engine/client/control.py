@@ -56,8 +56,10 @@ async def schema(request: web.Request) -> web.Response:
 
 async def list_backgrounds(request: web.Request) -> web.Response:
     hub = _hub(request)
-    if hub is None:
-        return web.json_response({"bundled": [], "uploaded": [], "remote": True})
+    if hub is None:  # the server's are the ones in use: its bundled ones are these too
+        bundled = sorted(path[len("backgrounds/"):].rsplit(".", 1)[0] for path in request.app[PAGE_FILES]
+                         if path.startswith("backgrounds/"))
+        return web.json_response({"bundled": bundled, "uploaded": []})
     return web.json_response(hub.backgrounds.names())
 
 
