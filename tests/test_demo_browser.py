@@ -8,6 +8,7 @@ path in $CAMFX_CHROMIUM). Playwright's own browser download is never used.
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import pytest
@@ -15,6 +16,7 @@ import pytest
 pytestmark = [pytest.mark.browser, pytest.mark.timeout(240)]
 
 WAIT_MS = 30_000  # a 2-core machine runs browser, encoder, decoder and engine at once
+ARTIFACTS = Path(os.environ.get("CAMFX_ARTIFACTS", Path(__file__).resolve().parent.parent / "test-artifacts"))
 
 
 from camfx.bench.clip import person_clip, write_y4m  # noqa: E402
@@ -282,6 +284,7 @@ def test_the_page_reconnects_by_itself_when_the_server_comes_back(browser):
 
     port = free_port()
     first = ServerThread(ServerConfig(), port=port).start()
+    ARTIFACTS.mkdir(parents=True, exist_ok=True)
     context = browser.new_context(viewport={"width": 1440, "height": 900})
     page = context.new_page()
     second, running = None, [first]
@@ -295,6 +298,15 @@ def test_the_page_reconnects_by_itself_when_the_server_comes_back(browser):
         wait_for(page, "s.status === 'waiting' || s.status === 'starting' || s.status === 'connecting'")
         banner = page.locator("#banner").inner_text()
         assert "Trying again" in banner or "Reconnecting" in banner, banner
+        # While it waits: the picture says so (not "Press Start" with Start disabled), Stop gives
+        # up, and the banner is a sentence a person understands.
+        wait_for(page, "s.status === 'waiting' && document.getElementById('banner-text').textContent"
+                       ".startsWith('The server is not answering. Trying again in')", timeout=60_000)
+        assert page.locator("#picture-text").inner_text() == "Reconnecting…"
+        assert page.locator("#picture-empty").is_visible()
+        assert page.locator("#start").is_disabled() and page.locator("#stop").is_enabled()
+        assert "Failed to fetch" not in page.locator("#banner").inner_text()
+        page.screenshot(path=str(ARTIFACTS / "serve-page-reconnecting.png"))
         second = ServerThread(ServerConfig(), port=port).start()
         running.append(second)
         wait_for(page, "s.status === 'live' && s.sessionId && s.lastStats && s.lastStats.framesDecoded > 10",

@@ -79,13 +79,15 @@ const PICTURE_TEXT = {
 
 function setStatus(status) {
   state.status = status;
-  $("status").dataset.state = status;
-  $("status").textContent = STATUS_TEXT[status] || status;
+  // A try of the reconnecting reads as reconnecting, whatever step it is at.
+  const shown = retry.active && (status === "starting" || status === "connecting") ? "reconnecting" : status;
+  $("status").dataset.state = shown;
+  $("status").textContent = STATUS_TEXT[shown] || shown;
   const busy = status !== "idle" && status !== "error";
   $("start").disabled = busy;
   $("stop").disabled = !busy || status === "stopping";
   $("codec").disabled = busy || !canPickCodec();
-  $("picture-text").textContent = PICTURE_TEXT[status] || "";
+  $("picture-text").textContent = PICTURE_TEXT[shown] || "";
   document.body.dataset.state = status;
 }
 

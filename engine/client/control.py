@@ -17,6 +17,7 @@ from importlib import resources
 
 import cv2
 from aiohttp import web
+from av.video.reformatter import VideoReformatter
 
 from ..param_ui import schema_with_ui
 from ..params import ParamsError
@@ -32,6 +33,7 @@ PREVIEW_FPS = 8
 MAX_JSON_BYTES = 64 * 1024
 APP = web.AppKey("camera_app", object)
 UPLOADS = web.AppKey("camera_uploads", object)
+PREVIEWS = web.AppKey("previews", object)
 
 
 def _app(request: web.Request):
@@ -88,26 +90,46 @@ async def stats(request: web.Request) -> web.Response:
     return web.json_response(_app(request).stats())
 
 
+class PreviewJpegs:
+    """The newest output frame as JPEG, made once for every page that shows it: one conversion at
+    a time (two threads converting the same PyAV frame at once crashed the process)."""
+
+    def __init__(self):
+        self._lock = asyncio.Lock()
+        self._frame = None
+        self._jpeg = b""
+
+    async def of(self, frame) -> bytes:
+        async with self._lock:
+            if frame is not self._frame:
+                self._jpeg = await asyncio.get_running_loop().run_in_executor(None, _jpeg, frame)
+                self._frame = frame
+            return self._jpeg
+
+
 async def preview(request: web.Request) -> web.StreamResponse:
     """The newest output frame as JPEG, a few times a second (encoded off the event loop)."""
     camera = _app(request)
+    jpegs = request.app[PREVIEWS]
     response = web.StreamResponse(headers={"Content-Type": "multipart/x-mixed-replace; boundary=frame",
                                            "Cache-Control": "no-store"})
     await response.prepare(request)
-    loop = asyncio.get_running_loop()
     last = None
-    while True:
+    # Until the page goes or the run ends (a stream left open would hold the server's shutdown).
+    while not camera.stop_event.is_set() and request.transport is not None and not request.transport.is_closing():
         frame = camera.preview
         if frame is not None and frame is not last:
             last = frame
-            jpeg = await loop.run_in_executor(None, _jpeg, frame)
+            jpeg = await jpegs.of(frame)
             await response.write(b"--frame\r\nContent-Type: image/jpeg\r\nContent-Length: "
                                  + str(len(jpeg)).encode() + b"\r\n\r\n" + jpeg + b"\r\n")
         await asyncio.sleep(1 / PREVIEW_FPS)
+    return response
 
 
 def _jpeg(frame) -> bytes:
-    image = frame.to_ndarray(format="bgr24")
+    # A reformatter of its own: the frame's cached one may be converting for an output right now.
+    image = VideoReformatter().reformat(frame, format="bgr24").to_ndarray()
     scale = 640 / max(image.shape[1], 1)
     if scale < 1:
         image = cv2.resize(image, None, fx=scale, fy=scale, interpolation=cv2.INTER_AREA)
@@ -118,6 +140,7 @@ def control_app(camera, host: str, preset_store=None) -> web.Application:
     app = web.Application(client_max_size=MAX_UPLOAD_BYTES, middlewares=[json_errors, origin_guard(host)])
     app[APP] = camera
     app[PAGE_FILES] = page_files()
+    app[PREVIEWS] = PreviewJpegs()
     hub = getattr(camera.processor, "hub", None)
     if hub is not None:
         app[UPLOADS] = Uploads(hub.backgrounds, RateLimiter(hub.config.upload_burst, hub.config.upload_every_s))
