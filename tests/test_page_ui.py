@@ -175,6 +175,8 @@ def test_both_pages_show_the_same_groups_from_the_schema_and_the_picture_is_the_
         serve = new_page(server.url + "/", width, height)
         assert [(n, f) for n, f in groups_on(serve)] == published
         assert serve.locator("#stats-panel").get_attribute("open") is None  # the details: one click away
+        offers = []
+        serve.on("request", lambda r: r.url.endswith("/offer") and offers.append(json.loads(r.post_data)))
         serve.click("#start")
         serve.wait_for_function("() => window.camfx.lastStats && window.camfx.lastStats.framesDecoded > 20",
                                 timeout=60_000)
@@ -182,6 +184,12 @@ def test_both_pages_show_the_same_groups_from_the_schema_and_the_picture_is_the_
                                 timeout=WAIT_MS)
         assert_picture_is_the_hero(serve, width, height)
         shoot(serve, f"serve-page-{width}x{height}")
+        # "Publish as" empty: the page names nothing (the server's default holds across restarts)
+        # and shows the name the server answered with.
+        assert len(offers) == 1 and "name" not in offers[0]
+        name = serve.evaluate("() => window.camfx.streamName")
+        assert name and serve.inner_text("#view-link") == f"View as {name}"
+        assert serve.get_attribute("#publish-name", "placeholder") == name
         serve.evaluate("() => window.camfx.stop()")
         server.wait_sessions(0, timeout=10)
 

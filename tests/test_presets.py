@@ -140,6 +140,9 @@ async def test_presets_api_saves_validates_and_serve_starts_with_one(tmp_path, m
                             env=env, capture_output=True, text=True, timeout=60)
     assert result.returncode == 2 and "no preset named 'nosuch'" in result.stderr
     assert "Traceback" not in result.stderr
+    result = subprocess.run([sys.executable, "-m", "camfx", "camera", "--control", "off", "--preset", "nosuch"],
+                            env=env, capture_output=True, text=True, timeout=60)
+    assert result.returncode == 2 and "no preset named 'nosuch' (saved: x)" in result.stderr
 
 
 def test_schema_metadata_groups_every_field_once_and_puts_the_rest_in_other():
