@@ -15,10 +15,17 @@
   const video = document.getElementById("video");
   const canvas = document.getElementById("canvas");
   const status = document.getElementById("status");
-  const viewer = { playing: false, frames: 0, resource: null, pc: null, key: null };
+  const viewer = { state: "connecting", playing: false, frames: 0, resource: null, pc: null, key: null };
   window.camfxViewer = viewer; // for tests and for looking at it in devtools
 
-  function say(text) {
+  const DISCONNECTED_GIVE_UP_MS = 3000; // "disconnected" this long: the stream or its server is gone
+
+  // What the viewer is doing, shown over the picture (status=0 hides the line, not the state):
+  // connecting, waiting (no such stream yet, or it stopped), connected, gone (the server is not
+  // answering). Only while connected is the picture shown: never a frozen last frame.
+  function setState(state, text) {
+    viewer.state = state;
+    document.body.dataset.state = state;
     status.textContent = text;
     status.hidden = !text || query.get("status") === "0";
   }
@@ -45,13 +52,35 @@
     const { pc, resource } = viewer;
     viewer.pc = viewer.resource = null;
     viewer.playing = false;
+    video.srcObject = null;
     if (pc) pc.close();
     if (resource) fetch(resource, { method: "DELETE", headers: headers(), keepalive: true }).catch(() => {});
   }
 
+  let retryTimer = null;
+  function retry() {
+    clearTimeout(retryTimer);
+    retryTimer = setTimeout(watch, RETRY_MS);
+  }
+
+  // The stream stopped (its publisher or the server went away): look for it again.
+  async function lost(pc) {
+    if (pc !== viewer.pc) return;
+    await leave();
+    setState("waiting", `The stream “${name}” stopped. Waiting for it to come back…`);
+    retry();
+  }
+
   async function watch() {
     await leave();
-    const ice = (await json("/ice-servers")) || { iceServers: [] };
+    let ice;
+    try {
+      ice = (await json("/ice-servers")) || { iceServers: [] };
+    } catch (err) {
+      setState("gone", `The server is not answering. Trying again in ${RETRY_MS / 1000} s…`);
+      retry();
+      return;
+    }
     const pc = new RTCPeerConnection({
       iceServers: ice.iceServers, iceTransportPolicy: query.get("ice") === "relay" ? "relay" : "all",
     });
@@ -60,31 +89,36 @@
     pc.addEventListener("track", (event) => {
       video.srcObject = event.streams[0] || new MediaStream([event.track]);
     });
+    let disconnected = null;
     pc.addEventListener("connectionstatechange", () => {
       if (pc !== viewer.pc) return;
-      if (pc.connectionState === "connected") say("");
-      if (["failed", "closed"].includes(pc.connectionState)) {
-        say("The stream stopped; waiting for it to come back…");
-        setTimeout(watch, RETRY_MS);
-      }
+      clearTimeout(disconnected);
+      if (pc.connectionState === "connected") setState("connected", "");
+      else if (pc.connectionState === "disconnected") {
+        disconnected = setTimeout(() => pc.connectionState === "disconnected" && lost(pc), DISCONNECTED_GIVE_UP_MS);
+      } else if (["failed", "closed"].includes(pc.connectionState)) lost(pc);
     });
     await pc.setLocalDescription(await pc.createOffer());
     await gathered(pc);
+    if (pc !== viewer.pc) return;
     let response;
     try {
       response = await fetch(`/whep/${encodeURIComponent(name)}`, {
         method: "POST", headers: headers({ "Content-Type": "application/sdp" }), body: pc.localDescription.sdp,
       });
     } catch (err) {
-      say(`The server cannot be reached; trying again… (${err.message || err})`);
-      setTimeout(watch, RETRY_MS);
+      await leave();
+      setState("gone", `The server is not answering. Trying again in ${RETRY_MS / 1000} s…`);
+      retry();
       return;
     }
     if (response.status !== 201) {
       const body = await response.json().catch(() => null);
       const why = (body && body.error) || `HTTP ${response.status}`;
-      say(response.status === 404 ? `Waiting for the stream “${name}” to start…` : `Cannot view “${name}”: ${why}`);
-      if (response.status !== 401) setTimeout(watch, RETRY_MS);
+      await leave();
+      if (response.status === 404) setState("waiting", `Waiting for the stream “${name}” to start…`);
+      else setState("refused", `Cannot view “${name}”: ${why}`);
+      if (response.status !== 401) retry();
       return;
     }
     viewer.resource = new URL(response.headers.get("Location"), location.href).href;
@@ -127,7 +161,7 @@
   function startKeying(keyHex) {
     const gl = canvas.getContext("webgl", { premultipliedAlpha: false, alpha: true });
     if (!gl) {
-      say("This browser has no WebGL: showing the picture without transparency.");
+      console.warn("This browser has no WebGL: showing the picture without transparency.");
       return;
     }
     document.body.classList.add("keyed");
@@ -184,9 +218,10 @@
 
   async function init() {
     if (!name) {
-      say("No stream name: open /view/NAME");
+      setState("refused", "No stream name: open /view/NAME");
       return;
     }
+    setState("connecting", `Connecting to “${name}”…`);
     if (transparent) {
       const stream = await json(`/streams/${encodeURIComponent(name)}`);
       const key = query.get("key") || (stream && stream.params && stream.params.key_color) || "#00ff00";

@@ -1,6 +1,7 @@
 """Every effect parameter as a command-line flag, from the one schema (`camfx serve`, `camfx
-camera` and `camfx cluster up` take them), with its description and range in the help; and the
-parser and number types the commands share, so a bad value is one line and exit 2."""
+camera` and `camfx cluster up` take them), with its description and range in the help, and
+`--preset NAME` to start from a saved preset; and the parser and number types the commands
+share, so a bad value is one line and exit 2."""
 
 from __future__ import annotations
 
@@ -8,6 +9,7 @@ import argparse
 import typing
 
 from .params import Params
+from .presets import preset_params
 
 
 def _range(info) -> str:
@@ -26,6 +28,9 @@ def _range(info) -> str:
 def add_param_flags(parser: argparse.ArgumentParser) -> None:
     """One flag per effect parameter, generated from the schema so the two never drift."""
     group = parser.add_argument_group("effect parameters (defaults; each also changes live from the page or API)")
+    group.add_argument("--preset", metavar="NAME",
+                       help="start from a saved preset (the page's Presets, or PUT /presets/NAME); "
+                            "the flags below change it further")
     for name, info in Params.model_fields.items():
         flag = "--" + name.replace("_", "-")
         help_ = f"{info.description}; default {info.default!r}"
@@ -41,7 +46,8 @@ def add_param_flags(parser: argparse.ArgumentParser) -> None:
 
 def params_from_args(args: argparse.Namespace) -> Params:
     patch = {k[len("param_"):]: v for k, v in vars(args).items() if k.startswith("param_") and v is not None}
-    return Params().updated(patch)  # pydantic coerces the strings ("12" -> 12.0)
+    preset = preset_params(args.preset) if getattr(args, "preset", None) else {}
+    return Params().updated({**preset, **patch})  # pydantic coerces the strings ("12" -> 12.0)
 
 
 class Parser(argparse.ArgumentParser):

@@ -9,6 +9,9 @@ import subprocess
 import time
 
 os.environ["HF_HUB_OFFLINE"] = "1"  # before huggingface_hub is imported: it reads this once
+# Servers started by tests keep their presets here, never in the user's config folder.
+os.environ.setdefault("CAMFX_PRESETS", os.path.join(
+    os.environ.get("TMPDIR", "/tmp"), f"camfx-test-presets-{os.getpid()}", "presets.json"))
 
 import numpy as np
 import pytest

@@ -19,7 +19,7 @@ OPEN = {("GET", "/"), ("GET", "/healthz"), ("GET", "/static/{path}"), ("GET", "/
 
 
 def concrete(path: str) -> str:
-    return re.sub(r"\{(\w+)(:[^}]*)?\}", lambda m: "app.js" if m.group(1) == "path" else "x", path)
+    return re.sub(r"\{(\w+)(:[^}]*)?\}", lambda m: "style.css" if m.group(1) == "path" else "x", path)
 
 
 @pytest.fixture

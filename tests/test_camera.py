@@ -189,7 +189,7 @@ async def test_frames_out_plus_counted_drops_are_the_frames_in_and_params_change
             async with http.get(f"http://127.0.0.1:{port}/stats") as resp:
                 stats = await resp.json()
             async with http.get(f"http://127.0.0.1:{port}/") as resp:
-                assert resp.status == 200 and "camera.js" in await resp.text()
+                assert resp.status == 200 and "camera-page.js" in await resp.text()
         assert stats["effect"] == "remove" and stats["fps_out"] > 0
     finally:
         app.stop_event.set()

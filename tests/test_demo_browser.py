@@ -8,6 +8,7 @@ path in $CAMFX_CHROMIUM). Playwright's own browser download is never used.
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import pytest
@@ -15,6 +16,7 @@ import pytest
 pytestmark = [pytest.mark.browser, pytest.mark.timeout(240)]
 
 WAIT_MS = 30_000  # a 2-core machine runs browser, encoder, decoder and engine at once
+ARTIFACTS = Path(os.environ.get("CAMFX_ARTIFACTS", Path(__file__).resolve().parent.parent / "test-artifacts"))
 
 
 from camfx.bench.clip import person_clip, write_y4m  # noqa: E402
@@ -82,6 +84,9 @@ def test_stream_stats_live_params_and_stop(page, server):
     for field in schema["properties"]:
         assert page.locator(f'[data-field="{field}"]').count() == 1, f"no control for {field}"
     assert page.locator(".bg-tile").count() >= len(server.get("/backgrounds")["bundled"])
+    # The simple view: the details (connection, engine, stages) are one click away.
+    assert page.locator("#stats-panel").get_attribute("open") is None
+    assert page.locator("#st-decoded").is_hidden()
 
     page.click("#start")
     wait_for(page, "s.sessionId && s.status === 'live'")
@@ -101,6 +106,9 @@ def test_stream_stats_live_params_and_stop(page, server):
         "s.lastStats.fpsSent > 0 && s.lastStats.fpsReceived > 0 && s.lastStats.rttMs !== null"
         " && s.lastStats.jitterBufferMs > 0",
     )
+    assert page.locator("#stats-summary").inner_text().endswith(("fps", "ms", "lean", "no-feather", "mask-every-2nd"))
+    page.click("#stats-toggle")
+    assert page.locator("#st-decoded").is_visible()
     assert page.locator("#st-decoded").inner_text() not in ("", "–")
 
     # The server's stats messages arrive on the data channel and are shown.
@@ -239,6 +247,7 @@ def test_diffusion_controls_and_a_model_without_weights(page, server):
     page.click('[data-field="effect"] [data-value="diffusion"]')
     # The diffusion controls appear, the mask's too (background mode needs the person mask).
     assert page.locator('[data-field="prompt"] input[type="text"]').is_visible()
+    page.click('[data-group="Mask"] > summary')  # folded in the simple view
     assert page.locator('[data-field="model"]').is_visible()
     served = server.get("/healthz")["diffusion_models"]
     options = page.locator('[data-field="diffusion_model"] option').evaluate_all("os => os.map(o => o.value)")
@@ -253,6 +262,8 @@ def test_diffusion_controls_and_a_model_without_weights(page, server):
     assert "--random-weights" in camfx(page, "s.errors.diffusion_model")
     assert page.locator('[data-field="diffusion_model"] .field-error').is_visible()
     wait_for(page, "document.getElementById('sv-diffusion').dataset.status === 'error'")
+    assert "diffusion: error" in page.locator("#stats-summary").inner_text()  # the simple view says so
+    page.click("#stats-toggle")
     assert page.locator("#sv-diffusion").inner_text().startswith("Diffusion: error")
     t0 = page.evaluate("() => document.getElementById('remote').currentTime")
     wait_for(page, "document.getElementById('remote').currentTime > arg + 0.5", arg=t0)
@@ -273,6 +284,7 @@ def test_the_page_reconnects_by_itself_when_the_server_comes_back(browser):
 
     port = free_port()
     first = ServerThread(ServerConfig(), port=port).start()
+    ARTIFACTS.mkdir(parents=True, exist_ok=True)
     context = browser.new_context(viewport={"width": 1440, "height": 900})
     page = context.new_page()
     second, running = None, [first]
@@ -286,6 +298,15 @@ def test_the_page_reconnects_by_itself_when_the_server_comes_back(browser):
         wait_for(page, "s.status === 'waiting' || s.status === 'starting' || s.status === 'connecting'")
         banner = page.locator("#banner").inner_text()
         assert "Trying again" in banner or "Reconnecting" in banner, banner
+        # While it waits: the picture says so (not "Press Start" with Start disabled), Stop gives
+        # up, and the banner is a sentence a person understands.
+        wait_for(page, "s.status === 'waiting' && document.getElementById('banner-text').textContent"
+                       ".startsWith('The server is not answering. Trying again in')", timeout=60_000)
+        assert page.locator("#picture-text").inner_text() == "Reconnecting…"
+        assert page.locator("#picture-empty").is_visible()
+        assert page.locator("#start").is_disabled() and page.locator("#stop").is_enabled()
+        assert "Failed to fetch" not in page.locator("#banner").inner_text()
+        page.screenshot(path=str(ARTIFACTS / "serve-page-reconnecting.png"))
         second = ServerThread(ServerConfig(), port=port).start()
         running.append(second)
         wait_for(page, "s.status === 'live' && s.sessionId && s.lastStats && s.lastStats.framesDecoded > 10",

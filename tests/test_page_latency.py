@@ -52,6 +52,7 @@ def page(browser, server):
     page.problems = problems
     page.goto(server.url + "/")
     page.wait_for_function("() => window.camfx && window.camfx.ready === true", timeout=WAIT_MS)
+    page.click("#stats-toggle")  # these tests read the details, folded by default
     yield page
     try:
         page.evaluate("() => window.camfx.pc ? window.camfx.stop() : null")

@@ -13,8 +13,9 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from ..config import ServerConfig
 from ..hub import Hub
+from ..param_ui import schema_with_ui
 from ..params import Params, ParamsError
-from . import signalling, whip
+from . import presets, signalling, whip
 from .auth import token_guard
 from .body import read_body, read_json
 from .errors import REQUEST_ID, HTTPError, json_errors
@@ -48,11 +49,12 @@ async def index(request: web.Request) -> web.StreamResponse:
     return web.FileResponse(resources.files("camfx.demo") / "index.html")
 
 
-def _page_files() -> dict[str, Any]:
-    """The page's files by their path under /static (pages, scripts, styles, background images)."""
+def page_files() -> dict[str, Any]:
+    """The pages' files by their path under /static (pages, their modules in ui/, styles,
+    background images)."""
     demo = resources.files("camfx.demo")
     files = {}
-    for folder, prefix in ((demo, ""), (demo / "backgrounds", "backgrounds/")):
+    for folder, prefix in ((demo, ""), (demo / "ui", "ui/"), (demo / "backgrounds", "backgrounds/")):
         for entry in folder.iterdir():
             if entry.is_file() and entry.name.endswith((".html", ".js", ".css", ".jpg")):
                 files[prefix + entry.name] = entry
@@ -64,7 +66,8 @@ async def static_file(request: web.Request) -> web.StreamResponse:
     path = request.match_info["path"]
     entry = request.app[PAGE_FILES].get(path)
     if entry is not None:
-        return web.FileResponse(entry)
+        # The modules import each other by name: a stale one from the cache would mix versions.
+        return web.FileResponse(entry, headers={"Cache-Control": "no-cache"})
     name = path.removeprefix("backgrounds/").removesuffix(".jpg")
     if f"backgrounds/{name}.jpg" == path and name in _hub(request).backgrounds.names()["bundled"]:
         return await background_thumbnail(request, name)  # a bundled video's picture for the page
@@ -223,7 +226,10 @@ async def metrics(request: web.Request) -> web.Response:
 
 
 async def schema(request: web.Request) -> web.Response:
-    return web.json_response(Params.model_json_schema())
+    """The params' JSON schema, with what the page shows (groups, when each field matters, the
+    models served, this server's defaults) under `x-camfx-ui`."""
+    hub = _hub(request)
+    return web.json_response(schema_with_ui(defaults=hub.config.defaults, diffusion_specs=hub.diffusion_models.specs))
 
 
 def http_limits(config: ServerConfig) -> HttpLimits:
@@ -245,7 +251,7 @@ def create_app(config: ServerConfig | None = None, pipeline_factory: Callable[[]
     app[HUB] = hub
     app[SESSIONS] = Sessions(hub)
     app[UPLOADS] = Uploads(hub.backgrounds, RateLimiter(config.upload_burst, config.upload_every_s))
-    app[PAGE_FILES] = _page_files()
+    app[PAGE_FILES] = page_files()
     app.router.add_get("/", index)
     app.router.add_get("/static/{path:.+}", static_file)
     app.router.add_post("/offer", offer)
@@ -263,6 +269,7 @@ def create_app(config: ServerConfig | None = None, pipeline_factory: Callable[[]
     app.router.add_get("/streams/{name}", stream_stats)
     app.router.add_post("/streams/{name}/params", stream_params)
     app.router.add_get("/view/{name}", view_page)
+    presets.add_routes(app)
     whip.add_routes(app)
 
     async def load_models(app: web.Application) -> None:

@@ -89,6 +89,6 @@ def _add(headers, origin: str, request: web.Request) -> None:
     headers["Vary"] = "Origin"
     headers["Access-Control-Expose-Headers"] = CORS_EXPOSED
     if request.method == "OPTIONS":
-        headers["Access-Control-Allow-Methods"] = "GET, POST, PATCH, DELETE, HEAD, OPTIONS"
+        headers["Access-Control-Allow-Methods"] = "GET, POST, PUT, PATCH, DELETE, HEAD, OPTIONS"
         headers["Access-Control-Allow-Headers"] = CORS_HEADERS
         headers["Access-Control-Max-Age"] = "600"
