@@ -82,17 +82,23 @@ def ladder(size: int, steps: int, stream_batch: bool) -> tuple[Rung, ...]:
     return tuple(rungs)
 
 
+AUTO_MAX_FPS = 30.0  # what "auto" asks for at most: a camera's rate
+AUTO_MIN_AGE_S = 0.25
+
+
 @dataclass(frozen=True)
 class Budget:
     """A stream's target picture rate and freshness limit (a picture from a frame older than
-    `max_age_s` is not shown)."""
+    `max_age_s` is not shown). fps None: auto, what the device holds this stream at when alone
+    on its best rung (at most AUTO_MAX_FPS). max_age_s None: auto, two pictures' time at the
+    target rate and at least AUTO_MIN_AGE_S."""
 
-    fps: float
-    max_age_s: float
+    fps: float | None
+    max_age_s: float | None = None
 
     def __post_init__(self):
-        if not self.fps > 0 or not self.max_age_s > 0:
-            raise ValueError(f"a budget needs fps > 0 and max_age_s > 0, got {self}")
+        if (self.fps is not None and not self.fps > 0) or (self.max_age_s is not None and not self.max_age_s > 0):
+            raise ValueError(f"a budget needs fps > 0 and max_age_s > 0 (or None: auto), got {self}")
 
 
 class AdmissionError(Exception):
@@ -183,6 +189,20 @@ class StreamHandle:
     def rung(self) -> Rung:
         return self.rungs[self.level]
 
+    @property
+    def fps(self) -> float:
+        """The target rate in force (auto resolved by the scheduler's cost model)."""
+        if self.budget.fps is not None:
+            return self.budget.fps
+        return self._scheduler.auto_fps(self.rungs[0])
+
+    @property
+    def max_age_s(self) -> float:
+        """The freshness limit in force (auto resolved from the target rate)."""
+        if self.budget.max_age_s is not None:
+            return self.budget.max_age_s
+        return max(AUTO_MIN_AGE_S, 2.0 / self.fps)
+
     def offer(self, payload: Any, t_frame: float, key: Hashable) -> None:
         """The newest frame (replacing any not taken yet); `key`: streams with equal keys (model
         and picture size) may share a batch."""
@@ -207,15 +227,18 @@ class StreamHandle:
 
     def stats(self, now: float | None = None) -> dict[str, Any]:
         now = self._scheduler.clock() if now is None else now
-        recent = [t for t in self.picture_times if now - t <= 5.0]
-        ages = np.array(self.ages, dtype=np.float64) * 1000
+        with self._scheduler._cond:
+            recent = [t for t in self.picture_times if now - t <= 5.0]
+            ages = np.array(self.ages, dtype=np.float64) * 1000
+            sizes = list(self.batch_sizes)
         return {
-            "target_fps": round(self.budget.fps, 2),
+            "target_fps": round(self.fps, 2),
+            "target": "auto" if self.budget.fps is None else "set",
             "achieved_fps": round((len(recent) - 1) / max(recent[-1] - recent[0], 1e-6), 2) if len(recent) > 1 else 0.0,
             "age_ms_p50": round(float(np.percentile(ages, 50)), 1) if ages.size else None,
             "age_ms_p95": round(float(np.percentile(ages, 95)), 1) if ages.size else None,
-            "max_age_ms": round(self.budget.max_age_s * 1000),
-            "batch_size": round(float(np.mean(self.batch_sizes)), 2) if self.batch_sizes else None,
+            "max_age_ms": round(self.max_age_s * 1000),
+            "batch_size": round(float(np.mean(sizes)), 2) if sizes else None,
             "rung": self.rung.name,
             "rung_level": self.level,
             "rungs": len(self.rungs),
@@ -271,16 +294,25 @@ class DiffusionScheduler:
                     f"the diffusion device is full: {len(starved)} of its {len(others)} streams already get less "
                     f"than {self.floor:.0%} of their rate at their lowest quality; try again later or lower "
                     f"diffusion_fps")
-            if not self.cost.known:
-                return
-            demand = [(s.budget.fps, s.rungs[-1]) for s in others] + [(budget.fps, rungs[-1])]
+            if not self.cost.known or not others:
+                return  # alone, a stream gets the device whatever its rate
+            fps = self._fps(budget, rungs)
+            demand = [(s.fps, s.rungs[-1]) for s in others] + [(fps, rungs[-1])]
             share = self._share(demand)
             if share > self.admit_share:
-                fps = budget.fps
                 raise AdmissionError(
-                    f"the diffusion device would be {share:.0%} busy with this stream at {fps:g} fps next to its "
+                    f"the diffusion device would be {share:.0%} busy with this stream at {fps:.3g} fps next to its "
                     f"{len(others)} others at their lowest quality (limit {self.admit_share:.0%}); lower "
                     f"diffusion_fps or try again later")
+
+    def auto_fps(self, rung: Rung) -> float:
+        """What the device holds a stream on `rung` at alone (up to `up_share` busy)."""
+        if not self.cost.known:
+            return AUTO_MAX_FPS
+        return min(AUTO_MAX_FPS, self.up_share / max(self.cost.seconds(rung.unet_calls, rung.work()), 1e-6))
+
+    def _fps(self, budget: Budget, rungs: tuple[Rung, ...]) -> float:
+        return budget.fps if budget.fps is not None else self.auto_fps(rungs[0])
 
     def _share(self, demand: list[tuple[float, Rung]]) -> float:
         """Busy share for streams (fps, rung): those of one picture size batched together, one
@@ -307,6 +339,10 @@ class DiffusionScheduler:
     def streams(self) -> int:
         return len(self._streams)
 
+    def handles(self) -> list[StreamHandle]:
+        with self._cond:
+            return list(self._streams)
+
     # -- the device loop's side ----------------------------------------------------------------
 
     def next_batch(self, now: float | None = None) -> Batch | None:
@@ -320,7 +356,7 @@ class DiffusionScheduler:
                 if s._pending is None or s._due > now + estimate:
                     continue
                 payload, t_frame, key = s._pending
-                if now + estimate - t_frame > s.budget.max_age_s:
+                if now + estimate - t_frame > s.max_age_s:
                     s._pending = None  # too old to be worth a picture: wait for a newer frame
                     s.stale += 1
                     continue
@@ -335,7 +371,7 @@ class DiffusionScheduler:
             for s in chosen:
                 payload, t_frame, _ = s._pending
                 s._pending = None
-                period = 1.0 / s.budget.fps
+                period = 1.0 / s.fps
                 s._due = max(s._due, now - period) + period  # at most one period of catching up
                 s.served += 1
                 s._window[1] += 1
@@ -379,7 +415,7 @@ class DiffusionScheduler:
                 if s.number not in pictures:
                     continue
                 age = now - entry.t_frame
-                if age > s.budget.max_age_s:
+                if age > s.max_age_s:
                     s.stale += 1
                     continue
                 s.latest = pictures[s.number]
@@ -393,7 +429,7 @@ class DiffusionScheduler:
     def _starved(self, s: StreamHandle) -> bool:
         """Got under its floor in the last window while its camera offered enough frames."""
         offered, served = s._last_window
-        wanted = s.budget.fps * self.window_s
+        wanted = s.fps * self.window_s
         return offered >= self.floor * wanted and served < self.floor * wanted
 
     def _control(self, now: float) -> None:
@@ -441,7 +477,7 @@ class DiffusionScheduler:
             return
         worst = max(s.level for s in candidates)
         group = {id(s) for s in candidates if s.level == worst}
-        demand = [(o.budget.fps, o.rungs[o.level - 1] if id(o) in group else o.rung) for o in self._streams]
+        demand = [(o.fps, o.rungs[o.level - 1] if id(o) in group else o.rung) for o in self._streams]
         if self._share(demand) <= self.up_share:
             for s in self._streams:
                 if id(s) in group:

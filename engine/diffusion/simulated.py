@@ -186,7 +186,7 @@ class SimulatedDevice:
         got = [(t, a) for t, a in self.pictures.get(handle.number, []) if start <= t <= end]
         achieved, p50, p95 = _summary([t for t, _ in got], [a for _, a in got], start, end)
         st = handle.stats(end)
-        return StreamResult(True, handle.budget.fps, round(achieved, 2), p50, p95, st["batch_size"], st["rung"],
+        return StreamResult(True, handle.fps, round(achieved, 2), p50, p95, st["batch_size"], st["rung"],
                             handle.stale)
 
     def device(self, start: float, end: float) -> tuple[float, float, float | None]:
