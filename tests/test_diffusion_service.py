@@ -100,3 +100,28 @@ def test_a_param_change_the_device_cannot_hold_is_a_422_naming_the_limit(models)
     first.close()
     service.check(_params(diffusion_fps=60))  # alone it would get the device
 
+
+
+async def test_a_new_session_the_device_cannot_hold_is_a_503_with_retry_after():
+    from camfx.engine.config import ServerConfig
+    from camfx.engine.hub import Hub
+    from camfx.engine.transport.errors import HTTPError
+    from camfx.engine.transport.registry import Sessions
+
+    hub = Hub(ServerConfig())
+    try:
+        scheduler = hub.diffusion.scheduler
+        for _ in range(30):  # a device that takes 1 s per 256x256 picture
+            scheduler.cost.add(1, 0.25, 1.0)
+        held = scheduler.open("x", rungs_of(_params()), budget_of(_params(diffusion_fps=1)))
+        sessions = Sessions(hub)
+        with pytest.raises(HTTPError) as err:
+            await sessions.open(_params(diffusion_fps=30))
+        assert err.value.status == 503 and int(err.value.headers["Retry-After"]) > 0
+        assert "diffusion_fps" in err.value.message
+        assert len(sessions) == 0  # no slot taken
+        held.close()  # its share is free at once: now a session is admitted
+        session = await sessions.open(_params(diffusion_fps=30))
+        await session.close()
+    finally:
+        hub.shutdown()

@@ -136,10 +136,13 @@ class Batch:
 
 class CostFit:
     """Seconds per batch as a * UNet rounds + b * work units, least squares over the recent
-    batches (a: what a call costs whatever its size; b: per element and area)."""
+    batches (a: what a call costs whatever its size; b: per element and area). Until the device
+    has run batches different enough to tell the two apart, `prior_fixed` of the time is taken
+    as a's."""
 
-    def __init__(self, history: int = 64):
+    def __init__(self, history: int = 64, prior_fixed: float = 0.5):
         self._rows: deque[tuple[float, float, float]] = deque(maxlen=history)
+        self.prior_fixed = prior_fixed
         self.a = self.b = 0.0
 
     @property
@@ -150,12 +153,14 @@ class CostFit:
         self._rows.append((rounds, work, seconds))
         x = np.array([(r, w) for r, w, _ in self._rows], dtype=np.float64)
         y = np.array([s for _, _, s in self._rows], dtype=np.float64)
-        (a, b), *_ = np.linalg.lstsq(x, y, rcond=None)
-        if a < 0 or b < 0 or np.linalg.matrix_rank(x) < 2:
-            # Not enough variety to split the two: charge it all to the work (pessimistic for
-            # batches, which is the safe side for admission).
-            a, b = 0.0, float(np.sum(y) / max(np.sum(x[:, 1]), 1e-9))
-        self.a, self.b = float(a), float(b)
+        if np.linalg.matrix_rank(x, tol=1e-6 * float(np.abs(x).max())) == 2:
+            (a, b), *_ = np.linalg.lstsq(x, y, rcond=None)
+            if a >= 0 and b >= 0:
+                self.a, self.b = float(a), float(b)
+                return
+        total = float(np.sum(y))
+        self.a = self.prior_fixed * total / max(float(np.sum(x[:, 0])), 1e-9)
+        self.b = (1.0 - self.prior_fixed) * total / max(float(np.sum(x[:, 1])), 1e-9)
 
     def seconds(self, rounds: int, work: float) -> float:
         return self.a * rounds + self.b * work
