@@ -6,17 +6,19 @@ of StreamDiffusion (Kodaira et al., 2023), written for this engine:
     frame -> TAESD encoder -> add fixed noise at t0 -> UNet (1..4 steps) -> TAESD decoder -> frame
 
 The weights (`DiffusionParts`, camfx.models.diffusion) are shared between streams; each stream
-has its own `Stylizer` (prompt embeddings, fixed noise, buffers). It calls three plain callables,
+has its own `Stylizer` (prompt embeddings, fixed noise, buffers). `img2img_batch` restyles
+several streams' frames (one model, one picture size) with one TAESD encode, one UNet call per
+denoising round and one decode; `Stylizer.img2img` is that batch with one stream in it. It calls three plain callables,
 `Networks` (unet, encode, decode): torch modules by default, or runtimes where
 `camfx export engines --diffusion` exported these weights (camfx.engine.diffusion.runtime).
 
-Sampler. Both families predict noise (epsilon, or v where the scheduler config says so). One step
-at timestep t turns the noisy latent x_t into a clean estimate x0 = (x_t - sqrt(1-a_t) eps) /
-sqrt(a_t), where a_t is the scheduler's `alphas_cumprod`; the next step re-noises x0 to the next,
-smaller timestep with the *same* per-stream noise. That is what sd-turbo's Euler sampler does with
-"trailing" timesteps, and what LCM's multistep sampler does (LCM also mixes x_t back in with its
-boundary-condition weights c_skip / c_out, which we apply for the `lcm` family). Only the scheduler
-config's beta schedule and prediction type are used, so any DDPM-family scheduler config works.
+Sampler (`Sampler`, camfx.engine.diffusion.sampler). Both families predict noise (epsilon, or v
+where the scheduler config says so; another prediction type is refused). One step turns the noisy
+latent x_t into a clean estimate x0; the next step re-noises x0 to the next, smaller timestep with
+the *same* per-stream noise. That is what sd-turbo's Euler sampler does with "trailing"
+timesteps, and what LCM's multistep sampler does (with its boundary-condition weights for the
+`lcm` family). The sampler's coefficients are stacked per timestep once and gathered per batch
+element, so one vectorised step serves a batch whose elements sit at different timesteps.
 
 Timesteps. `steps` (1..4) and `strength` (0 < s <= 1, how far the frame is pushed from the
 camera picture) give `timestep_schedule` (camfx.engine.diffusion.sampler).
@@ -45,7 +47,7 @@ Prompts. An empty prompt is allowed: it is the unconditional embedding, so the m
 takes (75 tokens for CLIP, plus start and end) raises `PromptTooLongError` instead of being cut
 silently: a live control should say its text was not used, not drop the end of it.
 
-Not thread-safe: one instance per stream, used from one worker thread.
+Not thread-safe: one instance per stream, used from the device's diffusion thread.
 """
 
 from __future__ import annotations
