@@ -131,3 +131,15 @@ def test_stats_name_target_achieved_age_batch_and_rung():
 def test_budgets_must_be_positive():
     with pytest.raises(ValueError):
         Budget(0.0, 0.2)
+
+
+def test_over_committed_the_newest_streams_are_held_back_and_the_oldest_keep_their_rate():
+    sim = SimulatedDevice(GPU)
+    handles = [sim.open(BUDGET, RUNGS) for _ in range(10)]  # all at once: no cost known to refuse on
+    sim.run_until(15.0)
+    assert all(h.level == len(RUNGS) - 1 for h in handles)  # stepped down first
+    limited = [h.limited for h in handles]
+    assert any(limited) and not all(limited)
+    assert limited == sorted(limited)  # the newest ones
+    for h in handles[: limited.index(True)]:
+        assert sim.result(h, 10.0, 15.0).achieved_fps >= 0.9 * BUDGET.fps

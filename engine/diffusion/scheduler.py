@@ -27,7 +27,7 @@ cost model says the device cannot hold every stream at its floor even on its low
 when a stream on its lowest rung is already starved. The caller answers 503 + Retry-After for
 a new session, 422 for a parameter change: never a silent slowdown of everyone. When the
 device is over-committed all the same (its speed changed, a cost was misjudged), the newest
-streams are the ones held back (`limited`): the older ones keep their rate.
+streams are the ones held back (`limited`, to half their rate): the older ones keep theirs.
 """
 
 from __future__ import annotations
@@ -376,7 +376,7 @@ class DiffusionScheduler:
             for s in chosen:
                 payload, t_frame, _ = s._pending
                 s._pending = None
-                period = 1.0 / s.fps
+                period = (2.0 if s.limited else 1.0) / s.fps  # held back: half its rate
                 s._due = max(s._due, now - period) + period  # at most one period of catching up
                 s.served += 1
                 s._window[1] += 1
@@ -390,10 +390,11 @@ class DiffusionScheduler:
             dues = [s._due for s in self._streams if s._pending is not None]
             return max(0.0, min([self.window_s] + [d - now - self._estimate(now) for d in dues]))
 
-    def wait(self, timeout: float) -> None:
-        """Block the device loop until a frame is offered or `timeout` passes."""
+    def wait(self, most_s: float = 0.5) -> None:
+        """Block the device loop until a frame is offered or one may be due (at most `most_s`);
+        judged under the lock, so an offer made since `next_batch` is not missed."""
         with self._cond:
-            self._cond.wait(timeout)
+            self._cond.wait(min(most_s, max(0.001, self.wait_s())))
 
     def _estimate(self, now: float) -> float:
         recent = [seconds for end, seconds, _ in list(self._batches)[-8:]]

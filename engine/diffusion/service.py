@@ -173,7 +173,7 @@ class DiffusionService:
         while not self._stopping:
             batch = scheduler.next_batch()
             if batch is None:
-                scheduler.wait(min(0.5, max(0.001, scheduler.wait_s())))
+                scheduler.wait()
                 continue
             pictures, errors = self._run(batch)
             scheduler.done(batch, pictures, errors)
