@@ -143,3 +143,9 @@ def test_over_committed_the_newest_streams_are_held_back_and_the_oldest_keep_the
     assert limited == sorted(limited)  # the newest ones
     for h in handles[: limited.index(True)]:
         assert sim.result(h, 10.0, 15.0).achieved_fps >= 0.9 * BUDGET.fps
+    for h in handles[:5]:
+        sim.close(h)
+    sim.run_until(20.0)
+    assert not any(h.limited for h in handles[5:])  # room again: back to their full rate
+    for h in handles[5:]:
+        assert sim.result(h, 17.0, 20.0).achieved_fps >= 0.9 * BUDGET.fps

@@ -447,13 +447,16 @@ class DiffusionScheduler:
         for s in self._streams:
             s._last_window = tuple(s._window)
             s._window = [0, 0]
-        starved = [s for s in self._streams if self._starved(s)]
+        starved = [s for s in self._streams if not s.limited and self._starved(s)]  # held back: expected
         if starved and self.busy_share >= self.up_share * 0.9:
             self._step_down(now, starved)
         elif not starved:
-            for s in self._streams:
-                s.limited = False
-            self._step_up(now)
+            held = [s for s in self._streams if s.limited]
+            if not held:
+                self._step_up(now)
+            elif self._share([(s.fps, s.rung) for s in self._streams]) <= self.up_share:
+                for s in held:  # the device holds everyone at full rate again
+                    s.limited = False
 
     def _step_down(self, now: float, starved: list[StreamHandle]) -> None:
         movable = [s for s in self._streams if s.level < len(s.rungs) - 1]
