@@ -25,7 +25,6 @@ No torch: this runs anywhere.
 from __future__ import annotations
 
 import heapq
-import math
 from dataclasses import dataclass, field
 from typing import Any
 
