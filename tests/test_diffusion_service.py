@@ -125,3 +125,26 @@ async def test_a_new_session_the_device_cannot_hold_is_a_503_with_retry_after():
         await session.close()
     finally:
         hub.shutdown()
+
+
+def test_the_stylize_stage_offers_frames_and_lets_go_when_the_effect_changes(models, monkeypatch):
+    from camfx.engine.diffusion.stage import Stylize
+    from camfx.engine.pipeline import Work
+
+    service = DiffusionService(models, clock=SimClock())
+    monkeypatch.setattr(service, "_start", lambda: None)  # batches are run by hand here
+    stage = Stylize(service)
+    assert stage.stats() == {"diffusion": None}
+    work = Work(image=_frame(0), params=_params(prompt="a cat"))
+    stage(work)
+    assert service.scheduler.streams == 1 and work.stylized is None
+    batch = service.scheduler.next_batch(0.0)
+    assert batch.key == ("tiny", 128, 128) and batch.entries[0].payload.size == (128, 128)  # diffusion_size
+    service.scheduler.done(batch, *service._run(batch), now=0.01)
+    again = Work(image=_frame(1), params=_params(prompt="a cat"))
+    stage(again)
+    assert again.stylized is stage.latest and stage.frames == 1
+    stats = stage.stats()["diffusion"]
+    assert stats["status"] == "running" and stats["rung"] == "128px 1 step" and stats["pictures"] == 1
+    stage(Work(image=_frame(2), params=Params(effect="blur")))
+    assert service.scheduler.streams == 0 and stage.stats() == {"diffusion": None}  # its share is free
