@@ -16,6 +16,9 @@ configurations take turns picture by picture, so drift in the machine lands on a
 
 `--random-weights` builds the full-size sd-turbo architecture untrained: the speed is the real
 one, the pictures are noise. On CUDA when there is one, else the CPU.
+
+`--sessions 1,2,4,8 [--simulated]`: many streams on one device, the scheduler next to one FIFO
+executor (bench/diffusion_sessions.py), simulated and (without --simulated) on real networks.
 """
 
 from __future__ import annotations
@@ -188,12 +191,40 @@ def main(argv: list[str]) -> int:
                         help="also time the UNet compiled (CUDA graphs on CUDA); raise --warmup: the first calls compile")
     parser.add_argument("--no-streamdiffusion", dest="streamdiffusion", action="store_false",
                         help="skip the StreamDiffusion reference even when it is installed")
+    parser.add_argument("--sessions", help="comma-separated stream counts: the scheduler against one FIFO executor")
+    parser.add_argument("--simulated", action="store_true", help="with --sessions: the simulated device only")
+    parser.add_argument("--profile", default="rtx3080", help="with --sessions: the simulated device's profile")
+    parser.add_argument("--fps", type=float, default=30.0,
+                        help="with --sessions: each stream's target rate (0: auto, in the real run)")
+    parser.add_argument("--seconds", type=float, default=4.0, help="with --sessions: real run per policy and count")
     parser.add_argument("--out", type=Path, default=Path("bench/results"))
     args = parser.parse_args(argv)
+    if args.sessions:
+        return _sessions(parser, args)
     if args.size % 8:
         parser.error("--size must be a multiple of 8")
     if args.flicker_frames < 3:
         parser.error("--flicker-frames must be at least 3")
     data = run(args)
     save(args.out, "diffusion", data)
+    return 0
+
+
+def _sessions(parser, args) -> int:
+    from . import diffusion_sessions
+    from camfx.engine.diffusion.simulated import PROFILES
+
+    try:
+        sessions = [int(n) for n in args.sessions.split(",")]
+    except ValueError:
+        parser.error("--sessions wants stream counts like 1,2,4,8")
+    if not sessions or min(sessions) < 1:
+        parser.error("--sessions wants stream counts of at least 1")
+    if args.profile not in PROFILES:
+        parser.error(f"--profile is one of {', '.join(PROFILES)}")
+    data = {"benchmark": "diffusion-sessions", "machine": machine(),
+            "simulated": diffusion_sessions.simulated(sessions, args.profile, args.fps or 30.0, args.size, args.steps)}
+    if not args.simulated:
+        data["real"] = diffusion_sessions.real(sessions, args)
+    save(args.out, "diffusion-sessions", data)
     return 0

@@ -12,7 +12,10 @@
 #   runtimes   camfx bench runtimes --sessions 4 (720p and 1080p, device pipeline vs OpenCV)
 #   webrtc     camfx serve --device cuda and 20 s of bench latency against it, /healthz before and after
 #   diffusion  camfx bench diffusion --random-weights --steps 1 --compile, StreamDiffusion in the same run
-# (webrtc runs before diffusion: the UNet's compile is the slowest part, so it gets what is left.)
+#   sessions   camfx bench diffusion --random-weights --sessions 1,2,4,8: the diffusion scheduler against one
+#              FIFO executor on the real CUDA networks (sd-turbo's shapes, random weights), the simulated
+#              device beside it, and the batch-scaling curve that calibrates the simulated one
+# (webrtc and sessions run before diffusion: the UNet's compile is the slowest part, so it gets what is left.)
 # OUTDIR (default $GPU_CHECK_OUT, else bench/results/gpu_check) gets every JSON and PNG, a log per
 # part, summary.txt and summary.json. When $OUT is set (the device tool sets it) OUTDIR is packed
 # into $OUT/gpu_check.tar.gz after every part, so a run cut short still brings back what finished,
@@ -38,7 +41,7 @@
 #    About a minute for the machine to start comes on top: a whole try costs ~11 of the 15 device
 #    minutes; give_back at once after it, or rerun one part with GPU_CHECK_PARTS="install diffusion".
 # 3. What comes back: $OUT/gpu_check.tar.gz (OUTDIR: env.json, doctor.log, runtimes.json,
-#    latency.json + latency.png, healthz-before.json, healthz-after.json, diffusion.json,
+#    latency.json + latency.png, healthz-before.json, healthz-after.json, diffusion.json, diffusion-sessions.json,
 #    nvidia-smi.txt, pip-list.txt, a log per part, summary.txt, summary.json) and
 #    $OUT/gpu_check-summary.txt. Unpack with: tar -xzf gpu_check.tar.gz
 #
@@ -110,7 +113,7 @@ else
   export PYTHONPATH=$SITE${PYTHONPATH:+:$PYTHONPATH}  # the --target install is seen by every part
 fi
 export PY DIFFUSION_COMPILE=${DIFFUSION_COMPILE:-1}
-PARTS=${GPU_CHECK_PARTS:-install env doctor runtimes webrtc diffusion}
+PARTS=${GPU_CHECK_PARTS:-install env doctor runtimes webrtc sessions diffusion}
 
 # ---- the parts: each a function run in its own bash under `timeout` ---------------------------
 
@@ -249,13 +252,28 @@ part_diffusion() {
   fi
 }
 
-export -f wheel_specs camfx_source part_install part_env part_doctor part_runtimes part_webrtc part_diffusion
+part_sessions() {
+  if [ "$MODE" = dry ]; then
+    local tiny
+    tiny=$(mktemp -d) || return 1
+    "$PY" -m camfx.bench.tiny_models "$tiny" || { rm -rf "$tiny"; return 1; }
+    "$PY" -m camfx bench diffusion --model "$tiny/sd-tiny" --taesd "$tiny/taesd-tiny" --size 64 --sessions 1,2 \
+      --seconds 1 --frames 1 --warmup 0 --device cpu --out "$OUTDIR"
+    local rc=$?
+    rm -rf "$tiny"
+    return $rc
+  fi
+  "$PY" -m camfx bench diffusion --random-weights --size 512 --steps 1 --sessions 1,2,4,8 --seconds 5 \
+    --frames 5 --warmup 2 --out "$OUTDIR"
+}
+
+export -f wheel_specs camfx_source part_install part_env part_doctor part_runtimes part_webrtc part_diffusion part_sessions
 export WHEEL_LIST
 
 # ---- running them --------------------------------------------------------------------------
 
-declare -A LIMIT=([install]=90 [env]=60 [doctor]=60 [runtimes]=150 [webrtc]=90 [diffusion]=300)
-[ "$MODE" = dry ] && LIMIT=([install]=30 [env]=60 [doctor]=60 [runtimes]=90 [webrtc]=60 [diffusion]=120)
+declare -A LIMIT=([install]=90 [env]=60 [doctor]=60 [runtimes]=150 [webrtc]=90 [diffusion]=300 [sessions]=150)
+[ "$MODE" = dry ] && LIMIT=([install]=30 [env]=60 [doctor]=60 [runtimes]=90 [webrtc]=60 [diffusion]=120 [sessions]=120)
 START=$(date +%s)
 RESULTS=()  # "name status seconds rc"
 

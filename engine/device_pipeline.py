@@ -47,9 +47,26 @@ class DevicePipeline:
         self._frames = 0
         self._last_mask: tuple[str, torch.Tensor] | None = None  # (model, probability)
 
+    # The stream's hooks (check, stats, notices, stage) are the numpy pipeline's stages'.
+    def check(self, params) -> None:
+        self._fallback.check(params)
+
+    def stats(self) -> dict:
+        return self._fallback.stats()
+
+    def notices(self) -> list[tuple[str, str]]:
+        return self._fallback.notices()
+
+    def stage(self, name: str):
+        return self._fallback.stage(name)
+
+    def close(self) -> None:
+        self._fallback.close()
+
     def process(self, work: Work) -> Work:
         if work.params.effect not in NEEDS_MASK:
             return self._fallback.process(work)
+        self._fallback.close()  # its stages are not used for this effect: let go of what they hold
         stream = torch.cuda.stream(self._stream) if self._cuda else contextlib.nullcontext()
         with stream, torch.inference_mode():
             clock = StageClock(work.timings, self._stream.synchronize if self._cuda else None)

@@ -12,7 +12,7 @@ import cv2
 from .backgrounds import Backgrounds
 from .config import ServerConfig
 from .diffusion.models import DiffusionModels
-from .diffusion.worker import DiffusionWorker
+from .diffusion.service import DiffusionService
 from .metrics import Metrics
 from .params import Params, ParamsError, field_error
 from .pipeline import default_pipeline
@@ -43,10 +43,11 @@ class Hub:
         # Work a frame's pipeline hands off to run alongside itself (a separate pool: a worker
         # waiting on its own pool could deadlock it).
         self.helper = ThreadPoolExecutor(max_workers=config.workers, thread_name_prefix="camfx-helper")
-        # Diffusion runs one picture at a time, on its own thread: it must never take the
-        # workers' place, and two at once would only share the same cores or GPU.
+        # Diffusion runs on its own thread, one batch at a time, for every stream: it must never
+        # take the workers' place, and two batches at once would only share the same cores or GPU.
         self.diffusion_models = DiffusionModels(config.diffusion_models, on_fallback=self._count_fallback)
-        self.diffusion = ThreadPoolExecutor(max_workers=1, thread_name_prefix="camfx-diffusion")
+        self.diffusion = DiffusionService(self.diffusion_models, self.metrics)
+        self.metrics.watch_diffusion(self.diffusion)
         self._pipeline_factory = pipeline_factory or self._default_pipeline
 
     def load_models(self) -> None:
@@ -63,7 +64,7 @@ class Hub:
         self.metrics.count_fallback(model, failed)
 
     def _default_pipeline(self):
-        pipeline = default_pipeline(self.segmenters, self.backgrounds, self.helper)
+        pipeline = default_pipeline(self.segmenters, self.backgrounds, self.helper, self.diffusion)
         if self.device == "cuda":
             from .device_pipeline import DevicePipeline
 
@@ -80,11 +81,14 @@ class Hub:
             raise ParamsError([field_error("background_image", f"no background image {params.background_image!r}")])
         self.diffusion_models.check(params)
 
-    def new_diffusion_worker(self, on_error: Callable[[str, str], None]) -> DiffusionWorker:
-        return DiffusionWorker(self.diffusion_models, self.diffusion, on_error, self.metrics)
+    def admit(self, params: Params) -> None:
+        """Raises AdmissionError (a 503 with Retry-After) when a new stream with `params` would
+        push the streams already served below their floor."""
+        self.diffusion.admit(params)
 
     def shutdown(self) -> None:
-        """Stop the pools (after every stream has closed)."""
-        for pool in (self.executor, self.helper, self.diffusion):
+        """Stop the pools and the diffusion thread (after every stream has closed)."""
+        for pool in (self.executor, self.helper):
             pool.shutdown(wait=True, cancel_futures=True)
+        self.diffusion.shutdown()
         self.backgrounds.close()

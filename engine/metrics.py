@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+from prometheus_client.core import GaugeMetricFamily
 
 # Milliseconds matter here: buckets from 0.5 ms to 1 s.
 _BUCKETS = (0.0005, 0.001, 0.002, 0.004, 0.006, 0.008, 0.012, 0.016, 0.025, 0.033, 0.05, 0.1, 0.25, 0.5, 1.0)
@@ -52,3 +53,39 @@ class Metrics:
     def count_fallback(self, model: str, runtime: str) -> None:
         self.runtime_fallbacks.labels(model, runtime).inc()
         self._backend_fallbacks.labels(model, runtime).inc()
+
+    def watch_diffusion(self, diffusion) -> None:
+        """Export the diffusion scheduler's figures, read at each scrape: `diffusion.stats()`
+        (server-wide) and `diffusion.stream_stats()` ((stream number, stats) per stream)."""
+        self.registry.register(_DiffusionCollector(diffusion))
+
+
+class _DiffusionCollector:
+    _DEVICE = (("busy_share", "camfx_diffusion_busy_share", "Share of the diffusion device's time spent on batches"),
+               ("batches_per_s", "camfx_diffusion_batches_per_second", "Diffusion batches run per second"),
+               ("mean_batch_size", "camfx_diffusion_mean_batch_size", "Streams per diffusion batch, mean"),
+               ("streams", "camfx_diffusion_streams", "Streams on the diffusion scheduler"))
+    _STREAM = (("target_fps", "camfx_diffusion_stream_target_fps", "A stream's target picture rate"),
+               ("achieved_fps", "camfx_diffusion_stream_achieved_fps", "A stream's picture rate"),
+               ("age_ms_p50", "camfx_diffusion_stream_age_ms_p50", "A stream's picture age, median (ms)"),
+               ("age_ms_p95", "camfx_diffusion_stream_age_ms_p95", "A stream's picture age, 95th percentile (ms)"),
+               ("batch_size", "camfx_diffusion_stream_batch_size", "Streams in this stream's batches, mean"),
+               ("rung_level", "camfx_diffusion_stream_rung", "A stream's quality rung (0 = full)"))
+
+    def __init__(self, diffusion) -> None:
+        self._diffusion = diffusion
+
+    def describe(self):
+        return []  # collected at scrape time only
+
+    def collect(self):
+        device = self._diffusion.stats()
+        for key, name, doc in self._DEVICE:
+            yield GaugeMetricFamily(name, doc, value=device[key] or 0.0)
+        streams = list(self._diffusion.stream_stats())
+        for key, name, doc in self._STREAM:
+            family = GaugeMetricFamily(name, doc, labels=["stream"])
+            for number, stats in streams:
+                if stats[key] is not None:
+                    family.add_metric([str(number)], float(stats[key]))
+            yield family

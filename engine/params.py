@@ -64,6 +64,12 @@ class Params(BaseModel):
                             description="diffusion: residual self-negative guidance; 1 = off (turbo models need none)")
     stream_batch: bool = Field(False, description="diffusion: denoise successive frames' steps in one UNet batch "
                                                   "(more fps at steps > 1, steps - 1 frames of lag)")
+    diffusion_fps: float = Field(0.0, ge=0.0, le=60.0,
+                                 description="diffusion: target picture rate; 0 = auto, what the device holds this "
+                                             "stream at alone (at most 30)")
+    diffusion_max_age_ms: int = Field(0, ge=0, le=10000,
+                                      description="diffusion: a picture made from a frame older than this is not "
+                                                  "shown; 0 = auto, two pictures' time and at least 250")
     model: Literal["general", "landscape"] = Field(
         "general", description="segmentation model: general (256x256: the steadier, closer mask at every frame "
                                "shape, see `camfx bench quality`) or landscape (144x256: cheaper)")

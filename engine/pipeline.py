@@ -23,7 +23,7 @@ from .budget import LADDER, Quality
 from .mask import MaskRefiner, frame_guide
 from .params import Params, hex_to_rgb
 from .segmenter import Segmenters
-from .diffusion.worker import StylizedPicture
+from .diffusion.picture import StylizedPicture
 
 PROBE_ROWS = 16
 NEEDS_MASK = ("blur", "replace", "remove")
@@ -237,10 +237,38 @@ def keep_probe_rows(frame, output) -> None:
 
 
 class Pipeline:
-    """Runs its stages in order, timing each into `work.timings`."""
+    """Runs its stages in order, timing each into `work.timings`. A stage may also have
+    `check(params)` (raise ParamsError for what it cannot do), `stats()` (a dict merged into the
+    session's stats), `notices()` (errors for the user since the last call, (field, message))
+    and `close()` (let go of what it holds): the stream calls these through the pipeline,
+    whatever the stages are."""
 
     def __init__(self, stages: list[Stage]):
         self.stages = stages
+
+    def _each(self, method: str):
+        return [getattr(stage, method) for stage in self.stages if hasattr(stage, method)]
+
+    def check(self, params: Params) -> None:
+        for check in self._each("check"):
+            check(params)
+
+    def stats(self) -> dict:
+        out: dict = {}
+        for stats in self._each("stats"):
+            out.update(stats())
+        return out
+
+    def notices(self) -> list[tuple[str, str]]:
+        return [notice for notices in self._each("notices") for notice in notices()]
+
+    def stage(self, name: str):
+        """The stage called `name` (None if there is none)."""
+        return next((stage for stage in self.stages if stage.name == name), None)
+
+    def close(self) -> None:
+        for close in self._each("close"):
+            close()
 
     def process(self, work: Work) -> Work:
         if work.halvings is None:
@@ -254,6 +282,14 @@ class Pipeline:
         return work
 
 
-def default_pipeline(segmenters: Segmenters, backgrounds: Backgrounds, helper: Executor | None = None) -> Pipeline:
-    """segment -> refine mask -> effect; with `helper`, the background layer is made alongside."""
-    return Pipeline([PrepareBackground(backgrounds, helper), Segment(segmenters), RefineMask(), ApplyEffect()])
+def default_pipeline(segmenters: Segmenters, backgrounds: Backgrounds, helper: Executor | None = None,
+                     diffusion=None) -> Pipeline:
+    """segment -> refine mask -> (stylize) -> effect; with `helper`, the background layer is made
+    alongside; with `diffusion` (the device's DiffusionService), frames of the diffusion effect
+    are offered to its scheduler and its newest picture composited."""
+    stages: list[Stage] = [PrepareBackground(backgrounds, helper), Segment(segmenters), RefineMask()]
+    if diffusion is not None:
+        from .diffusion.stage import Stylize
+
+        stages.append(Stylize(diffusion))
+    return Pipeline(stages + [ApplyEffect()])

@@ -31,7 +31,6 @@ from .rate import RateMeter
 from .tracks import OutputTrack
 
 if TYPE_CHECKING:
-    from .diffusion.worker import DiffusionWorker
     from .hub import Hub
 
 log = logging.getLogger("camfx.stream")
@@ -67,7 +66,6 @@ class Stream:
         self._latency_ms: deque[float] = deque(maxlen=120)
         self.frames_in = self.frames_out = self.deadline_misses = 0
         self.last_input = 0.0  # time.perf_counter() of the newest input frame
-        self.diffusion: DiffusionWorker | None = None  # made when the effect is first used
         self.warning: str | None = None  # what is wrong with the input, for the user
         self.paused = False  # frames are read and let go unprocessed (nobody watches)
         self.frames_paused = 0
@@ -160,8 +158,6 @@ class Stream:
             self._busy = True
             params = self.params
             work = Work(image=np.empty(0, np.uint8), params=params, quality=self.budget.quality, t_recv=t_recv)
-            if params.effect == "diffusion":
-                work.stylized = self._diffusion().latest
             try:
                 out = await loop.run_in_executor(self._hub.executor, self._process, frame, work)
             except Exception:
@@ -179,14 +175,12 @@ class Stream:
                 self._metrics.stage_seconds.labels(stage).observe(seconds)
                 previous = self._stage_ms.get(stage, seconds * 1000)
                 self._stage_ms[stage] = STAGE_SMOOTHING * previous + (1 - STAGE_SMOOTHING) * seconds * 1000
-            if params.effect == "diffusion" and work.timings:  # the pipeline ran on this frame
-                self._diffusion().offer(work.image, work.alpha, params)
+            for field, message in self._pipeline.notices():  # errors of work done off the frame path
+                self._on_error(field, message)
 
-    def _diffusion(self) -> "DiffusionWorker":
-        if self.diffusion is None:
-            self.diffusion = self._hub.new_diffusion_worker(self._on_error)
-            self._spawn(self.diffusion.run())
-        return self.diffusion
+    def stage(self, name: str):
+        """The pipeline's stage called `name` (None if it has none)."""
+        return self._pipeline.stage(name)
 
     def _process(self, frame: VideoFrame, work: Work) -> VideoFrame:
         """Executor thread: view the frame as I420 planes, run the pipeline, wrap the result as a
@@ -220,8 +214,7 @@ class Stream:
         """Apply a partial update; raises ParamsError (nothing changes) when it is invalid."""
         params = self.params.updated(patch)
         self._hub.check_params(params)
-        if self.diffusion is not None:
-            self.diffusion.check(params)
+        self._pipeline.check(params)
         self.params = params
         return params
 
@@ -242,7 +235,7 @@ class Stream:
             "quality": self.budget.quality.name,
             "effect": self.params.effect,
             "warning": self.warning,
-            "diffusion": self.diffusion.stats() if self.diffusion is not None else None,
+            **self._pipeline.stats(),
             "runtimes": self._hub.runtimes(),
         }
 
@@ -261,3 +254,4 @@ class Stream:
             track.stop()
         self._inbox.take_nowait()
         self._processed.clear()
+        self._pipeline.close()

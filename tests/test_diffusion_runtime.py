@@ -217,7 +217,10 @@ async def test_healthz_says_which_runtime_serves_each_diffusion_part(exported, t
     try:
         async with aiohttp.ClientSession() as http:
             async with http.get(f"{server.url}/healthz") as resp:
-                assert (await resp.json())["diffusion_runtimes"] == {}  # nothing loaded, torch not imported
+                health = await resp.json()
+                assert health["diffusion_runtimes"] == {}  # nothing loaded, torch not imported
+                assert health["diffusion"] == {"streams": 0, "busy_share": 0.0, "batches_per_s": 0.0,
+                                               "mean_batch_size": None, "batches": 0}  # the scheduler
             model = server.hub.diffusion_models.load("tiny")
             Stylizer(model.parts, model.networks, prompt="a cat").img2img(_frames(1)[0])
             async with http.get(f"{server.url}/healthz") as resp:

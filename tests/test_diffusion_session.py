@@ -14,8 +14,9 @@ from camfx.engine import effects, yuv
 from camfx.engine.config import ServerConfig
 from camfx.engine import compose
 from camfx.engine.diffusion.models import DiffusionModelSpec
+from camfx.engine.diffusion import stylizer as stylizer_module
+from camfx.engine.diffusion.picture import diffusion_size
 from camfx.engine.diffusion.stylizer import Stylizer
-from camfx.engine.diffusion.worker import diffusion_size
 
 from .conftest import start_server
 from .test_loopback import matched_frame, regions, segmenter  # noqa: F401 (a fixture)
@@ -58,17 +59,18 @@ def test_diffusion_size_keeps_the_frame_shape():
 
 @pytest.fixture
 def slow_generation(monkeypatch):
-    """Every generated picture takes at least SLOW_S, as full-size models do on a CPU."""
-    for name in ("img2img", "txt2img"):
-        real = getattr(Stylizer, name)
+    """Every generated picture (every batch) takes at least SLOW_S, as full-size models do on a CPU."""
 
-        def slow(self, *args, _real=real, **kwargs):
+    def slowed(real):
+        def slow(*args, **kwargs):
             start = time.perf_counter()
-            out = _real(self, *args, **kwargs)
+            out = real(*args, **kwargs)
             time.sleep(max(0.0, SLOW_S - (time.perf_counter() - start)))
             return out
+        return slow
 
-        monkeypatch.setattr(Stylizer, name, slow)
+    monkeypatch.setattr(Stylizer, "txt2img", slowed(Stylizer.txt2img))
+    monkeypatch.setattr(stylizer_module, "img2img_batch", slowed(stylizer_module.img2img_batch))
 
 
 async def _until(condition, timeout: float, what: str) -> None:
@@ -102,9 +104,8 @@ async def test_diffusion_session_keeps_the_camera_rate_and_follows_live_changes(
         await peer.connect(server.url, params)
         await peer.wait_frames(10)
         session = server.sessions[peer.session_id]
-        await _until(lambda: session.stream.diffusion is not None and session.stream.diffusion.frames >= 1, 30,
-                     "a backdrop")
-        worker = session.stream.diffusion
+        worker = session.stream.stage("stylize")
+        await _until(lambda: worker.frames >= 1, 30, "a backdrop")
 
         # Backdrop: the generated picture behind the camera's person, at the camera's rate.
         backdrop = worker.latest
@@ -129,7 +130,7 @@ async def test_diffusion_session_keeps_the_camera_rate_and_follows_live_changes(
         await _until(lambda: worker.latest.mode == "background", 10, "a stylized background")
         share = await _fresh_share(peer, 2.0)
         assert share > 2 / 3, f"only {share:.0%} of the camera's frames came back while generating at {1 / SLOW_S:.1f}"
-        assert worker.stats()["fps"] <= 1 / SLOW_S + 0.2
+        assert worker.stats()["diffusion"]["fps"] <= 1 / SLOW_S + 0.2
         frame_id, out = await matched_frame(peer)
         person, background = regions(clip_640, frame_id, segmenter)
         camera = yuv.planes(clip_640[frame_id % len(clip_640)])[0].astype(int)
@@ -165,19 +166,26 @@ async def test_diffusion_session_keeps_the_camera_rate_and_follows_live_changes(
         assert session.stream.params.prompt == "a dog"
         assert await _fresh_share(peer, 1.0) > 2 / 3
         stats = await _until_stats(peer)
-        assert stats["diffusion"]["status"] == "running" and stats["diffusion"]["frames"] >= 3
-        assert set(stats["diffusion"]["stage_ms"]) == {"encode", "unet", "decode"}
+        diffusion = stats["diffusion"]
+        assert diffusion["status"] == "running" and diffusion["frames"] >= 3
+        assert set(diffusion["stage_ms"]) == {"encode", "unet", "decode"}
+        # How the scheduler serves it: alone, auto rate = what the device holds it at.
+        assert diffusion["target"] == "auto" and 0 < diffusion["target_fps"] <= 1 / SLOW_S + 0.2
+        assert diffusion["batch_size"] == 1.0 and diffusion["rung"] == "128px 1 step"
+        assert 0 < diffusion["age_ms_p50"] <= diffusion["age_ms_p95"] <= diffusion["max_age_ms"] + 1000 * SLOW_S
 
         async with aiohttp.ClientSession() as http, http.get(f"{server.url}/metrics") as resp:
             metrics = await resp.text()
         assert 'camfx_diffusion_stage_seconds_count{stage="unet"}' in metrics
+        assert "camfx_diffusion_busy_share " in metrics and 'camfx_diffusion_stream_target_fps{stream="' in metrics
         pictures = server.hub.metrics.diffusion_pictures._value.get()
         assert pictures >= worker.frames >= 3
 
         await peer.close()  # hanging up ends the session and its diffusion worker's task
         await _until(lambda: not server.sessions, 10, "the session to end")
         assert session.closed.is_set() and session.stream.closed
-        mine = ("Stream.", "PeerSession.", "DiffusionWorker.")
+        mine = ("Stream.", "PeerSession.")
+        assert server.hub.diffusion.scheduler.streams == 0  # its share is free
         assert not [t for t in asyncio.all_tasks() if t.get_coro().__qualname__.startswith(mine)]
     finally:
         await peer.close()
@@ -237,7 +245,7 @@ def test_without_the_diffusion_extra_the_effect_is_a_422_saying_what_to_install(
 
 
 def test_room_backdrop_paints_the_person_out():
-    from camfx.engine.diffusion.worker import StylizedPicture, room_without_person
+    from camfx.engine.diffusion.picture import StylizedPicture, room_without_person
 
     rng = np.random.default_rng(0)
     room = rng.integers(0, 256, (64, 96, 3), dtype=np.uint8)

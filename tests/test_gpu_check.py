@@ -59,7 +59,8 @@ def test_dry_run_does_every_part_and_packs_the_results(tmp_path):
     assert done.returncode == 0, done.stdout[-4000:] + done.stderr[-2000:]
     summary = json.loads((results / "summary.json").read_text())
     assert summary["mode"] == "dry"
-    assert [p["name"] for p in summary["parts"]] == ["install", "env", "doctor", "runtimes", "webrtc", "diffusion"]
+    assert [p["name"] for p in summary["parts"]] == ["install", "env", "doctor", "runtimes", "webrtc", "sessions",
+                                                      "diffusion"]
     assert {p["status"] for p in summary["parts"]} == {"passed"}
     env = json.loads((results / "env.json").read_text())
     assert env["missing"] == [] and "camfx" in env["modules"]
@@ -69,6 +70,9 @@ def test_dry_run_does_every_part_and_packs_the_results(tmp_path):
     assert latency["results"], "no latency rows"
     diffusion = json.loads((results / "diffusion.json").read_text())
     assert "streamdiffusion" in json.dumps(diffusion).lower()  # the reference ran in the same run
+    sessions = json.loads((results / "diffusion-sessions.json").read_text())
+    assert {row["policy"] for row in sessions["real"]["rows"]} == {"fifo", "scheduler"}
+    assert [row["batch"] for row in sessions["real"]["batch_scaling"]] == [1, 2]
     for name in ("healthz-before.json", "healthz-after.json", "latency.png"):
         assert (results / name).stat().st_size > 0
     assert json.loads((results / "healthz-after.json").read_text())["sessions"] == 0  # nothing left behind

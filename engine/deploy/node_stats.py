@@ -6,8 +6,9 @@ the autoscaler: how full and how busy it is.
     names                    the stream names it publishes (WHEP viewers and /streams/{name} go there)
     busy                     share of the frame workers' time spent processing frames since the
                              last report (0..1; on a GPU box, the time the pipelines hold the GPU)
-    diffusion_busy           share of the diffusion thread's time spent generating (0..1)
-    diffusion_queue          streams whose effect is diffusion: they take turns on that one thread
+    diffusion_busy           share of the diffusion device's time spent on batches (0..1), from its
+                             scheduler (camfx.engine.diffusion.scheduler)
+    diffusion_queue          streams on the diffusion scheduler
     degraded                 streams whose budget controller stepped below full quality
     seq                      counts reports, so a router can tell a fresh one from the last
 """
@@ -20,7 +21,6 @@ from typing import Any
 from ..metrics import Metrics
 
 _STAGES = ("convert_in", "background", "segment", "refine", "effect", "convert_out")
-_DIFFUSION_STAGES = ("encode", "unet", "decode")
 
 
 def _seconds(metrics: Metrics, name: str, stages: tuple[str, ...]) -> float:
@@ -37,21 +37,18 @@ class NodeStats:
 
     def __init__(self) -> None:
         self._seq = 0
-        self._last: tuple[float, float, float] | None = None  # (time, frame seconds, diffusion seconds)
-        self._busy = (0.0, 0.0)
+        self._last: tuple[float, float] | None = None  # (time, frame seconds)
+        self._busy = 0.0
 
     def report(self, sessions, hub, advance: bool = True) -> dict[str, Any]:
         if advance:
             now = time.monotonic()
             frame_s = _seconds(hub.metrics, "camfx_stage_seconds", _STAGES)
-            diffusion_s = _seconds(hub.metrics, "camfx_diffusion_stage_seconds", _DIFFUSION_STAGES)
             if self._last is not None and now > self._last[0]:
-                elapsed = now - self._last[0]
-                self._busy = ((frame_s - self._last[1]) / (elapsed * max(1, hub.config.workers)),
-                              (diffusion_s - self._last[2]) / elapsed)
-            self._last = (now, frame_s, diffusion_s)
+                self._busy = (frame_s - self._last[1]) / ((now - self._last[0]) * max(1, hub.config.workers))
+            self._last = (now, frame_s)
             self._seq += 1
-        busy, diffusion_busy = self._busy
+        busy, diffusion = self._busy, hub.diffusion.stats()
         live = sessions.all()
         return {
             "seq": self._seq,
@@ -60,7 +57,7 @@ class NodeStats:
             "viewers": len(sessions.viewer_ids()),
             "names": sessions.names(),
             "busy": round(min(1.0, max(0.0, busy)), 3),
-            "diffusion_busy": round(min(1.0, max(0.0, diffusion_busy)), 3),
-            "diffusion_queue": sum(1 for s in live if s.stream.params.effect == "diffusion"),
+            "diffusion_busy": diffusion["busy_share"],
+            "diffusion_queue": diffusion["streams"],
             "degraded": sum(1 for s in live if s.stream.budget.level > 0),
         }

@@ -6,17 +6,19 @@ of StreamDiffusion (Kodaira et al., 2023), written for this engine:
     frame -> TAESD encoder -> add fixed noise at t0 -> UNet (1..4 steps) -> TAESD decoder -> frame
 
 The weights (`DiffusionParts`, camfx.models.diffusion) are shared between streams; each stream
-has its own `Stylizer` (prompt embeddings, fixed noise, buffers). It calls three plain callables,
+has its own `Stylizer` (prompt embeddings, fixed noise, buffers). `img2img_batch` restyles
+several streams' frames (one model, one picture size) with one TAESD encode, one UNet call per
+denoising round and one decode; `Stylizer.img2img` is that batch with one stream in it. It calls three plain callables,
 `Networks` (unet, encode, decode): torch modules by default, or runtimes where
 `camfx export engines --diffusion` exported these weights (camfx.engine.diffusion.runtime).
 
-Sampler. Both families predict noise (epsilon, or v where the scheduler config says so). One step
-at timestep t turns the noisy latent x_t into a clean estimate x0 = (x_t - sqrt(1-a_t) eps) /
-sqrt(a_t), where a_t is the scheduler's `alphas_cumprod`; the next step re-noises x0 to the next,
-smaller timestep with the *same* per-stream noise. That is what sd-turbo's Euler sampler does with
-"trailing" timesteps, and what LCM's multistep sampler does (LCM also mixes x_t back in with its
-boundary-condition weights c_skip / c_out, which we apply for the `lcm` family). Only the scheduler
-config's beta schedule and prediction type are used, so any DDPM-family scheduler config works.
+Sampler (`Sampler`, camfx.engine.diffusion.sampler). Both families predict noise (epsilon, or v
+where the scheduler config says so; another prediction type is refused). One step turns the noisy
+latent x_t into a clean estimate x0; the next step re-noises x0 to the next, smaller timestep with
+the *same* per-stream noise. That is what sd-turbo's Euler sampler does with "trailing"
+timesteps, and what LCM's multistep sampler does (with its boundary-condition weights for the
+`lcm` family). The sampler's coefficients are stacked per timestep once and gathered per batch
+element, so one vectorised step serves a batch whose elements sit at different timesteps.
 
 Timesteps. `steps` (1..4) and `strength` (0 < s <= 1, how far the frame is pushed from the
 camera picture) give `timestep_schedule` (camfx.engine.diffusion.sampler).
@@ -45,12 +47,11 @@ Prompts. An empty prompt is allowed: it is the unconditional embedding, so the m
 takes (75 tokens for CLIP, plus start and end) raises `PromptTooLongError` instead of being cut
 silently: a live control should say its text was not used, not drop the end of it.
 
-Not thread-safe: one instance per stream, used from one worker thread.
+Not thread-safe: one instance per stream, used from the device's diffusion thread.
 """
 
 from __future__ import annotations
 
-import math
 import zlib
 from dataclasses import dataclass
 
@@ -62,7 +63,7 @@ from camfx.models.registry import LCM_LORA, SD15, SD_TURBO, TAESD
 
 from ..stage_clock import StageClock
 from .runtime import Networks, torch_networks
-from .sampler import MAX_STEPS, check_steps, check_strength, timestep_schedule
+from .sampler import MAX_STEPS, Sampler, check_steps, check_strength
 from .similarity import SimilarityFilter
 
 
@@ -77,7 +78,6 @@ class _Buffers:
     height: int
     width: int
     noise: torch.Tensor  # [MAX_STEPS, 4, h/8, w/8]: one fixed noise per step
-    image: torch.Tensor  # [1, 3, h, w] model input in [-1, 1]
     last_latent: torch.Tensor | None = None
     last_output: np.ndarray | None = None
     pipe: torch.Tensor | None = None  # stream batch: earlier frames' latents between steps
@@ -112,10 +112,7 @@ class Stylizer:
         self.text_encoder, self.tokenizer, self.scheduler = parts.text_encoder, parts.tokenizer, parts.scheduler
         self.device, self.dtype, self.family, self.model_id = parts.device, parts.dtype, parts.family, parts.model_id
         self._seed = seed
-        config = self.scheduler.config
-        self._alphas = self.scheduler.alphas_cumprod.to(torch.float64)  # a_t for t in 0..T-1
-        self._prediction = config.get("prediction_type", "epsilon")
-        self._lcm_grid = config.get("original_inference_steps", 50) if self.family == "lcm" else None
+        self.sampler = Sampler(self.scheduler, self.family, self.device, self.dtype)
         self._vae_scale = float(parts.vae.config.get("scaling_factor", 1.0))
         self._steps, self._strength = check_steps(steps), check_strength(strength)
         self._timesteps = self._schedule()
@@ -229,11 +226,8 @@ class Stylizer:
     def timesteps(self) -> list[int]:
         return list(self._timesteps)
 
-    def _schedule(self, strength: float | None = None) -> list[int]:
-        n = len(self._alphas)
-        return timestep_schedule(
-            self._steps, self._strength if strength is None else strength, n, self._lcm_grid
-        )
+    def _schedule(self) -> list[int]:
+        return self.sampler.schedule(self._steps, self._strength)
 
     # -- text --------------------------------------------------------------------------------
 
@@ -268,14 +262,7 @@ class Stylizer:
     def _buffers_for(self, height: int, width: int) -> _Buffers:
         b = self._buffers
         if b is None or (b.height, b.width) != (height, width):
-            b = self._buffers = _Buffers(
-                height,
-                width,
-                self._noise(height, width, MAX_STEPS, self.seed),
-                torch.empty((1, 3, height, width), device=self.device, dtype=self.dtype),
-            )
-            if self.device.type == "cuda":
-                b.image = b.image.contiguous(memory_format=torch.channels_last)
+            b = self._buffers = _Buffers(height, width, self._noise(height, width, MAX_STEPS, self.seed))
             self.similarity.reset()
         return b
 
@@ -289,36 +276,10 @@ class Stylizer:
         """Restyle one RGB uint8 frame (H, W multiples of 8). Returns RGB uint8, same size.
 
         With `stream_batch` and steps > 1 the result is that of the frame `steps - 1` calls
-        earlier (see `_denoise_stream`). A skipped frame (similarity filter) returns the previous
+        earlier (see `img2img_batch`). A skipped frame (similarity filter) returns the previous
         output object itself: treat outputs as read-only.
         """
-        height, width = _check_image(rgb)
-        buffers = self._buffers_for(height, width)
-        if self.similarity.should_skip(rgb) and buffers.last_output is not None:
-            self.frames_skipped += 1
-            return buffers.last_output
-        clock = StageClock({}, torch.cuda.synchronize if self.device.type == "cuda" else None)
-        with torch.inference_mode():
-            source = torch.from_numpy(np.ascontiguousarray(rgb)).to(self.device, non_blocking=True)
-            buffers.image.copy_(source.permute(2, 0, 1).unsqueeze(0))
-            buffers.image.div_(127.5).sub_(1.0)
-            latent = self.networks.encode(buffers.image) * self._vae_scale
-            clock.lap("encode")
-            if self.stream_batch and self._steps > 1:
-                clean = self._denoise_stream(latent, buffers)
-            else:
-                buffers.pipe = None
-                clean = self._denoise(latent, buffers.noise, self._timesteps)
-            if self._feedback and buffers.last_latent is not None:
-                clean = torch.lerp(clean, buffers.last_latent, self._feedback)
-            buffers.last_latent = clean
-            clock.lap("unet")
-            out = self._decode(clean)
-            clock.lap("decode")
-        self.timings = clock.laps
-        buffers.last_output = out
-        self.frames_processed += 1
-        return out
+        return img2img_batch([self], [rgb])[0]
 
     @property
     def lag_frames(self) -> int:
@@ -329,79 +290,150 @@ class Stylizer:
         """An image of the prompt from pure noise (for the `backdrop` mode): RGB uint8."""
         _check_size(height, width)
         noise = self._noise(height, width, MAX_STEPS, self.seed if seed is None else seed)
+        timesteps = self.sampler.schedule(self._steps, 1.0)
         clock = StageClock({}, torch.cuda.synchronize if self.device.type == "cuda" else None)
         with torch.inference_mode():
-            clean = self._denoise(None, noise, self._schedule(strength=1.0))
+            x = clean = noise[:1]
+            for i, t in enumerate(timesteps):
+                t_in = torch.tensor([t], device=self.device)
+                out = self.networks.unet(x, t_in, self._embeddings)
+                clean = self.sampler.step(x, out, t_in, noise[i : i + 1], self._guidance_tensor(1))
+                if i + 1 < len(timesteps):
+                    x = self.sampler.add_noise(clean, noise[i + 1 : i + 2], t_in.new_tensor([timesteps[i + 1]]))
             clock.lap("unet")
-            out = self._decode(clean)
+            out = _decode(self, clean)[0]
             clock.lap("decode")
         self.timings = clock.laps
         return out
 
-    def _denoise(
-        self, latent: torch.Tensor | None, noise: torch.Tensor, timesteps: list[int]
-    ) -> torch.Tensor:
-        """Run the UNet at each timestep; returns the final clean-latent estimate."""
-        x = noise[:1] if latent is None else self._add_noise(latent, noise[:1], timesteps[0])
-        clean = x
-        for i, t in enumerate(timesteps):
-            clean = self._step(x, [t], noise[i : i + 1])
-            if i + 1 < len(timesteps):
-                x = self._add_noise(clean, noise[i + 1 : i + 2], timesteps[i + 1])
-        return clean
+    def _guidance_tensor(self, count: int) -> torch.Tensor:
+        return torch.full((count,), self._guidance, device=self.device)
 
-    def _denoise_stream(self, latent: torch.Tensor, buffers: "_Buffers") -> torch.Tensor:
-        """Stream batch: one UNet call denoises this frame's first step together with the later
-        steps of the `steps - 1` frames before it, each at its own timestep.
 
-        Every frame still gets exactly the steps it would get alone (same noise, same timesteps),
-        so the output equals the unbatched output of the frame `steps - 1` calls earlier; until
-        the pipe is full the oldest frame in it is returned at the step it has reached.
-        """
-        timesteps, noise = self._timesteps, buffers.noise
-        x = self._add_noise(latent, noise[:1], timesteps[0])
-        pipe = buffers.pipe
-        if pipe is not None and pipe.shape[0] < len(timesteps):  # else steps shrank: start over
-            x = torch.cat([x, pipe])
-        clean = self._step(x, timesteps[: x.shape[0]], noise[: x.shape[0]])
-        # Re-noise all but the last to their next timestep: they wait in the pipe for the next call.
-        keep = min(x.shape[0], len(timesteps) - 1)
-        buffers.pipe = torch.cat(
-            [self._add_noise(clean[i : i + 1], noise[i + 1 : i + 2], timesteps[i + 1]) for i in range(keep)]
-        )
-        return clean[-1:]
+@dataclass
+class _Lane:
+    """One stream's elements in the batch's UNet calls: `x` at step indices `steps` of its
+    schedule; a stream batch is done after one call, sequential steps after `len(timesteps)`."""
 
-    def _step(self, x: torch.Tensor, timesteps: list[int], stock: torch.Tensor) -> torch.Tensor:
-        """One UNet call over a batch, element i at timesteps[i] and made with noise stock[i];
-        returns clean estimates."""
-        n = x.shape[0]
-        t_in = torch.tensor(timesteps, device=self.device, dtype=torch.long)
-        embeddings = self._embeddings.expand(n, -1, -1)
-        model_out = self.networks.unet(x, t_in, embeddings)
-        if self._guidance != 1.0 and self._prediction == "epsilon":
-            model_out = stock + self._guidance * (model_out - stock)
-        return torch.cat([self._clean(x[i : i + 1], model_out[i : i + 1], t) for i, t in enumerate(timesteps)])
+    stylizer: Stylizer
+    buffers: _Buffers
+    x: torch.Tensor
+    steps: list[int]
+    clean: torch.Tensor | None = None
 
-    def _add_noise(self, x0: torch.Tensor, noise: torch.Tensor, t: int) -> torch.Tensor:
-        a = float(self._alphas[t])
-        return math.sqrt(a) * x0 + math.sqrt(1.0 - a) * noise
 
-    def _clean(self, x: torch.Tensor, model_out: torch.Tensor, t: int) -> torch.Tensor:
-        a = float(self._alphas[t])
-        sa, sb = math.sqrt(a), math.sqrt(1.0 - a)
-        if self._prediction == "v_prediction":
-            x0 = sa * x - sb * model_out
+def img2img_batch(stylizers: list[Stylizer], rgbs: list[np.ndarray]) -> list[np.ndarray]:
+    """Restyle one frame per stylizer (streams sharing one model's weights and one picture size)
+    with one TAESD encode, one UNet call per denoising round and one TAESD decode for all of them.
+
+    Each stream keeps what it has alone: its prompt embedding, fixed noise, timesteps (steps,
+    strength), guidance, similarity filter, latent feedback and stream batch; a round's UNet call
+    holds every stream still denoising, each element at its own timestep. Per stream, the result
+    equals `img2img_batch([stylizer], [rgb])` up to float rounding of the batched kernels.
+    """
+    if len(stylizers) != len(rgbs) or not stylizers:
+        raise ValueError("one frame per stylizer, at least one")
+    first = stylizers[0]
+    sizes = {_check_image(rgb) for rgb in rgbs}
+    if len(sizes) > 1:
+        raise ValueError(f"a batch is one picture size, got {sorted(sizes)}")
+    if any(s.networks is not first.networks for s in stylizers):
+        raise ValueError("a batch is one model: every stylizer must share the same networks")
+    height, width = sizes.pop()
+    results: list[np.ndarray | None] = [None] * len(stylizers)
+    todo = []
+    for i, (stylizer, rgb) in enumerate(zip(stylizers, rgbs)):
+        buffers = stylizer._buffers_for(height, width)
+        if stylizer.similarity.should_skip(rgb) and buffers.last_output is not None:
+            stylizer.frames_skipped += 1
+            results[i] = buffers.last_output
         else:
-            x0 = (x - sb * model_out) / sa
-        if self.family == "lcm":
-            c_skip, c_out = self.scheduler.get_scalings_for_boundary_condition_discrete(t)
-            x0 = float(c_skip) * x + float(c_out) * x0
-        return x0
+            todo.append(i)
+    if not todo:
+        return results
+    device, dtype = first.device, first.dtype
+    clock = StageClock({}, torch.cuda.synchronize if device.type == "cuda" else None)
+    with torch.inference_mode():
+        images = torch.from_numpy(np.stack([rgbs[i] for i in todo])).to(device, non_blocking=True)
+        images = images.permute(0, 3, 1, 2).to(dtype).div_(127.5).sub_(1.0)
+        if device.type == "cuda":
+            images = images.contiguous(memory_format=torch.channels_last)
+        latents = first.networks.encode(images) * first._vae_scale
+        clock.lap("encode")
+        lanes = [_lane(stylizers[i], latents[k : k + 1]) for k, i in enumerate(todo)]
+        _denoise(first, lanes)
+        for lane in lanes:
+            s, b = lane.stylizer, lane.buffers
+            if s.feedback and b.last_latent is not None:
+                lane.clean = torch.lerp(lane.clean, b.last_latent, s.feedback)
+            b.last_latent = lane.clean
+        clock.lap("unet")
+        outs = _decode(first, torch.cat([lane.clean for lane in lanes]))
+        clock.lap("decode")
+    for i, lane, out in zip(todo, lanes, outs):
+        lane.stylizer.timings = dict(clock.laps)
+        lane.buffers.last_output = results[i] = out
+        lane.stylizer.frames_processed += 1
+    return results
 
-    def _decode(self, latent: torch.Tensor) -> np.ndarray:
-        image = self.networks.decode(latent / self._vae_scale)[0]
-        image = ((image.clamp(-1.0, 1.0) + 1.0) * 127.5).round().to(torch.uint8)
-        return image.permute(1, 2, 0).contiguous().cpu().numpy()
+
+def _lane(stylizer: Stylizer, latent: torch.Tensor) -> _Lane:
+    b, timesteps = stylizer._buffers, stylizer._timesteps
+    t0 = torch.tensor([timesteps[0]], device=stylizer.device)
+    x = stylizer.sampler.add_noise(latent, b.noise[:1], t0)
+    if stylizer.stream_batch and len(timesteps) > 1:
+        # Stream batch: this frame's first step with the later steps of the frames before it.
+        if b.pipe is not None and b.pipe.shape[0] < len(timesteps):  # else steps shrank: start over
+            x = torch.cat([x, b.pipe])
+        return _Lane(stylizer, b, x, list(range(x.shape[0])))
+    b.pipe = None
+    return _Lane(stylizer, b, x, [0])
+
+
+def _denoise(first: Stylizer, lanes: list[_Lane]) -> None:
+    """Run the rounds of UNet calls until every lane has its clean latent."""
+    sampler, device = first.sampler, first.device
+    active = list(lanes)
+    while active:
+        x = torch.cat([lane.x for lane in active])
+        t = torch.tensor([lane.stylizer._timesteps[i] for lane in active for i in lane.steps], device=device)
+        noise = torch.cat([lane.buffers.noise[lane.steps] for lane in active])
+        embeddings = torch.cat([lane.stylizer.embeddings.expand(len(lane.steps), -1, -1) for lane in active])
+        guidance = torch.tensor([lane.stylizer.guidance for lane in active for _ in lane.steps], device=device)
+        clean = sampler.step(x, first.networks.unet(x, t, embeddings), t, noise, guidance)
+        still, offset = [], 0
+        for lane in active:
+            mine = clean[offset : offset + len(lane.steps)]
+            offset += len(lane.steps)
+            if _advance(lane, mine):
+                still.append(lane)
+        active = still
+
+
+def _advance(lane: _Lane, clean: torch.Tensor) -> bool:
+    """Take a round's clean estimates; True while the lane has more rounds to go."""
+    s, b = lane.stylizer, lane.buffers
+    timesteps, device = s._timesteps, s.device
+    if len(lane.steps) > 1 or (s.stream_batch and len(timesteps) > 1):
+        # Stream batch: all but the last wait in the pipe, re-noised to their next timestep.
+        keep = min(len(lane.steps), len(timesteps) - 1)
+        nxt = torch.tensor([timesteps[i + 1] for i in range(keep)], device=device)
+        b.pipe = s.sampler.add_noise(clean[:keep], b.noise[1 : keep + 1], nxt)
+        lane.clean = clean[-1:]
+        return False
+    step = lane.steps[0] + 1
+    if step >= len(timesteps):
+        lane.clean = clean
+        return False
+    lane.x = s.sampler.add_noise(clean, b.noise[step : step + 1], torch.tensor([timesteps[step]], device=device))
+    lane.steps = [step]
+    return True
+
+
+def _decode(first: Stylizer, latents: torch.Tensor) -> list[np.ndarray]:
+    images = first.networks.decode(latents / first._vae_scale)
+    images = ((images.clamp(-1.0, 1.0) + 1.0) * 127.5).round().to(torch.uint8)
+    return list(images.permute(0, 2, 3, 1).contiguous().cpu().numpy())
 
 
 def _check_size(height: int, width: int) -> None:

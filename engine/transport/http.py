@@ -216,6 +216,8 @@ async def healthz(request: web.Request) -> web.Response:
             "diffusion_models": sorted(hub.diffusion_models.specs),
             "diffusion_loaded": hub.diffusion_models.loaded(),
             "diffusion_runtimes": diffusion_runtimes,
+            # The diffusion scheduler: streams, busy share, batches/s, mean batch size.
+            "diffusion": hub.diffusion.stats(),
         }
     )
 

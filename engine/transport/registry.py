@@ -10,6 +10,7 @@ import secrets
 
 from aiohttp import web
 
+from ..diffusion.scheduler import AdmissionError
 from ..hub import Hub
 from ..memory import Trimmer
 from ..params import Params
@@ -74,6 +75,10 @@ class Sessions:
         if len(self._live) >= config.max_sessions:
             raise HTTPError(503, f"the session limit ({config.max_sessions}) is reached; try again in a few seconds",
                             headers={"Retry-After": RETRY_AFTER_S})
+        try:
+            self._hub.admit(params)
+        except AdmissionError as exc:  # the device cannot hold one more without slowing the others
+            raise HTTPError(503, str(exc), headers={"Retry-After": str(exc.retry_after_s)}) from None
         token = secrets.token_hex(16)
         session_id = config.session_id_prefix + token
         if name is None and auto_name:
