@@ -50,7 +50,7 @@ def _import_tflite():
 
 
 def _options(tflite, name: str, op) -> dict:
-    """The options of the op kinds the selfie models use, as a plain dict."""
+    """The options of the op kinds the selfie and face models use, as a plain dict."""
     table = op.BuiltinOptions()
     conv_like = {
         "CONV_2D": tflite.Conv2DOptions,
@@ -68,7 +68,7 @@ def _options(tflite, name: str, op) -> dict:
         if name == "DEPTHWISE_CONV_2D":
             opts["depth_multiplier"] = o.DepthMultiplier()
         return opts
-    if name == "AVERAGE_POOL_2D":
+    if name in ("AVERAGE_POOL_2D", "MAX_POOL_2D"):
         o = tflite.Pool2DOptions()
         o.Init(table.Bytes, table.Pos)
         return {
@@ -81,6 +81,10 @@ def _options(tflite, name: str, op) -> dict:
         o = (tflite.AddOptions if name == "ADD" else tflite.MulOptions)()
         o.Init(table.Bytes, table.Pos)
         return {"activation": _ACTIVATION[o.FusedActivationFunction()]}
+    if name == "CONCATENATION":
+        o = tflite.ConcatenationOptions()
+        o.Init(table.Bytes, table.Pos)
+        return {"axis": o.Axis(), "activation": _ACTIVATION[o.FusedActivationFunction()]}
     if name == "MEAN":
         o = tflite.ReducerOptions()
         o.Init(table.Bytes, table.Pos)

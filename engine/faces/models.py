@@ -1,0 +1,106 @@
+"""The two bundled face networks on the runtime chain: faces found in a picture, and a face's 468
+landmarks from the rotated square around it. Inputs are RGB uint8 (any size); the frame-side
+helpers cut those from an I420 frame cheaply (a shrunken copy, or just the face's patch)."""
+
+from __future__ import annotations
+
+import threading
+
+import cv2
+import numpy as np
+
+from camfx.models.registry import FACE_MODELS, model_path
+
+from .. import yuv
+from ..runtimes.chain import RuntimeChain, load_chain
+from . import geometry as g
+
+DETECTOR, LANDMARKS = "face_detector", "face_landmarks"
+DETECT_LONG_SIDE = 256  # the frame is shrunk to this before the 128-px letterbox: plenty, and cheap
+MIN_PRESENCE_LOGIT = 0.0  # sigmoid 0.5: below it, the square holds no face (tracking lost)
+
+
+class FaceModels:
+    """Loads the detector and the landmark model on first use, once per process; thread-safe."""
+
+    def __init__(self, threads: int = 1, on_fallback=lambda model, failed, reason: None):
+        self._threads = threads
+        self._on_fallback = on_fallback
+        self._chains: dict[str, RuntimeChain] = {}
+        self._lock = threading.Lock()
+
+    def _chain(self, name: str) -> RuntimeChain:
+        with self._lock:
+            if name not in self._chains:
+                self._chains[name] = load_chain(name, model_path(name), self._threads, None, self._on_fallback)
+            return self._chains[name]
+
+    def runtimes(self) -> dict[str, str]:
+        with self._lock:
+            return {name: chain.name for name, chain in self._chains.items()}
+
+    def detect(self, rgb: np.ndarray) -> list[g.Detection]:
+        """Faces in an RGB picture, in its pixels, best first."""
+        matrix, left, top, side = g.letterbox(*rgb.shape[:2])
+        size = g.DETECTOR_SIZE
+        square = cv2.warpAffine(rgb, matrix, (size, size), flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_CONSTANT)
+        image = np.multiply(square, np.float32(1 / 127.5), dtype=np.float32) - np.float32(1)
+        out = self._chain(DETECTOR).run({"image": image[None]})
+        return g.decode(out["boxes"][0], out["scores"][0], left, top, side)
+
+    def landmarks(self, rgb: np.ndarray, roi: g.Roi, origin: tuple[float, float] = (0.0, 0.0), scale: float = 1.0):
+        """(468 x 2 points in the picture's pixels, presence logit) for the face in `roi`.
+        `rgb` may be a patch of the picture (see `face_patch`): picture pixel = patch pixel *
+        `scale` + `origin`."""
+        local = g.Roi((roi.cx - origin[0]) / scale, (roi.cy - origin[1]) / scale, roi.side / scale, roi.angle)
+        size = g.LANDMARK_SIZE
+        square = cv2.warpAffine(rgb, g.roi_to_input(local), (size, size), flags=cv2.INTER_LINEAR,
+                                borderMode=cv2.BORDER_REPLICATE)
+        image = np.multiply(square, np.float32(1 / 255), dtype=np.float32)
+        out = self._chain(LANDMARKS).run({"image": image[None]})
+        points = g.landmarks_to_image(out["landmarks"][0], local) * np.float32(scale) + np.float32(origin)
+        return points, float(out["presence"].reshape(-1)[0])
+
+
+def detector_input(frame: yuv.Frame, halvings: yuv.Halvings | None = None) -> tuple[np.ndarray, float]:
+    """The frame shrunk (long side DETECT_LONG_SIDE, even sides) as RGB, and the scale back."""
+    h, w = yuv.frame_size(frame)
+    scale = min(1.0, DETECT_LONG_SIDE / max(h, w))
+    sh, sw = max(2, int(h * scale) // 2 * 2), max(2, int(w * scale) // 2 * 2)
+    small = yuv.resize(frame, sh, sw, halvings=halvings)
+    return yuv.to_rgb(small), w / sw
+
+
+def face_patch(frame: yuv.Frame, roi: g.Roi, max_side: int = 2 * g.LANDMARK_SIZE):
+    """The part of the frame under `roi` as RGB, shrunk to at most `max_side` (the model's
+    input is 192 px: more only costs), with the scale and origin that map it back:
+    (rgb, scale, (x0, y0)) where frame pixel = patch pixel * scale + origin."""
+    h, w = yuv.frame_size(frame)
+    reach = roi.side * 0.7072  # half the diagonal: covers the square at any rotation
+    x0 = max(0, int(roi.cx - reach) // 2 * 2)
+    y0 = max(0, int(roi.cy - reach) // 2 * 2)
+    x1 = min(w, -(-int(roi.cx + reach + 1) // 2) * 2)
+    y1 = min(h, -(-int(roi.cy + reach + 1) // 2) * 2)
+    if x1 - x0 < 4 or y1 - y0 < 4:
+        return None
+    y, u, v = yuv.planes(frame)
+    crop = (y[y0:y1, x0:x1], u[y0 // 2 : y1 // 2, x0 // 2 : x1 // 2], v[y0 // 2 : y1 // 2, x0 // 2 : x1 // 2])
+    rgb = yuv.to_rgb(crop)
+    scale = max(1.0, max(rgb.shape[:2]) / max_side)
+    if scale > 1.0:
+        rgb = cv2.resize(rgb, (round(rgb.shape[1] / scale), round(rgb.shape[0] / scale)), interpolation=cv2.INTER_AREA)
+        scale = (x1 - x0) / rgb.shape[1]
+    return rgb, scale, (float(x0), float(y0))
+
+
+_shared: FaceModels | None = None
+_shared_lock = threading.Lock()
+
+
+def shared_face_models() -> FaceModels:
+    """The process's face models (loaded on first use, by the first session that needs them)."""
+    global _shared
+    with _shared_lock:
+        if _shared is None:
+            _shared = FaceModels()
+        return _shared
