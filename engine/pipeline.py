@@ -23,6 +23,8 @@ from .mask import MaskRefiner, frame_guide
 from .params import Params, hex_to_rgb
 from .segmenter import Segmenters
 from .diffusion.worker import StylizedPicture
+from .faces.stages import AutoFrame, KeepMainPerson, Light, LowLightStage, TouchUp, TrackFaces
+from .faces.tracker import Faces
 
 PROBE_ROWS = 16
 NEEDS_MASK = ("blur", "replace", "remove")
@@ -47,6 +49,7 @@ class Work:
     background: Future | None = None  # the layer behind the person (I420), being made
     stylized: StylizedPicture | None = None  # the newest diffusion picture (diffusion effect)
     output: np.ndarray | None = None  # I420 result
+    faces: Faces | None = None  # the faces found (engine/faces), in the image's pixels
     timings: dict[str, float] = field(default_factory=dict)  # stage name -> seconds
 
 
@@ -228,5 +231,11 @@ class Pipeline:
 
 
 def default_pipeline(segmenters: Segmenters, backgrounds: Backgrounds, helper: Executor | None = None) -> Pipeline:
-    """segment -> refine mask -> effect; with `helper`, the background layer is made alongside."""
-    return Pipeline([PrepareBackground(backgrounds, helper), Segment(segmenters), RefineMask(), ApplyEffect()])
+    """[low light -> faces -> framing ->] segment -> [people ->] refine mask -> effect [-> touch-up ->
+    light]; with `helper`, the background layer is made, and faces tracked, alongside. The face
+    stages (engine/faces) cost nothing while their parameters are off."""
+    return Pipeline([
+        LowLightStage(), TrackFaces(helper=helper), AutoFrame(),
+        PrepareBackground(backgrounds, helper), Segment(segmenters), KeepMainPerson(), RefineMask(), ApplyEffect(),
+        TouchUp(), Light(),
+    ])

@@ -4,6 +4,7 @@ helpers cut those from an I420 frame cheaply (a shrunken copy, or just the face'
 
 from __future__ import annotations
 
+import math
 import threading
 
 import cv2
@@ -48,6 +49,30 @@ class FaceModels:
         out = self._chain(DETECTOR).run({"image": image[None]})
         return g.decode(out["boxes"][0], out["scores"][0], left, top, side)
 
+    def detect_tiled(self, rgb: np.ndarray) -> list[g.Detection]:
+        """Faces in a picture of any shape: a landscape (or portrait) picture is covered by
+        overlapping squares of its short side, each searched alone, so a face keeps the size
+        the short-range detector needs (letterboxing 16:9 into a square would shrink it by
+        almost half); faces found twice are merged."""
+        h, w = rgb.shape[:2]
+        short, long_ = min(h, w), max(h, w)
+        count = math.ceil(long_ / short - 0.05)
+        if count <= 1:
+            return self.detect(rgb)
+        found = []
+        for i in range(count):
+            start = round(i * (long_ - short) / (count - 1))
+            tile = rgb[:, start : start + short] if w > h else rgb[start : start + short]
+            offset = np.float32([start, 0] if w > h else [0, start])
+            for face in self.detect(np.ascontiguousarray(tile)):
+                found.append(g.Detection(face.box + np.tile(offset, 2), face.score, face.keypoints + offset))
+        found.sort(key=lambda face: -face.score)
+        merged: list[g.Detection] = []
+        for face in found:
+            if not merged or (g.iou(face.box, np.stack([m.box for m in merged])) <= g.NMS_IOU).all():
+                merged.append(face)
+        return merged
+
     def landmarks(self, rgb: np.ndarray, roi: g.Roi, origin: tuple[float, float] = (0.0, 0.0), scale: float = 1.0):
         """(468 x 2 points in the picture's pixels, presence logit) for the face in `roi`.
         `rgb` may be a patch of the picture (see `face_patch`): picture pixel = patch pixel *
@@ -71,12 +96,12 @@ def detector_input(frame: yuv.Frame, halvings: yuv.Halvings | None = None) -> tu
     return yuv.to_rgb(small), w / sw
 
 
-def face_patch(frame: yuv.Frame, roi: g.Roi, max_side: int = 2 * g.LANDMARK_SIZE):
-    """The part of the frame under `roi` as RGB, shrunk to at most `max_side` (the model's
-    input is 192 px: more only costs), with the scale and origin that map it back:
-    (rgb, scale, (x0, y0)) where frame pixel = patch pixel * scale + origin."""
+def face_patch(frame: yuv.Frame, roi: g.Roi):
+    """The part of the frame under `roi` (at any rotation) as RGB, and where it starts:
+    (rgb, 1.0, (x0, y0)), the arguments `FaceModels.landmarks` takes after the square. The
+    model's input is then sampled from it at full resolution, as from the whole frame."""
     h, w = yuv.frame_size(frame)
-    reach = roi.side * 0.7072  # half the diagonal: covers the square at any rotation
+    reach = roi.side * 0.7072  # half the diagonal
     x0 = max(0, int(roi.cx - reach) // 2 * 2)
     y0 = max(0, int(roi.cy - reach) // 2 * 2)
     x1 = min(w, -(-int(roi.cx + reach + 1) // 2) * 2)
@@ -85,12 +110,7 @@ def face_patch(frame: yuv.Frame, roi: g.Roi, max_side: int = 2 * g.LANDMARK_SIZE
         return None
     y, u, v = yuv.planes(frame)
     crop = (y[y0:y1, x0:x1], u[y0 // 2 : y1 // 2, x0 // 2 : x1 // 2], v[y0 // 2 : y1 // 2, x0 // 2 : x1 // 2])
-    rgb = yuv.to_rgb(crop)
-    scale = max(1.0, max(rgb.shape[:2]) / max_side)
-    if scale > 1.0:
-        rgb = cv2.resize(rgb, (round(rgb.shape[1] / scale), round(rgb.shape[0] / scale)), interpolation=cv2.INTER_AREA)
-        scale = (x1 - x0) / rgb.shape[1]
-    return rgb, scale, (float(x0), float(y0))
+    return yuv.to_rgb(crop), 1.0, (float(x0), float(y0))
 
 
 _shared: FaceModels | None = None

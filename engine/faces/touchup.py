@@ -1,0 +1,55 @@
+"""Touch-up and the toon look's faces: both work on the face's box only, weighted by its skin mask
+(see `regions`), so eyes, brows, lips, hair and glasses outside the skin stay as they were."""
+
+from __future__ import annotations
+
+import cv2
+import numpy as np
+
+from .. import yuv
+from .regions import face_box, skin_mask
+
+
+def _blend_into(plane: np.ndarray, changed: np.ndarray, weight: np.ndarray) -> None:
+    """plane += weight * (changed - plane), in place (weight float32 in [0, 1])."""
+    base = plane.astype(np.float32)
+    plane[...] = np.clip(base + weight * (changed.astype(np.float32) - base) + 0.5, 0, 255).astype(np.uint8)
+
+
+def touch_up(frame: np.ndarray, points: np.ndarray, amount: float) -> None:
+    """Smooth the face's skin in place (an I420 ndarray): an edge-preserving (bilateral) filter of
+    the luma, mixed in by `amount` (0..1) times the skin mask. The filter's reach scales with
+    the face, so a wrinkle is smoothed and the jaw line or a nostril is not."""
+    if amount <= 0:
+        return
+    h, w = yuv.frame_size(frame)
+    box = face_box(points, h, w)
+    if box is None:
+        return
+    x0, y0, x1, y1 = box
+    luma = yuv.planes(frame)[0][y0:y1, x0:x1]
+    face_width = float(np.ptp(points[:, 0]))
+    # Work at the size where the face is ~128 px wide: the filter's cost stays flat with the face.
+    shrink = max(1.0, face_width / 128)
+    small = cv2.resize(luma, (max(8, round(luma.shape[1] / shrink)), max(8, round(luma.shape[0] / shrink))),
+                       interpolation=cv2.INTER_AREA) if shrink > 1 else luma
+    smooth = cv2.bilateralFilter(small, 7, 18 + 14 * amount, 3.5)
+    if shrink > 1:
+        smooth = cv2.resize(smooth, (luma.shape[1], luma.shape[0]), interpolation=cv2.INTER_LINEAR)
+    weight = skin_mask(points, box) * np.float32(min(1.0, amount))
+    _blend_into(luma, smooth, weight)
+
+
+def clean_toon_face(frame: np.ndarray, points: np.ndarray) -> None:
+    """Take the toon look's dark outlines off the face's skin, in place: a grey closing (dilate,
+    then erode) removes lines thinner than its kernel, and the skin mask limits it to the skin,
+    so the eyes, brows, lips and the face's outline keep theirs."""
+    h, w = yuv.frame_size(frame)
+    box = face_box(points, h, w)
+    if box is None:
+        return
+    x0, y0, x1, y1 = box
+    luma = yuv.planes(frame)[0][y0:y1, x0:x1]
+    size = max(3, round(float(np.ptp(points[:, 0])) * 0.04)) | 1
+    closed = cv2.morphologyEx(luma, cv2.MORPH_CLOSE, cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (size, size)))
+    _blend_into(luma, closed, skin_mask(points, box))
