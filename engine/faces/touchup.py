@@ -42,14 +42,22 @@ def touch_up(frame: np.ndarray, points: np.ndarray, amount: float) -> None:
 
 def clean_toon_face(frame: np.ndarray, points: np.ndarray) -> None:
     """Take the toon look's dark outlines off the face's skin, in place: a grey closing (dilate,
-    then erode) removes lines thinner than its kernel, and the skin mask limits it to the skin,
-    so the eyes, brows, lips and the face's outline keep theirs."""
+    then erode) of the luma removes lines thinner than its kernel, and the skin mask limits it to
+    the skin, so the eyes, brows, lips and the face's outline keep theirs. The outlines also
+    pulled the skin's colour toward grey; the same on the chroma planes undoes that (skin has
+    red above grey and blue below it: V is closed, U opened)."""
     h, w = yuv.frame_size(frame)
     box = face_box(points, h, w)
     if box is None:
         return
     x0, y0, x1, y1 = box
-    luma = yuv.planes(frame)[0][y0:y1, x0:x1]
-    size = max(3, round(float(np.ptp(points[:, 0])) * 0.04)) | 1
-    closed = cv2.morphologyEx(luma, cv2.MORPH_CLOSE, cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (size, size)))
-    _blend_into(luma, closed, skin_mask(points, box))
+    size = max(3, round(float(np.ptp(points[:, 0])) * 0.07)) | 1
+    weight = skin_mask(points, box)
+    y, u, v = yuv.planes(frame)
+    for plane, scale, op in ((y, 1, cv2.MORPH_CLOSE), (u, 2, cv2.MORPH_OPEN), (v, 2, cv2.MORPH_CLOSE)):
+        region = plane[y0 // scale : y1 // scale, x0 // scale : x1 // scale]
+        k = max(3, size // scale) | 1
+        changed = cv2.morphologyEx(region, op, cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (k, k)))
+        mask = weight if scale == 1 else cv2.resize(weight, (region.shape[1], region.shape[0]),
+                                                    interpolation=cv2.INTER_AREA)
+        _blend_into(region, changed, mask)

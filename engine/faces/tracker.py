@@ -21,6 +21,7 @@ from .models import FaceModels, detector_input, face_patch
 
 DETECT_EVERY = 10  # frames between detections while a face is tracked
 MATCH_IOU = 0.3  # a detection this close to the tracked face is the same face
+MIN_SCORE = 0.65  # detections weaker than this are not followed (the detector's own 0.5 finds a helmet a face)
 
 
 @dataclass(frozen=True)
@@ -29,7 +30,7 @@ class Faces:
     face's (largest and nearest the centre) first, and the main face's 468 landmarks."""
 
     boxes: tuple[np.ndarray, ...] = ()
-    points: np.ndarray | None = None
+    points: np.ndarray | None = field(default=None, repr=False)
     size: tuple[int, int] = (0, 0)  # (height, width) of the picture they are in
 
     @property
@@ -131,7 +132,8 @@ class FaceTracker:
                 points, roi = None, None
         if job.detect is not None:
             rgb, scale = job.detect
-            found = main_first([_scaled(d, scale) for d in self._models.detect_tiled(rgb)], height, width)
+            found = [_scaled(d, scale) for d in self._models.detect_tiled(rgb) if d.score >= MIN_SCORE]
+            found = main_first(found, height, width)
             since, others = 0, [d.box for d in found[1:]]
             tracked = points_box(points) if points is not None else None
             if not found:
