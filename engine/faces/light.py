@@ -89,12 +89,23 @@ def _vignette(gh: int, gw: int, amount: float) -> np.ndarray:
 
 
 def apply_gain(frame: np.ndarray, gain: np.ndarray) -> None:
-    """Luma *= gain (scaled up bilinearly), in place: as 8-bit fixed point (gain * 64, up to 4x),
-    one multiply over the plane."""
+    """Luma *= gain (scaled up bilinearly), in place, as 8-bit fixed point (gain * 64, up to 4x),
+    one multiply over the part of the plane where the gain is not 1 (the face's light alone
+    touches only the face's neighbourhood)."""
     luma = yuv.planes(frame)[0]
     fixed = cv2.convertScaleAbs(gain, alpha=64.0)
-    fixed = cv2.resize(fixed, (luma.shape[1], luma.shape[0]), interpolation=cv2.INTER_LINEAR)
-    cv2.multiply(luma, fixed, dst=luma, scale=1 / 64.0)
+    rows, cols = np.nonzero(fixed != 64)
+    if rows.size == 0:
+        return
+    gh, gw = fixed.shape
+    r0, r1 = max(0, rows.min() - 1), min(gh, rows.max() + 2)
+    c0, c1 = max(0, cols.min() - 1), min(gw, cols.max() + 2)
+    sy, sx = luma.shape[0] / gh, luma.shape[1] / gw
+    y0, y1 = round(r0 * sy), luma.shape[0] if r1 == gh else round(r1 * sy)
+    x0, x1 = round(c0 * sx), luma.shape[1] if c1 == gw else round(c1 * sx)
+    region = luma[y0:y1, x0:x1]
+    scaled = cv2.resize(fixed[r0:r1, c0:c1], (x1 - x0, y1 - y0), interpolation=cv2.INTER_LINEAR)
+    cv2.multiply(region, scaled, dst=region, scale=1 / 64.0)
 
 
 def white_balance(frame: np.ndarray) -> None:

@@ -35,13 +35,16 @@ def face_box(points: np.ndarray, height: int, width: int, margin: float = 0.05) 
     return x0, y0, x1, y1
 
 
-def skin_mask(points: np.ndarray, box: tuple[int, int, int, int]) -> np.ndarray:
+def skin_mask(points: np.ndarray, box: tuple[int, int, int, int], size: tuple[int, int] | None = None) -> np.ndarray:
     """float32 weights in [0, 1] over `box`: 1 on the face's skin, 0 on the eyes, brows and lips
     (each grown a little, so lashes and lip lines stay out too) and outside the outline, with
-    soft edges."""
+    soft edges. `size`: (height, width) to draw it at, when not the box's own (cheaper small)."""
     x0, y0, x1, y1 = box
-    mask = np.zeros((y1 - y0, x1 - x0), np.uint8)
-    local = np.round((points - np.float32([x0, y0])) * 16).astype(np.int32)  # 4 fractional bits
+    height, width = size or (y1 - y0, x1 - x0)
+    scale = np.float32([width / (x1 - x0), height / (y1 - y0)])
+    mask = np.zeros((height, width), np.uint8)
+    points = (points - np.float32([x0, y0])) * scale
+    local = np.round(points * 16).astype(np.int32)  # 4 fractional bits
     cv2.fillPoly(mask, [local[FACE_OVAL]], 255, cv2.LINE_AA, shift=4)
     face_width = float(np.ptp(points[:, 0]))
     grow = max(1, round(face_width * 0.025))

@@ -81,6 +81,10 @@ class TrackFaces:
         self._helper = helper
         self._tracker: FaceTracker | None = None
 
+    @property
+    def tracker(self) -> FaceTracker | None:
+        return self._tracker
+
     def __call__(self, work: Work) -> None:
         if not wants_faces(work.params):
             if self._tracker is not None:

@@ -9,17 +9,19 @@ import numpy as np
 from .. import yuv
 from .regions import face_box, skin_mask
 
+WORK_FACE_WIDTH = 128  # px: the face's width where touch-up does its filtering
+
 
 def _blend_into(plane: np.ndarray, changed: np.ndarray, weight: np.ndarray) -> None:
-    """plane += weight * (changed - plane), in place (weight float32 in [0, 1])."""
-    base = plane.astype(np.float32)
-    plane[...] = np.clip(base + weight * (changed.astype(np.float32) - base) + 0.5, 0, 255).astype(np.uint8)
+    """plane = weight * changed + (1 - weight) * plane, in place (weight float32 in [0, 1])."""
+    plane[...] = cv2.blendLinear(changed, plane, weight, 1 - weight)
 
 
 def touch_up(frame: np.ndarray, points: np.ndarray, amount: float) -> None:
     """Smooth the face's skin in place (an I420 ndarray): an edge-preserving (bilateral) filter of
-    the luma, mixed in by `amount` (0..1) times the skin mask. The filter's reach scales with
-    the face, so a wrinkle is smoothed and the jaw line or a nostril is not."""
+    the luma, mixed in by `amount` (0..1) times the skin mask. Both are made where the face is
+    ~128 px wide (the cost stays flat with the face's size) and scaled back; the filter's reach
+    smooths a wrinkle and not the jaw line or a nostril."""
     if amount <= 0:
         return
     h, w = yuv.frame_size(frame)
@@ -28,15 +30,14 @@ def touch_up(frame: np.ndarray, points: np.ndarray, amount: float) -> None:
         return
     x0, y0, x1, y1 = box
     luma = yuv.planes(frame)[0][y0:y1, x0:x1]
-    face_width = float(np.ptp(points[:, 0]))
-    # Work at the size where the face is ~128 px wide: the filter's cost stays flat with the face.
-    shrink = max(1.0, face_width / 128)
-    small = cv2.resize(luma, (max(8, round(luma.shape[1] / shrink)), max(8, round(luma.shape[0] / shrink))),
-                       interpolation=cv2.INTER_AREA) if shrink > 1 else luma
-    smooth = cv2.bilateralFilter(small, 7, 18 + 14 * amount, 3.5)
+    shrink = max(1.0, float(np.ptp(points[:, 0])) / WORK_FACE_WIDTH)
+    size = (max(8, round(luma.shape[0] / shrink)), max(8, round(luma.shape[1] / shrink)))
+    small = cv2.resize(luma, size[::-1], interpolation=cv2.INTER_LINEAR) if shrink > 1 else luma
+    smooth = cv2.bilateralFilter(small, 5, 18 + 14 * amount, 3.0)
+    weight = skin_mask(points, box, size) * np.float32(min(1.0, amount))
     if shrink > 1:
         smooth = cv2.resize(smooth, (luma.shape[1], luma.shape[0]), interpolation=cv2.INTER_LINEAR)
-    weight = skin_mask(points, box) * np.float32(min(1.0, amount))
+        weight = cv2.resize(weight, (luma.shape[1], luma.shape[0]), interpolation=cv2.INTER_LINEAR)
     _blend_into(luma, smooth, weight)
 
 
