@@ -35,7 +35,13 @@ MASK_EFFECTS = ("blur", "replace", "remove")
 
 
 def wants_faces(p: Params) -> bool:
+    """Whether a stage will look at faces (and so they are tracked)."""
     return p.framing != "off" or p.light != "off" or p.touch_up > 0 or p.people == "main" or p.effect == "toon"
+
+
+def any_face_stage(p: Params) -> bool:
+    """Whether any stage of this module does something to the frame."""
+    return wants_faces(p) or p.low_light > 0 or p.vignette > 0
 
 
 def _keep_probe_rows(source, output) -> None:
