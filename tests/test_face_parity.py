@@ -183,3 +183,23 @@ def test_export_reproduces_bundled_files(tmp_path):
 def test_serving_imports_no_torch():
     code = "import sys, camfx.engine.faces.models; assert 'torch' not in sys.modules"
     subprocess.run([sys.executable, "-c", code], check=True)
+
+
+@pytest.mark.parametrize("name", ["face_detector", "face_landmarks"])
+def test_torch_runtime_runs_the_face_models(name, photos):
+    """The GPU path's torch runtime (here on the CPU) executes the face files as onnxruntime does."""
+    import torch
+
+    from camfx.engine.runtimes.onnx_torch import OnnxTorchModule
+
+    spec = registry.FACE_MODELS[name]
+    image = cv2.resize(photos["astronaut"], (spec.input_width, spec.input_height), interpolation=cv2.INTER_AREA)
+    batch = np.stack([image, image[:, ::-1]]).astype(np.float32) / 255  # two frames: the batch stays free
+    module = OnnxTorchModule.load(registry.model_path(name))
+    with torch.no_grad():
+        ours = module(image=torch.from_numpy(batch))
+    session = ort.InferenceSession(str(registry.model_path(name)), providers=["CPUExecutionProvider"])
+    for i in range(2):
+        expected = session.run(module.output_names, {"image": batch[i : i + 1]})
+        for out, value in zip(module.output_names, expected, strict=True):
+            np.testing.assert_allclose(ours[out][i : i + 1].numpy(), value, atol=2e-3, rtol=1e-4)
