@@ -55,3 +55,18 @@ def skin_mask(points: np.ndarray, box: tuple[int, int, int, int], size: tuple[in
     mask = cv2.subtract(mask, sharp)
     soft = max(3, round(face_width * 0.04)) | 1
     return cv2.GaussianBlur(mask, (soft, soft), 0).astype(np.float32) * np.float32(1 / 255)
+
+
+class SkinMasks:
+    """`skin_mask` for one stream, kept while its inputs stay the same (landmarks come every
+    other frame, and a still face's are the same between): remade only when they change."""
+
+    def __init__(self) -> None:
+        self._key: tuple | None = None
+        self._mask: np.ndarray | None = None
+
+    def get(self, points: np.ndarray, box: tuple[int, int, int, int], size: tuple[int, int] | None = None) -> np.ndarray:
+        key = (points.tobytes(), box, size)
+        if key != self._key:
+            self._key, self._mask = key, skin_mask(points, box, size)
+        return self._mask

@@ -24,6 +24,7 @@ from .. import yuv
 from .framing import AutoFramer, apply_crop, is_full
 from .light import LowLight, apply_gain, face_exposure, gain_map, white_balance
 from .models import FaceModels, shared_face_models
+from .regions import SkinMasks
 from .touchup import clean_toon_face, touch_up
 from .tracker import Faces, FaceTracker
 
@@ -169,6 +170,9 @@ class TouchUp:
 
     name = "touch_up"
 
+    def __init__(self) -> None:
+        self._masks = SkinMasks()
+
     def __call__(self, work: Work) -> None:
         p = work.params
         points = work.faces.points if work.faces is not None else None
@@ -176,29 +180,44 @@ class TouchUp:
             return
         output = _own_output(work)
         if p.effect == "toon":
-            clean_toon_face(output, points)
+            clean_toon_face(output, points, self._masks)
         else:
-            touch_up(output, points, p.touch_up)
+            touch_up(output, points, p.touch_up, self._masks)
         if p.probe:
             _keep_probe_rows(work.image, output)
 
 
 class Light:
-    """light studio / key and the vignette, on the output (see light)."""
+    """light studio / key and the vignette, on the output (see light). The face's exposure is
+    eased over frames (no flicker as the face moves through uneven light); the gain map is kept
+    while nothing it depends on changes."""
 
     name = "light"
+    EASE = 0.2  # of the new exposure taken each frame
+
+    def __init__(self) -> None:
+        self._exposure: float | None = None
+        self._gain: tuple[tuple, np.ndarray] | None = None
 
     def __call__(self, work: Work) -> None:
         p = work.params
         if p.light == "off" and p.vignette <= 0:
+            self._exposure = None
             return
         points = work.faces.points if work.faces is not None else None
         output = _own_output(work)
         h, w = yuv.frame_size(output)
         if p.light != "off":
             white_balance(output)
-        exposure = face_exposure(output, points) if points is not None and p.light != "off" else 1.0
+        exposure = 1.0
+        if points is not None and p.light != "off":
+            now = face_exposure(output, points)
+            self._exposure = now if self._exposure is None else self._exposure + self.EASE * (now - self._exposure)
+            exposure = round(self._exposure * 64) / 64
         person = work.alpha if work.alpha is not None and p.effect in MASK_EFFECTS else None
-        apply_gain(output, gain_map(h, w, points, p.light, exposure, person, p.vignette))
+        key = (None if points is None else points.tobytes(), h, w, p.light, exposure, p.vignette)
+        if person is not None or self._gain is None or self._gain[0] != key:
+            self._gain = (key, gain_map(h, w, points, p.light, exposure, person, p.vignette))
+        apply_gain(output, self._gain[1])
         if p.probe:
             _keep_probe_rows(work.image, output)
