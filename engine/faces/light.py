@@ -117,8 +117,8 @@ def white_balance(frame: np.ndarray) -> None:
 
 
 class LowLight:
-    """Gain and denoise for a dark room, per stream: a gamma lift of the luma (hues untouched,
-    so skin keeps its tone), chroma noise smoothed (a small blur of the half-size chroma planes),
+    """Gain and denoise for a dark room, per stream: a gamma lift of the luma, the chroma scaled
+    by the same gain around grey (hues untouched, so skin keeps its tone), chroma noise smoothed (a small blur of the half-size chroma planes),
     and luma noise averaged over time where the picture is still (a recursive filter that lets
     anything that moves through at once)."""
 
@@ -134,12 +134,16 @@ class LowLight:
         if self._lut is None or self._lut[0] != amount:
             levels = np.arange(256, dtype=np.float32) / 255
             self._lut = (amount, np.clip(255 * levels ** (1 / (1 + 1.2 * amount)) + 0.5, 0, 255).astype(np.uint8))
+        before = cv2.mean(luma)[0]
         cv2.LUT(luma, self._lut[1], dst=luma)
+        # Chroma scaled as the luma was: the same hue at the same saturation, not a washed-out lift.
+        gain = float(np.clip(cv2.mean(luma)[0] / max(before, 1.0), 1.0, 2.0))
         if self._previous is not None and self._previous.shape == luma.shape:
             still = cv2.absdiff(luma, self._previous) < self.MOTION
             averaged = cv2.addWeighted(luma, 0.5, self._previous, 0.5, 0)
             np.copyto(luma, averaged, where=still)
         self._previous = luma.copy()
         for plane in (u, v):
+            cv2.addWeighted(plane, gain, plane, 0.0, 128.0 * (1.0 - gain), dst=plane)
             cv2.stackBlur(plane, (3, 3), dst=plane)
         return out
