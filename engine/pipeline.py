@@ -24,6 +24,7 @@ from .params import Params, hex_to_rgb
 from .segmenter import Segmenters
 from .diffusion.worker import StylizedPicture
 from .faces.stages import AutoFrame, KeepMainPerson, Light, LowLightStage, TouchUp, TrackFaces
+from .faces.models import FaceModels, shared_face_models
 from .faces.tracker import Faces
 
 PROBE_ROWS = 16
@@ -230,12 +231,15 @@ class Pipeline:
         return work
 
 
-def default_pipeline(segmenters: Segmenters, backgrounds: Backgrounds, helper: Executor | None = None) -> Pipeline:
+def default_pipeline(
+    segmenters: Segmenters, backgrounds: Backgrounds, helper: Executor | None = None, faces: FaceModels | None = None
+) -> Pipeline:
     """[low light -> faces -> framing ->] segment -> [people ->] refine mask -> effect [-> touch-up ->
     light]; with `helper`, the background layer is made, and faces tracked, alongside. The face
-    stages (engine/faces) cost nothing while their parameters are off."""
+    stages (engine/faces) cost nothing while their parameters are off; `faces`: the face models
+    (default: the process's, loaded when a stream first needs them)."""
     return Pipeline([
-        LowLightStage(), TrackFaces(helper=helper), AutoFrame(),
+        LowLightStage(), TrackFaces((lambda: faces) if faces is not None else shared_face_models, helper), AutoFrame(),
         PrepareBackground(backgrounds, helper), Segment(segmenters), KeepMainPerson(), RefineMask(), ApplyEffect(),
         TouchUp(), Light(),
     ])

@@ -297,3 +297,34 @@ def test_face_params_are_cli_flags():
     args = parser.parse_args(["--framing", "follow", "--light", "studio", "--touch-up", "0.4", "--people", "main"])
     p = params_from_args(args)
     assert (p.framing, p.light, p.touch_up, p.people) == ("follow", "studio", 0.4, "main")
+
+
+# --- over WebRTC ------------------------------------------------------------------------------
+
+
+@pytest.mark.timeout(120)
+async def test_framing_and_light_over_a_real_peer(server):
+    """A real aiortc peer sends a still off-centre face with framing tight and studio light: the
+    frames that come back are cropped onto the face, and /healthz names the face models' runtime."""
+    import aiohttp
+
+    from camfx.bench.peer import ClientPeer, SyntheticCamera
+
+    clip = portrait_over_scene(960, 540, [(0.04, 0.08)] * 30, 1.0)
+    peer = ClientPeer(SyntheticCamera(clip), read_ids=False)
+    await peer.connect(server.url, {"effect": "none", "framing": "tight", "light": "studio"})
+    try:
+        await peer.wait_frames(75)  # 2.5 s: the crop has settled
+        image = yuv.to_rgb(peer.received.last_frames[-1][1])
+    finally:
+        await peer.close()
+    found = FaceModels().detect_tiled(image)
+    assert found, "no face in the returned frame"
+    x0, y0, x1, y1 = max(found, key=lambda face: face.score).box
+    assert abs((x0 + x1) / 2 / 960 - 0.5) <= 0.08  # was at ~0.27 in the camera's frame
+    assert (y1 - y0) / 540 >= 0.3  # zoomed in
+    async with aiohttp.ClientSession() as http:
+        async with http.get(f"{server.url}/healthz") as response:
+            health = await response.json()
+    assert health["face_runtimes"] == {"face_detector": "onnxruntime:CPUExecutionProvider",
+                                       "face_landmarks": "onnxruntime:CPUExecutionProvider"}

@@ -37,8 +37,14 @@ class FaceModels:
             return self._chains[name]
 
     def runtimes(self) -> dict[str, str]:
+        """Per loaded face model, the runtime serving it."""
         with self._lock:
             return {name: chain.name for name, chain in self._chains.items()}
+
+    def fallbacks(self) -> dict[str, list[str]]:
+        """Per loaded face model, the runtimes dropped so far and why."""
+        with self._lock:
+            return {name: list(chain.failures) for name, chain in self._chains.items()}
 
     def detect(self, rgb: np.ndarray) -> list[g.Detection]:
         """Faces in an RGB picture, in its pixels, best first."""

@@ -192,6 +192,8 @@ async def healthz(request: web.Request) -> web.Response:
             "diffusion_models": sorted(hub.diffusion_models.specs),
             "diffusion_loaded": hub.diffusion_models.loaded(),
             "diffusion_runtimes": diffusion_runtimes,
+            "face_runtimes": hub.faces.runtimes(),  # empty until a stream turns a face setting on
+            "face_runtime_fallbacks": hub.faces.fallbacks(),
         }
     )
 
