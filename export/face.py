@@ -28,7 +28,7 @@ from .selfie import OPSET
 TOLERANCE = 1e-3  # max |onnxruntime - torch| on the check input (raw offsets reach ~100)
 
 
-def export_face(out_dir: Path = MODELS_DIR, kinds: tuple[str, ...] = ("detector", "landmarks"),
+def export_face(out_dir: Path = MODELS_DIR, kinds: tuple[str, ...] = ("detector", "landmarks", "detector_full"),
                 wheel: Path | None = None) -> list[Path]:
     """Export each face model to `out_dir`/<registry filename>, check it, return the paths."""
     out_dir = Path(out_dir)

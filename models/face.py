@@ -31,6 +31,7 @@ from .tflite_graph import Op, TfliteGraph, read_tflite
 TFLITE_FILES = {
     "detector": ("face_detection", "face_detection_short_range.tflite", ("boxes", "scores")),
     "landmarks": ("face_landmark", "face_landmark.tflite", ("landmarks", "presence")),
+    "detector_full": ("face_detection", "face_detection_full_range_sparse.tflite", ("boxes", "scores")),
 }
 _WHEEL_ENV = "CAMFX_MEDIAPIPE_WHEEL"
 
@@ -107,6 +108,35 @@ class ToRows(nn.Module):
         return f"shape={self.shape}"
 
 
+class DepthToSpace(nn.Module):
+    """TFLite DEPTH_TO_SPACE (TensorFlow's order: channel (i * b + j) * C + c goes to pixel
+    offset (i, j), channel c), on NCHW."""
+
+    def __init__(self, block: int):
+        super().__init__()
+        self.block = block
+
+    def forward(self, x):
+        n, c, h, w = x.shape
+        b = self.block
+        x = x.reshape(n, b, b, c // (b * b), h, w).permute(0, 3, 4, 1, 5, 2)
+        return x.reshape(n, c // (b * b), h * b, w * b)
+
+    def extra_repr(self) -> str:
+        return f"block={self.block}"
+
+
+class Fused(nn.Module):
+    """An op and its fused activation (TFLite folds a ReLU into the op before it)."""
+
+    def __init__(self, op: nn.Module, activation: nn.Module):
+        super().__init__()
+        self.op, self.activation = op, activation
+
+    def forward(self, *xs):
+        return self.activation(self.op(*xs))
+
+
 class Concat(nn.Module):
     def __init__(self, axis: int):
         super().__init__()
@@ -155,7 +185,9 @@ FACE_BUILDERS = {
     "PRELU": _prelu,
     "RESHAPE": _reshape,
     "CONCATENATION": _concat,
+    "DEPTH_TO_SPACE": lambda op, g: DepthToSpace(op.options["block_size"]),
 }
+_ACTIVATIONS = {"NONE": None, "RELU": nn.ReLU, "RELU6": nn.ReLU6}
 
 
 class FaceNet(nn.Module):
@@ -176,15 +208,19 @@ class FaceNet(nn.Module):
         for op in graph.ops:
             if op.name not in FACE_BUILDERS:
                 raise NotImplementedError(f"tflite op {op.name} is not supported")
-            if op.options.get("activation", "NONE") != "NONE":
-                raise NotImplementedError(f"{op.name} with fused {op.options['activation']}")
+            activation = op.options.get("activation", "NONE")
+            if activation not in _ACTIVATIONS:
+                raise NotImplementedError(f"{op.name} with fused {activation}")
             key = re.sub(r"\W", "_", graph.names[op.outputs[0]])
             if key in self.layers:
                 raise ValueError(f"duplicate tensor name {key!r}")
             activations = tuple(i for i in op.inputs if i not in graph.constants)
             if not set(activations) <= available:
                 raise ValueError(f"{op.name} -> {key}: reads a tensor no earlier op produced")
-            self.layers[key] = FACE_BUILDERS[op.name](op, graph)
+            layer = FACE_BUILDERS[op.name](op, graph)
+            if _ACTIVATIONS[activation] is not None:
+                layer = Fused(layer, _ACTIVATIONS[activation]())
+            self.layers[key] = layer
             self._steps.append((key, activations, op.outputs[0]))
             available.add(op.outputs[0])
         self._flat = {i: len(graph.shapes[i]) == 4 and graph.shapes[i][1:3] == (1, 1) for i in self._outputs}

@@ -98,9 +98,22 @@ FACE_MODELS: dict[str, ModelSpec] = {
             sha256="1055cb9d4a9ca8b8c688902a3a5194311138ba256bcc94e336d8373a5f30c814",
         ),
     ),
+    "face_detector_full": ModelSpec(
+        name="face_detector_full",
+        filename="face_detection_full_range.onnx",
+        sha256="b2b4b13116de46f57d8f5fbebb645072020ab10d944dd3629581791707e4d202",
+        input_height=192,
+        input_width=192,
+        licence=_LICENCE,
+        source=_FACE_SOURCE.format(
+            what="face detection (full range)",
+            tflite="face_detection/face_detection_full_range_sparse.tflite",
+            sha256="2c3728e6da56f21e21a320433396fb06d40d9088f2247c05e5635a688d45dfe1",
+        ),
+    ),
 }
 # The face model behind each kind camfx.models.face ports.
-FACE_KINDS = {"detector": "face_detector", "landmarks": "face_landmarks"}
+FACE_KINDS = {"detector": "face_detector", "landmarks": "face_landmarks", "detector_full": "face_detector_full"}
 
 
 # Diffusion models, by hub id (local folders laid out like the hub repos work too).

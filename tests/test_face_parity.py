@@ -1,5 +1,5 @@
 """The face models' torch port, the bundled ONNX files and camfx's decoding against MediaPipe's own
-face detection (short range) and face mesh, on photographs and augmented copies of them.
+face detection (short and full range) and face mesh, on photographs and augmented copies of them.
 
 MediaPipe runs its Python solutions API (FaceDetection model_selection=0, FaceMesh with
 static_image_mode so each image is detected afresh, no landmark refinement); camfx runs the
@@ -74,11 +74,11 @@ def photos() -> dict[str, np.ndarray]:
     return _photos()
 
 
-def _mediapipe_faces(image: np.ndarray) -> list[np.ndarray]:
+def _mediapipe_faces(image: np.ndarray, model_selection: int = 0) -> list[np.ndarray]:
     import mediapipe as mp
 
     h, w = image.shape[:2]
-    with mp.solutions.face_detection.FaceDetection(model_selection=0) as detector:
+    with mp.solutions.face_detection.FaceDetection(model_selection=model_selection) as detector:
         found = detector.process(image).detections or []
     boxes = []
     for d in found:
@@ -118,6 +118,34 @@ def test_matches_mediapipe(photo, augmentation, photos, models):
     assert np.median(error) <= MAX_MEDIAN_PX_AT_256
 
 
+@pytest.mark.parametrize("augmentation", AUGMENTATIONS)
+@pytest.mark.parametrize("photo", ["astronaut", "grace_hopper"])
+def test_full_range_matches_mediapipe(photo, augmentation, photos, models):
+    image = _augment(photos[photo], augmentation)
+    reference = _mediapipe_faces(image, model_selection=1)
+    assert reference, "MediaPipe's full-range detector finds the face"
+    ours = models.detect(image, full_range=True)
+    for box in reference:
+        best = float(g.iou(box, np.stack([face.box for face in ours])).max())
+        print(f"{photo:12s} {augmentation:18s} full range IoU {best:.4f}")
+        assert best >= MIN_IOU
+
+
+def test_full_range_finds_faces_the_short_range_misses(models):
+    """A person ~3 m from a 720p camera (face ~55 px high): only the full-range detector, on the
+    frame's overlapping squares, finds them; this is why tracking detects with it."""
+    from camfx.bench.clip import portrait_over_scene
+    from camfx.engine import yuv
+
+    frame = yuv.to_rgb(portrait_over_scene(1280, 720, [(0.4, 0.1)], 0.42)[0])
+    small = cv2.resize(frame, (384, 216), interpolation=cv2.INTER_AREA)  # as tracking shrinks it
+    assert not [f for f in models.detect_tiled(small) if f.score >= 0.65]
+    found = [f for f in models.detect_tiled(small, full_range=True) if f.score >= 0.65]
+    assert len(found) == 1
+    x0, y0, x1, y1 = found[0].box * (1280 / 384)
+    assert 0.4 * 1280 < x0 < x1 < 0.4 * 1280 + 0.42 * 720 and 40 < y1 - y0 < 80
+
+
 def test_tracking_from_landmarks_stays_on_the_face(photos, models):
     """Tracking (the next square from this frame's landmarks) lands where detection does."""
     image = _augment(photos["astronaut"], "rotated_20")
@@ -135,7 +163,7 @@ def test_no_face_no_detection(models):
     assert models.detect(wall) == []
 
 
-@pytest.mark.parametrize("kind", ["detector", "landmarks"])
+@pytest.mark.parametrize("kind", ["detector", "landmarks", "detector_full"])
 def test_torch_port_matches_onnx(kind, photos):
     import torch
 
@@ -153,7 +181,7 @@ def test_torch_port_matches_onnx(kind, photos):
         np.testing.assert_allclose(a, e, atol=2e-3, rtol=1e-4)
 
 
-@pytest.mark.parametrize("name", ["face_detector", "face_landmarks"])
+@pytest.mark.parametrize("name", ["face_detector", "face_landmarks", "face_detector_full"])
 def test_onnx_contract_and_checksum(name):
     registry.verify(name)
     spec = registry.FACE_MODELS[name]
@@ -162,6 +190,7 @@ def test_onnx_contract_and_checksum(name):
     assert (inp.name, inp.shape) == ("image", [1, spec.input_height, spec.input_width, 3])
     shapes = {o.name: o.shape for o in session.get_outputs()}
     expected = {"face_detector": {"boxes": [1, 896, 16], "scores": [1, 896, 1]},
+                "face_detector_full": {"boxes": [1, 2304, 16], "scores": [1, 2304, 1]},
                 "face_landmarks": {"landmarks": [1, 1404], "presence": [1, 1]}}[name]
     assert shapes == expected
 
@@ -173,7 +202,7 @@ def test_export_reproduces_bundled_files(tmp_path):
     from camfx.export.face import export_face
 
     paths = export_face(tmp_path)
-    for name, path in zip(("face_detector", "face_landmarks"), paths, strict=True):
+    for name, path in zip(("face_detector", "face_landmarks", "face_detector_full"), paths, strict=True):
         bundled = registry.model_path(name)
         assert path.name == bundled.name
         if onnx.load(str(bundled)).producer_version == torch.__version__.split("+")[0]:
@@ -185,7 +214,7 @@ def test_serving_imports_no_torch():
     subprocess.run([sys.executable, "-c", code], check=True)
 
 
-@pytest.mark.parametrize("name", ["face_detector", "face_landmarks"])
+@pytest.mark.parametrize("name", ["face_detector", "face_landmarks", "face_detector_full"])
 def test_torch_runtime_runs_the_face_models(name, photos):
     """The GPU path's torch runtime (here on the CPU) executes the face files as onnxruntime does."""
     import torch

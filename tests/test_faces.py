@@ -326,5 +326,5 @@ async def test_framing_and_light_over_a_real_peer(server):
     async with aiohttp.ClientSession() as http:
         async with http.get(f"{server.url}/healthz") as response:
             health = await response.json()
-    assert health["face_runtimes"] == {"face_detector": "onnxruntime:CPUExecutionProvider",
+    assert health["face_runtimes"] == {"face_detector_full": "onnxruntime:CPUExecutionProvider",
                                        "face_landmarks": "onnxruntime:CPUExecutionProvider"}

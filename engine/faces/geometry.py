@@ -1,7 +1,8 @@
 """Face detection and landmark geometry around the two networks: anchors, box decoding, weighted
 non-maximum suppression, the rotated square each model looks at, and back to image pixels.
 
-The numbers are the short-range detector's published configuration (MediaPipe's
+The numbers are the short-range detector's published configuration (the full-range one differs
+in its input, 192, and anchors, see FULL_RANGE) (MediaPipe's
 face_detection_short_range graph): 128 x 128 input letterboxed into [-1, 1]; SSD anchors from
 4 layers with strides 8, 16, 16, 16 and one fixed-size anchor per aspect ratio, so 2 per cell on
 the 16 x 16 grid and 6 per cell on the 8 x 8 one (896 in all); each anchor regresses a box
@@ -28,18 +29,30 @@ ROI_SCALE = 1.5
 RIGHT_EYE_OUTER, LEFT_EYE_OUTER = 33, 263
 
 
-def _anchor_centres() -> np.ndarray:
-    """[896, 2] anchor centres in [0, 1], in the network's output order."""
+def _anchor_centres(size: int, layers: tuple[tuple[int, int], ...]) -> np.ndarray:
+    """Anchor centres in [0, 1], in the network's output order: per (stride, anchors per cell)."""
     rows = []
-    for stride, per_cell in ((8, 2), (16, 6)):  # layers 2-4 share stride 16: 2 anchors each
-        cells = DETECTOR_SIZE // stride
+    for stride, per_cell in layers:
+        cells = size // stride
         y, x = np.mgrid[0:cells, 0:cells]
         centres = np.stack([(x + 0.5) / cells, (y + 0.5) / cells], -1).reshape(-1, 1, 2)
         rows.append(np.repeat(centres, per_cell, axis=1).reshape(-1, 2))
     return np.concatenate(rows).astype(np.float32)
 
 
-ANCHORS = _anchor_centres()
+@dataclass(frozen=True)
+class DetectorSpec:
+    """What decoding needs to know of a detector: its input side and its anchors."""
+
+    size: int
+    anchors: np.ndarray
+
+
+# Short range: layers 2-4 share stride 16, 2 anchors each (6 per cell); 896 anchors.
+SHORT_RANGE = DetectorSpec(DETECTOR_SIZE, _anchor_centres(DETECTOR_SIZE, ((8, 2), (16, 6))))
+# Full range (faces up to ~5 m): 192 x 192 input, one anchor per cell of a 48 x 48 grid.
+FULL_RANGE = DetectorSpec(192, _anchor_centres(192, ((4, 1),)))
+ANCHORS = SHORT_RANGE.anchors
 
 
 @dataclass
@@ -51,21 +64,23 @@ class Detection:
     keypoints: np.ndarray
 
 
-def letterbox(height: int, width: int) -> tuple[np.ndarray, float, float, float]:
+def letterbox(height: int, width: int, size: int = DETECTOR_SIZE) -> tuple[np.ndarray, float, float, float]:
     """The affine map from the image into the detector's square input (the image centred in a
     square of its long side, zero borders), and the square's (left, top, side) in image pixels."""
     side = max(height, width)
     left, top = (width - side) / 2, (height - side) / 2
-    return square_to_input(left + side / 2, top + side / 2, side, 0.0, DETECTOR_SIZE), left, top, side
+    return square_to_input(left + side / 2, top + side / 2, side, 0.0, size), left, top, side
 
 
-def decode(boxes: np.ndarray, scores: np.ndarray, left: float, top: float, side: float) -> list[Detection]:
-    """The detector's raw [896, 16] offsets and [896] logits as faces in image pixels, merged."""
+def decode(boxes: np.ndarray, scores: np.ndarray, left: float, top: float, side: float,
+           spec: DetectorSpec = SHORT_RANGE) -> list[Detection]:
+    """The detector's raw [anchors, 16] offsets and [anchors] logits as faces in image pixels,
+    merged."""
     logits = np.clip(scores.reshape(-1), -100, 100)
     keep = logits > math.log(MIN_SCORE / (1 - MIN_SCORE))
     if not keep.any():
         return []
-    raw, anchors = boxes.reshape(-1, 16)[keep] / DETECTOR_SIZE, ANCHORS[keep]
+    raw, anchors = boxes.reshape(-1, 16)[keep] / spec.size, spec.anchors[keep]
     score = 1 / (1 + np.exp(-logits[keep]))
     centre = raw[:, :2] + anchors
     half = raw[:, 2:4] / 2

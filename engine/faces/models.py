@@ -16,8 +16,10 @@ from .. import yuv
 from ..runtimes.chain import RuntimeChain, load_chain
 from . import geometry as g
 
-DETECTOR, LANDMARKS = "face_detector", "face_landmarks"
-DETECT_LONG_SIDE = 256  # the frame is shrunk to this before the 128-px letterbox: plenty, and cheap
+DETECTOR, DETECTOR_FULL, LANDMARKS = "face_detector", "face_detector_full", "face_landmarks"
+# The frame is shrunk to this before detection: a 16:9 frame's squares are then 216 px, just
+# above the full-range detector's 192.
+DETECT_LONG_SIDE = 384
 MIN_PRESENCE_LOGIT = 0.0  # sigmoid 0.5: below it, the square holds no face (tracking lost)
 
 
@@ -46,16 +48,19 @@ class FaceModels:
         with self._lock:
             return {name: list(chain.failures) for name, chain in self._chains.items()}
 
-    def detect(self, rgb: np.ndarray) -> list[g.Detection]:
-        """Faces in an RGB picture, in its pixels, best first."""
-        matrix, left, top, side = g.letterbox(*rgb.shape[:2])
-        size = g.DETECTOR_SIZE
-        square = cv2.warpAffine(rgb, matrix, (size, size), flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_CONSTANT)
+    def detect(self, rgb: np.ndarray, full_range: bool = False) -> list[g.Detection]:
+        """Faces in an RGB picture, in its pixels, best first. `full_range`: the detector made
+        for faces up to ~5 m away (192-px input, about 3x the cost) instead of the short-range
+        one (selfie distance, 128-px input)."""
+        spec = g.FULL_RANGE if full_range else g.SHORT_RANGE
+        matrix, left, top, side = g.letterbox(*rgb.shape[:2], spec.size)
+        square = cv2.warpAffine(rgb, matrix, (spec.size, spec.size), flags=cv2.INTER_LINEAR,
+                                borderMode=cv2.BORDER_CONSTANT)
         image = np.multiply(square, np.float32(1 / 127.5), dtype=np.float32) - np.float32(1)
-        out = self._chain(DETECTOR).run({"image": image[None]})
-        return g.decode(out["boxes"][0], out["scores"][0], left, top, side)
+        out = self._chain(DETECTOR_FULL if full_range else DETECTOR).run({"image": image[None]})
+        return g.decode(out["boxes"][0], out["scores"][0], left, top, side, spec)
 
-    def detect_tiled(self, rgb: np.ndarray) -> list[g.Detection]:
+    def detect_tiled(self, rgb: np.ndarray, full_range: bool = False) -> list[g.Detection]:
         """Faces in a picture of any shape: a landscape (or portrait) picture is covered by
         overlapping squares of its short side, each searched alone, so a face keeps the size
         the short-range detector needs (letterboxing 16:9 into a square would shrink it by
@@ -64,13 +69,13 @@ class FaceModels:
         short, long_ = min(h, w), max(h, w)
         count = math.ceil(long_ / short - 0.05)
         if count <= 1:
-            return self.detect(rgb)
+            return self.detect(rgb, full_range)
         found = []
         for i in range(count):
             start = round(i * (long_ - short) / (count - 1))
             tile = rgb[:, start : start + short] if w > h else rgb[start : start + short]
             offset = np.float32([start, 0] if w > h else [0, start])
-            for face in self.detect(np.ascontiguousarray(tile)):
+            for face in self.detect(np.ascontiguousarray(tile), full_range):
                 found.append(g.Detection(face.box + np.tile(offset, 2), face.score, face.keypoints + offset))
         found.sort(key=lambda face: -face.score)
         merged: list[g.Detection] = []

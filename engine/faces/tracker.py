@@ -1,4 +1,5 @@
-"""Faces followed from frame to frame: the detector every few frames (and whenever the face is
+"""Faces followed from frame to frame: the detector (full range, on overlapping squares of the
+frame, so a face 50 px high in a 720p frame is found) every few frames (and whenever the face is
 lost), the landmark model in between on the square the previous landmarks give, so most frames
 cost one small model call, and with a helper pool not even that on the frame's own path.
 
@@ -148,7 +149,11 @@ class FaceTracker:
                 points, roi = None, None
         if job.detect is not None:
             rgb, scale = job.detect
-            found = [_scaled(d, scale) for d in self._models.detect_tiled(rgb) if d.score >= MIN_SCORE]
+            # Full range finds faces from ~40 px high; a face filling the picture may need the
+            # short-range detector, asked only when the full-range one finds nobody.
+            found = [d for d in self._models.detect_tiled(rgb, full_range=True) if d.score >= MIN_SCORE] or \
+                [d for d in self._models.detect_tiled(rgb) if d.score >= MIN_SCORE]
+            found = [_scaled(d, scale) for d in found]
             found = main_first(found, height, width)
             since, others = 0, [d.box for d in found[1:]]
             tracked = points_box(points) if points is not None else None
