@@ -10,7 +10,7 @@ import threading
 import cv2
 import numpy as np
 
-from camfx.models.registry import FACE_MODELS, model_path
+from camfx.models.registry import model_path
 
 from .. import yuv
 from ..runtimes.chain import RuntimeChain, load_chain
