@@ -326,5 +326,6 @@ async def test_framing_and_light_over_a_real_peer(server):
     async with aiohttp.ClientSession() as http:
         async with http.get(f"{server.url}/healthz") as response:
             health = await response.json()
-    assert health["face_runtimes"] == {"face_detector_full": "onnxruntime:CPUExecutionProvider",
-                                       "face_landmarks": "onnxruntime:CPUExecutionProvider"}
+    runtimes = health["face_runtimes"]
+    assert "face_landmarks" in runtimes and "face_detector" in runtimes  # the full range: only when needed
+    assert set(runtimes.values()) == {"onnxruntime:CPUExecutionProvider"}

@@ -1,7 +1,8 @@
-"""Faces followed from frame to frame: the detector (full range, on overlapping squares of the
-frame, so a face 50 px high in a 720p frame is found) every few frames (and whenever the face is
-lost), the landmark model in between on the square the previous landmarks give, so most frames
-cost one small model call, and with a helper pool not even that on the frame's own path.
+"""Faces followed from frame to frame. The detectors (on overlapping squares of the frame; the
+full-range one when the short-range one finds nobody, so a face 40 px high in a 720p frame is
+found) run once a second while a face is tracked (to see who else is there), three times a second
+while nobody is; in between, the landmark model runs on the square the previous landmarks give,
+every other frame. With a helper pool the models run beside the frames, not on their path.
 
 The newest result is what the stages use: with a helper pool it is a frame or two old (the
 models run alongside the frames); inline (no pool) it is this frame's.
@@ -22,7 +23,8 @@ from . import geometry as g
 from .models import FaceModels, detector_input, face_patch
 
 TRACK_EVERY = 2  # frames per tracking step: landmarks at 15 Hz follow a face well enough
-DETECT_EVERY = 5  # tracking steps between detections while a face is tracked (10 frames)
+DETECT_EVERY = 15  # tracking steps between detections while a face is tracked (30 frames, 1 s)
+SEARCH_EVERY = 5  # and while none is (10 frames)
 MATCH_IOU = 0.3  # a detection this close to the tracked face is the same face
 MIN_SCORE = 0.65  # detections weaker than this are not followed (the detector's own 0.5 finds a helmet a face)
 
@@ -124,7 +126,7 @@ class FaceTracker:
         size = yuv.frame_size(frame)
         with self._lock:
             roi = self._state.roi
-            due = roi is None or self._state.since_detect >= self._detect_every
+            due = self._state.since_detect >= (self._detect_every if roi is not None else SEARCH_EVERY)
         detect = detector_input(frame, halvings) if due else None
         patch = face_patch(frame, roi) if roi is not None else None
         return _Job(detect, patch, roi, size)
@@ -145,14 +147,14 @@ class FaceTracker:
         if job.patch is not None:
             rgb, scale, origin = job.patch
             points, presence = self._models.landmarks(rgb, job.roi, origin, scale)
-            if presence <= 0:  # the face left the square: lost
-                points, roi = None, None
+            if presence <= 0:  # the face left the square: lost, look for it on the next step
+                points, roi, since = None, None, max(since, SEARCH_EVERY)
         if job.detect is not None:
             rgb, scale = job.detect
-            # Full range finds faces from ~40 px high; a face filling the picture may need the
-            # short-range detector, asked only when the full-range one finds nobody.
-            found = [d for d in self._models.detect_tiled(rgb, full_range=True) if d.score >= MIN_SCORE] or \
-                [d for d in self._models.detect_tiled(rgb) if d.score >= MIN_SCORE]
+            # The short-range detector (cheap) finds faces from ~85 px high in a 720p frame; the
+            # full-range one (twice the cost) from ~40 px: asked only when the first finds nobody.
+            found = [d for d in self._models.detect_tiled(rgb) if d.score >= MIN_SCORE] or \
+                [d for d in self._models.detect_tiled(rgb, full_range=True) if d.score >= MIN_SCORE]
             found = [_scaled(d, scale) for d in found]
             found = main_first(found, height, width)
             since, others = 0, [d.box for d in found[1:]]
