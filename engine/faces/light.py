@@ -63,7 +63,7 @@ def gain_map(height: int, width: int, points: np.ndarray | None, mode: str, expo
     gain = np.ones((gh, gw), np.float32)
     if points is not None and mode != "off":
         centre, fw, fh, roll = _face_frame(points / GAIN_SHRINK)
-        face = _blob(gh, gw, centre, fw * 0.75, fh * 0.8, roll)
+        face = _blob(gh, gw, centre, fw * 1.0, fh * 1.1, roll)  # a broad, soft light: not a spot
         lift = exposure * (1.1 if mode == "studio" else 1.0)
         gain += (lift - 1.0) * face
         if mode == "key":

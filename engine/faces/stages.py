@@ -52,10 +52,12 @@ def _keep_probe_rows(source, output) -> None:
 
 
 def _own_output(work: Work) -> np.ndarray:
-    """work.output as an array this stage may write: `none` passes the input through and
-    `diffusion` may pass a kept picture, so those are copied first."""
-    if work.output is None or work.params.effect in ("none", "diffusion") or isinstance(work.output, tuple):
-        source = work.image if work.output is None else work.output
+    """work.output as an array this stage may write: `none` passes the input itself through and
+    `diffusion` may pass a picture it keeps, so those are copied first (once: a later stage
+    finds the copy)."""
+    output = work.output
+    if output is None or output is work.image or isinstance(output, tuple) or work.params.effect == "diffusion":
+        source = work.image if output is None else output
         work.output = yuv.contiguous(source)
         if work.output is source:
             work.output = work.output.copy()
