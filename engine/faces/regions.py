@@ -58,15 +58,18 @@ def skin_mask(points: np.ndarray, box: tuple[int, int, int, int], size: tuple[in
 
 
 class SkinMasks:
-    """`skin_mask` for one stream, kept while its inputs stay the same (landmarks come every
-    other frame, and a still face's are the same between): remade only when they change."""
+    """`skin_mask` for one stream, kept while the face's shape in its box stays within half a
+    pixel (a still face, or one the auto-frame crop only pans over): remade when it changes."""
 
     def __init__(self) -> None:
         self._key: tuple | None = None
+        self._local: np.ndarray | None = None
         self._mask: np.ndarray | None = None
 
     def get(self, points: np.ndarray, box: tuple[int, int, int, int], size: tuple[int, int] | None = None) -> np.ndarray:
-        key = (points.tobytes(), box, size)
-        if key != self._key:
-            self._key, self._mask = key, skin_mask(points, box, size)
+        x0, y0, x1, y1 = box
+        key = (x1 - x0, y1 - y0, size)
+        local = points - np.float32([x0, y0])
+        if key != self._key or np.abs(local - self._local).max() > 0.5:
+            self._key, self._local, self._mask = key, local, skin_mask(points, box, size)
         return self._mask
