@@ -329,3 +329,20 @@ async def test_framing_and_light_over_a_real_peer(server):
     runtimes = health["face_runtimes"]
     assert "face_landmarks" in runtimes and "face_detector" in runtimes  # the full range: only when needed
     assert set(runtimes.values()) == {"onnxruntime:CPUExecutionProvider"}
+
+
+def test_bench_engine_compares_the_face_stages(tmp_path):
+    import json
+
+    from camfx.bench.engine import main
+
+    argv = ["--sizes", "640x360", "--effects", "none", "--frames", "10", "--out", str(tmp_path),
+            "--face", "framing=tight", "light=studio", "touch_up=0.5"]
+    assert main(argv) == 0
+    rows = json.loads((tmp_path / "engine.json").read_text())["results"]
+    assert [r["effect"] for r in rows] == ["none", "none+face"]
+    face = rows[1]
+    assert face["face"] == {"framing": "tight", "light": "studio", "touch_up": "0.5"}
+    assert "added_p50_ms" in face and face["stages_ms"]["light"]["p50"] > 0
+    with pytest.raises(SystemExit):
+        main(["--face", "framing=zoom", "--out", str(tmp_path)])
