@@ -76,3 +76,33 @@ def write_y4m(path: Path, clip: list[np.ndarray], fps: int = 30) -> Path:
             f.write(frame.tobytes())
     return Path(path)
 
+
+
+def astronaut_rgb() -> np.ndarray:
+    """scikit-image's astronaut photograph (Eileen Collins, NASA, public domain), RGB."""
+    from skimage import data
+
+    return data.astronaut()
+
+
+def portrait_over_scene(width: int, height: int, offsets: list[tuple[float, float]], portrait_height: float = 0.9,
+                        portrait: np.ndarray | None = None, brightness: float = 1.0) -> list[np.ndarray]:
+    """I420 frames of a portrait (default: the astronaut) placed over the scene, its top-left
+    corner at each (x, y) of `offsets` (fractions of the frame), scaled to `portrait_height` of
+    the frame's height and its brightness multiplied by `brightness`. Scripted motion for
+    tests of what follows a face; positions are fractional, as a real person's are."""
+    portrait = astronaut_rgb() if portrait is None else portrait
+    ph = int(height * portrait_height)
+    pw = int(portrait.shape[1] * ph / portrait.shape[0])
+    portrait = cv2.resize(portrait, (pw, ph), interpolation=cv2.INTER_AREA)
+    scene = _scene(height, width)
+    if brightness != 1.0:
+        portrait = cv2.convertScaleAbs(portrait, alpha=brightness)
+        scene = cv2.convertScaleAbs(scene, alpha=brightness)
+    frames = []
+    for fx, fy in offsets:
+        frame = scene.copy()
+        shift = np.float32([[1, 0, fx * width], [0, 1, fy * height]])
+        cv2.warpAffine(portrait, shift, (width, height), dst=frame, borderMode=cv2.BORDER_TRANSPARENT)
+        frames.append(yuv.from_rgb(frame))
+    return frames

@@ -19,7 +19,7 @@ import cv2
 
 from camfx.engine.backgrounds import Backgrounds
 from camfx.engine.config import ServerConfig
-from camfx.engine.params import Params
+from camfx.engine.params import Params, ParamsError
 from camfx.engine.pipeline import Work, default_pipeline
 from camfx.engine.segmenter import Segmenters
 
@@ -28,8 +28,12 @@ from .stats import axes, machine, save, summary_ms
 
 
 def run(
-    sizes: list[tuple[int, int]], effects: list[str], frames: int, model: str, threads: int, pace_fps: float = 0.0
+    sizes: list[tuple[int, int]], effects: list[str], frames: int, model: str, threads: int, pace_fps: float = 0.0,
+    face: dict | None = None,
 ) -> dict:
+    """`face`: face parameters (framing, light, ...) to compare: each effect then runs twice,
+    without and with them, frame by frame in turn (each frame goes through both pipelines, in
+    alternating order), and the row with them says what they added."""
     cv2.setNumThreads(ServerConfig().opencv_threads)  # as the server runs it
     segmenters, backgrounds = Segmenters(threads=threads), Backgrounds()
     helper = ThreadPoolExecutor(max_workers=2)  # as the server's: background layer alongside the model
@@ -37,41 +41,61 @@ def run(
     for width, height in sizes:
         clip = person_clip(width, height, 60)
         for effect in effects:
-            pipeline = default_pipeline(segmenters, backgrounds, helper)
-            params = Params(effect=effect, model=model)
-            per_stage: dict[str, list[float]] = {}
-            totals = []
+            configs = [("", Params(effect=effect, model=model))]
+            if face:
+                configs.append(("+face", Params(effect=effect, model=model, **face)))
+            pipelines = [default_pipeline(segmenters, backgrounds, helper) for _ in configs]
+            per_stage: list[dict[str, list[float]]] = [{} for _ in configs]
+            totals: list[list[float]] = [[] for _ in configs]
             next_frame = time.perf_counter()
             for i in range(frames + 20):
                 if pace_fps:  # wait for the camera's next frame, as a session does
                     next_frame += 1.0 / pace_fps
                     time.sleep(max(0.0, next_frame - time.perf_counter()))
-                work = Work(image=clip[i % len(clip)], params=params, t_recv=time.perf_counter())
-                pipeline.process(work)
-                if i < 20:  # warm-up: first runs allocate and fill caches
-                    continue
-                for stage, seconds in work.timings.items():
-                    per_stage.setdefault(stage, []).append(seconds)
-                totals.append(sum(work.timings.values()))
-            row = {
-                "size": f"{width}x{height}", "effect": effect, "model": model,
-                "total_ms": summary_ms(totals),
-                "stages_ms": {k: summary_ms(v) for k, v in per_stage.items()},
-            }
-            results.append(row)
-            t = row["total_ms"]
-            print(f"{row['size']:>9} {effect:>8}: total p50 {t['p50']:6.2f} ms  p95 {t['p95']:6.2f} ms  "
-                  + "  ".join(f"{k} {v['p50']:.2f}" for k, v in row["stages_ms"].items()), flush=True)
+                order = range(len(configs)) if i % 2 == 0 else reversed(range(len(configs)))
+                for k in order:
+                    work = Work(image=clip[i % len(clip)], params=configs[k][1], t_recv=time.perf_counter())
+                    pipelines[k].process(work)
+                    if i < 20:  # warm-up: first runs allocate and fill caches
+                        continue
+                    for stage, seconds in work.timings.items():
+                        per_stage[k].setdefault(stage, []).append(seconds)
+                    totals[k].append(sum(work.timings.values()))
+            for k, (suffix, params) in enumerate(configs):
+                row = {
+                    "size": f"{width}x{height}", "effect": effect + suffix, "model": model,
+                    "total_ms": summary_ms(totals[k]),
+                    "stages_ms": {s: summary_ms(v) for s, v in per_stage[k].items()},
+                }
+                if suffix:
+                    row["face"] = face
+                    row["added_p50_ms"] = row["total_ms"]["p50"] - results[-1]["total_ms"]["p50"]
+                    tracker = next(s.tracker for s in pipelines[k].stages if hasattr(s, "tracker"))
+                    if tracker is not None and tracker.steps:
+                        # The face models run beside the frames (helper pool): their time per frame.
+                        row["tracker_ms_per_frame"] = tracker.busy_seconds * 1000 / (frames + 20)
+                        row["tracker_ms_per_step"] = tracker.busy_seconds * 1000 / tracker.steps
+                results.append(row)
+                t = row["total_ms"]
+                print(f"{row['size']:>9} {row['effect']:>13}: total p50 {t['p50']:6.2f} ms  p95 {t['p95']:6.2f} ms  "
+                      + "  ".join(f"{s} {v['p50']:.2f}" for s, v in row["stages_ms"].items() if v["p50"] >= 0.005)
+                      + (f"  | added p50 {row['added_p50_ms']:+.2f} ms, face models beside the frame "
+                         f"{row.get('tracker_ms_per_frame', 0):.2f} ms/frame" if suffix else ""), flush=True)
     return {
         "benchmark": "engine", "machine": machine(), "frames": frames, "model_threads": threads,
         "pace_fps": pace_fps, "results": results,
     }
 
 
+PIPELINE_ORDER = ["low_light", "face", "framing", "background", "segment", "people", "refine", "effect",
+                  "touch_up", "light"]
+
+
 def plot(data: dict):
     rows = data["results"]
     labels = [f"{r['effect']}\n{r['size']}" for r in rows]
-    stages = sorted({s for r in rows for s in r["stages_ms"]}, key=["background", "segment", "refine", "effect"].index)
+    stages = sorted({s for r in rows for s in r["stages_ms"]}, key=lambda s: PIPELINE_ORDER.index(s)
+                    if s in PIPELINE_ORDER else len(PIPELINE_ORDER))
     fig, ax = axes(max(6, len(rows) * 0.9), 4)
     bottom = [0.0] * len(rows)
     for stage in stages:
@@ -94,11 +118,19 @@ def main(argv: list[str]) -> int:
     parser.add_argument("--model-threads", type=int, default=1)
     parser.add_argument("--pace-fps", type=float, default=0.0,
                         help="feed frames at this rate, idling between them as when serving (0: back to back)")
+    parser.add_argument("--face", nargs="*", default=[], metavar="PARAM=VALUE",
+                        help="face parameters to compare against none, interleaved (e.g. framing=follow "
+                             "light=studio touch_up=0.5)")
     parser.add_argument("--out", type=Path, default=Path("bench/results"))
     args = parser.parse_args(argv)
+    try:
+        face = dict(item.split("=", 1) for item in args.face)
+        Params().updated(face)
+    except (ValueError, ParamsError) as exc:
+        parser.error(f"--face: {exc}")
     if args.pace_fps < 0:
         parser.error("--pace-fps must be 0 or more")
     sizes = [tuple(int(v) for v in s.split("x")) for s in args.sizes]
-    data = run(sizes, args.effects, args.frames, args.model, args.model_threads, args.pace_fps)
+    data = run(sizes, args.effects, args.frames, args.model, args.model_threads, args.pace_fps, face)
     save(args.out, "engine", data, plot)
     return 0

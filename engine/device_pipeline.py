@@ -4,7 +4,8 @@ On a GPU the frame is uploaded once (pinned host memory, an asynchronous copy on
 pipeline's own CUDA stream), then scaled, converted, segmented, refined, blurred and composited
 there, and downloaded once. The same code runs on the CPU (device "cpu"), which is how it is
 tested here against the numpy pipeline; on a CPU that numpy pipeline stays the default, because
-OpenCV is faster there. Other effects (none, toon, diffusion) go to the numpy pipeline.
+OpenCV is faster there. Other effects (none, toon, diffusion), and any frame with a face stage on
+(see faces.stages), go to the numpy pipeline.
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ from .backgrounds import Backgrounds
 from .effects import EDGE_RADIUS, pow2_factor, stack_blur_size
 from .mask import EDGE_GAIN, EDGE_LEVEL, MOVING_LEVELS, STILL_LEVELS, feather_radius, work_size
 from .params import Params, hex_to_rgb
+from .faces.stages import any_face_stage
 from .pipeline import NEEDS_MASK, Pipeline, Work, keep_probe_rows
 from .segmenter import Segmenters
 from .stage_clock import StageClock
@@ -64,7 +66,7 @@ class DevicePipeline:
         self._fallback.close()
 
     def process(self, work: Work) -> Work:
-        if work.params.effect not in NEEDS_MASK:
+        if work.params.effect not in NEEDS_MASK or any_face_stage(work.params):  # the face stages run there
             return self._fallback.process(work)
         self._fallback.close()  # its stages are not used for this effect: let go of what they hold
         stream = torch.cuda.stream(self._stream) if self._cuda else contextlib.nullcontext()

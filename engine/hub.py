@@ -13,6 +13,7 @@ from .backgrounds import Backgrounds
 from .config import ServerConfig
 from .diffusion.models import DiffusionModels
 from .diffusion.service import DiffusionService
+from .faces.models import FaceModels
 from .metrics import Metrics
 from .params import Params, ParamsError, field_error
 from .pipeline import default_pipeline
@@ -39,6 +40,8 @@ class Hub:
         batch = config.batch_sessions == "on" or (config.batch_sessions == "auto" and self.device == "cuda")
         self.segmenters = Segmenters(threads=config.model_threads, on_fallback=self._count_fallback, batch=batch)
         self.backgrounds = Backgrounds()
+        # Loaded when a stream first turns a face setting on (framing, light, touch-up, ...).
+        self.faces = FaceModels(threads=config.model_threads, on_fallback=self._count_fallback)
         self.executor = ThreadPoolExecutor(max_workers=config.workers, thread_name_prefix="camfx-worker")
         # Work a frame's pipeline hands off to run alongside itself (a separate pool: a worker
         # waiting on its own pool could deadlock it).
@@ -64,7 +67,7 @@ class Hub:
         self.metrics.count_fallback(model, failed)
 
     def _default_pipeline(self):
-        pipeline = default_pipeline(self.segmenters, self.backgrounds, self.helper, self.diffusion)
+        pipeline = default_pipeline(self.segmenters, self.backgrounds, self.helper, self.diffusion, self.faces)
         if self.device == "cuda":
             from .device_pipeline import DevicePipeline
 

@@ -82,6 +82,21 @@ class Params(BaseModel):
     mask_feather: int = Field(0, ge=0, le=32, description="guided-filter radius (pixels at 720p) that snaps "
                                                           "mask edges to image edges; 0 = off (the default: on "
                                                           "`camfx bench quality` it spreads the edge into hair)")
+    # Face: found by the face models and followed between detections (engine/faces).
+    framing: Literal["off", "follow", "tight"] = Field(
+        "off", description="auto frame: a crop that follows the face (or the group): head and shoulders "
+                           "(follow) or the face (tight); the full frame when nobody is there")
+    light: Literal["off", "studio", "key"] = Field(
+        "off", description="face light: exposure and white balance evened and the background dimmed a little "
+                           "(studio), plus a soft key light from one side (key)")
+    low_light: float = Field(0.0, ge=0.0, le=1.0, description="low light: gain that keeps skin tones, and a "
+                                                              "denoise; 0 = off")
+    vignette: float = Field(0.0, ge=0.0, le=1.0, description="darker corners; 0 = off")
+    touch_up: float = Field(0.0, ge=0.0, le=1.0, description="skin smoothing on the face (eyes, brows and lips "
+                                                             "stay sharp); 0 = off")
+    people: Literal["all", "main"] = Field(
+        "all", description="who stays in front of the background: everyone, or only the main person "
+                           "(the largest face nearest the centre)")
     probe: bool = Field(False, description="keep the top 16 rows of the input, so a latency probe can match "
                                            "output to input")
 

@@ -24,6 +24,9 @@ from .mask import MaskRefiner, frame_guide
 from .params import Params, hex_to_rgb
 from .segmenter import Segmenters
 from .diffusion.picture import StylizedPicture
+from .faces.stages import AutoFrame, KeepMainPerson, Light, LowLightStage, TouchUp, TrackFaces
+from .faces.models import FaceModels, shared_face_models
+from .faces.tracker import Faces
 
 PROBE_ROWS = 16
 NEEDS_MASK = ("blur", "replace", "remove")
@@ -48,6 +51,7 @@ class Work:
     background: Future | None = None  # the layer behind the person (I420), being made
     stylized: StylizedPicture | None = None  # the newest diffusion picture (diffusion effect)
     output: np.ndarray | None = None  # I420 result
+    faces: Faces | None = None  # the faces found (engine/faces), in the image's pixels
     timings: dict[str, float] = field(default_factory=dict)  # stage name -> seconds
 
 
@@ -282,14 +286,25 @@ class Pipeline:
         return work
 
 
-def default_pipeline(segmenters: Segmenters, backgrounds: Backgrounds, helper: Executor | None = None,
-                     diffusion=None) -> Pipeline:
-    """segment -> refine mask -> (stylize) -> effect; with `helper`, the background layer is made
-    alongside; with `diffusion` (the device's DiffusionService), frames of the diffusion effect
-    are offered to its scheduler and its newest picture composited."""
-    stages: list[Stage] = [PrepareBackground(backgrounds, helper), Segment(segmenters), RefineMask()]
+def default_pipeline(
+    segmenters: Segmenters,
+    backgrounds: Backgrounds,
+    helper: Executor | None = None,
+    diffusion=None,
+    faces: FaceModels | None = None,
+) -> Pipeline:
+    """[low light -> faces -> framing ->] segment -> [people ->] refine mask -> (stylize) -> effect
+    [-> touch-up -> light]; with `helper`, the background layer is made, and faces tracked,
+    alongside. The face stages (engine/faces) cost nothing while their parameters are off;
+    `faces`: the face models (default: the process's, loaded when a stream first needs them).
+    With `diffusion` (the device's DiffusionService), frames of the diffusion effect are offered
+    to its scheduler and its newest picture composited."""
+    stages: list[Stage] = [
+        LowLightStage(), TrackFaces((lambda: faces) if faces is not None else shared_face_models, helper), AutoFrame(),
+        PrepareBackground(backgrounds, helper), Segment(segmenters), KeepMainPerson(), RefineMask(),
+    ]
     if diffusion is not None:
         from .diffusion.stage import Stylize
 
         stages.append(Stylize(diffusion))
-    return Pipeline(stages + [ApplyEffect()])
+    return Pipeline(stages + [ApplyEffect(), TouchUp(), Light()])

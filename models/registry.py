@@ -1,4 +1,4 @@
-"""Every model camfx names: the bundled segmentation models (what they are, where they came from,
+"""Every model camfx names: the bundled segmentation and face models (what they are, where they came from,
 how to check them) and the ids of the diffusion models it knows.
 
 Serving imports this module, so it must stay light: no torch, no onnx.
@@ -6,6 +6,7 @@ Serving imports this module, so it must stay light: no torch, no onnx.
 ONNX contract shared by every entry (the engine relies on it exactly; shapes are static):
   input  "image": float32 [1, input_height, input_width, 3], RGB in [0, 1]
   output "mask":  float32 [1, input_height, input_width, 1], foreground probability
+The face models' contracts are in camfx.models.face (same input name, their own outputs).
 """
 
 from __future__ import annotations
@@ -65,6 +66,56 @@ SEGMENTATION_MODELS: dict[str, ModelSpec] = {
 }
 
 
+_FACE_SOURCE = (
+    "MediaPipe {what}, mediapipe==0.10.21 wheel, mediapipe/modules/{tflite} (sha256 {sha256}), "
+    "converted to ONNX by `camfx export face`"
+)
+
+FACE_MODELS: dict[str, ModelSpec] = {
+    "face_detector": ModelSpec(
+        name="face_detector",
+        filename="face_detection_short_range.onnx",
+        sha256="3156b7b1eab773e2ea5f74b8f20c3d5c14f616ddd566390261c33516a5f51aee",
+        input_height=128,
+        input_width=128,
+        licence=_LICENCE,
+        source=_FACE_SOURCE.format(
+            what="face detection (short range)",
+            tflite="face_detection/face_detection_short_range.tflite",
+            sha256="bbff11cebd1eb27a1e004cae0b0e63ec8c551cbf34a4451148b4908b8db3eca8",
+        ),
+    ),
+    "face_landmarks": ModelSpec(
+        name="face_landmarks",
+        filename="face_landmark.onnx",
+        sha256="309436d5bfa557e44107dc59e0afe0682f1fa92404b149ed5e49d998a16b9f78",
+        input_height=192,
+        input_width=192,
+        licence=_LICENCE,
+        source=_FACE_SOURCE.format(
+            what="face landmarks (468 points)",
+            tflite="face_landmark/face_landmark.tflite",
+            sha256="1055cb9d4a9ca8b8c688902a3a5194311138ba256bcc94e336d8373a5f30c814",
+        ),
+    ),
+    "face_detector_full": ModelSpec(
+        name="face_detector_full",
+        filename="face_detection_full_range.onnx",
+        sha256="b2b4b13116de46f57d8f5fbebb645072020ab10d944dd3629581791707e4d202",
+        input_height=192,
+        input_width=192,
+        licence=_LICENCE,
+        source=_FACE_SOURCE.format(
+            what="face detection (full range)",
+            tflite="face_detection/face_detection_full_range_sparse.tflite",
+            sha256="2c3728e6da56f21e21a320433396fb06d40d9088f2247c05e5635a688d45dfe1",
+        ),
+    ),
+}
+# The face model behind each kind camfx.models.face ports.
+FACE_KINDS = {"detector": "face_detector", "landmarks": "face_landmarks", "detector_full": "face_detector_full"}
+
+
 # Diffusion models, by hub id (local folders laid out like the hub repos work too).
 SD_TURBO = "stabilityai/sd-turbo"  # the default: one step, no guidance
 TAESD = "madebyollin/taesd"  # the tiny autoencoder both families use
@@ -78,11 +129,11 @@ class ChecksumError(ValueError):
 
 
 def _spec(name: str) -> ModelSpec:
-    try:
-        return SEGMENTATION_MODELS[name]
-    except KeyError:
-        valid = ", ".join(sorted(SEGMENTATION_MODELS))
-        raise ValueError(f"unknown segmentation model {name!r}; valid names: {valid}") from None
+    spec = SEGMENTATION_MODELS.get(name) or FACE_MODELS.get(name)
+    if spec is None:
+        valid = ", ".join([*sorted(SEGMENTATION_MODELS), *sorted(FACE_MODELS)])
+        raise ValueError(f"unknown model {name!r}; valid names: {valid}")
+    return spec
 
 
 def model_path(name: str) -> Path:

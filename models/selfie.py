@@ -198,7 +198,8 @@ def _mean(op: Op, graph: TfliteGraph) -> nn.Module:
     return Mean(tuple(sorted(_NCHW_AXIS[int(a)] for a in graph.constants[op.inputs[1]])))
 
 
-_BUILDERS = {
+# The op kinds this port knows; the face models (models/face.py) add theirs to these.
+BUILDERS = {
     "CONV_2D": lambda op, g: _conv(op, g, depthwise=False),
     "DEPTHWISE_CONV_2D": lambda op, g: _conv(op, g, depthwise=True),
     "Convolution2DTransposeBias": _transpose_conv,
@@ -227,7 +228,7 @@ class SelfieSegmenter(nn.Module):
         self._steps: list[tuple[str, tuple[int, ...], int]] = []  # (layer, activations in, out)
         available = {self._input}
         for op in graph.ops:
-            if op.name not in _BUILDERS:
+            if op.name not in BUILDERS:
                 raise NotImplementedError(f"tflite op {op.name} is not supported")
             if op.options.get("activation", "NONE") != "NONE":
                 raise NotImplementedError(f"{op.name} with fused {op.options['activation']}")
@@ -237,7 +238,7 @@ class SelfieSegmenter(nn.Module):
             activations = tuple(i for i in op.inputs if i not in graph.constants)
             if not set(activations) <= available:
                 raise ValueError(f"{op.name} -> {key}: reads a tensor no earlier op produced")
-            self.layers[key] = _BUILDERS[op.name](op, graph)
+            self.layers[key] = BUILDERS[op.name](op, graph)
             self._steps.append((key, activations, op.outputs[0]))
             available.add(op.outputs[0])
         self.eval()

@@ -50,7 +50,7 @@ def _import_tflite():
 
 
 def _options(tflite, name: str, op) -> dict:
-    """The options of the op kinds the selfie models use, as a plain dict."""
+    """The options of the op kinds the selfie and face models use, as a plain dict."""
     table = op.BuiltinOptions()
     conv_like = {
         "CONV_2D": tflite.Conv2DOptions,
@@ -68,7 +68,7 @@ def _options(tflite, name: str, op) -> dict:
         if name == "DEPTHWISE_CONV_2D":
             opts["depth_multiplier"] = o.DepthMultiplier()
         return opts
-    if name == "AVERAGE_POOL_2D":
+    if name in ("AVERAGE_POOL_2D", "MAX_POOL_2D"):
         o = tflite.Pool2DOptions()
         o.Init(table.Bytes, table.Pos)
         return {
@@ -81,6 +81,10 @@ def _options(tflite, name: str, op) -> dict:
         o = (tflite.AddOptions if name == "ADD" else tflite.MulOptions)()
         o.Init(table.Bytes, table.Pos)
         return {"activation": _ACTIVATION[o.FusedActivationFunction()]}
+    if name == "CONCATENATION":
+        o = tflite.ConcatenationOptions()
+        o.Init(table.Bytes, table.Pos)
+        return {"axis": o.Axis(), "activation": _ACTIVATION[o.FusedActivationFunction()]}
     if name == "MEAN":
         o = tflite.ReducerOptions()
         o.Init(table.Bytes, table.Pos)
@@ -89,11 +93,40 @@ def _options(tflite, name: str, op) -> dict:
         o = tflite.ResizeBilinearOptions()
         o.Init(table.Bytes, table.Pos)
         return {"align_corners": bool(o.AlignCorners()), "half_pixel_centers": bool(o.HalfPixelCenters())}
+    if name == "DEPTH_TO_SPACE":
+        o = tflite.DepthToSpaceOptions()
+        o.Init(table.Bytes, table.Pos)
+        return {"block_size": o.BlockSize()}
     if name == "Convolution2DTransposeBias":
         # MediaPipe's custom op stores a raw TfLiteTransposeConvParams: {padding, stride_w, stride_h}.
         padding, stride_w, stride_h = op.CustomOptionsAsNumpy().view(np.int32)
         return {"padding": _C_PADDING[int(padding)], "stride": (int(stride_h), int(stride_w))}
     return {}
+
+
+def _index_vector(tflite, metadata, segments: bool) -> np.ndarray:
+    """A CSR dimension's segments or indices, whichever integer width the file chose."""
+    kind = metadata.ArraySegmentsType() if segments else metadata.ArrayIndicesType()
+    table = metadata.ArraySegments() if segments else metadata.ArrayIndices()
+    vector = {1: tflite.Int32Vector, 2: tflite.Uint16Vector, 3: tflite.Uint8Vector}[kind]()
+    vector.Init(table.Bytes, table.Pos)
+    return vector.ValuesAsNumpy().astype(np.int64)
+
+
+def _densified(tflite, sparsity, values: np.ndarray, shape: tuple[int, ...]) -> np.ndarray:
+    """A sparse constant (TFLite's sparsity format) as its dense array. Supported: the layout
+    the face models use, dimensions in order, no blocks, dense ones first and CSR last."""
+    order = sparsity.TraversalOrderAsNumpy()
+    formats = [sparsity.DimMetadata(d).Format() for d in range(sparsity.DimMetadataLength())]
+    if list(order) != list(range(len(shape))) or sparsity.BlockMapLength() or formats[:-1] != [0] * (len(shape) - 1) \
+            or formats[-1] != 1:
+        raise NotImplementedError(f"sparse tensor layout {list(order)} {formats}")
+    last = sparsity.DimMetadata(len(shape) - 1)
+    segments, indices = _index_vector(tflite, last, True), _index_vector(tflite, last, False)
+    dense = np.zeros((int(np.prod(shape[:-1])), shape[-1]), values.dtype)
+    rows = np.repeat(np.arange(len(segments) - 1), np.diff(segments))
+    dense[rows, indices] = values[: len(indices)]
+    return dense.reshape(shape)
 
 
 def read_tflite(path: str | Path) -> TfliteGraph:
@@ -114,7 +147,10 @@ def read_tflite(path: str | Path) -> TfliteGraph:
         data = model.Buffers(tensor.Buffer()).DataAsNumpy()
         if isinstance(data, np.ndarray) and data.size:
             dtype = _TENSOR_DTYPES[tensor.Type()]
-            constants[i] = data.view(dtype).reshape(shapes[i]).copy()
+            if tensor.Sparsity() is not None:
+                constants[i] = _densified(tflite, tensor.Sparsity(), data.view(dtype), shapes[i])
+            else:
+                constants[i] = data.view(dtype).reshape(shapes[i]).copy()
 
     ops = []
     for k in range(graph.OperatorsLength()):
@@ -125,6 +161,9 @@ def read_tflite(path: str | Path) -> TfliteGraph:
         name = code.CustomCode().decode() if opcode2name(builtin) == "CUSTOM" else opcode2name(builtin)
         inputs = tuple(int(i) for i in op.InputsAsNumpy())
         outputs = tuple(int(i) for i in op.OutputsAsNumpy())
+        if name == "DENSIFY" and inputs[0] in constants:  # the weights were densified when read
+            constants[outputs[0]] = constants[inputs[0]]
+            continue
         if name == "DEQUANTIZE" and inputs[0] in constants and constants[inputs[0]].dtype == np.float16:
             constants[outputs[0]] = constants[inputs[0]].astype(np.float32)
             continue

@@ -1,6 +1,6 @@
 """Our ONNX files executed with torch ops: the PyTorch runtime (CUDA, or CPU for tests).
 
-The bundled segmentation models are ONNX files exported from our torch port of MediaPipe's
+The bundled segmentation and face models are ONNX files exported from our torch port of MediaPipe's
 graphs; serving must not need the .tflite sources or mediapipe. So this module runs the ONNX graph
 itself: one torch call per node, weights from the file's initializers, and only the operators
 our exports contain (anything else is refused at load, naming the operator). Each node keeps its
@@ -78,6 +78,21 @@ def _resize(x, roi=None, scales=None, sizes=None, *, mode=b"nearest", coordinate
                          recompute_scale_factor=False)
 
 
+def _max_pool(x, *, kernel_shape, strides=None, pads=(0, 0, 0, 0), ceil_mode=0, dilations=(1, 1), **_):
+    top, left, bottom, right = pads
+    if (top, left) != (bottom, right):
+        raise NotImplementedError("MaxPool with asymmetric pads")
+    return F.max_pool2d(x, tuple(kernel_shape), tuple(strides or (1, 1)), (top, left), tuple(dilations), bool(ceil_mode))
+
+
+def _reshape(x, shape, *, allowzero=0, **_):
+    # The batch stays free: a file's leading 1 is whatever batch came in.
+    shape = [int(d) for d in shape]
+    if shape and shape[0] == 1:
+        shape[0] = x.shape[0]
+    return x.reshape(shape)
+
+
 def _reduce_mean(x, axes=None, *, keepdims=1, **attrs):
     axes = attrs.get("axes", axes)
     dims = tuple(int(a) for a in axes) if axes is not None else tuple(range(x.dim()))
@@ -98,10 +113,16 @@ OPS: dict[str, Callable] = {
     "Add": lambda a, b, **_: a + b,
     "Mul": lambda a, b, **_: a * b,
     "Transpose": lambda x, *, perm, **_: x.permute(*perm),
+    "MaxPool": _max_pool,
+    "PRelu": lambda x, slope, **_: torch.where(x >= 0, x, x * slope),
+    "Reshape": _reshape,
+    "Concat": lambda *xs, axis, **_: torch.cat(xs, dim=axis),
+    "Flatten": lambda x, *, axis=1, **_: x.flatten(axis) if axis else x.reshape(1, -1),
+    "Identity": lambda x, **_: x,
 }
 
 # Inputs read as Python values when the graph was built, not as tensors at run time.
-_STATIC_INPUTS = {"Pad": {1, 2}, "Resize": {1, 2, 3}, "ReduceMean": {1}}
+_STATIC_INPUTS = {"Pad": {1, 2}, "Resize": {1, 2, 3}, "ReduceMean": {1}, "Reshape": {1}}
 
 
 class OnnxTorchModule(nn.Module):

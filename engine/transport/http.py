@@ -218,6 +218,8 @@ async def healthz(request: web.Request) -> web.Response:
             "diffusion_runtimes": diffusion_runtimes,
             # The diffusion scheduler: streams, busy share, batches/s, mean batch size.
             "diffusion": hub.diffusion.stats(),
+            "face_runtimes": hub.faces.runtimes(),  # empty until a stream turns a face setting on
+            "face_runtime_fallbacks": hub.faces.fallbacks(),
         }
     )
 

@@ -1,0 +1,123 @@
+"""Auto frame: a virtual camera crop that follows the face (or the group of faces).
+
+The crop keeps the frame's aspect ratio. Its goal is set from the faces' union box: `follow`
+frames head and shoulders, `tight` the face; the goal moves only when the faces leave a dead
+zone around it (so a still face never makes the crop twitch), and the crop eases toward the goal
+as a critically damped spring (no jump when a move starts or ends, settled within about a
+second). The zoom never goes past MAX_ZOOM (beyond it the picture is visibly soft); with nobody
+in the picture for NOBODY_FRAMES the goal is the full frame again.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import cv2
+import numpy as np
+
+from .. import yuv
+
+MAX_ZOOM = 2.5
+FACE_HEIGHTS = {"follow": 4.5, "tight": 2.4}  # crop height in face heights
+EYE_LINE = 0.4  # where the face's centre sits, from the crop's top, as a fraction of its height
+DEAD_ZONE = 0.08  # of the crop's size: face moves smaller than this leave the goal alone
+ZOOM_DEAD_ZONE = 0.15  # relative change of the wanted crop size that moves the goal
+OMEGA = 6.0  # spring's natural frequency, 1/s: settled to ~2 % one second after a move
+FPS = 30.0  # the spring steps one frame at this rate
+NOBODY_FRAMES = 45  # 1.5 s without a face: back to the full frame
+
+
+@dataclass
+class Crop:
+    """A crop of the frame: centre and width in frame pixels (height follows the aspect)."""
+
+    cx: float
+    cy: float
+    width: float
+
+
+class AutoFramer:
+    """One stream's crop; `update(boxes, height, width, mode)` once per frame -> the crop."""
+
+    def __init__(self) -> None:
+        self._crop: Crop | None = None
+        self._velocity = np.zeros(3)
+        self._goal: Crop | None = None
+        self._nobody = 0
+        self._size: tuple[int, int] | None = None
+
+    def update(self, boxes, height: int, width: int, mode: str) -> Crop:
+        full = Crop(width / 2, height / 2, float(width))
+        if self._size != (height, width):  # first frame, or the camera changed size
+            self._crop, self._goal, self._velocity, self._size = full, full, np.zeros(3), (height, width)
+        if boxes:
+            self._nobody = 0
+            wanted = self._wanted(boxes, height, width, mode)
+            if self._moved(wanted, height, width):
+                self._goal = wanted
+        else:
+            self._nobody += 1
+            if self._nobody >= NOBODY_FRAMES:
+                self._goal = full
+        self._ease(self._goal)
+        self._crop = _clamped(self._crop, height, width)
+        return self._crop
+
+    def _wanted(self, boxes, height: int, width: int, mode: str) -> Crop:
+        x0 = min(float(b[0]) for b in boxes)
+        y0 = min(float(b[1]) for b in boxes)
+        x1 = max(float(b[2]) for b in boxes)
+        y1 = max(float(b[3]) for b in boxes)
+        aspect = width / height
+        crop_h = max((y1 - y0) * FACE_HEIGHTS[mode], (x1 - x0) * 1.6 / aspect)  # the group fits across
+        crop_w = min(float(width), max(width / MAX_ZOOM, crop_h * aspect))
+        crop_h = crop_w / aspect
+        cy = (y0 + y1) / 2 + crop_h * (0.5 - EYE_LINE)
+        return _clamped(Crop((x0 + x1) / 2, cy, crop_w), height, width)
+
+    def _moved(self, wanted: Crop, height: int, width: int) -> bool:
+        goal = self._goal
+        if abs(wanted.width - goal.width) > ZOOM_DEAD_ZONE * goal.width:
+            return True
+        goal_h = goal.width * height / width
+        return abs(wanted.cx - goal.cx) > DEAD_ZONE * goal.width or abs(wanted.cy - goal.cy) > DEAD_ZONE * goal_h
+
+    def _ease(self, goal: Crop) -> None:
+        """One frame of a critically damped spring toward `goal` (exact step of its solution)."""
+        dt = 1.0 / FPS
+        pos = np.array([self._crop.cx, self._crop.cy, self._crop.width])
+        target = np.array([goal.cx, goal.cy, goal.width])
+        offset = pos - target
+        decay = math.exp(-OMEGA * dt)
+        slope = self._velocity + OMEGA * offset
+        pos = target + (offset + slope * dt) * decay
+        self._velocity = (self._velocity - OMEGA * slope * dt) * decay
+        self._crop = Crop(*pos)
+
+
+def _clamped(crop: Crop, height: int, width: int) -> Crop:
+    w = min(max(crop.width, width / MAX_ZOOM), float(width))
+    h = w * height / width
+    return Crop(min(max(crop.cx, w / 2), width - w / 2), min(max(crop.cy, h / 2), height - h / 2), w)
+
+
+def is_full(crop: Crop, height: int, width: int) -> bool:
+    """Close enough to the whole frame (within half a pixel) to skip resampling."""
+    return width - crop.width < 0.5 and abs(crop.cx - width / 2) < 0.5 and abs(crop.cy - height / 2) < 0.5
+
+
+def apply_crop(frame: yuv.Frame, crop: Crop) -> np.ndarray:
+    """The crop scaled back to the frame's size (bilinear, sub-pixel placed: a slow pan glides
+    rather than stepping a pixel at a time)."""
+    h, w = yuv.frame_size(frame)
+    out = yuv.empty(h, w)
+    scale = w / crop.width
+    x0, y0 = crop.cx - crop.width / 2, crop.cy - crop.width * h / w / 2
+    for i, (src, dst) in enumerate(zip(yuv.planes(frame), yuv.planes(out))):
+        f = 1.0 if i == 0 else 0.5  # chroma planes are half size
+        # dst pixel centre (u + 0.5) maps to src (x0 + (u + 0.5) / scale) in luma pixels.
+        m = np.float32([[1 / scale, 0, (x0 * f) + 0.5 / scale - 0.5], [0, 1 / scale, (y0 * f) + 0.5 / scale - 0.5]])
+        cv2.warpAffine(src, m, (dst.shape[1], dst.shape[0]), dst=dst,
+                       flags=cv2.INTER_LINEAR | cv2.WARP_INVERSE_MAP, borderMode=cv2.BORDER_REPLICATE)
+    return out

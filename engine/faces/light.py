@@ -1,0 +1,149 @@
+"""Light: a face evenly exposed and lit, the background a little dimmer, an optional vignette; and
+low light (a gain that keeps skin tones, and a denoise).
+
+Everything the face light changes is one gain map over the luma, made at 1/8 of the frame's size
+(light varies slowly) and applied in one pass; white balance is a shift of the chroma planes.
+Luma-only gains keep every colour's hue, so skin stays skin.
+"""
+
+from __future__ import annotations
+
+import math
+
+import cv2
+import numpy as np
+
+from .. import yuv
+from .regions import face_box
+
+GAIN_SHRINK = 8
+FACE_TARGET_LUMA = 150.0  # where the face's mean luma is brought to (studio and key)
+EXPOSURE_RANGE = (0.85, 1.6)
+BACKGROUND_DIM = 0.18  # Studio Light's background, when a mask says where it is
+KEY_GAIN = 0.28  # the key light's peak, on the face's lit side
+FILL_LOSS = 0.08  # and the shadow side's loss
+WHITE_BALANCE = 0.5  # how far the picture's mean chroma is pulled to grey
+MAX_WB_SHIFT = 12
+VIGNETTE_DEPTH = 0.45  # the corners' loss at vignette 1
+
+
+def _face_frame(points: np.ndarray):
+    """(centre, width, height, roll) of the face from its landmarks."""
+    centre = points.mean(0)
+    (x0, y0), (x1, y1) = points.min(0), points.max(0)
+    eye_r, eye_l = points[33], points[263]
+    roll = math.atan2(eye_l[1] - eye_r[1], eye_l[0] - eye_r[0])
+    return centre, float(x1 - x0), float(y1 - y0), roll
+
+
+def _blob(gh: int, gw: int, centre, sx: float, sy: float, roll: float) -> np.ndarray:
+    """A rotated Gaussian over the (gh, gw) grid, peak 1; centre and sigmas in grid cells."""
+    yy, xx = np.mgrid[0:gh, 0:gw].astype(np.float32)
+    dx, dy = xx + 0.5 - centre[0], yy + 0.5 - centre[1]
+    c, s = math.cos(roll), math.sin(roll)
+    u, v = c * dx + s * dy, -s * dx + c * dy
+    return np.exp(-0.5 * ((u / sx) ** 2 + (v / sy) ** 2)).astype(np.float32)
+
+
+def face_exposure(frame: yuv.Frame, points: np.ndarray) -> float:
+    """The gain that brings the face's mean luma (its box's inner half) to FACE_TARGET_LUMA."""
+    h, w = yuv.frame_size(frame)
+    box = face_box(points, h, w, margin=-0.25)
+    if box is None:
+        return 1.0
+    x0, y0, x1, y1 = box
+    mean = float(cv2.mean(yuv.planes(frame)[0][y0:y1, x0:x1])[0])
+    return float(np.clip(FACE_TARGET_LUMA / max(mean, 1.0), *EXPOSURE_RANGE))
+
+
+def gain_map(height: int, width: int, points: np.ndarray | None, mode: str, exposure: float,
+             person: np.ndarray | None, vignette: float) -> np.ndarray:
+    """The luma gain at 1/GAIN_SHRINK of the frame, float32 (1 = unchanged)."""
+    gh, gw = max(2, height // GAIN_SHRINK), max(2, width // GAIN_SHRINK)
+    gain = np.ones((gh, gw), np.float32)
+    if points is not None and mode != "off":
+        centre, fw, fh, roll = _face_frame(points / GAIN_SHRINK)
+        face = _blob(gh, gw, centre, fw * 1.0, fh * 1.1, roll)  # a broad, soft light: not a spot
+        lift = exposure * (1.1 if mode == "studio" else 1.0)
+        gain += (lift - 1.0) * face
+        if mode == "key":
+            # The key comes from the face's own right, a little above; the fill side drops a touch.
+            c, s = math.cos(roll), math.sin(roll)
+            side, up = -0.35 * fw, -0.2 * fh
+            key_at = centre + np.float32([c * side - s * up, s * side + c * up])
+            fill_at = centre + np.float32([-c * side - s * up, -s * side + c * up])
+            gain *= 1 + KEY_GAIN * _blob(gh, gw, key_at, fw * 0.45, fh * 0.55, roll)
+            gain *= 1 - FILL_LOSS * _blob(gh, gw, fill_at, fw * 0.4, fh * 0.55, roll)
+        if person is not None:
+            weight = cv2.resize(person, (gw, gh), interpolation=cv2.INTER_AREA)
+            gain *= 1 - BACKGROUND_DIM * (1 - weight)
+    if vignette > 0:
+        gain *= _vignette(gh, gw, vignette)
+    return gain
+
+
+def _vignette(gh: int, gw: int, amount: float) -> np.ndarray:
+    yy, xx = np.mgrid[0:gh, 0:gw].astype(np.float32)
+    r2 = ((xx + 0.5) / gw * 2 - 1) ** 2 + ((yy + 0.5) / gh * 2 - 1) ** 2
+    return (1 - VIGNETTE_DEPTH * amount * (r2 / 2) ** 1.5).astype(np.float32)
+
+
+def apply_gain(frame: np.ndarray, gain: np.ndarray) -> None:
+    """Luma *= gain (scaled up bilinearly), in place, as 8-bit fixed point (gain * 64, up to 4x),
+    one multiply over the part of the plane where the gain is not 1 (the face's light alone
+    touches only the face's neighbourhood)."""
+    luma = yuv.planes(frame)[0]
+    fixed = cv2.convertScaleAbs(gain, alpha=64.0)
+    rows, cols = np.nonzero(fixed != 64)
+    if rows.size == 0:
+        return
+    gh, gw = fixed.shape
+    r0, r1 = max(0, rows.min() - 1), min(gh, rows.max() + 2)
+    c0, c1 = max(0, cols.min() - 1), min(gw, cols.max() + 2)
+    sy, sx = luma.shape[0] / gh, luma.shape[1] / gw
+    y0, y1 = round(r0 * sy), luma.shape[0] if r1 == gh else round(r1 * sy)
+    x0, x1 = round(c0 * sx), luma.shape[1] if c1 == gw else round(c1 * sx)
+    region = luma[y0:y1, x0:x1]
+    scaled = cv2.resize(fixed[r0:r1, c0:c1], (x1 - x0, y1 - y0), interpolation=cv2.INTER_LINEAR)
+    cv2.multiply(region, scaled, dst=region, scale=1 / 64.0)
+
+
+def white_balance(frame: np.ndarray) -> None:
+    """Pull the picture's mean chroma part way to grey (grey world), in place."""
+    for plane in yuv.planes(frame)[1:]:
+        shift = float(np.clip(WHITE_BALANCE * (128.0 - cv2.mean(plane)[0]), -MAX_WB_SHIFT, MAX_WB_SHIFT))
+        if abs(shift) >= 1:
+            cv2.add(plane, shift, dst=plane) if shift > 0 else cv2.subtract(plane, -shift, dst=plane)
+
+
+class LowLight:
+    """Gain and denoise for a dark room, per stream: a gamma lift of the luma, the chroma scaled
+    by the same gain around grey (hues untouched, so skin keeps its tone), chroma noise smoothed (a small blur of the half-size chroma planes),
+    and luma noise averaged over time where the picture is still (a recursive filter that lets
+    anything that moves through at once)."""
+
+    MOTION = 12  # luma steps beyond this are motion, not noise
+
+    def __init__(self) -> None:
+        self._previous: np.ndarray | None = None
+        self._lut: tuple[float, np.ndarray] | None = None
+
+    def __call__(self, frame: yuv.Frame, amount: float) -> np.ndarray:
+        out = yuv.contiguous(frame).copy() if not isinstance(frame, tuple) else yuv.contiguous(frame)
+        luma, u, v = yuv.planes(out)
+        if self._lut is None or self._lut[0] != amount:
+            levels = np.arange(256, dtype=np.float32) / 255
+            self._lut = (amount, np.clip(255 * levels ** (1 / (1 + 1.2 * amount)) + 0.5, 0, 255).astype(np.uint8))
+        before = cv2.mean(luma)[0]
+        cv2.LUT(luma, self._lut[1], dst=luma)
+        # Chroma scaled as the luma was: the same hue at the same saturation, not a washed-out lift.
+        gain = float(np.clip(cv2.mean(luma)[0] / max(before, 1.0), 1.0, 2.0))
+        if self._previous is not None and self._previous.shape == luma.shape:
+            still = cv2.absdiff(luma, self._previous) < self.MOTION
+            averaged = cv2.addWeighted(luma, 0.5, self._previous, 0.5, 0)
+            np.copyto(luma, averaged, where=still)
+        self._previous = luma.copy()
+        for plane in (u, v):
+            cv2.addWeighted(plane, gain, plane, 0.0, 128.0 * (1.0 - gain), dst=plane)
+            cv2.stackBlur(plane, (3, 3), dst=plane)
+        return out

@@ -1,0 +1,75 @@
+"""Regions of a face from its 468 landmarks: the skin (inside the face's outline, without the eyes,
+brows and lips), as a soft mask over the face's bounding box.
+
+The index lists are facts of the landmark model's topology (which output point is where on the
+canonical face mesh).
+"""
+
+from __future__ import annotations
+
+import cv2
+import numpy as np
+
+# The face's outline, in order around it (forehead, temples, jaw, chin).
+FACE_OVAL = [10, 338, 297, 332, 284, 251, 389, 356, 454, 323, 361, 288, 397, 365, 379, 378, 400, 377,
+             152, 148, 176, 149, 150, 136, 172, 58, 132, 93, 234, 127, 162, 21, 54, 103, 67, 109]
+# Parts that must stay sharp; each is filled as the convex hull of its points.
+RIGHT_EYE = [7, 33, 133, 144, 145, 153, 154, 155, 157, 158, 159, 160, 161, 163, 173, 246]
+LEFT_EYE = [249, 263, 362, 373, 374, 380, 381, 382, 384, 385, 386, 387, 388, 390, 398, 466]
+RIGHT_BROW = [46, 52, 53, 55, 63, 65, 66, 70, 105, 107]
+LEFT_BROW = [276, 282, 283, 285, 293, 295, 296, 300, 334, 336]
+LIPS = [0, 13, 14, 17, 37, 39, 40, 61, 78, 80, 81, 82, 84, 87, 88, 91, 95, 146, 178, 181, 185, 191, 267,
+        269, 270, 291, 308, 310, 311, 312, 314, 317, 318, 321, 324, 375, 402, 405, 409, 415]
+KEEP_SHARP = (RIGHT_EYE, LEFT_EYE, RIGHT_BROW, LEFT_BROW, LIPS)
+
+
+def face_box(points: np.ndarray, height: int, width: int, margin: float = 0.05) -> tuple[int, int, int, int] | None:
+    """The landmarks' bounding box grown by `margin` of its size, clipped to the picture, with
+    even corners (so it maps onto the chroma planes): (x0, y0, x1, y1), or None off-picture."""
+    (x0, y0), (x1, y1) = points.min(0), points.max(0)
+    grow = margin * max(x1 - x0, y1 - y0)
+    x0, y0 = max(0, int(x0 - grow) // 2 * 2), max(0, int(y0 - grow) // 2 * 2)
+    x1, y1 = min(width, -(-int(x1 + grow + 1) // 2) * 2), min(height, -(-int(y1 + grow + 1) // 2) * 2)
+    if x1 - x0 < 8 or y1 - y0 < 8:
+        return None
+    return x0, y0, x1, y1
+
+
+def skin_mask(points: np.ndarray, box: tuple[int, int, int, int], size: tuple[int, int] | None = None) -> np.ndarray:
+    """float32 weights in [0, 1] over `box`: 1 on the face's skin, 0 on the eyes, brows and lips
+    (each grown a little, so lashes and lip lines stay out too) and outside the outline, with
+    soft edges. `size`: (height, width) to draw it at, when not the box's own (cheaper small)."""
+    x0, y0, x1, y1 = box
+    height, width = size or (y1 - y0, x1 - x0)
+    scale = np.float32([width / (x1 - x0), height / (y1 - y0)])
+    mask = np.zeros((height, width), np.uint8)
+    points = (points - np.float32([x0, y0])) * scale
+    local = np.round(points * 16).astype(np.int32)  # 4 fractional bits
+    cv2.fillPoly(mask, [local[FACE_OVAL]], 255, cv2.LINE_AA, shift=4)
+    face_width = float(np.ptp(points[:, 0]))
+    grow = max(1, round(face_width * 0.025))
+    sharp = np.zeros_like(mask)
+    for part in KEEP_SHARP:
+        cv2.fillConvexPoly(sharp, cv2.convexHull(local[part]), 255, cv2.LINE_AA, shift=4)
+    sharp = cv2.dilate(sharp, cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (2 * grow + 1, 2 * grow + 1)))
+    mask = cv2.subtract(mask, sharp)
+    soft = max(3, round(face_width * 0.04)) | 1
+    return cv2.GaussianBlur(mask, (soft, soft), 0).astype(np.float32) * np.float32(1 / 255)
+
+
+class SkinMasks:
+    """`skin_mask` for one stream, kept while the face's shape in its box stays within half a
+    pixel (a still face, or one the auto-frame crop only pans over): remade when it changes."""
+
+    def __init__(self) -> None:
+        self._key: tuple | None = None
+        self._local: np.ndarray | None = None
+        self._mask: np.ndarray | None = None
+
+    def get(self, points: np.ndarray, box: tuple[int, int, int, int], size: tuple[int, int] | None = None) -> np.ndarray:
+        x0, y0, x1, y1 = box
+        key = (x1 - x0, y1 - y0, size)
+        local = points - np.float32([x0, y0])
+        if key != self._key or np.abs(local - self._local).max() > 0.5:
+            self._key, self._local, self._mask = key, local, skin_mask(points, box, size)
+        return self._mask

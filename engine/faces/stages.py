@@ -1,0 +1,226 @@
+"""The face stages of the pipeline, in the order they run (see pipeline.default_pipeline):
+
+    low_light  gain and denoise of a dark picture (before anything looks at it)
+    face       faces found and tracked (on the camera's whole picture)
+    framing    the auto-frame crop: everything after runs on the cropped picture
+    ...        the mask stages (background, segment)
+    people     only the main person's part of the mask stays (before refine)
+    ...        refine, effect
+    touch_up   skin smoothing; the toon look's outlines off the face's skin
+    light      face exposure, key light, background dimmed, white balance, vignette
+
+Each does nothing, at no cost, while its parameters are off.
+"""
+
+from __future__ import annotations
+
+from concurrent.futures import Executor
+from typing import TYPE_CHECKING, Callable
+
+import cv2
+import numpy as np
+
+from .. import yuv
+from .framing import AutoFramer, apply_crop, is_full
+from .light import LowLight, apply_gain, face_exposure, gain_map, white_balance
+from .models import FaceModels, shared_face_models
+from .regions import SkinMasks
+from .touchup import clean_toon_face, touch_up
+from .tracker import Faces, FaceTracker
+
+if TYPE_CHECKING:
+    from ..params import Params
+    from ..pipeline import Work
+
+MASK_EFFECTS = ("blur", "replace", "remove")
+
+
+def wants_faces(p: Params) -> bool:
+    """Whether a stage will look at faces (and so they are tracked)."""
+    return p.framing != "off" or p.light != "off" or p.touch_up > 0 or p.people == "main" or p.effect == "toon"
+
+
+def any_face_stage(p: Params) -> bool:
+    """Whether any stage of this module does something to the frame."""
+    return wants_faces(p) or p.low_light > 0 or p.vignette > 0
+
+
+def _keep_probe_rows(source, output) -> None:
+    from ..pipeline import keep_probe_rows  # the pipeline imports this module
+
+    keep_probe_rows(source, output)
+
+
+def _own_output(work: Work) -> np.ndarray:
+    """work.output as an array this stage may write: `none` passes the input itself through and
+    `diffusion` may pass a picture it keeps, so those are copied first (once: a later stage
+    finds the copy)."""
+    output = work.output
+    if output is None or output is work.image or isinstance(output, tuple) or work.params.effect == "diffusion":
+        source = work.image if output is None else output
+        work.output = yuv.contiguous(source)
+        if work.output is source:
+            work.output = work.output.copy()
+    return work.output
+
+
+class LowLightStage:
+    name = "low_light"
+
+    def __init__(self) -> None:
+        self._filter = LowLight()
+
+    def __call__(self, work: Work) -> None:
+        if work.params.low_light <= 0:
+            return
+        original = work.image
+        work.image = self._filter(original, work.params.low_light)
+        work.halvings = yuv.Halvings(work.image)
+        if work.params.probe:
+            _keep_probe_rows(original, work.image)
+
+
+class TrackFaces:
+    """The faces in this frame (see tracker): on work.faces, in the picture's pixels."""
+
+    name = "face"
+
+    def __init__(self, models: Callable[[], FaceModels] = shared_face_models, helper: Executor | None = None):
+        self._models = models
+        self._helper = helper
+        self._tracker: FaceTracker | None = None
+
+    @property
+    def tracker(self) -> FaceTracker | None:
+        return self._tracker
+
+    def __call__(self, work: Work) -> None:
+        if not wants_faces(work.params):
+            if self._tracker is not None:
+                self._tracker.reset()
+            return
+        if self._tracker is None:
+            self._tracker = FaceTracker(self._models(), self._helper)
+        faces = self._tracker.step(work.image, work.halvings)
+        work.faces = faces if faces.size == yuv.frame_size(work.image) else None
+
+
+class AutoFrame:
+    """The crop (see framing) applied: work.image becomes the crop at the frame's size, and the
+    faces move into its pixels."""
+
+    name = "framing"
+
+    def __init__(self) -> None:
+        self._framer = AutoFramer()
+        self.crop = None  # the last frame's crop (None while framing is off)
+
+    def __call__(self, work: Work) -> None:
+        p = work.params
+        if p.framing == "off":
+            self._framer, self.crop = AutoFramer(), None
+            return
+        h, w = yuv.frame_size(work.image)
+        faces = work.faces or Faces()
+        crop = self._framer.update(list(faces.boxes), h, w, p.framing)
+        self.crop = crop
+        if is_full(crop, h, w):
+            return
+        original = work.image
+        work.image = apply_crop(original, crop)
+        work.halvings = yuv.Halvings(work.image)
+        scale = w / crop.width
+        x0, y0 = crop.cx - crop.width / 2, crop.cy - crop.width * h / w / 2
+        work.faces = faces.mapped(x0, y0, scale, (h, w))
+        if p.probe:
+            _keep_probe_rows(original, work.image)
+
+
+class KeepMainPerson:
+    """people = main: the parts of the person probability that hold another face go to zero, so
+    whoever else is in the picture goes with the background; the main face's person stays."""
+
+    name = "people"
+
+    def __call__(self, work: Work) -> None:
+        faces = work.faces
+        if work.params.people != "main" or work.probability is None or faces is None or len(faces.boxes) < 2:
+            return
+        probability = work.probability
+        mh, mw = probability.shape
+        h, w = yuv.frame_size(work.image)
+        sx, sy = mw / w, mh / h
+        count, labels = cv2.connectedComponents((probability > 0.5).astype(np.uint8))
+        if count <= 1:
+            return
+
+        def label_of(box) -> int:
+            x0, y0 = max(0, int(box[0] * sx)), max(0, int(box[1] * sy))
+            x1, y1 = min(mw, int(box[2] * sx) + 1), min(mh, int(box[3] * sy) + 1)
+            found = np.bincount(labels[y0:y1, x0:x1].ravel(), minlength=count)
+            found[0] = 0
+            return int(found.argmax()) if found.any() else 0
+
+        main = label_of(faces.boxes[0])
+        others = {label_of(b) for b in faces.boxes[1:]} - {0, main}
+        if others:
+            work.probability = np.where(np.isin(labels, list(others)), np.float32(0), probability)
+
+
+class TouchUp:
+    """touch_up > 0: the face's skin smoothed; toon: the face's skin without outlines."""
+
+    name = "touch_up"
+
+    def __init__(self) -> None:
+        self._masks = SkinMasks()
+
+    def __call__(self, work: Work) -> None:
+        p = work.params
+        points = work.faces.points if work.faces is not None else None
+        if points is None or (p.touch_up <= 0 and p.effect != "toon") or p.effect == "diffusion":
+            return
+        output = _own_output(work)
+        if p.effect == "toon":
+            clean_toon_face(output, points, self._masks)
+        else:
+            touch_up(output, points, p.touch_up, self._masks)
+        if p.probe:
+            _keep_probe_rows(work.image, output)
+
+
+class Light:
+    """light studio / key and the vignette, on the output (see light). The face's exposure is
+    eased over frames (no flicker as the face moves through uneven light); the gain map is kept
+    while nothing it depends on changes."""
+
+    name = "light"
+    EASE = 0.2  # of the new exposure taken each frame
+
+    def __init__(self) -> None:
+        self._exposure: float | None = None
+        self._gain: tuple[tuple, np.ndarray] | None = None
+
+    def __call__(self, work: Work) -> None:
+        p = work.params
+        if p.light == "off" and p.vignette <= 0:
+            self._exposure = None
+            return
+        points = work.faces.points if work.faces is not None else None
+        output = _own_output(work)
+        h, w = yuv.frame_size(output)
+        if p.light != "off":
+            white_balance(output)
+        exposure = 1.0
+        if points is not None and p.light != "off":
+            now = face_exposure(output, points)
+            self._exposure = now if self._exposure is None else self._exposure + self.EASE * (now - self._exposure)
+            exposure = round(self._exposure * 64) / 64
+        person = work.alpha if work.alpha is not None and p.effect in MASK_EFFECTS else None
+        # The map is 1/8 of the frame: landmarks within 2 px of the last ones make the same map.
+        key = (None if points is None else np.round(points / 2).tobytes(), h, w, p.light, exposure, p.vignette)
+        if person is not None or self._gain is None or self._gain[0] != key:
+            self._gain = (key, gain_map(h, w, points, p.light, exposure, person, p.vignette))
+        apply_gain(output, self._gain[1])
+        if p.probe:
+            _keep_probe_rows(work.image, output)

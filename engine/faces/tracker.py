@@ -1,0 +1,181 @@
+"""Faces followed from frame to frame. The detectors (on overlapping squares of the frame; the
+full-range one when the short-range one finds nobody, so a face 40 px high in a 720p frame is
+found) run once a second while a face is tracked (to see who else is there), three times a second
+while nobody is; in between, the landmark model runs on the square the previous landmarks give,
+every other frame. With a helper pool the models run beside the frames, not on their path.
+
+The newest result is what the stages use: with a helper pool it is a frame or two old (the
+models run alongside the frames); inline (no pool) it is this frame's.
+"""
+
+from __future__ import annotations
+
+import math
+import threading
+import time
+from concurrent.futures import Executor, Future
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from .. import yuv
+from . import geometry as g
+from .models import FaceModels, detector_input, face_patch
+
+TRACK_EVERY = 2  # frames per tracking step: landmarks at 15 Hz follow a face well enough
+DETECT_EVERY = 15  # tracking steps between detections while a face is tracked (30 frames, 1 s)
+SEARCH_EVERY = 5  # and while none is (10 frames)
+MATCH_IOU = 0.3  # a detection this close to the tracked face is the same face
+MIN_SCORE = 0.65  # detections weaker than this are not followed (the detector's own 0.5 finds a helmet a face)
+
+
+@dataclass(frozen=True)
+class Faces:
+    """The faces in one picture, in its pixels: every face's box (x0, y0, x1, y1), the main
+    face's (largest and nearest the centre) first, and the main face's 468 landmarks."""
+
+    boxes: tuple[np.ndarray, ...] = ()
+    points: np.ndarray | None = field(default=None, repr=False)
+    size: tuple[int, int] = (0, 0)  # (height, width) of the picture they are in
+
+    @property
+    def main(self) -> np.ndarray | None:
+        return self.boxes[0] if self.boxes else None
+
+    def mapped(self, x0: float, y0: float, scale: float, size: tuple[int, int]) -> Faces:
+        """The same faces in a crop starting at (x0, y0), scaled by `scale`, of `size`."""
+        offset = np.float32([x0, y0, x0, y0])
+        boxes = tuple((b - offset) * np.float32(scale) for b in self.boxes)
+        points = None if self.points is None else (self.points - np.float32([x0, y0])) * np.float32(scale)
+        return Faces(boxes, points, size)
+
+
+def main_first(faces: list[g.Detection], height: int, width: int) -> list[g.Detection]:
+    """Detections ordered main face first: the largest, nearest the centre (size over 1 + 2 x
+    the distance from the centre in frame widths)."""
+    def weight(face):
+        b = face.box
+        side = max(b[2] - b[0], b[3] - b[1])
+        dist = math.hypot((b[0] + b[2]) / 2 - width / 2, (b[1] + b[3]) / 2 - height / 2) / width
+        return side / (1 + 2 * dist)
+    return sorted(faces, key=weight, reverse=True)
+
+
+def points_box(points: np.ndarray) -> np.ndarray:
+    (x0, y0), (x1, y1) = points.min(0), points.max(0)
+    return np.float32([x0, y0, x1, y1])
+
+
+@dataclass
+class _Job:
+    """What one tracking step runs on: inputs cut from the frame on the frame's own path."""
+
+    detect: tuple[np.ndarray, float] | None  # (shrunk RGB, scale back) when detection is due
+    patch: tuple | None  # face_patch() for the tracked square
+    roi: g.Roi | None
+    size: tuple[int, int]
+
+
+@dataclass
+class _State:
+    roi: g.Roi | None = None
+    others: list[np.ndarray] = field(default_factory=list)  # the other faces' boxes, last detection
+    faces: Faces = field(default_factory=Faces)
+    since_detect: int = DETECT_EVERY
+
+
+class FaceTracker:
+    """One stream's faces. `step(frame)` starts (or runs, inline) the next tracking step on every
+    `track_every`-th frame and returns the newest `Faces`; at most one step is in flight: frames
+    that come while it runs are not tracked (the drop policy), they reuse its result."""
+
+    def __init__(self, models: FaceModels, helper: Executor | None = None, detect_every: int = DETECT_EVERY,
+                 track_every: int = TRACK_EVERY):
+        self._models = models
+        self._helper = helper
+        self._detect_every = detect_every
+        self._track_every = track_every
+        self._frames = 0
+        self._state = _State()
+        self._lock = threading.Lock()
+        self._in_flight: Future | None = None
+        self.steps = 0  # tracking steps run, and the seconds they took (on the helper pool or inline)
+        self.busy_seconds = 0.0
+
+    def step(self, frame: yuv.Frame, halvings: yuv.Halvings | None = None) -> Faces:
+        self._frames += 1
+        if (self._frames - 1) % self._track_every or (self._in_flight is not None and not self._in_flight.done()):
+            return self.faces
+        job = self._prepare(frame, halvings)
+        if self._helper is None:
+            self._run(job)
+        else:
+            self._in_flight = self._helper.submit(self._run, job)  # the reference keeps it alive
+        return self.faces
+
+    @property
+    def faces(self) -> Faces:
+        with self._lock:
+            return self._state.faces
+
+    def reset(self) -> None:
+        with self._lock:
+            self._state = _State()
+
+    def _prepare(self, frame: yuv.Frame, halvings: yuv.Halvings | None) -> _Job:
+        size = yuv.frame_size(frame)
+        with self._lock:
+            roi = self._state.roi
+            due = self._state.since_detect >= (self._detect_every if roi is not None else SEARCH_EVERY)
+        detect = detector_input(frame, halvings) if due else None
+        patch = face_patch(frame, roi) if roi is not None else None
+        return _Job(detect, patch, roi, size)
+
+    def _run(self, job: _Job) -> None:
+        start = time.perf_counter()
+        try:
+            self._track(job)
+        finally:
+            self.steps += 1
+            self.busy_seconds += time.perf_counter() - start
+
+    def _track(self, job: _Job) -> None:
+        height, width = job.size
+        with self._lock:
+            state = self._state
+        roi, others, since, points = job.roi, state.others, state.since_detect + 1, None
+        if job.patch is not None:
+            rgb, scale, origin = job.patch
+            points, presence = self._models.landmarks(rgb, job.roi, origin, scale)
+            if presence <= 0:  # the face left the square: lost, look for it on the next step
+                points, roi, since = None, None, max(since, SEARCH_EVERY)
+        if job.detect is not None:
+            rgb, scale = job.detect
+            # The short-range detector (cheap) finds faces from ~85 px high in a 720p frame; the
+            # full-range one (twice the cost) from ~40 px: asked only when the first finds nobody.
+            found = [d for d in self._models.detect_tiled(rgb) if d.score >= MIN_SCORE] or \
+                [d for d in self._models.detect_tiled(rgb, full_range=True) if d.score >= MIN_SCORE]
+            found = [_scaled(d, scale) for d in found]
+            found = main_first(found, height, width)
+            since, others = 0, [d.box for d in found[1:]]
+            tracked = points_box(points) if points is not None else None
+            if not found:
+                roi, points = None, None
+            elif tracked is None or g.iou(tracked, found[0].box[None])[0] < MATCH_IOU:
+                # Nothing tracked, or the main face is someone else now: start on the detection;
+                # its landmarks come with the next step.
+                roi, points = g.roi_from_detection(found[0]), None
+        if points is not None:
+            roi = g.roi_from_landmarks(points)
+            boxes = (points_box(points), *others)
+        elif roi is not None:
+            half = roi.side / g.ROI_SCALE / 2
+            boxes = (np.float32([roi.cx - half, roi.cy - half, roi.cx + half, roi.cy + half]), *others)
+        else:
+            boxes = tuple(others)
+        with self._lock:
+            self._state = _State(roi, list(others), Faces(boxes, points, job.size), since)
+
+
+def _scaled(face: g.Detection, scale: float) -> g.Detection:
+    return g.Detection(face.box * np.float32(scale), face.score, face.keypoints * np.float32(scale))
