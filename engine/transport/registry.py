@@ -13,6 +13,7 @@ from aiohttp import web
 from ..hub import Hub
 from ..memory import Trimmer
 from ..params import Params
+from ..tasks import TaskSet
 from .errors import HTTPError
 from .ice import peer_connection
 from .session import PeerSession
@@ -37,6 +38,7 @@ class Sessions:
         self._named: dict[str, PeerSession] = {}
         self._viewers: dict[str, ViewerSession] = {}
         self._trimmer = Trimmer()
+        self._tasks = TaskSet("sessions")
 
     # ---- peers -------------------------------------------------------------------------------
     def __len__(self) -> int:
@@ -94,7 +96,7 @@ class Sessions:
         if session.name is not None and self._named.get(session.name) is session:
             del self._named[session.name]
         for viewer in [v for v in self._viewers.values() if v.publisher is session]:
-            asyncio.ensure_future(viewer.close())  # the stream they watch has ended
+            self._tasks.spawn(viewer.close())  # the stream they watch has ended
         self._trim_if_idle()
 
     # ---- viewers ------------------------------------------------------------------------------
@@ -134,6 +136,7 @@ class Sessions:
     async def close_all(self) -> None:
         everything = [*self._viewers.values(), *self._live.values()]
         await asyncio.gather(*(s.close() for s in everything), return_exceptions=True)
+        await self._tasks.close()
         self._trimmer.cancel()
 
 
