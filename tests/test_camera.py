@@ -32,7 +32,7 @@ from camfx.engine.segmenter import Segmenters
 from camfx.engine.transport import http_server
 from camfx.engine.transport.http import create_app, http_limits
 
-pytestmark = pytest.mark.timeout(180)
+pytestmark = [pytest.mark.webrtc, pytest.mark.timeout(180)]
 
 
 @pytest.fixture(scope="module")
