@@ -12,11 +12,12 @@ from __future__ import annotations
 import shutil
 import subprocess
 import sys
+from pathlib import Path
+
 try:
     import tomllib
 except ModuleNotFoundError:  # Python 3.10
     import tomli as tomllib
-from pathlib import Path
 
 import pytest
 
