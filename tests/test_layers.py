@@ -65,7 +65,8 @@ def lint(layout: Path, config: Path) -> subprocess.CompletedProcess:
 def test_the_import_layers_hold(installed_layout):
     result = lint(installed_layout, ROOT / "pyproject.toml")
     assert result.returncode == 0, result.stdout + result.stderr
-    assert "Contracts: 3 kept, 0 broken." in result.stdout
+    contracts = len(tomllib.loads((ROOT / "pyproject.toml").read_text())["tool"]["importlinter"]["contracts"])
+    assert f"Contracts: {contracts} kept, 0 broken." in result.stdout
 
 
 def test_a_broken_layer_is_caught(installed_layout, tmp_path):

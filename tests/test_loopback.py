@@ -88,8 +88,11 @@ async def test_effects_switch_live_without_renegotiation(server, clip_640, segme
             return np.abs(x - cv2.blur(x, (7, 7)))[background].mean()
 
         assert texture(got) < texture(inp) / 3
-        stats = [m for m in peer.control_messages if m["type"] == "stats"]
-        assert stats and stats[-1]["effect"] == "blur"
+        # the stats the server sends once a second report the new effect (wait for the next one)
+        deadline = time.perf_counter() + 5
+        while not [m for m in peer.control_messages[-3:] if m["type"] == "stats" and m["effect"] == "blur"]:
+            assert time.perf_counter() < deadline, "no stats message reported the effect set over HTTP"
+            await asyncio.sleep(0.1)
     finally:
         await peer.close()
 
