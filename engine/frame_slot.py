@@ -31,14 +31,12 @@ class FrameSlot(Generic[T]):
         self._full = False
         self._waiter: asyncio.Future | None = None
         self.dropped = 0
-        self.put_count = 0
 
     def put(self, item: T) -> bool:
         """Store `item`; True when it replaced an unread one (a drop)."""
         replaced = self._full
         self.dropped += replaced
         self._item, self._full = item, True
-        self.put_count += 1
         if self._waiter is not None:
             _wake(self._waiter)
         return replaced

@@ -6,7 +6,8 @@ camera):
 Ingest takes every decoded frame as soon as it exists; the inbox keeps only the newest, so a
 slow pipeline drops frames (counted) instead of adding latency. Processed frames go to a
 broadcast that any number of output tracks read at their own pace: the sender back to the peer,
-viewers, a virtual camera. The stream owns its tasks and knows nothing of peer connections.
+viewers, a virtual camera. The stream owns its tasks (a TaskSet) and knows nothing of peer
+connections.
 """
 
 from __future__ import annotations
@@ -28,6 +29,7 @@ from .frame_slot import Broadcast, BroadcastReader, FrameSlot
 from .params import Params
 from .pipeline import Work
 from .rate import RateMeter
+from .tasks import TaskSet
 from .tracks import OutputTrack
 
 if TYPE_CHECKING:
@@ -59,7 +61,7 @@ class Stream:
         self._inbox: FrameSlot[tuple[VideoFrame, float]] = FrameSlot()
         self._processed: Broadcast[tuple[VideoFrame, Work]] = Broadcast()
         self._busy = False  # the worker holds a frame
-        self._tasks: set[asyncio.Task] = set()
+        self.tasks = TaskSet(f"stream {name}")
         self._outputs: list[OutputTrack] = []
         self._in_rate, self._out_rate = RateMeter(), RateMeter()
         self._stage_ms: dict[str, float] = {}
@@ -74,8 +76,8 @@ class Stream:
     # ---- in and out -------------------------------------------------------------------------
     def start(self, track: MediaStreamTrack) -> None:
         """Process the frames of `track` from now on."""
-        self._spawn(self._ingest(track))
-        self._spawn(self._work())
+        self.tasks.spawn(self._ingest(track))
+        self.tasks.spawn(self._work())
 
     def subscribe(self, own_frames: bool = True) -> OutputTrack:
         """A new reader of the processed frames. Each gets frame objects of its own (each stamps
@@ -119,11 +121,6 @@ class Stream:
         return self._busy or self._inbox.pending
 
     # ---- tasks ------------------------------------------------------------------------------
-    def _spawn(self, coro) -> None:
-        task = asyncio.ensure_future(coro)
-        self._tasks.add(task)
-        task.add_done_callback(self._tasks.discard)
-
     async def _ingest(self, track: MediaStreamTrack) -> None:
         """Take every decoded frame as soon as it exists; only the newest waits for the worker."""
         try:
@@ -245,11 +242,7 @@ class Stream:
         if self.closed:
             return
         self.closed = True
-        current = asyncio.current_task()
-        tasks = [t for t in self._tasks if t is not current]
-        for task in tasks:
-            task.cancel()
-        await asyncio.gather(*tasks, return_exceptions=True)
+        await self.tasks.close()
         for track in self._outputs:
             track.stop()
         self._inbox.take_nowait()

@@ -142,23 +142,6 @@ def export_taesd(
     return enc, dec
 
 
-def export_stylizer(
-    stylizer, out_dir: str | Path, *, height: int = 512, width: int = 512, batch: int = 1
-) -> dict[str, Path]:
-    """Export a `Stylizer`'s UNet and TAESD at one resolution and batch."""
-    out_dir = Path(out_dir)
-    unet = export_unet(
-        stylizer.parts.unet,
-        out_dir / f"unet_{_tag(batch, height, width)}.onnx",
-        batch=batch,
-        height=height,
-        width=width,
-        seq=prompt_length(stylizer.parts),
-    )
-    enc, dec = export_taesd(stylizer.parts.vae, out_dir, batch=batch, height=height, width=width)
-    return {"unet": unet, "taesd_encoder": enc, "taesd_decoder": dec}
-
-
 def prompt_length(parts) -> int:
     """The length of the prompt embeddings the stylizer feeds the UNet (its tokens padded to the
     text encoder's context, or the tokenizer's if shorter)."""

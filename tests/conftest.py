@@ -23,6 +23,7 @@ from camfx.engine import yuv
 from camfx.engine.transport import http_server
 from camfx.engine.transport.ice import serve_media_on
 from camfx.engine.config import ServerConfig
+from camfx.engine.segmenter import Segmenters
 from camfx.engine.transport.http import HUB, SESSIONS, create_app, http_limits
 
 
@@ -54,6 +55,12 @@ async def start_server(config: ServerConfig | None = None, pipeline_factory=None
     runner = await http_server.start(app, "127.0.0.1", config.port, limits=http_limits(config),
                                      ssl_context=ssl_context)
     return runner, RunningServer(app, f"{'https' if ssl_context else 'http'}://127.0.0.1:{config.port}")
+
+
+@pytest.fixture(scope="module")
+def segmenter():
+    """The landscape selfie model, as the server loads it (a reference for what came back)."""
+    return Segmenters().get("landscape")
 
 
 @pytest_asyncio.fixture
@@ -120,3 +127,13 @@ def coturn(tmp_path_factory):
     yield port, log
     proc.terminate()
     proc.wait(10)
+
+
+KINDS = ("unit", "webrtc", "browser", "cluster")  # the groups (pyproject's markers); one per file
+
+
+def pytest_collection_modifyitems(config, items):
+    unmarked = sorted({item.path.name for item in items if not any(item.get_closest_marker(k) for k in KINDS)})
+    if unmarked:
+        raise pytest.UsageError(f"mark each test file with one of {', '.join(KINDS)} "
+                                f"(a module-level pytestmark): {', '.join(unmarked)}")

@@ -17,6 +17,8 @@ from camfx.engine.transport.http import MAX_JSON_BYTES, MAX_UPLOAD_BYTES
 
 from .conftest import start_server
 
+pytestmark = pytest.mark.webrtc
+
 
 async def make_offer(kind: str = "video") -> tuple[RTCPeerConnection, str]:
     pc = peer_connection()

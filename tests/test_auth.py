@@ -14,6 +14,8 @@ from camfx.engine.config import ServerConfig
 
 from .conftest import start_server
 
+pytestmark = pytest.mark.unit
+
 TOKEN = "correct horse battery staple"
 OPEN = {("GET", "/"), ("GET", "/healthz"), ("GET", "/static/{path}"), ("GET", "/view/{name}")}
 

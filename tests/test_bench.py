@@ -7,6 +7,8 @@ import pytest
 from camfx.bench.clip import person_clip
 from camfx.engine import yuv
 
+pytestmark = pytest.mark.webrtc
+
 
 def closest_whole_pixel_shift(previous: np.ndarray, current: np.ndarray) -> float:
     """Mean difference between a patch of `current` (inside the portrait) and the best-matching

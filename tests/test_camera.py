@@ -33,7 +33,7 @@ from camfx.engine.transport import http_server
 
 from .conftest import start_server
 
-pytestmark = pytest.mark.timeout(180)
+pytestmark = [pytest.mark.webrtc, pytest.mark.timeout(180)]
 
 
 @pytest.fixture(scope="module")

@@ -15,7 +15,7 @@ from camfx.bench.latency import free_port
 from camfx.engine import cli, param_flags, serve
 from camfx.engine.params import Params
 
-pytestmark = pytest.mark.timeout(120)
+pytestmark = [pytest.mark.unit, pytest.mark.timeout(120)]
 
 
 def camfx(*args: str, block: str | None = None, timeout: float = 60) -> subprocess.CompletedProcess:

@@ -45,7 +45,7 @@ from camfx.engine import yuv  # noqa: E402
 from camfx.engine.deploy.routes import replica_of  # noqa: E402
 from camfx.engine.deploy.settings import ClusterSettings  # noqa: E402
 
-pytestmark = pytest.mark.timeout(300)
+pytestmark = [pytest.mark.cluster, pytest.mark.timeout(300)]
 
 CLIP = person_clip(320, 240, 30)
 CAP = 3  # sessions per replica: four sessions placed by headroom are 2 + 2, by filling up 3 + 1

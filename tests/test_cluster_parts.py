@@ -27,7 +27,7 @@ from camfx.engine.params import Params
 from camfx.engine.transport.ice import ice_server, peer_connection
 from camfx.engine.transport.jitter import release_frames_at_marker
 
-pytestmark = pytest.mark.timeout(120)
+pytestmark = [pytest.mark.cluster, pytest.mark.timeout(120)]
 
 SID = "Ab3xYz90-" + "0123456789abcdef" * 2
 

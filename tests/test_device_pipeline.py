@@ -16,7 +16,9 @@ from camfx.engine.config import ServerConfig
 from camfx.engine.runtimes.probe import resolve_device
 
 from .conftest import start_server
-from .test_loopback import matched_frame, regions, segmenter  # noqa: F401 (a fixture)
+from .helpers import matched_frame, regions
+
+pytestmark = pytest.mark.webrtc
 
 
 @pytest.fixture(scope="module")
@@ -99,7 +101,7 @@ def test_device_choice():
         resolve_device("tpu")
 
 
-async def test_a_webrtc_session_through_the_device_pipeline(clip_640, segmenter):  # noqa: F811
+async def test_a_webrtc_session_through_the_device_pipeline(clip_640, segmenter):
     segmenters, backgrounds = Segmenters(), Backgrounds()
     runner, server = await start_server(
         ServerConfig(), lambda: DevicePipeline(segmenters, backgrounds, default_pipeline(segmenters, backgrounds), "cpu")

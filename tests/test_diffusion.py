@@ -23,6 +23,8 @@ from camfx.models.diffusion import ModelNotFoundError
 
 from .tiny_diffusion import MAX_TOKENS, tiny_taesd, tiny_unet
 
+pytestmark = pytest.mark.unit
+
 SIZE = 64  # image side: latents are 8x8, the tiny UNet's sample size
 
 

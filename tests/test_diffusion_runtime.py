@@ -20,6 +20,8 @@ from camfx.engine.runtimes.cache import PARTS, ExportRecord, export_dir, fingerp
 from camfx.engine.runtimes.chain import Candidate
 from camfx.models.diffusion import load_parts
 
+pytestmark = pytest.mark.unit
+
 SIZE = 64
 CPU = "onnxruntime:CPUExecutionProvider"
 

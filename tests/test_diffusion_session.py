@@ -19,10 +19,10 @@ from camfx.engine.diffusion.picture import diffusion_size
 from camfx.engine.diffusion.stylizer import Stylizer
 
 from .conftest import start_server
-from .test_loopback import matched_frame, regions, segmenter  # noqa: F401 (a fixture)
+from .helpers import matched_frame, regions
 from .tiny_diffusion import MAX_TOKENS
 
-pytestmark = pytest.mark.timeout(180)
+pytestmark = [pytest.mark.webrtc, pytest.mark.timeout(180)]
 
 SLOW_S = 0.6  # each generated picture takes at least this long: 18 camera frames
 

@@ -9,6 +9,8 @@ from camfx.engine.blend import blend_plane
 from camfx.engine.mask import GuidedFilter, MaskRefiner, work_size
 from camfx.engine.pipeline import edge_colours
 
+pytestmark = pytest.mark.unit
+
 
 def textured(h=240, w=320, seed=0):
     rng = np.random.default_rng(seed)

@@ -1,7 +1,11 @@
 import asyncio
 
+import pytest
+
 from camfx.engine.budget import LADDER, BudgetController
 from camfx.engine.frame_slot import FrameSlot
+
+pytestmark = pytest.mark.unit
 
 
 async def test_slot_keeps_only_the_newest_and_counts_drops():

@@ -12,6 +12,8 @@ from camfx.engine.params import Params
 from camfx.engine.pipeline import Work, default_pipeline
 from camfx.engine.segmenter import Segmenters
 
+pytestmark = pytest.mark.unit
+
 
 def decoded_h264(rgb: np.ndarray) -> VideoFrame:
     """`rgb` through a real H.264 encoder and decoder (whose frames have padded rows)."""

@@ -22,7 +22,7 @@ from camfx.engine.config import ServerConfig
 
 from .server_thread import ServerThread
 
-pytestmark = [
+pytestmark = [pytest.mark.webrtc,
     pytest.mark.timeout(600),
     # The server's own thread (RTCP, ICE) uses `random` while hypothesis draws: not our strategies.
     pytest.mark.filterwarnings("ignore:Do not use the `random` module inside strategies"),

@@ -22,7 +22,7 @@ from camfx.engine.config import ServerConfig
 
 from .conftest import start_server
 
-pytestmark = pytest.mark.timeout(120)
+pytestmark = [pytest.mark.webrtc, pytest.mark.timeout(120)]
 
 
 async def browser_like_offer() -> str:

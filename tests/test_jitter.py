@@ -1,10 +1,13 @@
 """The receive-side jitter buffer: a frame goes to the decoder when its marked last packet is in."""
 
+import pytest
 from aiortc.jitterbuffer import JitterBuffer
 from aiortc.rtp import RtpPacket
 
 from camfx.engine.transport.ice import peer_connection
 from camfx.engine.transport.jitter import MarkerJitterBuffer, release_frames_at_marker
+
+pytestmark = pytest.mark.unit
 
 
 def packets(first_seq: int, timestamp: int, count: int, marker: bool = True) -> list[RtpPacket]:

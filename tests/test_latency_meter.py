@@ -18,6 +18,8 @@ from camfx.bench.latency import main
 from camfx.bench.usage import unreliable_reasons
 from camfx.bench.latency import free_port
 
+pytestmark = pytest.mark.webrtc
+
 TOKEN = "meter-test-token"
 BRIEF = ["--sizes", "320x240", "--codecs", "VP8", "--seconds", "2", "--warmup", "1"]
 

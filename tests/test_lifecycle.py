@@ -19,7 +19,7 @@ from camfx.bench.clip import person_clip
 from camfx.bench.latency import free_port
 from camfx.bench.peer import ClientPeer, SyntheticCamera
 
-pytestmark = pytest.mark.timeout(300)
+pytestmark = [pytest.mark.webrtc, pytest.mark.timeout(300)]
 
 MEDIA_TIMEOUT_S = 2.0
 

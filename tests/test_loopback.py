@@ -14,24 +14,12 @@ from camfx.bench.peer import ClientPeer, SyntheticCamera
 from camfx.engine import yuv
 from camfx.engine.transport.ice import peer_connection
 from camfx.engine.pipeline import Pipeline, default_pipeline
-from camfx.engine.segmenter import Segmenters
 from camfx.engine.config import ServerConfig
 
 from .conftest import start_server
+from .helpers import matched_frame, regions
 
-pytestmark = pytest.mark.timeout(120)
-
-
-def regions(clip, frame_id, segmenter):
-    """Boolean (person, background) luma masks of input frame `frame_id`, from the model."""
-    frame = clip[frame_id % len(clip)]
-    h, w = yuv.frame_size(frame)
-    import cv2
-
-    prob = cv2.resize(segmenter(frame), (w, h))
-    person, background = prob > 0.95, prob < 0.05
-    person[:32], background[:32] = False, False  # probe rows
-    return person, background
+pytestmark = [pytest.mark.webrtc, pytest.mark.timeout(120)]
 
 
 async def connect(server, clip, params, codec="VP8"):
@@ -39,20 +27,6 @@ async def connect(server, clip, params, codec="VP8"):
     await peer.connect(server.url, params)
     await peer.wait_frames(20)
     return peer
-
-
-async def matched_frame(peer):
-    """The newest received frame whose input id is known, after letting a few more arrive."""
-    await peer.wait_frames(len(peer.received.arrivals) + 5)
-    for frame_id, image in reversed(peer.received.last_frames):
-        if frame_id is not None:
-            return frame_id, image
-    raise AssertionError("no received frame carried a readable id")
-
-
-@pytest.fixture(scope="module")
-def segmenter():
-    return Segmenters().get("landscape")
 
 
 @pytest.mark.parametrize("codec", ["VP8", "H264"])
@@ -114,8 +88,11 @@ async def test_effects_switch_live_without_renegotiation(server, clip_640, segme
             return np.abs(x - cv2.blur(x, (7, 7)))[background].mean()
 
         assert texture(got) < texture(inp) / 3
-        stats = [m for m in peer.control_messages if m["type"] == "stats"]
-        assert stats and stats[-1]["effect"] == "blur"
+        # the stats the server sends once a second report the new effect (wait for the next one)
+        deadline = time.perf_counter() + 5
+        while not [m for m in peer.control_messages[-3:] if m["type"] == "stats" and m["effect"] == "blur"]:
+            assert time.perf_counter() < deadline, "no stats message reported the effect set over HTTP"
+            await asyncio.sleep(0.1)
     finally:
         await peer.close()
 

@@ -2,6 +2,8 @@ import pytest
 
 from camfx.engine.params import EFFECTS, Params, ParamsError, hex_to_rgb
 
+pytestmark = pytest.mark.unit
+
 
 def test_defaults_are_valid_and_effects_listed():
     assert Params().effect in EFFECTS

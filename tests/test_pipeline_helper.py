@@ -13,6 +13,8 @@ from camfx.engine.params import Params
 from camfx.engine.pipeline import PrepareBackground, Work, default_pipeline
 from camfx.engine.segmenter import Segmenters
 
+pytestmark = pytest.mark.unit
+
 
 @pytest.fixture(scope="module")
 def parts():

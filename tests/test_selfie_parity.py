@@ -23,6 +23,8 @@ import pytest
 
 from camfx.models import registry
 
+pytestmark = pytest.mark.unit
+
 MAX_ABS_DIFF = 1e-3
 MIN_IOU = 0.99
 

@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 
 import numpy as np
+import pytest
 from aiortc import MediaStreamTrack
 from aiortc.mediastreams import MediaStreamError
 from av import VideoFrame
@@ -15,6 +16,8 @@ from camfx.engine.frame_slot import Broadcast
 from camfx.engine.hub import Hub
 from camfx.engine.params import Params
 from camfx.engine.stream import Stream
+
+pytestmark = pytest.mark.unit
 
 
 class Frames(MediaStreamTrack):

@@ -28,6 +28,8 @@ from camfx.models.registry import SEGMENTATION_MODELS, model_path
 
 from .conftest import start_server
 
+pytestmark = pytest.mark.webrtc
+
 CPU = "onnxruntime:CPUExecutionProvider"
 
 

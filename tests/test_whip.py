@@ -23,7 +23,7 @@ from camfx.engine.transport.ice import ice_server, peer_connection
 
 from .conftest import start_server
 
-pytestmark = pytest.mark.timeout(180)
+pytestmark = [pytest.mark.webrtc, pytest.mark.timeout(180)]
 
 CLIP = person_clip(320, 240, 30)
 
@@ -305,4 +305,40 @@ async def test_unnamed_sessions_get_a_stable_default_name():
         assert replica.name.startswith("main-") and replica.name[5:] == replica.id[len("Ab3xYz90-"):][:6]
         await replica.close()
     finally:
+        await runner.cleanup()
+
+
+def _tasks_of(*owners) -> list[asyncio.Task]:
+    """The running tasks whose coroutine is a method of one of `owners`."""
+    found = []
+    for task in asyncio.all_tasks():
+        frame = getattr(task.get_coro(), "cr_frame", None)
+        if frame is not None and any(frame.f_locals.get("self") is owner for owner in owners):
+            found.append(task)
+    return found
+
+
+async def test_a_publishers_and_its_viewers_tasks_are_all_gone_after_close(clip_640):
+    runner, server = await start_server()
+    camera = SyntheticCamera(CLIP)
+    publisher, viewer = WhipPublisher(camera), WhepViewer(camera.sent_at)
+    try:
+        await publisher.publish(f"{server.url}/whip/tasks")
+        await viewer.view(f"{server.url}/whep/tasks")
+        await viewer.wait_frames(10)
+        session = server.sessions.named("tasks")
+        (watcher,) = [server.sessions.viewer(v) for v in server.sessions.viewer_ids()]
+        owners = (session, session.stream, watcher, server.sessions)
+        assert len(session.tasks) >= 2 and len(session.stream.tasks) == 2 and len(watcher.tasks) == 1
+        assert len(_tasks_of(*owners)) >= 5  # the watchdogs, stats, ingest and worker run
+
+        await publisher.close()  # DELETE: the stream ends, and its viewer with it
+        publisher.location = None
+        await until(lambda: len(server.sessions) == 0 and not server.sessions.viewer_ids(), 10, "everything to end")
+        await until(lambda: not _tasks_of(*owners), 5, "their tasks to end")
+        assert len(session.tasks) == len(session.stream.tasks) == len(watcher.tasks) == 0
+        assert session.tasks.closed and session.stream.tasks.closed and watcher.tasks.closed
+    finally:
+        await viewer.close()
+        await publisher.close()
         await runner.cleanup()

@@ -20,12 +20,12 @@ from typing import Any
 
 import numpy as np
 
+from ..tasks import TaskSet
 from .sinks import SinkError, SinkRunner, VirtualCameraSink
 from .sources import Source
 
 log = logging.getLogger("camfx.camera")
 
-STATS_EVERY_S = 1.0
 READERS_EVERY_S = 1.0
 RATE_WINDOW_S = 1.0  # no output rate is shown until frames have come out for this long
 HISTOGRAM_STEP_MS, HISTOGRAM_MAX_MS = 0.1, 2000.0  # the run's latency summary: fixed size, any length of run
@@ -188,18 +188,16 @@ class CameraApp:
                 loop.add_signal_handler(sig, self.stop_event.set)
             except NotImplementedError:  # Windows: Ctrl-C arrives as KeyboardInterrupt
                 pass
-        pump = asyncio.ensure_future(self._pump())
-        watch = asyncio.ensure_future(self._watch())
-        stop = asyncio.ensure_future(self.stop_event.wait())
+        tasks = TaskSet("camera")
+        tasks.spawn(self._pump())
+        watch, stop = tasks.spawn(self._watch()), tasks.spawn(self.stop_event.wait())
         try:
             await self.processor.start(self.source.track)
             done, _ = await asyncio.wait({watch, stop}, return_when=asyncio.FIRST_COMPLETED)
             if watch in done:
                 watch.result()  # a sink's error ends the run, with its message
         finally:
-            for task in (pump, watch, stop):
-                task.cancel()
-            await asyncio.gather(pump, watch, stop, return_exceptions=True)
+            await tasks.close()
             self.source.close()
             await self.processor.close()
             for runner in self.runners:

@@ -27,6 +27,7 @@ from .. import frame_ids
 from ..frame_slot import Broadcast, BroadcastReader
 from ..params import Params
 from ..rate import RateMeter
+from ..tasks import TaskSet
 from ..transport.ice import RTCIceServer, peer_connection
 from ..transport.jitter import release_frames_at_marker
 
@@ -110,7 +111,7 @@ class RemoteProcessor:
         self._out: Broadcast = Broadcast()
         self._sent_at: dict[int, float] = {}
         self._in_rate, self._back_rate = RateMeter(), RateMeter()
-        self._tasks: list[asyncio.Task] = []
+        self._tasks = TaskSet(f"camera to {self.url}")
         self._pc = None
         self._session: str | None = None
         self._channel = None
@@ -121,15 +122,16 @@ class RemoteProcessor:
 
     # ---- in and out ------------------------------------------------------------------------------
     async def start(self, track: MediaStreamTrack) -> None:
-        self._tasks.append(asyncio.ensure_future(self._read_camera(track)))
-        self._tasks.append(asyncio.ensure_future(self._stay_connected()))
+        self._tasks.spawn(self._read_camera(track))
+        self._tasks.spawn(self._stay_connected())
         # The first connection must work (say why if not); later losses are retried.
-        waiter = asyncio.ensure_future(self._connected_once.wait())
-        while not waiter.done():
-            await asyncio.wait({waiter}, timeout=0.2)
+        while not self._connected_once.is_set():
             if self._first_error is not None:
-                waiter.cancel()
                 raise self._first_error
+            try:
+                await asyncio.wait_for(self._connected_once.wait(), timeout=0.2)
+            except asyncio.TimeoutError:
+                pass
 
     def reader(self) -> BroadcastReader:
         return self._out.reader()
@@ -187,7 +189,7 @@ class RemoteProcessor:
 
         @pc.on("track")
         def on_track(track):
-            self._tasks.append(asyncio.ensure_future(self._read_back(track)))
+            self._tasks.spawn(self._read_back(track))
 
         await pc.setLocalDescription(await pc.createOffer())
         body = {"sdp": pc.localDescription.sdp, "type": "offer", "params": {**self.params.model_dump(), "probe": True}}
@@ -276,9 +278,7 @@ class RemoteProcessor:
                 "frames_dropped": 0, "reconnects": self.reconnects, "effect": self.params.effect}
 
     async def close(self) -> None:
-        for task in self._tasks:
-            task.cancel()
-        await asyncio.gather(*self._tasks, return_exceptions=True)
+        await self._tasks.close()
         if self._session and self._pc is not None:
             try:
                 async with self._http() as http:

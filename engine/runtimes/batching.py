@@ -56,12 +56,6 @@ class BatchingRuntime(Runtime):
         return self.inner.max_batch
 
     @property
-    def waiting(self) -> int:
-        """Runs waiting for the model now."""
-        with self._cond:
-            return len(self._waiting)
-
-    @property
     def busy(self) -> bool:
         """A model call is running now."""
         with self._cond:

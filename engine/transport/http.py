@@ -92,21 +92,13 @@ async def offer(request: web.Request) -> web.Response:
     if name is not None and not isinstance(name, str):
         raise HTTPError(400, OFFER_SHAPE)
     params = _params_or_422(hub, lambda: hub.config.defaults.updated(body.get("params") or {}))
-    problem = signalling.offer_problem(body["sdp"])  # before a slot is taken
-    if problem:
-        raise HTTPError(problem.status, str(problem))
+    signalling.check_offer(body["sdp"])  # before a slot is taken
     # Published under its name (or the default, "main" while free), so /view pages and WHEP
     # players can watch it.
     session = await request.app[SESSIONS].open(params, name=check_name(name) if name else None,
                                                auto_name=DEFAULT_STREAM_NAME)
-    try:
-        answer = await signalling.answer(session.pc, body["sdp"], session.output, f"request {request[REQUEST_ID]}:")
-    except signalling.OfferError as exc:
-        await session.close()  # never raises, and always frees the slot
-        raise HTTPError(exc.status, str(exc)) from None
-    except BaseException:
-        await session.close()
-        raise
+    answer = await signalling.answer_or_close(
+        session, signalling.answer(session.pc, body["sdp"], session.output, f"request {request[REQUEST_ID]}:"))
     log.info("session %s: opened (%s)", session.id, params.effect)
     return web.json_response({"sdp": answer.sdp, "type": answer.type, "session_id": session.id, "name": session.name})
 

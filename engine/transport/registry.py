@@ -14,6 +14,7 @@ from ..diffusion.scheduler import AdmissionError
 from ..hub import Hub
 from ..memory import Trimmer
 from ..params import Params
+from ..tasks import TaskSet
 from .errors import HTTPError
 from .ice import peer_connection
 from .session import PeerSession
@@ -38,6 +39,7 @@ class Sessions:
         self._named: dict[str, PeerSession] = {}
         self._viewers: dict[str, ViewerSession] = {}
         self._trimmer = Trimmer()
+        self._tasks = TaskSet("sessions")
 
     # ---- peers -------------------------------------------------------------------------------
     def __len__(self) -> int:
@@ -112,7 +114,7 @@ class Sessions:
         if session.name is not None and self._named.get(session.name) is session:
             del self._named[session.name]
         for viewer in [v for v in self._viewers.values() if v.publisher is session]:
-            asyncio.ensure_future(viewer.close())  # the stream they watch has ended
+            self._tasks.spawn(viewer.close())  # the stream they watch has ended
         self._trim_if_idle()
 
     # ---- viewers ------------------------------------------------------------------------------
@@ -152,6 +154,7 @@ class Sessions:
     async def close_all(self) -> None:
         everything = [*self._viewers.values(), *self._live.values()]
         await asyncio.gather(*(s.close() for s in everything), return_exceptions=True)
+        await self._tasks.close()
         self._trimmer.cancel()
 
 

@@ -1,5 +1,5 @@
-"""Offer in, answer out: the SDP checked, the receiver and the sender set up. Used by `/offer`
-(and by WHIP, which has the same job in another envelope).
+"""Offer in, answer out: the SDP checked, the receiver and the sender set up, and a peer whose
+offer fails closed at once. Used by `/offer`, WHIP and WHEP (the same job in three envelopes).
 
 aiortc accepts some broken offers half-way and then fails in ways that leave a peer connection
 it cannot close (a BUNDLE group naming a media section that is not there made `close()` raise),
@@ -10,10 +10,13 @@ from __future__ import annotations
 
 import logging
 import re
+from typing import Awaitable
 
 from aiortc import MediaStreamTrack, RTCPeerConnection, RTCSessionDescription
 
+from .errors import HTTPError
 from .jitter import release_frames_at_marker
+from .peer import Peer
 
 log = logging.getLogger("camfx.signalling")
 
@@ -77,6 +80,27 @@ def offer_problem(sdp: str, publisher: bool = False) -> OfferError | None:
                               "which the offer does not have")
     codecs = _video_codecs_problem(sdp)
     return OfferError(codecs, 422) if codecs else None
+
+
+def check_offer(sdp: str, publisher: bool = False) -> None:
+    """HTTPError (400 or 422) for an offer camfx cannot take: called before a slot is taken."""
+    problem = offer_problem(sdp, publisher)
+    if problem:
+        raise HTTPError(problem.status, str(problem))
+
+
+async def answer_or_close(peer: Peer, answering: Awaitable[RTCSessionDescription]) -> RTCSessionDescription:
+    """The answer (`answering`: `answer(...)` or `answer_viewer(...)`) for `peer`, just opened.
+    Whatever fails, the peer is closed first, which frees its slot; an OfferError becomes the
+    HTTPError its sender reads."""
+    try:
+        return await answering
+    except OfferError as exc:
+        await peer.close()  # never raises, and always frees the slot
+        raise HTTPError(exc.status, str(exc)) from None
+    except BaseException:
+        await peer.close()
+        raise
 
 
 UNUSABLE = ("the SDP offer could not be used: it is incomplete, or asks for something camfx does "

@@ -75,18 +75,10 @@ async def whip_publish(request: web.Request) -> web.Response:
     name = check_name(request.match_info["name"])
     params = _params_from_query(request)
     sdp = await _read_sdp(request)
-    problem = signalling.offer_problem(sdp, publisher=True)  # before a slot is taken
-    if problem:
-        raise HTTPError(problem.status, str(problem))
+    signalling.check_offer(sdp, publisher=True)  # before a slot is taken
     session = await request.app[SESSIONS_KEY].open(params, name=name, sends_back=False)
-    try:
-        answer = await signalling.answer(session.pc, sdp, None, f"request {request[REQUEST_ID]}:", publisher=True)
-    except signalling.OfferError as exc:
-        await session.close()
-        raise HTTPError(exc.status, str(exc)) from None
-    except BaseException:
-        await session.close()
-        raise
+    answer = await signalling.answer_or_close(
+        session, signalling.answer(session.pc, sdp, None, f"request {request[REQUEST_ID]}:", publisher=True))
     session.etag = _etag()
     log.info("whip %s: publishing (session %s, %s)", name, session.id, params.effect)
     return _created(answer, f"/whip/{name}/{session.id}", session.etag, request)
@@ -114,14 +106,8 @@ async def whep_view(request: web.Request) -> web.Response:
     name = check_name(request.match_info["name"])
     sdp = await _read_sdp(request)
     viewer = request.app[SESSIONS_KEY].open_viewer(name)
-    try:
-        answer = await signalling.answer_viewer(viewer.pc, sdp, viewer.output, f"request {request[REQUEST_ID]}:")
-    except signalling.OfferError as exc:
-        await viewer.close()
-        raise HTTPError(exc.status, str(exc)) from None
-    except BaseException:
-        await viewer.close()
-        raise
+    answer = await signalling.answer_or_close(
+        viewer, signalling.answer_viewer(viewer.pc, sdp, viewer.output, f"request {request[REQUEST_ID]}:"))
     viewer.etag = _etag()
     log.info("whep %s: viewer %s", name, viewer.id)
     return _created(answer, f"/whep/{name}/{viewer.id}", viewer.etag, request)
