@@ -9,22 +9,14 @@ import aiohttp
 import cv2
 import numpy as np
 import pytest
-from aiortc import RTCPeerConnection
 
-from camfx.engine.transport.ice import peer_connection
 from camfx.engine.config import ServerConfig
 from camfx.engine.transport.http import MAX_JSON_BYTES, MAX_UPLOAD_BYTES
 
 from .conftest import start_server
+from .helpers import make_offer
 
 pytestmark = pytest.mark.webrtc
-
-
-async def make_offer(kind: str = "video") -> tuple[RTCPeerConnection, str]:
-    pc = peer_connection()
-    pc.addTransceiver(kind, direction="sendrecv")
-    await pc.setLocalDescription(await pc.createOffer())
-    return pc, pc.localDescription.sdp
 
 
 async def post(url, **kwargs):

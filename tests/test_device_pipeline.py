@@ -123,7 +123,7 @@ async def test_a_webrtc_session_through_the_device_pipeline(clip_640, segmenter)
 
 def test_device_pipeline_follows_a_video_background_and_its_fit(clip_640):
     """The layer copied to the device is the video's current picture, not the first one kept."""
-    from .test_video_backgrounds import FakeClock, make_video, show
+    from .helpers import FakeClock, make_video, show
 
     clock = FakeClock()
     segmenters, backgrounds = Segmenters(), Backgrounds(clock=clock)

@@ -11,6 +11,8 @@ import torch
 from camfx.engine.diffusion.sampler import Sampler
 from camfx.engine.diffusion.stylizer import Stylizer, img2img_batch
 
+pytestmark = pytest.mark.unit
+
 SIZE = 64
 SETTINGS = [  # each stream its own prompt, seed, steps, strength, guidance, stream batch
     dict(prompt="a cat", seed=1, steps=1, strength=0.5),

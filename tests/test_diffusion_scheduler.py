@@ -8,6 +8,8 @@ import pytest
 from camfx.engine.diffusion.scheduler import AdmissionError, Budget, DiffusionScheduler, Rung, ladder
 from camfx.engine.diffusion.simulated import PROFILES, SimClock, SimulatedDevice, run_fifo, run_scheduler
 
+pytestmark = pytest.mark.unit
+
 GPU = PROFILES["rtx3080"]  # a batch of 4 costs 1.6x a batch of 1
 BUDGET = Budget(fps=30.0, max_age_s=0.2)
 RUNGS = ladder(512, 1, False)

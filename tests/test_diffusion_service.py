@@ -17,6 +17,8 @@ from camfx.engine.params import Params, ParamsError
 
 from .tiny_diffusion import MAX_TOKENS
 
+pytestmark = pytest.mark.unit
+
 SIZE = 64
 
 

@@ -12,6 +12,8 @@ import pytest
 from camfx.engine import doctor, setup_checks
 from camfx.engine.setup_checks import MODPROBE, System
 
+pytestmark = pytest.mark.unit
+
 KERNEL = "6.8.0-test"
 
 

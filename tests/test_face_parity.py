@@ -22,6 +22,8 @@ from camfx.engine.faces import geometry as g
 from camfx.engine.faces.models import FaceModels
 from camfx.models import registry
 
+pytestmark = pytest.mark.unit
+
 MIN_IOU = 0.95
 MAX_MEDIAN_PX_AT_256 = 1.5
 

@@ -25,6 +25,8 @@ from camfx.engine.params import Params, ParamsError
 from camfx.engine.pipeline import Work, default_pipeline
 from camfx.engine.segmenter import Segmenters
 
+pytestmark = pytest.mark.webrtc
+
 W, H = 1280, 720
 PORTRAIT = 0.8  # of the frame's height
 

@@ -17,16 +17,9 @@ from camfx.engine.pipeline import Pipeline, default_pipeline
 from camfx.engine.config import ServerConfig
 
 from .conftest import start_server
-from .helpers import matched_frame, regions
+from .helpers import connect, matched_frame, regions
 
 pytestmark = [pytest.mark.webrtc, pytest.mark.timeout(120)]
-
-
-async def connect(server, clip, params, codec="VP8"):
-    peer = ClientPeer(SyntheticCamera(clip), codec=codec)
-    await peer.connect(server.url, params)
-    await peer.wait_frames(20)
-    return peer
 
 
 @pytest.mark.parametrize("codec", ["VP8", "H264"])

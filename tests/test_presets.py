@@ -20,6 +20,8 @@ from camfx.engine.presets import MAX_PRESETS, PresetError, PresetStore, default_
 
 from .conftest import start_server
 
+pytestmark = pytest.mark.webrtc
+
 
 def test_store_round_trip_normalises_and_keeps_only_the_fields_set(tmp_path):
     store = PresetStore(tmp_path / "camfx" / "presets.json")

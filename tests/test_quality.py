@@ -21,6 +21,8 @@ from camfx.engine import yuv
 from camfx.engine.backgrounds import Backgrounds
 from camfx.engine.params import Params, hex_to_rgb
 
+pytestmark = pytest.mark.unit
+
 SIZE = (640, 480)
 FRAMES = 24
 

@@ -23,74 +23,9 @@ from camfx.engine.segmenter import Segmenters
 from camfx.engine.video_background import Clip, scaled_picture
 
 from .conftest import start_server
-from .test_api import make_offer
+from .helpers import FPS, FakeClock, connect, header_only_webm, make_offer, make_video, matched_frame, regions, show
 
-pytestmark = pytest.mark.timeout(120)
-
-FPS = 12
-FORMATS = {"mp4": ("mp4", "libx264", "yuv420p"), "webm": ("webm", "libvpx-vp9", "yuv420p"),
-           "gif": ("gif", "gif", "rgb8")}
-
-
-def picture(i: int, count: int, h: int, w: int) -> np.ndarray:
-    """Frame i of a clip: a colour that steps each frame and a bar that moves across."""
-    rgb = np.empty((h, w, 3), np.uint8)
-    rgb[...] = (40 + 200 * i // count, 200 - 150 * i // count, 90)
-    x = w * i // count
-    rgb[:, x : x + max(2, w // count)] = (250, 250, 250)
-    return rgb
-
-
-def make_video(kind: str = "mp4", frames: int = 12, w: int = 64, h: int = 48, fps: int = FPS,
-               streams: int = 1) -> bytes:
-    fmt, codec, pix_fmt = FORMATS[kind]
-    out = io.BytesIO()
-    with av.open(out, "w", format=fmt) as container:
-        encoders = [container.add_stream(codec, rate=fps) for _ in range(streams)]
-        for stream in encoders:
-            stream.width, stream.height, stream.pix_fmt = w, h, pix_fmt
-        for i in range(frames):
-            frame = av.VideoFrame.from_ndarray(picture(i, frames, h, w), format="rgb24")
-            for stream in encoders:
-                container.mux(stream.encode(frame))
-        for stream in encoders:
-            container.mux(stream.encode())
-    return out.getvalue()
-
-
-def header_only_webm() -> bytes:
-    """A WebM with a video track and not one frame."""
-    out = io.BytesIO()
-    with av.open(out, "w", format="webm") as container:
-        stream = container.add_stream("libvpx-vp9", rate=FPS)
-        stream.width, stream.height, stream.pix_fmt = 64, 48, "yuv420p"
-        container.start_encoding()
-    return out.getvalue()
-
-
-class FakeClock:
-    def __init__(self) -> None:
-        self.now = 1000.0
-
-    def __call__(self) -> float:
-        return self.now
-
-
-def show(backgrounds: Backgrounds, clock: FakeClock, name: str, number: int, view: tuple) -> np.ndarray:
-    """Move the clock to frame `number` of video `name` (counting on through its loops) and hold
-    it there; the picture the frame path gets once the decoder has that frame."""
-    backgrounds.frame(name, *view)  # starts the player if it is not running
-    player = backgrounds.player(name)
-    clock.now = player.started + (number + 0.5) / backgrounds._uploads[name].fps
-    deadline = time.monotonic() + 10
-    while time.monotonic() < deadline:
-        layer = backgrounds.frame(name, *view)
-        shown = player.current(view)
-        if shown is not None and shown[0] == number and shown[1] is layer:
-            return layer
-        time.sleep(0.005)
-    raise AssertionError(f"frame {number} never came")
-
+pytestmark = [pytest.mark.webrtc, pytest.mark.timeout(120)]
 
 # ---- fit modes ------------------------------------------------------------------------------------
 
@@ -340,7 +275,6 @@ def blink_video(seconds_each: float = 1.0, fps: int = 4) -> bytes:
 
 
 async def test_replace_with_a_video_over_webrtc_changes_the_background_not_the_person(server, clip_640):
-    from .test_loopback import connect, matched_frame, regions
 
     status, body = await upload(server, blink_video())
     assert status == 201, body
