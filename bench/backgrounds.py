@@ -13,7 +13,7 @@ import argparse
 import time
 from pathlib import Path
 
-from camfx.engine.backgrounds import Backgrounds
+from camfx.engine.effects.backgrounds import Backgrounds
 
 from .stats import machine, summary_ms, write_json
 

@@ -24,7 +24,7 @@ from camfx.engine.client.remote import RemoteProcessor, Sent
 from camfx.engine.client.sinks import NullSink, SinkRunner
 from camfx.engine.client.sources import open_source
 from camfx.engine.config import ServerConfig
-from camfx.engine.frame_slot import Broadcast
+from camfx.engine.media.frame_slot import Broadcast
 from camfx.engine.params import Params
 from camfx.engine.transport.ice import serve_media_on
 

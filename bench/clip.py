@@ -11,7 +11,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from camfx.engine import yuv
+from camfx.engine.media import yuv
 
 
 def _portrait() -> np.ndarray:

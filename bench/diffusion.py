@@ -30,9 +30,9 @@ from pathlib import Path
 
 import numpy as np
 
-from camfx.engine import effects
-from camfx.engine.mask import MaskRefiner
-from camfx.engine.segmenter import Segmenters
+from camfx.engine.effects.mask import MaskRefiner
+from camfx.engine.media import yuv
+from camfx.engine.pipeline.segmenter import Segmenters
 from camfx.models.registry import SD_TURBO, TAESD
 
 from . import streamdiffusion
@@ -43,7 +43,7 @@ from .stats import machine, save, summary_ms
 def _frames(size: int, count: int) -> tuple[list[np.ndarray], list[np.ndarray]]:
     """(moving RGB frames at size x size, the matching 720p I420 camera frames)."""
     clip = person_clip(1280, 720, max(count, 2))
-    return [effects.model_input(f, size, size) for f in clip], clip
+    return [yuv.model_input(f, size, size) for f in clip], clip
 
 
 def _interleaved(configs: list, rgbs: list[np.ndarray], warmup: int) -> list[dict[str, list[float]]]:
@@ -142,7 +142,7 @@ def run(args) -> dict:
     picture = stylizer.img2img(rgbs[0])
     frame = clip[0]
     alpha = MaskRefiner().refine(Segmenters().get("landscape")(frame), frame, feather=4)
-    from camfx.engine import compose
+    from camfx.engine.effects import compose
 
     layer = compose.layer("background", picture, 720, 1280)
     composite = []

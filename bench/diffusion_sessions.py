@@ -66,7 +66,7 @@ def real(sessions: list[int], args) -> dict[str, Any]:
     """The service on real networks; returns rows like `simulated`'s and the batch scaling."""
     import torch
 
-    from camfx.engine.diffusion.models import DiffusionModels, DiffusionModelSpec
+    from camfx.engine.diffusion.served import DiffusionModels, DiffusionModelSpec
     from camfx.engine.diffusion.scheduler import AdmissionError, Budget, DiffusionScheduler, ladder
     from camfx.engine.diffusion.service import DiffusionService, Job, StreamDiffusion
     from camfx.engine.params import Params

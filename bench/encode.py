@@ -19,10 +19,10 @@ from aiortc.mediastreams import VIDEO_CLOCK_RATE, VIDEO_TIME_BASE
 from aiortc.rtcrtpparameters import RTCRtpCodecParameters
 from av import VideoFrame
 
-from camfx.engine.backgrounds import Backgrounds
+from camfx.engine.effects.backgrounds import Backgrounds
 from camfx.engine.params import Params
-from camfx.engine.pipeline import Work, default_pipeline
-from camfx.engine.segmenter import Segmenters
+from camfx.engine.pipeline.stages import Work, default_pipeline
+from camfx.engine.pipeline.segmenter import Segmenters
 
 from .clip import person_clip
 from .stats import axes, machine, save, summary_ms

@@ -17,11 +17,11 @@ from pathlib import Path
 
 import cv2
 
-from camfx.engine.backgrounds import Backgrounds
+from camfx.engine.effects.backgrounds import Backgrounds
 from camfx.engine.config import ServerConfig
 from camfx.engine.params import Params, ParamsError
-from camfx.engine.pipeline import Work, default_pipeline
-from camfx.engine.segmenter import Segmenters
+from camfx.engine.pipeline.stages import Work, default_pipeline
+from camfx.engine.pipeline.segmenter import Segmenters
 
 from .clip import person_clip
 from .stats import axes, machine, save, summary_ms

@@ -13,11 +13,12 @@ import cv2
 import numpy as np
 from PIL import Image
 
-from camfx.engine import effects, yuv
-from camfx.engine.backgrounds import Backgrounds
+from camfx.engine.effects import filters as effects
+from camfx.engine.effects.backgrounds import Backgrounds
+from camfx.engine.media import yuv
 from camfx.engine.params import Params
-from camfx.engine.pipeline import Work, default_pipeline
-from camfx.engine.segmenter import Segmenters
+from camfx.engine.pipeline.segmenter import Segmenters
+from camfx.engine.pipeline.stages import Work, default_pipeline
 
 from .clip import portrait_over_scene
 

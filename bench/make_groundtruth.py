@@ -28,8 +28,8 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from camfx.engine import yuv
-from camfx.engine.segmenter import Segmenters
+from camfx.engine.media import yuv
+from camfx.engine.pipeline.segmenter import Segmenters
 
 # name -> (scikit-image picture, (top, bottom, left, right) crop). The table is cropped to the
 # cup's right side: whole, the cup sits right behind her head at twice its size.

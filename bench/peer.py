@@ -18,7 +18,7 @@ from av import VideoFrame
 from camfx.engine.transport.ice import peer_connection
 from camfx.engine.transport.jitter import release_frames_at_marker
 
-from camfx.engine import frame_ids
+from camfx.engine.media import frame_ids
 
 
 

@@ -51,11 +51,11 @@ from typing import Callable
 import cv2
 import numpy as np
 
-from camfx.engine import effects as fx
-from camfx.engine import yuv
-from camfx.engine.backgrounds import Backgrounds
+from camfx.engine.effects import filters as fx
+from camfx.engine.effects.backgrounds import Backgrounds
+from camfx.engine.media import yuv
 from camfx.engine.params import Params, hex_to_rgb
-from camfx.engine.segmenter import Segmenters
+from camfx.engine.pipeline.segmenter import Segmenters
 
 from .quality_clips import CLIPS, Frame, clip_frames, still_frame
 from .quality_metrics import BandFigure, MaskFigures, bands

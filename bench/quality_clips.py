@@ -18,7 +18,7 @@ from typing import Iterator
 import cv2
 import numpy as np
 
-from camfx.engine import yuv
+from camfx.engine.media import yuv
 
 GROUNDTRUTH = Path(__file__).parent / "groundtruth"
 # name -> (file, fit): "cover" scales the picture to fill the frame; "tile" repeats it at its own

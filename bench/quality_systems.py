@@ -12,11 +12,12 @@ from typing import Callable, Protocol
 import cv2
 import numpy as np
 
-from camfx.engine import effects, yuv
-from camfx.engine.backgrounds import Backgrounds
+from camfx.engine.effects import filters as effects
+from camfx.engine.effects.backgrounds import Backgrounds
+from camfx.engine.media import yuv
 from camfx.engine.params import Params, hex_to_rgb
-from camfx.engine.pipeline import Pipeline, Work, default_pipeline
-from camfx.engine.segmenter import Segmenters
+from camfx.engine.pipeline.segmenter import Segmenters
+from camfx.engine.pipeline.stages import Pipeline, Work, default_pipeline
 
 EFFECTS = ("blur", "replace", "remove")
 

@@ -7,7 +7,7 @@ input from the I420 frame; the blur pipeline is the one sessions run (segment, r
 composite). The target for a GPU runtime is segmentation <= 0.5 ms per frame.
 
 On a GPU (or with --device-pipeline cpu) each runtime also runs the blur pipeline that keeps the
-frame on the device (engine/device_pipeline.py: one upload, one download), the GPU pipeline
+frame on the device (engine/pipeline/device.py: one upload, one download), the GPU pipeline
 `camfx serve --device cuda` uses, next to the OpenCV one.
 
 With --sessions N (N > 1) each runtime also serves N sessions at once, each a thread sending
@@ -26,14 +26,14 @@ from pathlib import Path
 
 import cv2
 
-from camfx.engine.backgrounds import Backgrounds
+from camfx.engine.effects.backgrounds import Backgrounds
 from camfx.engine.config import ServerConfig
 from camfx.engine.runtimes.batching import BatchingRuntime
 from camfx.engine.runtimes.cache import cached_segmentation_plan
 from camfx.engine.runtimes.chain import candidates_for
 from camfx.engine.params import Params
-from camfx.engine.pipeline import Work, default_pipeline
-from camfx.engine.segmenter import Segmenter
+from camfx.engine.pipeline.stages import Work, default_pipeline
+from camfx.engine.pipeline.segmenter import Segmenter
 from camfx.models.registry import SEGMENTATION_MODELS, model_path
 
 from .clip import person_clip
@@ -136,7 +136,7 @@ def run(sizes: list[tuple[int, int]], models: list[str], frames: int, threads: i
                 row = {"size": f"{width}x{height}", "model": model, "runtime": candidate.name,
                        "segment_ms": segment, "blur_pipeline_ms": blur}
                 if device_pipeline:
-                    from camfx.engine.device_pipeline import DevicePipeline
+                    from camfx.engine.pipeline.device import DevicePipeline
 
                     on_device = DevicePipeline(_One(segmenter), backgrounds, pipeline, device_pipeline)
                     row["device"] = device_pipeline

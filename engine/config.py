@@ -7,7 +7,7 @@ from dataclasses import dataclass, field
 
 from aiortc import RTCIceServer
 
-from .diffusion.models import DiffusionModelSpec, default_specs
+from .diffusion.served import DiffusionModelSpec, default_specs
 from .params import Params
 
 
@@ -50,5 +50,5 @@ class ServerConfig:
     # Stack frames that sessions send together into one segmentation call: "auto" does on cuda,
     # where it pays; on a CPU the sessions' runs go side by side on the cores instead.
     batch_sessions: str = "auto"
-    # The models `diffusion_model` may name (see camfx.engine.diffusion.models.default_specs).
+    # The models `diffusion_model` may name (see camfx.engine.diffusion.served.default_specs).
     diffusion_models: dict[str, DiffusionModelSpec] = field(default_factory=default_specs)

@@ -63,7 +63,7 @@ def model_rows() -> list[tuple[str, str]]:
     """Per model, the runtime that would serve it (the chain is actually loaded, as serve does)."""
     from camfx.models.registry import SEGMENTATION_MODELS
 
-    from .segmenter import Segmenters
+    from .pipeline.segmenter import Segmenters
 
     rows = []
     segmenters = Segmenters()

@@ -9,16 +9,16 @@ from typing import Any, Callable
 
 import cv2
 
-from .backgrounds import Backgrounds
 from .config import ServerConfig
-from .diffusion.models import DiffusionModels
+from .diffusion.served import DiffusionModels
 from .diffusion.service import DiffusionService
+from .effects.backgrounds import Backgrounds
 from .faces.models import FaceModels
 from .metrics import Metrics
 from .params import Params, ParamsError, field_error
-from .pipeline import default_pipeline
+from .pipeline.segmenter import Segmenters
+from .pipeline.stages import default_pipeline
 from .runtimes.probe import resolve_device
-from .segmenter import Segmenters
 
 log = logging.getLogger("camfx.hub")
 
@@ -69,7 +69,7 @@ class Hub:
     def _default_pipeline(self):
         pipeline = default_pipeline(self.segmenters, self.backgrounds, self.helper, self.diffusion, self.faces)
         if self.device == "cuda":
-            from .device_pipeline import DevicePipeline
+            from .pipeline.device import DevicePipeline
 
             return DevicePipeline(self.segmenters, self.backgrounds, pipeline, "cuda")
         return pipeline

@@ -13,7 +13,7 @@ from __future__ import annotations
 from typing import Any
 
 from .params import EFFECTS, Params
-from .pipeline import NEEDS_MASK
+from .pipeline.stages import NEEDS_MASK
 from .runtimes.probe import missing_extra
 
 KEY = "x-camfx-ui"

@@ -82,7 +82,7 @@ def server_fields(parser: argparse.ArgumentParser, args: argparse.Namespace,
     """ServerConfig's fields from the flags of `add_server_flags`. A bad value exits through
     `parser.error` (one line, exit 2) naming the flag and what it may be; flags that cannot go
     together raise FlagError. `diffusion_models`: the names `--diffusion-model` may pick."""
-    from .diffusion.models import default_specs
+    from .diffusion.served import default_specs
     from .transport.ice import ice_servers_from
     from .transport.origins import is_loopback
 
@@ -114,7 +114,7 @@ def server_fields(parser: argparse.ArgumentParser, args: argparse.Namespace,
 def default_params_problem(params: Params, diffusion_models: dict) -> str | None:
     """What the schema cannot check in the default params, which every session would be refused
     for (a 422): a background image or a diffusion model that does not exist."""
-    from .backgrounds import bundled_names
+    from .effects.backgrounds import bundled_names
 
     images = bundled_names()
     if params.background_image not in images:
@@ -151,7 +151,7 @@ def parser() -> argparse.ArgumentParser:
 
 
 def _diffusion_models(p: argparse.ArgumentParser, args: argparse.Namespace) -> dict:
-    from .diffusion.models import DiffusionModelSpec, default_specs
+    from .diffusion.served import DiffusionModelSpec, default_specs
 
     models = default_specs(random_weights=args.random_weights)
     for entry in args.add_diffusion_model:

@@ -23,12 +23,12 @@ from aiortc import MediaStreamTrack
 from aiortc.mediastreams import MediaStreamError
 from av import VideoFrame
 
-from . import frames
-from .budget import BudgetController
-from .frame_slot import Broadcast, BroadcastReader, FrameSlot
+from .media import frames
+from .media.frame_slot import Broadcast, BroadcastReader, FrameSlot
+from .media.rate import RateMeter
 from .params import Params
-from .pipeline import Work
-from .rate import RateMeter
+from .pipeline.budget import BudgetController
+from .pipeline.stages import Work
 from .tasks import TaskSet
 from .tracks import OutputTrack
 

@@ -9,7 +9,7 @@ from aiortc import MediaStreamTrack
 from aiortc.mediastreams import VIDEO_CLOCK_RATE, VIDEO_TIME_BASE, MediaStreamError
 from av import VideoFrame
 
-from .frame_slot import Broadcast
+from .media.frame_slot import Broadcast
 
 W = TypeVar("W")  # what came with each frame (the pipeline's Work)
 

@@ -7,7 +7,7 @@ still written and checked, and the command says what is missing and exits 1.
 
 Diffusion parts go to <cache>/onnx/diffusion, named by a fingerprint of the weights, where
 `camfx serve` finds them for a model loaded from the same weights (under any name), and then runs
-them on TensorRT if a plan was built, else onnxruntime, else torch (camfx.engine.diffusion.runtime).
+them on TensorRT if a plan was built, else onnxruntime, else torch (camfx.engine.diffusion.networks).
 The stream works at the camera's aspect: at `diffusion_size` 512 a 16:9 camera
 runs at 288x512, a 4:3 one at 384x512, so export those (`--size 288x512 --size 384x512`).
 """

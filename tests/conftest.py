@@ -19,12 +19,12 @@ import pytest_asyncio
 from aiohttp import web
 
 from camfx.bench.latency import free_port
-from camfx.engine import yuv
-from camfx.engine.transport import http_server
-from camfx.engine.transport.ice import serve_media_on
 from camfx.engine.config import ServerConfig
-from camfx.engine.segmenter import Segmenters
+from camfx.engine.media import yuv
+from camfx.engine.pipeline.segmenter import Segmenters
+from camfx.engine.transport import http_server
 from camfx.engine.transport.http import HUB, SESSIONS, create_app, http_limits
+from camfx.engine.transport.ice import serve_media_on
 
 
 # Every peer connection in the tests, servers' and clients' alike, binds and offers 127.0.0.1

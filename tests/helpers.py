@@ -12,10 +12,10 @@ import numpy as np
 from aiortc import RTCPeerConnection
 
 from camfx.bench.peer import ClientPeer, SyntheticCamera
-from camfx.engine.backgrounds import Backgrounds
+from camfx.engine.effects.backgrounds import Backgrounds
 from camfx.engine.transport.ice import peer_connection
 
-from camfx.engine import yuv
+from camfx.engine.media import yuv
 
 
 def regions(clip, frame_id, segmenter):

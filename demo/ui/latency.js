@@ -1,5 +1,5 @@
 // Glass-to-glass latency: a frame id stamped into the picture this page sends, read back from the
-// processed frames. The stamp is engine/frame_ids.py's: ID_BITS blocks of floor(width / ID_BITS)
+// processed frames. The stamp is engine/media/frame_ids.py's: ID_BITS blocks of floor(width / ID_BITS)
 // across the top ID_ROWS rows, light for 1, dark for 0. With `probe` on the server keeps those
 // rows as they came, so the id read from a returned frame names the camera frame it was made from.
 

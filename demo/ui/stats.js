@@ -4,7 +4,7 @@
 
 import { $, el, fmtFps, fmtMs, fmtRate } from "./dom.js";
 
-// The rungs of the engine's quality ladder (engine/budget.py LADDER), as a user sees them.
+// The rungs of the engine's quality ladder (engine/pipeline/budget.py LADDER), as a user sees them.
 export const QUALITY_TIPS = {
   full: "Full quality: the person mask is made from every frame and its edges are snapped to the picture.",
   "no-feather": "Frames ran over budget, so edge snapping is off: mask edges are a little softer and coarser.",

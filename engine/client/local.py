@@ -7,8 +7,8 @@ from typing import Any
 from aiortc import MediaStreamTrack
 
 from ..config import ServerConfig
-from ..frame_slot import BroadcastReader
 from ..hub import Hub
+from ..media.frame_slot import BroadcastReader
 from ..params import Params
 from ..stream import Stream
 

@@ -23,10 +23,10 @@ from aiortc import MediaStreamTrack, RTCSessionDescription
 from aiortc.mediastreams import VIDEO_CLOCK_RATE, VIDEO_TIME_BASE, MediaStreamError
 from av import VideoFrame
 
-from .. import frame_ids
-from ..frame_slot import Broadcast, BroadcastReader
+from ..media import frame_ids
+from ..media.frame_slot import Broadcast, BroadcastReader
+from ..media.rate import RateMeter
 from ..params import Params
-from ..rate import RateMeter
 from ..tasks import TaskSet
 from ..transport.ice import RTCIceServer, peer_connection
 from ..transport.jitter import release_frames_at_marker

@@ -21,11 +21,11 @@ from typing import Any, Callable, Iterator
 
 import numpy as np
 
-from .. import effects, yuv
+from ..media import yuv
 from ..params import Params, ParamsError, field_error
-from .models import DiffusionModels
 from .picture import StylizedPicture, field_of, room_without_person
 from .scheduler import AdmissionError, Batch, Budget, DiffusionScheduler, Entry, Rung, StreamHandle, ladder
+from .served import DiffusionModels
 
 log = logging.getLogger("camfx.diffusion")
 
@@ -197,7 +197,7 @@ class DiffusionService:
                         state.backdrop_key = key
                         pictures[number] = state.publish(rgb, p.diffusion_mode)
                     continue
-                image = effects.model_input(job.frame, height, width)
+                image = yuv.model_input(job.frame, height, width)
                 if p.diffusion_mode == "backdrop":  # from the room: the person taken out first
                     image = room_without_person(image, job.alpha, entry.stream.latest)
                 state.backdrop_key = None

@@ -13,7 +13,7 @@ from __future__ import annotations
 import threading
 from typing import Any
 
-from .. import yuv
+from ..media import yuv
 from ..params import Params
 from .picture import diffusion_size
 from .scheduler import AdmissionError

@@ -10,7 +10,7 @@ has its own `Stylizer` (prompt embeddings, fixed noise, buffers). `img2img_batch
 several streams' frames (one model, one picture size) with one TAESD encode, one UNet call per
 denoising round and one decode; `Stylizer.img2img` is that batch with one stream in it. It calls three plain callables,
 `Networks` (unet, encode, decode): torch modules by default, or runtimes where
-`camfx export engines --diffusion` exported these weights (camfx.engine.diffusion.runtime).
+`camfx export engines --diffusion` exported these weights (camfx.engine.diffusion.networks).
 
 Sampler (`Sampler`, camfx.engine.diffusion.sampler). Both families predict noise (epsilon, or v
 where the scheduler config says so; another prediction type is refused). One step turns the noisy
@@ -61,8 +61,8 @@ import torch
 from camfx.models.diffusion import LATENT_CHANNELS, LATENT_FACTOR, DiffusionParts, load_parts
 from camfx.models.registry import LCM_LORA, SD15, SD_TURBO, TAESD
 
-from ..stage_clock import StageClock
-from .runtime import Networks, torch_networks
+from ..media.stage_clock import StageClock
+from .networks import Networks, torch_networks
 from .sampler import MAX_STEPS, Sampler, check_steps, check_strength
 from .similarity import SimilarityFilter
 

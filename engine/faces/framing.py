@@ -16,7 +16,7 @@ from dataclasses import dataclass
 import cv2
 import numpy as np
 
-from .. import yuv
+from ..media import yuv
 
 MAX_ZOOM = 2.5
 FACE_HEIGHTS = {"follow": 4.5, "tight": 2.4}  # crop height in face heights

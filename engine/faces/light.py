@@ -13,7 +13,7 @@ import math
 import cv2
 import numpy as np
 
-from .. import yuv
+from ..media import yuv
 from .regions import face_box
 
 GAIN_SHRINK = 8

@@ -12,7 +12,7 @@ import numpy as np
 
 from camfx.models.registry import model_path
 
-from .. import yuv
+from ..media import yuv
 from ..runtimes.chain import RuntimeChain, load_chain
 from . import geometry as g
 

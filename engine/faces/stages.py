@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING, Callable
 import cv2
 import numpy as np
 
-from .. import yuv
+from ..media import yuv
 from .framing import AutoFramer, apply_crop, is_full
 from .light import LowLight, apply_gain, face_exposure, gain_map, white_balance
 from .models import FaceModels, shared_face_models
@@ -30,7 +30,7 @@ from .tracker import Faces, FaceTracker
 
 if TYPE_CHECKING:
     from ..params import Params
-    from ..pipeline import Work
+    from ..pipeline.stages import Work
 
 MASK_EFFECTS = ("blur", "replace", "remove")
 
@@ -46,7 +46,7 @@ def any_face_stage(p: Params) -> bool:
 
 
 def _keep_probe_rows(source, output) -> None:
-    from ..pipeline import keep_probe_rows  # the pipeline imports this module
+    from ..pipeline.stages import keep_probe_rows  # the pipeline imports this module
 
     keep_probe_rows(source, output)
 

@@ -6,7 +6,7 @@ from __future__ import annotations
 import cv2
 import numpy as np
 
-from .. import yuv
+from ..media import yuv
 from .regions import SkinMasks, face_box
 
 WORK_FACE_WIDTH = 128  # px: the face's width where touch-up does its filtering

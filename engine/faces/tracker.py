@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from .. import yuv
+from ..media import yuv
 from . import geometry as g
 from .models import FaceModels, detector_input, face_patch
 

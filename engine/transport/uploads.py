@@ -15,7 +15,7 @@ import threading
 from concurrent.futures import ThreadPoolExecutor
 from typing import Awaitable, Callable
 
-from ..backgrounds import BackgroundError, Backgrounds
+from ..effects.backgrounds import BackgroundError, Backgrounds
 from .errors import HTTPError
 from .rate_limit import RateLimiter
 

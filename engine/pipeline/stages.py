@@ -1,0 +1,311 @@
+"""The per-session pipeline: a list of timed stages, `process(work) -> work`.
+
+Runs in an executor thread (never on the event loop) and knows nothing of WebRTC, so it can
+be tested on ndarrays.
+"""
+
+from __future__ import annotations
+
+import time
+from concurrent.futures import Executor, Future
+from dataclasses import dataclass, field
+from functools import partial
+from typing import Callable, Protocol
+
+import cv2
+import numpy as np
+
+from camfx.models.registry import SEGMENTATION_MODELS
+
+from ..diffusion.picture import StylizedPicture
+from ..effects import compose, filters as effects
+from ..effects.backgrounds import Backgrounds
+from ..effects.mask import MaskRefiner, frame_guide
+from ..faces.models import FaceModels, shared_face_models
+from ..faces.stages import AutoFrame, KeepMainPerson, Light, LowLightStage, TouchUp, TrackFaces
+from ..faces.tracker import Faces
+from ..media import yuv
+from ..params import Params, hex_to_rgb
+from .budget import LADDER, Quality
+from .segmenter import Segmenters
+
+PROBE_ROWS = 16
+NEEDS_MASK = ("blur", "replace", "remove")
+
+
+def needs_mask(p: Params) -> bool:
+    return p.effect in NEEDS_MASK or (p.effect == "diffusion" and p.diffusion_mode != "frame")
+
+
+@dataclass
+class Work:
+    """One frame on its way through the pipeline."""
+
+    image: yuv.Frame  # I420 input (see `yuv`): the decoded frame's planes, read in place
+    params: Params
+    quality: Quality = LADDER[0]
+    halvings: yuv.Halvings | None = None  # the image's, shared by all that shrink it
+    t_recv: float = 0.0  # time.perf_counter() when the frame was received
+    probability: np.ndarray | None = None  # model output, model resolution
+    alpha: np.ndarray | None = None  # refined mask, work resolution
+    guide: Future | None = None  # the mask's GuidedFilter for this frame, being made
+    background: Future | None = None  # the layer behind the person (I420), being made
+    stylized: StylizedPicture | None = None  # the newest diffusion picture (diffusion effect)
+    output: np.ndarray | None = None  # I420 result
+    faces: Faces | None = None  # the faces found (engine/faces), in the image's pixels
+    timings: dict[str, float] = field(default_factory=dict)  # stage name -> seconds
+
+
+class Stage(Protocol):
+    """One step of a frame's way through the pipeline: reads what earlier stages left on the
+    `Work` and adds its own result there; `name` is what its time is reported under."""
+
+    name: str
+
+    def __call__(self, work: Work) -> None: ...
+
+
+def background_layer(
+    backgrounds: Backgrounds, p: Params, frame: yuv.Frame, halvings: yuv.Halvings | None = None
+) -> np.ndarray | None:
+    """The I420 layer that shows where the mask says background; None for `blur`, whose layer
+    needs the mask (`composite_clean`)."""
+    h, w = yuv.frame_size(frame)
+    if p.effect == "blur":
+        return None
+    if p.effect == "remove":
+        return effects.solid(h, w, hex_to_rgb(p.key_color))
+    if p.background == "image" and p.background_image in backgrounds:
+        # A picture, or a video's current frame (played on its own thread; this never waits).
+        return backgrounds.frame(p.background_image, h, w, p.background_fit, hex_to_rgb(p.background_color))
+    return effects.solid(h, w, hex_to_rgb(p.background_color))
+
+
+def edge_colours(frame: yuv.Frame, alpha: np.ndarray, halvings: yuv.Halvings | None = None) -> np.ndarray:
+    """`effects.edge_colours` for `frame`, whose planes it shrinks to half the mask's size."""
+    halvings = halvings or yuv.Halvings(frame)
+    h, w = max(1, alpha.shape[0] // 2), max(1, alpha.shape[1] // 2)
+    small = cv2.merge([halvings.shrink(i, h, w) for i in range(3)])
+    return effects.edge_colours(small, cv2.resize(alpha, (w, h), interpolation=cv2.INTER_AREA), alpha)
+
+
+def composite_clean(
+    frame: yuv.Frame, layer: np.ndarray | None, alpha: np.ndarray, p: Params, halvings: yuv.Halvings | None = None
+) -> np.ndarray:
+    """The person over `layer` without the old background's colour on their edge; `layer` None
+    is the room blurred from the room's own pixels (the person never smears into it), with the
+    edge correction folded in while it is small."""
+    colours = edge_colours(frame, alpha, halvings)
+    if layer is None:
+        keep = effects.sure_weights(alpha)[1]
+        add = effects.edge_correction(colours, alpha, share=alpha)
+        layer = effects.blurred(frame, p.blur_strength, halvings, keep=keep, add=add)
+        return effects.composite(frame, layer, alpha)
+    return effects.composite(frame, layer, alpha, effects.edge_correction(colours, alpha))
+
+
+class PrepareBackground:
+    """Makes what needs only the frame on a helper thread, where it overlaps with segmentation
+    (OpenCV and onnxruntime both release the GIL): first the mask's guide, which refinement needs
+    as soon as the model is done, then the background layer. Inline without an executor."""
+
+    name = "background"
+
+    def __init__(self, backgrounds: Backgrounds, executor: Executor | None = None):
+        self._backgrounds = backgrounds
+        self._executor = executor
+
+    def __call__(self, work: Work) -> None:
+        p = work.params
+        if p.effect not in NEEDS_MASK:
+            return
+        jobs = []
+        if p.mask_feather and work.quality.feather:
+            spec = SEGMENTATION_MODELS[p.model]
+            model_hw = (spec.input_height, spec.input_width)
+            work.guide = Future()
+            jobs.append((work.guide, partial(frame_guide, work.image, model_hw, p.mask_feather, work.halvings)))
+        work.background = Future()
+        jobs.append((work.background, partial(background_layer, self._backgrounds, p, work.image, work.halvings)))
+        if self._executor is None:
+            _fulfil(jobs)
+            return
+        self._executor.submit(_fulfil, jobs).add_done_callback(partial(_cancel_unless_ran, jobs))
+
+
+def _fulfil(jobs: list[tuple[Future, Callable[[], object]]]) -> None:
+    for future, make in jobs:
+        try:
+            future.set_result(make())
+        except Exception as exc:
+            future.set_exception(exc)
+
+
+def _cancel_unless_ran(jobs: list[tuple[Future, Callable[[], object]]], submitted: Future) -> None:
+    """The executor shut down before running the jobs: whoever waits on them must not wait for ever."""
+    if submitted.cancelled():
+        for future, _ in jobs:
+            future.cancel()
+
+
+class Segment:
+    """The person probability at model resolution, from this frame (or, on the ladder's
+    mask-every-n rungs, the last one in between)."""
+
+    name = "segment"
+
+    def __init__(self, segmenters: Segmenters):
+        self._segmenters = segmenters
+        self._frames = 0
+        self._last: tuple[str, np.ndarray] | None = None
+
+    def __call__(self, work: Work) -> None:
+        if not needs_mask(work.params):
+            return
+        self._frames += 1
+        model = work.params.model
+        reuse = self._last is not None and self._last[0] == model and self._frames % work.quality.mask_every
+        if reuse:
+            work.probability = self._last[1]
+        else:
+            work.probability = self._segmenters.get(model)(work.image, work.halvings)
+            self._last = (model, work.probability)
+
+
+class RefineMask:
+    """The probability made an alpha mask at work resolution: thresholded or soft, smoothed over
+    time, edges snapped to the image by the guided filter (unless the ladder turned it off)."""
+
+    name = "refine"
+
+    def __init__(self) -> None:
+        self._refiner = MaskRefiner()
+
+    def __call__(self, work: Work) -> None:
+        if work.probability is None:
+            return
+        p = work.params
+        work.alpha = self._refiner.refine(
+            work.probability,
+            work.image,
+            mode=p.mask_mode,
+            threshold=p.mask_threshold,
+            smoothing=p.mask_smoothing,
+            feather=p.mask_feather if work.quality.feather else 0,
+            guide=work.guide.result() if work.guide is not None else None,
+            halvings=work.halvings,
+        )
+
+
+class ApplyEffect:
+    """The output frame: the person over the background layer, the toon look, the newest
+    diffusion picture composited, or the frame itself (`none`), probe rows kept when asked."""
+
+    name = "effect"
+
+    def __init__(self) -> None:
+        self._layer: tuple[tuple, np.ndarray] | None = None  # (key, the stylized picture as I420)
+
+    def __call__(self, work: Work) -> None:
+        p, frame = work.params, work.image
+        if p.effect == "none":
+            work.output = frame
+        elif p.effect == "toon":
+            work.output = effects.toon(frame, min(p.toon_smoothing, work.quality.toon_passes), p.toon_edges)
+        elif p.effect == "diffusion":
+            work.output = self._diffusion(work)
+        else:
+            work.output = composite_clean(frame, work.background.result(), work.alpha, p, work.halvings)
+        if p.probe and work.output is not frame:
+            # The untouched input rows let a latency probe match this output to its input.
+            keep_probe_rows(frame, work.output)
+
+    def _diffusion(self, work: Work) -> np.ndarray:
+        """The newest generated picture composited with this frame (and this frame's mask)."""
+        s, mode = work.stylized, work.params.diffusion_mode
+        if s is None or (s.mode == "backdrop") != (mode == "backdrop"):
+            return work.image  # nothing made for this mode yet: the camera's picture meanwhile
+        key = (s.serial, mode == "backdrop", *yuv.frame_size(work.image))
+        if self._layer is None or self._layer[0] != key:
+            self._layer = (key, compose.layer(mode, s.rgb, *key[2:]))
+        out = compose.blend(mode, work.image, self._layer[1], work.alpha)
+        # The kept layer itself goes out in `frame` mode: the probe must not write into it.
+        return out.copy() if out is self._layer[1] and work.params.probe else out
+
+
+def keep_probe_rows(frame, output) -> None:
+    """Copy the input's top PROBE_ROWS (and the chroma rows under them) into `output`, for a
+    latency probe to match output to input. ndarrays or torch tensors alike."""
+    for i, (src, dst) in enumerate(zip(yuv.planes(frame), yuv.planes(output))):
+        rows = PROBE_ROWS if i == 0 else PROBE_ROWS // 2
+        dst[:rows] = src[:rows]
+
+
+class Pipeline:
+    """Runs its stages in order, timing each into `work.timings`. A stage may also have
+    `check(params)` (raise ParamsError for what it cannot do), `stats()` (a dict merged into the
+    session's stats), `notices()` (errors for the user since the last call, (field, message))
+    and `close()` (let go of what it holds): the stream calls these through the pipeline,
+    whatever the stages are."""
+
+    def __init__(self, stages: list[Stage]):
+        self.stages = stages
+
+    def _each(self, method: str):
+        return [getattr(stage, method) for stage in self.stages if hasattr(stage, method)]
+
+    def check(self, params: Params) -> None:
+        for check in self._each("check"):
+            check(params)
+
+    def stats(self) -> dict:
+        out: dict = {}
+        for stats in self._each("stats"):
+            out.update(stats())
+        return out
+
+    def notices(self) -> list[tuple[str, str]]:
+        return [notice for notices in self._each("notices") for notice in notices()]
+
+    def stage(self, name: str):
+        """The stage called `name` (None if there is none)."""
+        return next((stage for stage in self.stages if stage.name == name), None)
+
+    def close(self) -> None:
+        for close in self._each("close"):
+            close()
+
+    def process(self, work: Work) -> Work:
+        if work.halvings is None:
+            work.halvings = yuv.Halvings(work.image)
+        for stage in self.stages:
+            start = time.perf_counter()
+            stage(work)
+            work.timings[stage.name] = time.perf_counter() - start
+        if work.output is None:
+            work.output = work.image
+        return work
+
+
+def default_pipeline(
+    segmenters: Segmenters,
+    backgrounds: Backgrounds,
+    helper: Executor | None = None,
+    diffusion=None,
+    faces: FaceModels | None = None,
+) -> Pipeline:
+    """[low light -> faces -> framing ->] segment -> [people ->] refine mask -> (stylize) -> effect
+    [-> touch-up -> light]; with `helper`, the background layer is made, and faces tracked,
+    alongside. The face stages (engine/faces) cost nothing while their parameters are off;
+    `faces`: the face models (default: the process's, loaded when a stream first needs them).
+    With `diffusion` (the device's DiffusionService), frames of the diffusion effect are offered
+    to its scheduler and its newest picture composited."""
+    stages: list[Stage] = [
+        LowLightStage(), TrackFaces((lambda: faces) if faces is not None else shared_face_models, helper), AutoFrame(),
+        PrepareBackground(backgrounds, helper), Segment(segmenters), KeepMainPerson(), RefineMask(),
+    ]
+    if diffusion is not None:
+        from ..diffusion.stage import Stylize
+
+        stages.append(Stylize(diffusion))
+    return Pipeline(stages + [ApplyEffect(), TouchUp(), Light()])

@@ -1,0 +1,1 @@
+"""camfx on a local Ray cluster."""

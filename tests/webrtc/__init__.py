@@ -1,0 +1,1 @@
+"""Real WebRTC peers against a real server on loopback."""

@@ -1,0 +1,351 @@
+"""The face stages on real pictures, through the real pipeline and the bundled face models:
+auto frame on a clip with scripted motion, light, touch-up, toon's faces, main person, low light.
+
+Clips move the astronaut photograph (scikit-image) over a scene; the face's true position in
+every frame follows from where the photo was put. Tracking runs inline (no helper pool), so
+each frame's faces are that frame's and the results do not depend on the machine's speed.
+"""
+
+from __future__ import annotations
+
+from concurrent.futures import ThreadPoolExecutor
+
+import cv2
+import numpy as np
+import pytest
+
+from camfx.bench.clip import portrait_over_scene
+from camfx.engine.effects import filters as effects
+from camfx.engine.effects.backgrounds import Backgrounds
+from camfx.engine.faces import framing, regions
+from camfx.engine.faces.models import FaceModels
+from camfx.engine.faces.stages import AutoFrame
+from camfx.engine.faces.tracker import FaceTracker
+from camfx.engine.media import yuv
+from camfx.engine.params import Params, ParamsError
+from camfx.engine.pipeline.segmenter import Segmenters
+from camfx.engine.pipeline.stages import Work, default_pipeline
+
+pytestmark = pytest.mark.webrtc
+
+W, H = 1280, 720
+PORTRAIT = 0.8  # of the frame's height
+
+
+@pytest.fixture(scope="module")
+def parts():
+    return Segmenters(), Backgrounds()
+
+
+@pytest.fixture(scope="module")
+def face_at_origin() -> np.ndarray:
+    """The astronaut's face box (x0, y0, x1, y1) when the photo's corner is at (0, 0)."""
+    frame = portrait_over_scene(W, H, [(0.0, 0.0)], PORTRAIT)[0]
+    found = FaceModels().detect_tiled(yuv.to_rgb(frame))
+    return max(found, key=lambda face: face.score).box  # (a weak second: the helmet)
+
+
+def run(pipeline, frames, **params) -> list[Work]:
+    p = Params(**{"effect": "none", **params})
+    return [pipeline.process(Work(image=f, params=p)) for f in frames]
+
+
+def luma(frame) -> np.ndarray:
+    return yuv.planes(frame)[0].astype(np.float32)
+
+
+# --- auto frame -------------------------------------------------------------------------------
+
+
+def test_auto_frame_follows_a_scripted_move_smoothly_and_returns_to_the_full_frame(parts, face_at_origin):
+    still_a, move, still_b, gone = 45, 8, 75, 90
+    a, b = (0.18, 0.12), (0.42, 0.08)  # the photo's corner, in frame fractions
+    path = [a] * still_a
+    path += [(a[0] + (b[0] - a[0]) * (i + 1) / move, a[1] + (b[1] - a[1]) * (i + 1) / move) for i in range(move)]
+    path += [b] * still_b
+    frames = portrait_over_scene(W, H, path, PORTRAIT)
+    frames += [yuv.from_rgb(np.full((H, W, 3), 120, np.uint8))] * gone  # nobody there
+
+    pipeline = default_pipeline(*parts)
+    stage = next(s for s in pipeline.stages if isinstance(s, AutoFrame))
+    crops = []
+    for frame in frames:
+        run(pipeline, [frame], framing="follow")
+        crops.append(stage.crop)
+
+    def face_in_crop(i: int) -> tuple[float, float]:
+        """The true face centre, as a fraction of the crop (target: 0.5, EYE_LINE)."""
+        fx, fy = path[i]
+        box = face_at_origin + np.float32([fx * W, fy * H, fx * W, fy * H])
+        c = crops[i]
+        ch = c.width * H / W
+        return (((box[0] + box[2]) / 2 - (c.cx - c.width / 2)) / c.width,
+                ((box[1] + box[3]) / 2 - (c.cy - ch / 2)) / ch)
+
+    end_of_move = still_a + move
+    # 1 s after the move (30 frames) and from then on while still: within 10 % of the target.
+    for i in range(end_of_move + 30, end_of_move + still_b):
+        x, y = face_in_crop(i)
+        assert abs(x - 0.5) <= 0.10 and abs(y - framing.EYE_LINE) <= 0.10, (i, x, y)
+    # It zoomed in (head and shoulders), within the maximum zoom.
+    assert W / framing.MAX_ZOOM - 1 <= crops[end_of_move + 30].width < 0.9 * W
+    # No jump while the face is still: before the move (once settled) and after it.
+    for start, stop in ((20, still_a), (end_of_move + 30, end_of_move + still_b)):
+        for i in range(start + 1, stop):
+            dx = abs(crops[i].cx - crops[i - 1].cx)
+            dw = abs(crops[i].width - crops[i - 1].width)
+            assert max(dx, dw) <= 0.02 * W, (i, dx, dw)
+    # Eased: even while the face moves, no frame's crop leaps.
+    jumps = [abs(crops[i].cx - crops[i - 1].cx) for i in range(1, end_of_move + still_b)]
+    assert max(jumps) <= 0.05 * W
+    # Nobody there: back to the full frame.
+    last = crops[-1]
+    assert last.width >= W - 1 and abs(last.cx - W / 2) <= 1 and abs(last.cy - H / 2) <= 1
+
+
+def test_tight_crop_centres_the_face_in_the_output(parts):
+    frames = portrait_over_scene(W, H, [(0.12, 0.1)] * 60, PORTRAIT)
+    work = run(default_pipeline(*parts), frames, framing="tight")[-1]
+    assert yuv.frame_size(work.output) == (H, W)  # the crop is scaled back to the frame's size
+    found = FaceModels().detect_tiled(yuv.to_rgb(work.output))
+    assert len(found) == 1
+    x0, y0, x1, y1 = found[0].box
+    assert abs((x0 + x1) / 2 / W - 0.5) <= 0.05
+    assert abs((y0 + y1) / 2 / H - framing.EYE_LINE) <= 0.05
+    assert (y1 - y0) / H >= 0.3  # zoomed: the face fills a good part of the picture
+
+
+def test_the_mask_follows_the_crop(parts):
+    """With framing on, the mask stages run on the cropped picture: the mask covers the
+    person where the output shows them."""
+    frames = portrait_over_scene(W, H, [(0.12, 0.1)] * 45, PORTRAIT)
+    work = run(default_pipeline(*parts), frames, framing="tight", effect="remove", key_color="#00ff00")[-1]
+    found = FaceModels().detect_tiled(yuv.to_rgb(work.image))
+    x0, y0, x1, y1 = (int(v) for v in found[0].box)
+    dx, dy = (x1 - x0) // 4, (y1 - y0) // 4
+    rgb = yuv.to_rgb(work.output)
+    face = rgb[y0 + dy : y1 - dy, x0 + dx : x1 - dx].reshape(-1, 3)
+    green = (face[:, 1] > 200) & (face[:, 0] < 60) & (face[:, 2] < 60)
+    assert green.mean() < 0.05  # the face in the crop is not keyed out
+
+
+# --- light ------------------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def dim_clip():
+    return portrait_over_scene(W, H, [(0.3, 0.1)] * 3, PORTRAIT, brightness=0.6)
+
+
+def _face_and_far(face_at_origin):
+    box = (face_at_origin + np.float32([0.3 * W, 0.1 * H] * 2)).astype(int)
+    x0, y0, x1, y1 = box
+    inner = (slice(y0 + (y1 - y0) // 4, y1 - (y1 - y0) // 4), slice(x0 + (x1 - x0) // 4, x1 - (x1 - x0) // 4))
+    far = (slice(50, 250), slice(W - 300, W - 50))  # scene only, far from the person
+    return inner, far
+
+
+@pytest.mark.parametrize("mode", ["studio", "key"])
+def test_light_brightens_the_face_and_not_the_background(parts, dim_clip, face_at_origin, mode):
+    inner, far = _face_and_far(face_at_origin)
+    before = run(default_pipeline(*parts), dim_clip, effect="blur")[-1].output
+    after = run(default_pipeline(*parts), dim_clip, effect="blur", light=mode)[-1].output
+    assert luma(after)[inner].mean() >= luma(before)[inner].mean() + 10
+    assert luma(after)[far].mean() <= luma(before)[far].mean()  # dimmed a little, not lit
+
+
+def test_light_without_a_mask_leaves_the_far_background_alone(parts, dim_clip, face_at_origin):
+    inner, far = _face_and_far(face_at_origin)
+    frame = dim_clip[-1]
+    after = run(default_pipeline(*parts), dim_clip, light="studio")[-1].output
+    assert luma(after)[inner].mean() >= luma(frame)[inner].mean() + 10
+    assert abs(luma(after)[far].mean() - luma(frame)[far].mean()) <= 2
+    assert after is not frame and luma(frame)[inner].mean() < luma(after)[inner].mean()  # input untouched
+
+
+def test_vignette_darkens_corners_only(parts, dim_clip):
+    frame = dim_clip[-1]
+    out = run(default_pipeline(*parts), dim_clip, vignette=1.0)[-1].output
+    assert luma(out)[:40, :40].mean() < luma(frame)[:40, :40].mean() - 5
+    centre = (slice(H // 2 - 40, H // 2 + 40), slice(W // 2 - 40, W // 2 + 40))
+    assert abs(luma(out)[centre].mean() - luma(frame)[centre].mean()) <= 2
+
+
+def test_low_light_lifts_the_picture_and_keeps_skin_hue(parts, dim_clip, face_at_origin):
+    inner, _ = _face_and_far(face_at_origin)
+    frame = dim_clip[-1]
+    out = run(default_pipeline(*parts), dim_clip, low_light=1.0)[-1].output
+    assert luma(out).mean() > luma(frame).mean() + 15
+    half = tuple(slice(s.start // 2, s.stop // 2) for s in inner)
+
+    def hue_and_saturation(f) -> tuple[float, float]:
+        u, v = (yuv.planes(f)[i][half].astype(np.float32).mean() - 128 for i in (1, 2))
+        return float(np.degrees(np.arctan2(v, u))), float(np.hypot(u, v))
+
+    (hue0, sat0), (hue1, sat1) = hue_and_saturation(frame), hue_and_saturation(out)
+    assert abs(hue1 - hue0) <= 3  # the face's hue stays
+    assert sat1 >= sat0  # and is not washed out
+
+
+# --- touch-up and toon ------------------------------------------------------------------------
+
+
+def _sharpness(plane: np.ndarray, mask: np.ndarray) -> float:
+    return float(np.abs(cv2.Laplacian(plane.astype(np.float32), cv2.CV_32F))[mask].mean())
+
+
+def test_touch_up_smooths_skin_and_keeps_the_eyes_sharp(parts):
+    frames = portrait_over_scene(W, H, [(0.3, -0.2)] * 3, 1.6)  # a close face: skin detail to smooth
+    frame = frames[-1]
+    work = run(default_pipeline(*parts), frames, touch_up=1.0)[-1]
+    points = work.faces.points
+    box = regions.face_box(points, H, W)
+    skin = np.zeros((H, W), bool)
+    skin[box[1]:box[3], box[0]:box[2]] = regions.skin_mask(points, box) > 0.99
+    eyes = np.zeros((H, W), np.uint8)
+    for part in (regions.RIGHT_EYE, regions.LEFT_EYE):
+        cv2.fillConvexPoly(eyes, cv2.convexHull(points[part].astype(np.int32)), 1)
+    eyes = eyes.astype(bool)
+    assert skin.sum() > 5000 and eyes.sum() > 300
+    before, after = yuv.planes(frame)[0], yuv.planes(work.output)[0]
+    assert _sharpness(after, skin) <= 0.7 * _sharpness(before, skin)
+    assert _sharpness(after, eyes) >= 0.95 * _sharpness(before, eyes)
+    outside = np.ones((H, W), bool)
+    outside[box[1]:box[3], box[0]:box[2]] = False
+    assert np.array_equal(after[outside], before[outside])  # nothing changes off the face
+
+
+def test_toon_draws_no_outlines_on_the_face_skin(parts):
+    frames = portrait_over_scene(W, H, [(0.3, -0.2)] * 3, 1.6)
+    work = run(default_pipeline(*parts), frames, effect="toon")[-1]
+    plain = effects.toon(frames[-1], Params().toon_smoothing, Params().toon_edges)
+    points = work.faces.points
+    box = regions.face_box(points, H, W)
+    skin = regions.skin_mask(points, box) > 0.99
+    crop = (slice(box[1], box[3]), slice(box[0], box[2]))
+
+    def dark_lines(frame) -> float:
+        y = yuv.planes(frame)[0][crop].astype(np.float32)
+        return float(((cv2.blur(y, (9, 9)) - y) > 25)[skin].mean())  # much darker than around
+
+    assert dark_lines(plain) > 0.01  # the plain toon look draws lines on this face
+    assert dark_lines(work.output) <= 0.3 * dark_lines(plain)
+
+
+# --- main person ------------------------------------------------------------------------------
+
+
+def test_people_main_keeps_only_the_main_person(parts):
+    from matplotlib import cbook
+    import matplotlib.image
+
+    with cbook.get_sample_data("grace_hopper.jpg") as f:
+        grace = np.ascontiguousarray(matplotlib.image.imread(f, format="jpg")[..., :3])
+    scene = yuv.to_rgb(portrait_over_scene(W, H, [(0.32, 0.05)], 0.95)[0])  # the astronaut, centre
+    small = cv2.resize(grace, (260, 340), interpolation=cv2.INTER_AREA)  # a colleague at the side
+    scene[H - 340:, 30:290] = small
+    frames = [yuv.from_rgb(scene)] * 3
+    colleague = (slice(H - 300, H - 150), slice(90, 230))
+
+    def keyed(people: str) -> float:
+        work = run(default_pipeline(*parts), frames, effect="remove", key_color="#00ff00", people=people,
+                   mask_smoothing=0.0)[-1]
+        assert people == "all" or len(work.faces.boxes) == 2
+        rgb = yuv.to_rgb(work.output)[colleague].reshape(-1, 3).astype(int)
+        return float(((rgb[:, 1] > 200) & (rgb[:, 0] < 60)).mean())
+
+    assert keyed("all") < 0.3  # the colleague is a person: kept
+    assert keyed("main") > 0.8  # only the main person stays in front
+
+
+# --- plumbing ---------------------------------------------------------------------------------
+
+
+def test_face_stages_off_change_nothing(parts):
+    frames = portrait_over_scene(640, 360, [(0.3, 0.1)] * 2, PORTRAIT)
+    work = run(default_pipeline(*parts), frames)[-1]
+    assert work.output is work.image and work.faces is None
+
+
+def test_tracking_alongside_on_a_helper_pool(parts):
+    frames = portrait_over_scene(W, H, [(0.3, 0.1)] * 40, PORTRAIT)
+    with ThreadPoolExecutor(max_workers=1) as helper:
+        tracker = FaceTracker(FaceModels(), helper)
+        for frame in frames[:3]:  # detection, then landmarks: each step once the last is done
+            tracker.step(frame)
+            tracker._in_flight.result()
+        for frame in frames[3:]:  # frames faster than the models: some go untracked, none waits
+            tracker.step(frame)
+        tracker._in_flight.result()
+    assert tracker.faces.points is not None and tracker.faces.points.shape == (468, 2)
+
+
+def test_face_params_validate():
+    with pytest.raises(ParamsError, match="framing"):
+        Params().updated({"framing": "zoom"})
+    with pytest.raises(ParamsError, match="touch_up"):
+        Params().updated({"touch_up": 1.5})
+    p = Params().updated({"framing": "tight", "light": "key", "touch_up": 0.5, "people": "main",
+                          "low_light": 0.3, "vignette": 0.2})
+    assert (p.framing, p.light, p.people) == ("tight", "key", "main")
+
+
+def test_face_params_are_cli_flags():
+    import argparse
+
+    from camfx.engine.param_flags import add_param_flags, params_from_args
+
+    parser = argparse.ArgumentParser()
+    add_param_flags(parser)
+    args = parser.parse_args(["--framing", "follow", "--light", "studio", "--touch-up", "0.4", "--people", "main"])
+    p = params_from_args(args)
+    assert (p.framing, p.light, p.touch_up, p.people) == ("follow", "studio", 0.4, "main")
+
+
+# --- over WebRTC ------------------------------------------------------------------------------
+
+
+@pytest.mark.timeout(120)
+async def test_framing_and_light_over_a_real_peer(server):
+    """A real aiortc peer sends a still off-centre face with framing tight and studio light: the
+    frames that come back are cropped onto the face, and /healthz names the face models' runtime."""
+    import aiohttp
+
+    from camfx.bench.peer import ClientPeer, SyntheticCamera
+
+    clip = portrait_over_scene(960, 540, [(0.04, 0.08)] * 30, 1.0)
+    peer = ClientPeer(SyntheticCamera(clip), read_ids=False)
+    await peer.connect(server.url, {"effect": "none", "framing": "tight", "light": "studio"})
+    try:
+        await peer.wait_frames(75)  # 2.5 s: the crop has settled
+        image = yuv.to_rgb(peer.received.last_frames[-1][1])
+    finally:
+        await peer.close()
+    found = FaceModels().detect_tiled(image)
+    assert found, "no face in the returned frame"
+    x0, y0, x1, y1 = max(found, key=lambda face: face.score).box
+    assert abs((x0 + x1) / 2 / 960 - 0.5) <= 0.08  # was at ~0.27 in the camera's frame
+    assert (y1 - y0) / 540 >= 0.3  # zoomed in
+    async with aiohttp.ClientSession() as http:
+        async with http.get(f"{server.url}/healthz") as response:
+            health = await response.json()
+    runtimes = health["face_runtimes"]
+    assert "face_landmarks" in runtimes and "face_detector" in runtimes  # the full range: only when needed
+    assert set(runtimes.values()) == {"onnxruntime:CPUExecutionProvider"}
+
+
+def test_bench_engine_compares_the_face_stages(tmp_path):
+    import json
+
+    from camfx.bench.engine import main
+
+    argv = ["--sizes", "640x360", "--effects", "none", "--frames", "10", "--out", str(tmp_path),
+            "--face", "framing=tight", "light=studio", "touch_up=0.5"]
+    assert main(argv) == 0
+    rows = json.loads((tmp_path / "engine.json").read_text())["results"]
+    assert [r["effect"] for r in rows] == ["none", "none+face"]
+    face = rows[1]
+    assert face["face"] == {"framing": "tight", "light": "studio", "touch_up": "0.5"}
+    assert "added_p50_ms" in face and face["stages_ms"]["light"]["p50"] > 0
+    with pytest.raises(SystemExit):
+        main(["--face", "framing=zoom", "--out", str(tmp_path)])
