@@ -235,7 +235,7 @@ async def test_a_stream_goes_on_when_its_runtime_fails_mid_session(clip_640, mon
     runner, server = await start_server()
     peer = ClientPeer(SyntheticCamera(clip_640), codec="VP8")
     try:
-        await peer.connect(server.url, {"effect": "blur"})
+        await peer.connect(server.url, {"effect": "blur", "model": "landscape"})  # Flaky's model
         await peer.wait_frames(40)  # well past the 15th run
         # Processed frames keep coming after the failure (not a frozen or black stream): counted,
         # not timed, so a busy machine cannot fail it.
