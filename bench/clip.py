@@ -66,6 +66,17 @@ def person_clip(width: int, height: int, frames: int = 60, whole_pixels: bool = 
     return clip
 
 
+def still_clip(width: int, height: int, frames: int = 60, noise: float = 2.0, seed: int = 0) -> list[np.ndarray]:
+    """`frames` I420 frames of a person sitting still: the first frame of `person_clip` with
+    fresh sensor-like noise (Gaussian, `noise` 8-bit levels) in every frame, the same each run."""
+    still = yuv.to_rgb(person_clip(width, height, 1)[0]).astype(np.float32)
+    rng = np.random.default_rng(seed)
+    return [
+        yuv.from_rgb(np.clip(still + rng.normal(0.0, noise, still.shape), 0, 255).astype(np.uint8))
+        for _ in range(frames)
+    ]
+
+
 def write_y4m(path: Path, clip: list[np.ndarray], fps: int = 30) -> Path:
     """Write I420 frames as a YUV4MPEG2 file (Chromium's fake-camera format)."""
     h, w = yuv.frame_size(clip[0])

@@ -66,6 +66,7 @@
     mask_threshold: { label: "Threshold", step: 0.01, fmt: (v) => v.toFixed(2) },
     mask_smoothing: { label: "Temporal smoothing", step: 0.05, fmt: (v) => v.toFixed(2) },
     mask_feather: { label: "Edge snapping", step: 1, fmt: (v) => (v ? `${v} px` : "off") },
+    segment_skip: { label: "Skip the model while still", step: 0.5, fmt: (v) => (v ? `${v} levels` : "off") },
     probe: { label: "Keep probe rows (latency measurement)", kind: "checkbox" },
   };
 
@@ -87,7 +88,7 @@
       when: (p) => p.effect === "diffusion",
     },
     {
-      title: "Mask", fields: ["model", "mask_mode", "mask_threshold", "mask_smoothing", "mask_feather"],
+      title: "Mask", fields: ["model", "mask_mode", "mask_threshold", "mask_smoothing", "mask_feather", "segment_skip"],
       when: (p) => NEEDS_MASK.includes(p.effect) || (p.effect === "diffusion" && p.diffusion_mode !== "frame"),
     },
     { title: "Advanced", fields: ["probe"], collapsed: true },

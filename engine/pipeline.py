@@ -20,12 +20,14 @@ from . import compose, effects, yuv
 from .backgrounds import Backgrounds
 from .budget import LADDER, Quality
 from .mask import MaskRefiner, frame_guide
+from .motion import MotionGate
 from .params import Params, hex_to_rgb
 from .segmenter import Segmenters
 from .diffusion.worker import StylizedPicture
 
 PROBE_ROWS = 16
 NEEDS_MASK = ("blur", "replace", "remove")
+MAX_SKIPPED = 3  # segment_skip: the model looks at least every 4th frame (133 ms at 30 fps)
 
 
 def needs_mask(p: Params) -> bool:
@@ -118,27 +120,44 @@ def _cancel_unless_ran(jobs: list[tuple[Future, Callable[[], object]]], submitte
 
 
 class Segment:
-    """The person probability at model resolution, from this frame (or, on the ladder's
-    mask-every-n rungs, the last one in between)."""
+    """The person probability at model resolution, from this frame, or the last one where the
+    model need not look again: on the ladder's mask-every-n rungs, and (`segment_skip`) while
+    the picture barely moves (see `motion.MotionGate`).
+
+    `calls` and `reused` count the frames the model ran on and those that took the last mask."""
 
     name = "segment"
 
-    def __init__(self, segmenters: Segmenters):
+    def __init__(self, segmenters: Segmenters, max_skipped: int = MAX_SKIPPED):
         self._segmenters = segmenters
         self._frames = 0
         self._last: tuple[str, np.ndarray] | None = None
+        self._gate = MotionGate(max_skipped)
+        self.calls = self.reused = 0
 
     def __call__(self, work: Work) -> None:
-        if not needs_mask(work.params):
+        p = work.params
+        if not needs_mask(p):
             return
         self._frames += 1
-        model = work.params.model
-        reuse = self._last is not None and self._last[0] == model and self._frames % work.quality.mask_every
-        if reuse:
-            work.probability = self._last[1]
-        else:
-            work.probability = self._segmenters.get(model)(work.image, work.halvings)
-            self._last = (model, work.probability)
+        same_model = self._last is not None and self._last[0] == p.model
+        if same_model and self._frames % work.quality.mask_every:
+            self._reuse(work)
+            return
+        segmenter = self._segmenters.get(p.model)
+        picture = segmenter.picture(work.image, work.halvings)
+        if not same_model:
+            self._gate.forget()
+        if not self._gate.must_run(picture, p.segment_skip):
+            self._reuse(work)
+            return
+        work.probability = segmenter.infer(picture)
+        self._last = (p.model, work.probability)
+        self.calls += 1
+
+    def _reuse(self, work: Work) -> None:
+        work.probability = self._last[1]
+        self.reused += 1
 
 
 class RefineMask:
