@@ -2,7 +2,7 @@
 `camfx bench capacity`: it prints `measuring` when every session is warm, then one JSON line
 with each session's fps and latency over the measured seconds.
 
-    python -m camfx.bench.clients URL --sessions 3 --size 640x480 --effect blur --seconds 10
+    python -m camfx.bench.clients URL --sessions 3 --size 640x480 --effect blur [--params JSON] --seconds 10
 """
 
 from __future__ import annotations
@@ -19,13 +19,14 @@ from .peer import ClientPeer, SyntheticCamera
 from .stats import summary_ms
 
 
-async def stream(url: str, sessions: int, size: str, effect: str, fps: float, seconds: float, warmup: float) -> list[dict]:
+async def stream(url: str, sessions: int, size: str, effect: str, fps: float, seconds: float, warmup: float,
+                 params: dict | None = None) -> list[dict]:
     width, height = (int(v) for v in size.split("x"))
     clip = person_clip(width, height, 60)
     peers = [ClientPeer(SyntheticCamera(clip, fps=fps)) for _ in range(sessions)]
     try:
         for peer in peers:
-            await peer.connect(url, {"effect": effect, "probe": True})
+            await peer.connect(url, {**(params or {}), "effect": effect, "probe": True})
         await asyncio.gather(*(peer.wait_frames(5, timeout=60) for peer in peers))
         await asyncio.sleep(warmup)
         start = [(len(p.received.fresh), p.camera.frames_sent) for p in peers]
@@ -48,12 +49,14 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--sessions", type=int, default=1)
     parser.add_argument("--size", default="640x480")
     parser.add_argument("--effect", default="blur")
+    parser.add_argument("--params", default="{}", help="more session params, as JSON")
     parser.add_argument("--fps", type=float, default=30.0)
     parser.add_argument("--seconds", type=float, default=10.0)
     parser.add_argument("--warmup", type=float, default=3.0)
     args = parser.parse_args(argv)
     serve_media_on(["127.0.0.1"])
-    rows = asyncio.run(stream(args.url, args.sessions, args.size, args.effect, args.fps, args.seconds, args.warmup))
+    rows = asyncio.run(stream(args.url, args.sessions, args.size, args.effect, args.fps, args.seconds, args.warmup,
+                                   json.loads(args.params)))
     print(json.dumps(rows), flush=True)
     return 0
 

@@ -1,84 +1,135 @@
 """`camfx bench engine`: the pipeline's compute per frame, per stage, without WebRTC.
 
-Feeds the synthetic person clip through the same Pipeline sessions use and reports median and
-p95 per stage and in total, per effect and frame size, with `none` as the same-run baseline.
+Feeds a synthetic person clip through the frame path sessions use: each frame a decoded-like
+VideoFrame handed from the event loop to a worker thread (`stream.process_frame`: I420 views,
+the Pipeline, the result wrapped as a VideoFrame) and back. Reports per effect and frame size the
+median and p95 per stage (convert_in and convert_out included), the whole hand-off as the event
+loop sees it (`wall`), what lies outside every stage (`overhead`: the executor hand-off and
+wake-up, Work and frame objects), and the process's CPU per frame (helper threads included),
+with `none` as the same-run baseline.
 
 By default frames follow each other back to back (hot caches: the engine's best case). With
 `--pace-fps 30` they come at a camera's rate and the cores idle between frames, as when serving;
 on a shared VM, work after such an idle runs markedly slower, and this mode shows by how much.
+
+`--clip still` is a person sitting still (sensor noise only), for `--segment-skip`: the model
+calls it saves are in the output (`model_calls` out of the frames that needed a mask).
 """
 
 from __future__ import annotations
 
 import argparse
+import asyncio
 import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import cv2
+import numpy as np
+from av import VideoFrame
 
 from camfx.engine.backgrounds import Backgrounds
 from camfx.engine.config import ServerConfig
 from camfx.engine.params import Params
-from camfx.engine.pipeline import Work, default_pipeline
+from camfx.engine.pipeline import Segment, Work, default_pipeline
 from camfx.engine.segmenter import Segmenters
+from camfx.engine.stream import process_frame
 
-from .clip import person_clip
+from .clip import person_clip, still_clip
 from .stats import axes, machine, save, summary_ms
+
+WARMUP = 20  # first frames allocate and fill caches
+STAGE_ORDER = ["convert_in", "background", "segment", "refine", "effect", "convert_out"]
+
+
+async def _feed(pipeline, executor, clip: list[VideoFrame], params: Params, frames: int, pace_fps: float) -> dict:
+    """Every frame through `process_frame` on a worker thread, as a stream hands it over."""
+    loop = asyncio.get_running_loop()
+    per_stage: dict[str, list[float]] = {}
+    walls, overheads = [], []
+    next_frame = time.perf_counter()
+    for i in range(frames + WARMUP):
+        if pace_fps:  # wait for the camera's next frame, as a session does
+            next_frame += 1.0 / pace_fps
+            await asyncio.sleep(max(0.0, next_frame - time.perf_counter()))
+        if i == WARMUP:
+            cpu0 = time.process_time()
+        work = Work(image=np.empty(0, np.uint8), params=params, t_recv=time.perf_counter())
+        start = time.perf_counter()
+        await loop.run_in_executor(executor, process_frame, pipeline, clip[i % len(clip)], work)
+        wall = time.perf_counter() - start
+        if i < WARMUP:
+            continue
+        for stage, seconds in work.timings.items():
+            per_stage.setdefault(stage, []).append(seconds)
+        walls.append(wall)
+        overheads.append(wall - sum(work.timings.values()))
+    return {
+        "wall_ms": summary_ms(walls), "overhead_ms": summary_ms(overheads),
+        "stages_ms": {k: summary_ms(per_stage[k]) for k in sorted(per_stage, key=_stage_key)},
+        "cpu_ms_per_frame": round((time.process_time() - cpu0) * 1000 / frames, 3),
+    }
+
+
+def _stage_key(name: str) -> int:
+    return STAGE_ORDER.index(name) if name in STAGE_ORDER else len(STAGE_ORDER)
+
+
+def _clip(kind: str, width: int, height: int) -> list[VideoFrame]:
+    """The clip as decoded-like frames (PyAV's own padded buffers, as a decoder gives)."""
+    frames = still_clip(width, height, 60) if kind == "still" else person_clip(width, height, 60)
+    return [VideoFrame.from_ndarray(f, format="yuv420p") for f in frames]
 
 
 def run(
-    sizes: list[tuple[int, int]], effects: list[str], frames: int, model: str, threads: int, pace_fps: float = 0.0
+    sizes: list[tuple[int, int]], effects: list[str], frames: int, model: str, threads: int, pace_fps: float = 0.0,
+    clip_kind: str = "moving", segment_skip: float = 0.0,
 ) -> dict:
     cv2.setNumThreads(ServerConfig().opencv_threads)  # as the server runs it
     segmenters, backgrounds = Segmenters(threads=threads), Backgrounds()
-    helper = ThreadPoolExecutor(max_workers=2)  # as the server's: background layer alongside the model
+    # As the server's: a worker pool for the frames, a helper pool for work alongside the model.
+    workers = ThreadPoolExecutor(max_workers=2)
+    helper = ThreadPoolExecutor(max_workers=2)
     results = []
     for width, height in sizes:
-        clip = person_clip(width, height, 60)
+        clip = _clip(clip_kind, width, height)
         for effect in effects:
             pipeline = default_pipeline(segmenters, backgrounds, helper)
-            params = Params(effect=effect, model=model)
-            per_stage: dict[str, list[float]] = {}
-            totals = []
-            next_frame = time.perf_counter()
-            for i in range(frames + 20):
-                if pace_fps:  # wait for the camera's next frame, as a session does
-                    next_frame += 1.0 / pace_fps
-                    time.sleep(max(0.0, next_frame - time.perf_counter()))
-                work = Work(image=clip[i % len(clip)], params=params, t_recv=time.perf_counter())
-                pipeline.process(work)
-                if i < 20:  # warm-up: first runs allocate and fill caches
-                    continue
-                for stage, seconds in work.timings.items():
-                    per_stage.setdefault(stage, []).append(seconds)
-                totals.append(sum(work.timings.values()))
-            row = {
-                "size": f"{width}x{height}", "effect": effect, "model": model,
-                "total_ms": summary_ms(totals),
-                "stages_ms": {k: summary_ms(v) for k, v in per_stage.items()},
-            }
+            params = Params(effect=effect, model=model, segment_skip=segment_skip)
+            row = {"size": f"{width}x{height}", "effect": effect, "model": model,
+                   **asyncio.run(_feed(pipeline, workers, clip, params, frames, pace_fps))}
+            segment = next(s for s in pipeline.stages if isinstance(s, Segment))
+            row["total_ms"] = row["wall_ms"]
+            row["model_calls"] = {"calls": segment.calls, "reused": segment.reused}
             results.append(row)
-            t = row["total_ms"]
-            print(f"{row['size']:>9} {effect:>8}: total p50 {t['p50']:6.2f} ms  p95 {t['p95']:6.2f} ms  "
-                  + "  ".join(f"{k} {v['p50']:.2f}" for k, v in row["stages_ms"].items()), flush=True)
+            stages = row["stages_ms"]
+            calls = segment.calls + segment.reused
+            print(f"{row['size']:>9} {effect:>8}: wall p50 {row['wall_ms']['p50']:6.2f} ms  p95 {row['wall_ms']['p95']:6.2f}  "
+                  f"CPU {row['cpu_ms_per_frame']:5.2f} ms/frame  | "
+                  + "  ".join(f"{k} {v['p50']:.2f}" for k, v in stages.items())
+                  + f"  overhead {row['overhead_ms']['p50']:.2f}"
+                  + (f"  | model on {segment.calls}/{calls} frames" if calls else ""), flush=True)
+    workers.shutdown()
+    helper.shutdown()
     return {
         "benchmark": "engine", "machine": machine(), "frames": frames, "model_threads": threads,
-        "pace_fps": pace_fps, "results": results,
+        "pace_fps": pace_fps, "clip": clip_kind, "segment_skip": segment_skip, "results": results,
     }
 
 
 def plot(data: dict):
     rows = data["results"]
     labels = [f"{r['effect']}\n{r['size']}" for r in rows]
-    stages = sorted({s for r in rows for s in r["stages_ms"]}, key=["background", "segment", "refine", "effect"].index)
+    stages = sorted({s for r in rows for s in r["stages_ms"]}, key=_stage_key)
     fig, ax = axes(max(6, len(rows) * 0.9), 4)
     bottom = [0.0] * len(rows)
     for stage in stages:
         values = [r["stages_ms"].get(stage, {}).get("p50", 0.0) for r in rows]
         ax.bar(labels, values, bottom=bottom, label=stage)
         bottom = [b + v for b, v in zip(bottom, values)]
-    ax.plot(labels, [r["total_ms"]["p95"] for r in rows], "k_", markersize=20, label="total p95")
+    ax.bar(labels, [r["overhead_ms"]["p50"] for r in rows], bottom=bottom, label="overhead (outside stages)",
+           color="lightgrey")
+    ax.plot(labels, [r["wall_ms"]["p95"] for r in rows], "k_", markersize=20, label="wall p95")
     ax.set_ylabel("ms per frame (median, stacked)")
     ax.set_title(f"camfx engine compute per frame ({data['machine']['cores']} cores)")
     ax.legend()
@@ -94,11 +145,16 @@ def main(argv: list[str]) -> int:
     parser.add_argument("--model-threads", type=int, default=1)
     parser.add_argument("--pace-fps", type=float, default=0.0,
                         help="feed frames at this rate, idling between them as when serving (0: back to back)")
+    parser.add_argument("--clip", choices=["moving", "still"], default="moving",
+                        help="the swaying person, or a person sitting still (noise only)")
+    parser.add_argument("--segment-skip", type=float, default=0.0,
+                        help="the segment_skip param: reuse the last mask while the picture barely moves")
     parser.add_argument("--out", type=Path, default=Path("bench/results"))
     args = parser.parse_args(argv)
     if args.pace_fps < 0:
         parser.error("--pace-fps must be 0 or more")
     sizes = [tuple(int(v) for v in s.split("x")) for s in args.sizes]
-    data = run(sizes, args.effects, args.frames, args.model, args.model_threads, args.pace_fps)
+    data = run(sizes, args.effects, args.frames, args.model, args.model_threads, args.pace_fps,
+               args.clip, args.segment_skip)
     save(args.out, "engine", data, plot)
     return 0

@@ -1,6 +1,8 @@
 """The benchmarks: their synthetic camera moves like a person, not like a rigid picture; the
 encode and latency benchmarks run end to end and report what they claim."""
 
+import os
+
 import numpy as np
 import pytest
 
@@ -99,28 +101,45 @@ def test_bench_camera_reports_local_and_remote_against_the_passthrough(tmp_path)
 
 
 def test_bench_capacity_adds_sessions_until_one_falls_short(tmp_path):
-    """Steps of 1, 2 sessions from a client process of its own; each says what it cost. Whether
-    a step holds depends on the machine: the test checks the verdicts follow the figures."""
+    """Steps of 1, 2 sessions from a niced client process of its own; each says what it cost.
+    Whether a step holds depends on the machine: the test checks the verdicts follow the figures,
+    and the sessions per box with the clients elsewhere follow the server's own cost."""
     import json
+    import math
+    import os
 
-    from camfx.bench.capacity import HOLD_FPS, main
+    from camfx.bench.capacity import BOX_LOAD, CLIENT_NICE, HOLD_FPS, main
 
-    argv = ["--sizes", "320x240", "--max-sessions", "2", "--seconds", "2", "--warmup", "1", "--out", str(tmp_path)]
+    argv = ["--sizes", "320x240", "--effects", "blur", "--max-sessions", "2", "--seconds", "2", "--warmup", "1",
+            "--out", str(tmp_path)]
     assert main(argv) == 0
     data = json.loads((tmp_path / "capacity.json").read_text())
     steps = data["steps"]
     assert [s["sessions"] for s in steps] == list(range(1, len(steps) + 1))
     for step in steps:
-        assert len(step["per_session"]) == step["sessions"]
+        assert step["effect"] == "blur" and len(step["per_session"]) == step["sessions"]
         assert step["holds"] == (step["min_fps"] >= HOLD_FPS)
         assert step["server_cores"] > 0 and step["client_cores"] > 0  # both sides' cost is shown
         assert step["server_cores_per_session"] == pytest.approx(step["server_cores"] / step["sessions"], abs=0.001)
         assert all(s["latency_ms"]["n"] > 0 for s in step["per_session"])
-    holding = [s["sessions"] for s in steps if s["holds"]]
-    assert data["capacity"]["320x240"] == (holding[-1] if holding else 0)
+        assert step["client_placement"] == {"nice": CLIENT_NICE, "cores": sorted(os.sched_getaffinity(0))}
+    holding = [s for s in steps if s["holds"]]
+    assert data["capacity"]["blur"]["320x240"] == (holding[-1]["sessions"] if holding else 0)
+    expected = math.floor(data["box_cores"] * BOX_LOAD / holding[-1]["server_cores_per_session"]) if holding else 0
+    assert data["per_box"]["blur"]["320x240"] == expected
     assert all(s["holds"] for s in steps[:-1])  # it stops at the first step that does not hold
     assert len(steps) == 2 or not steps[-1]["holds"]
     assert (tmp_path / "capacity.png").stat().st_size > 0
+
+
+def test_bench_capacity_pin_keeps_the_clients_off_the_servers_cores():
+    from camfx.bench.capacity import split_cores
+
+    cores = sorted(os.sched_getaffinity(0))
+    assert split_cores("nice") == (cores, cores)
+    if len(cores) >= 2:
+        server, clients = split_cores("pin")
+        assert server == cores[:-1] and clients == cores[-1:] and not set(server) & set(clients)
 
 
 def test_bench_soak_watches_window_by_window(tmp_path):
