@@ -159,3 +159,25 @@ def test_bench_soak_watches_window_by_window(tmp_path):
     assert summary["rss_last_mb"] == windows[-1]["rss_mb"]
     assert summary["rss_max_after_first_mb"] == max(w["rss_mb"] for w in windows[1:])
     assert (tmp_path / "soak.png").stat().st_size > 0
+
+
+def test_bench_reference_times_both_on_the_same_frames(tmp_path):
+    """The reference compose blurs the background and keeps the person; the bench writes both
+    systems' figures per size and the ratios between them."""
+    import json
+
+    import cv2
+
+    from camfx.bench.reference import ReferenceBlur, main
+
+    frame = cv2.cvtColor(yuv.to_rgb(person_clip(640, 480, 1)[0]), cv2.COLOR_RGB2BGR)
+    reference = ReferenceBlur()
+    out = reference(frame)
+    reference.close()
+    diff = np.abs(out.astype(int) - frame).mean(axis=2)
+    assert diff[:, :60].mean() > 3 * diff[200:400, 280:360].mean()  # the wall's edge blurred, the face kept
+
+    assert main(["--sizes", "320x240", "--frames", "3", "--rounds", "1", "--pace-fps", "0", "--out", str(tmp_path)]) == 0
+    row = json.loads((tmp_path / "reference.json").read_text())["results"][0]
+    assert row["size"] == "320x240" and row["camfx"]["wall_ms"]["n"] == 3 and row["reference"]["wall_ms"]["n"] == 3
+    assert row["wall_ratio"] == pytest.approx(row["reference"]["wall_ms"]["p50"] / row["camfx"]["wall_ms"]["p50"], abs=0.01)
