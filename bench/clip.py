@@ -38,7 +38,9 @@ def _scene(height: int, width: int) -> np.ndarray:
     return scene
 
 
-def person_clip(width: int, height: int, frames: int = 60, whole_pixels: bool = False) -> list[np.ndarray]:
+def person_clip(
+    width: int, height: int, frames: int = 60, whole_pixels: bool = False, scene: np.ndarray | None = None
+) -> list[np.ndarray]:
     """`frames` I420 frames: the portrait swaying left and right over the scene and bobbing a
     little, looping smoothly.
 
@@ -46,12 +48,13 @@ def person_clip(width: int, height: int, frames: int = 60, whole_pixels: bool = 
     lets a video encoder find exact matches, which makes the unprocessed stream unrealistically
     cheap to encode (about 1 ms a frame less for VP8 at 720p than any processed stream).
     `whole_pixels` makes that rigid clip, for comparison (`camfx bench encode --whole-pixels`).
+    `scene`: another backdrop (RGB, any size: stretched to the frame) instead of the shelves.
     """
     portrait = _portrait()
     ph = int(height * 0.85)
     pw = int(portrait.shape[1] * ph / portrait.shape[0])
     portrait = cv2.resize(portrait, (pw, ph), interpolation=cv2.INTER_AREA)
-    scene = _scene(height, width)
+    scene = _scene(height, width) if scene is None else cv2.resize(scene, (width, height), interpolation=cv2.INTER_AREA)
     clip = []
     for i in range(frames):
         phase = 2 * np.pi * i / frames
