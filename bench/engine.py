@@ -31,7 +31,7 @@ from av import VideoFrame
 from camfx.engine.backgrounds import Backgrounds
 from camfx.engine.config import ServerConfig
 from camfx.engine.params import Params
-from camfx.engine.pipeline import Segment, Work, default_pipeline
+from camfx.engine.pipeline import Work, default_pipeline
 from camfx.engine.segmenter import Segmenters
 from camfx.engine.stream import process_frame
 
@@ -98,17 +98,16 @@ def run(
             params = Params(effect=effect, model=model, segment_skip=segment_skip)
             row = {"size": f"{width}x{height}", "effect": effect, "model": model,
                    **asyncio.run(_feed(pipeline, workers, clip, params, frames, pace_fps))}
-            segment = next(s for s in pipeline.stages if isinstance(s, Segment))
             row["total_ms"] = row["wall_ms"]
-            row["model_calls"] = {"calls": segment.calls, "reused": segment.reused}
+            row["model_calls"] = pipeline.model_calls()
             results.append(row)
             stages = row["stages_ms"]
-            calls = segment.calls + segment.reused
+            calls = row["model_calls"]["calls"] + row["model_calls"]["reused"]
             print(f"{row['size']:>9} {effect:>8}: wall p50 {row['wall_ms']['p50']:6.2f} ms  p95 {row['wall_ms']['p95']:6.2f}  "
                   f"CPU {row['cpu_ms_per_frame']:5.2f} ms/frame  | "
                   + "  ".join(f"{k} {v['p50']:.2f}" for k, v in stages.items())
                   + f"  overhead {row['overhead_ms']['p50']:.2f}"
-                  + (f"  | model on {segment.calls}/{calls} frames" if calls else ""), flush=True)
+                  + (f"  | model on {row['model_calls']['calls']}/{calls} frames" if calls else ""), flush=True)
     workers.shutdown()
     helper.shutdown()
     return {

@@ -234,6 +234,12 @@ class Pipeline:
     def __init__(self, stages: list[Stage]):
         self.stages = stages
 
+    def model_calls(self) -> dict[str, int] | None:
+        """Frames the segmentation model ran on and frames that took its last mask (None
+        without a Segment stage)."""
+        segment = next((s for s in self.stages if isinstance(s, Segment)), None)
+        return None if segment is None else {"calls": segment.calls, "reused": segment.reused}
+
     def process(self, work: Work) -> Work:
         if work.halvings is None:
             work.halvings = yuv.Halvings(work.image)

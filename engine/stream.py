@@ -234,6 +234,8 @@ class Stream:
             "warning": self.warning,
             "diffusion": self.diffusion.stats() if self.diffusion is not None else None,
             "runtimes": self._hub.runtimes(),
+            # The model's runs and the frames that reused its last mask (segment_skip, the ladder).
+            "model_calls": getattr(self._pipeline, "model_calls", lambda: None)(),
         }
 
     # ---- teardown ---------------------------------------------------------------------------
