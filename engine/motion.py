@@ -24,19 +24,22 @@ class MotionGate:
     when the picture changed by `levels` or more in some block since the frame it last saw (not
     the previous frame: slow drift adds up), or after `max_skipped` frames in a row without it."""
 
-    def __init__(self, max_skipped: int = 3):
+    def __init__(self, max_skipped: int = 3, change=block_change):
+        """`change(picture, seen) -> levels`: `block_change`, or the same measure on another
+        kind of array (the device pipeline's tensors)."""
         self.max_skipped = max_skipped
+        self._change = change
         self._seen: np.ndarray | None = None  # the last model input the model ran on
         self._skipped = 0
 
     def must_run(self, picture: np.ndarray, levels: float) -> bool:
-        """`picture`: this frame's model input (uint8). `levels` 0 turns the gate off."""
+        """`picture`: this frame's model input (8-bit levels). `levels` 0 turns the gate off."""
         if (
             levels <= 0
             or self._seen is None
             or self._seen.shape != picture.shape
             or self._skipped >= self.max_skipped
-            or block_change(picture, self._seen) >= levels
+            or self._change(picture, self._seen) >= levels
         ):
             self._seen, self._skipped = picture, 0
             return True

@@ -119,3 +119,21 @@ def test_bad_values_are_refused(bad):
     with pytest.raises(ParamsError) as info:
         Params().updated({"segment_skip": bad})
     assert info.value.errors[0]["field"] == "segment_skip"
+
+
+def test_the_device_pipeline_skips_the_same_frames(segmenters, still):
+    """The device pipeline (here on the CPU device) gates the model the same way."""
+    from camfx.engine.device_pipeline import DevicePipeline
+
+    backgrounds = Backgrounds()
+    opencv = default_pipeline(segmenters, backgrounds)
+    device = DevicePipeline(segmenters, backgrounds, default_pipeline(segmenters, backgrounds), "cpu")
+    params = Params(effect="blur", segment_skip=3)
+    moved = still[5].copy()
+    moved[8:40, 8:40] = 255 - moved[8:40, 8:40]
+    clip = [*still[:5], moved, *still[6:10]]
+    for frame in clip:
+        a = opencv.process(Work(image=frame, params=params))
+        b = device.process(Work(image=frame, params=params))
+        assert np.abs(a.output.astype(int) - b.output).mean() < 0.5
+    assert device.model_calls() == opencv.model_calls() == {"calls": 4, "reused": 6}
