@@ -20,7 +20,8 @@ them off the server's share (`--clients`):
 Either way the held steps measured here still share the machine with the clients, so the run
 also gives `per_box`: the sessions a box of BOX cores (the machine's, or the server's cores under
 pin) holds with its clients elsewhere, projected from the server process's own CPU per session
-at the largest step that held: floor(BOX x BOX_LOAD / cores a session). The projection assumes
+at the largest step that held with every session at full quality (the budget controller had
+stepped none down): floor(BOX x BOX_LOAD / cores a session). The projection assumes
 cost per session stays linear in N (it falls slightly in practice: shared models, one event
 loop), and the held steps show how far it was checked by measurement.
 
@@ -39,6 +40,8 @@ import sys
 from pathlib import Path
 
 import psutil
+
+from camfx.engine.budget import LADDER
 
 from .latency import Server
 from .stats import axes, machine, save
@@ -106,8 +109,10 @@ async def _step(url: str, server_pid: int, sessions: int, size: str, effect: str
     p50s = sorted(r["latency_ms"].get("p50", float("nan")) for r in rows)
     p95s = sorted(r["latency_ms"].get("p95", float("nan")) for r in rows)
     server = cost["cores"]["server"]
+    qualities = sorted({str(r.get("quality")) for r in rows})
     return {
         "size": size, "effect": effect, "sessions": sessions, "holds": fps[0] >= HOLD_FPS,
+        "qualities": qualities, "full_quality": qualities == [LADDER[0].name],
         "min_fps": fps[0], "median_fps": fps[len(fps) // 2],
         "worst_p50_ms": p50s[-1], "worst_p95_ms": p95s[-1],
         "machine_cpu_percent": cost["machine_cpu_percent"],
@@ -118,8 +123,9 @@ async def _step(url: str, server_pid: int, sessions: int, size: str, effect: str
 
 def per_box(steps: list[dict], box_cores: int) -> int:
     """Sessions a box of `box_cores` holds with its clients elsewhere, from the server's own CPU per
-    session at the largest step that held (0 when none held)."""
-    held = [s for s in steps if s["holds"]]
+    session at the largest step that held with every session at full quality (0 when none did:
+    a session the budget controller stepped down costs less than it should)."""
+    held = [s for s in steps if s["holds"] and s["full_quality"]]
     if not held or held[-1]["server_cores_per_session"] <= 0:
         return 0
     return math.floor(box_cores * BOX_LOAD / held[-1]["server_cores_per_session"])
@@ -151,7 +157,8 @@ async def run(args) -> dict:
                     print(f"{size:>9} {effect} x{sessions}: {step['min_fps']:5.1f} fps worst ({step['median_fps']:.1f} median), "
                           f"p95 {step['worst_p95_ms']:.0f} ms worst; machine CPU {step['machine_cpu_percent']:.0f}%, "
                           f"server {step['server_cores']:.2f} cores ({step['server_cores_per_session']:.3f} a session), "
-                          f"clients {step['client_cores']:.2f} cores  {'holds' if step['holds'] else 'DOES NOT HOLD'}", flush=True)
+                          f"clients {step['client_cores']:.2f} cores, quality {'/'.join(step['qualities'])}  "
+                          f"{'holds' if step['holds'] else 'DOES NOT HOLD'}", flush=True)
                     if not step["holds"]:
                         break
                     capacity[effect][size] = sessions

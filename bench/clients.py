@@ -1,6 +1,7 @@
 """N synthetic cameras streaming to one camfx server at once, as a process of their own, for
 `camfx bench capacity`: it prints `measuring` when every session is warm, then one JSON line
-with each session's fps and latency over the measured seconds.
+with each session's fps and latency over the measured seconds and the quality rung the server's
+budget controller had it on at the end.
 
     python -m camfx.bench.clients URL --sessions 3 --size 640x480 --effect blur [--params JSON] --seconds 10
 """
@@ -15,7 +16,7 @@ import time
 from camfx.engine.transport.ice import serve_media_on
 
 from .clip import person_clip
-from .peer import ClientPeer, SyntheticCamera
+from .peer import ClientPeer, SyntheticCamera, http_client
 from .stats import summary_ms
 
 
@@ -34,10 +35,16 @@ async def stream(url: str, sessions: int, size: str, effect: str, fps: float, se
         t0 = time.perf_counter()
         await asyncio.sleep(seconds)
         elapsed = time.perf_counter() - t0
-        return [{"fresh_fps": round((len(p.received.fresh) - fresh0) / elapsed, 2),
+        rows = [{"fresh_fps": round((len(p.received.fresh) - fresh0) / elapsed, 2),
                  "sent_fps": round((p.camera.frames_sent - sent0) / elapsed, 2),
                  "latency_ms": summary_ms(p.received.latencies[fresh0:])}
                 for p, (fresh0, sent0) in zip(peers, start)]
+        async with http_client() as http:  # the rung each session's budget controller is on
+            for row, peer in zip(rows, peers):
+                async with http.get(f"{url}/sessions/{peer.session_id}") as resp:
+                    stats = await resp.json() if resp.status == 200 else {}
+                row["quality"] = stats.get("quality")
+        return rows
     finally:
         await asyncio.gather(*(peer.close() for peer in peers), return_exceptions=True)
 

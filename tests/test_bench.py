@@ -123,9 +123,12 @@ def test_bench_capacity_adds_sessions_until_one_falls_short(tmp_path):
         assert step["server_cores_per_session"] == pytest.approx(step["server_cores"] / step["sessions"], abs=0.001)
         assert all(s["latency_ms"]["n"] > 0 for s in step["per_session"])
         assert step["client_placement"] == {"nice": CLIENT_NICE, "cores": sorted(os.sched_getaffinity(0))}
+        assert step["full_quality"] == (step["qualities"] == ["full"])
+        assert all(s["quality"] in ("full", "no-feather", "lean", "mask-every-2nd") for s in step["per_session"])
     holding = [s for s in steps if s["holds"]]
     assert data["capacity"]["blur"]["320x240"] == (holding[-1]["sessions"] if holding else 0)
-    expected = math.floor(data["box_cores"] * BOX_LOAD / holding[-1]["server_cores_per_session"]) if holding else 0
+    full = [s for s in holding if s["full_quality"]]
+    expected = math.floor(data["box_cores"] * BOX_LOAD / full[-1]["server_cores_per_session"]) if full else 0
     assert data["per_box"]["blur"]["320x240"] == expected
     assert all(s["holds"] for s in steps[:-1])  # it stops at the first step that does not hold
     assert len(steps) == 2 or not steps[-1]["holds"]
