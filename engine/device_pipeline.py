@@ -22,7 +22,7 @@ from .effects import pow2_factor, stack_blur_size
 from .mask import feather_radius, work_size
 from .motion import BLOCK, MotionGate
 from .params import Params, hex_to_rgb
-from .pipeline import MAX_SKIPPED, NEEDS_MASK, Pipeline, Work, keep_probe_rows
+from .pipeline import MAX_SKIPPED, NEEDS_MASK, Pipeline, Work, keep_probe_rows, motion_rows
 from .segmenter import Segmenters
 from .stage_clock import StageClock
 
@@ -111,7 +111,7 @@ class DevicePipeline:
         rgb = _to_rgb(small_y, _shrink(u, mh // 2, mw // 2), _shrink(v, mh // 2, mw // 2))
         if not same_model:
             self._gate.forget()
-        if not self._gate.must_run(rgb, p.segment_skip):  # barely moved: as `Segment`
+        if not self._gate.must_run(rgb[motion_rows(p, frame, rgb):], p.segment_skip):  # barely moved: as `Segment`
             self.reused += 1
             return last[1], small_y
         probability = run_tensors(segmenter.runtime, {"image": rgb[None]})["mask"][0, :, :, 0]

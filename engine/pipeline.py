@@ -148,7 +148,7 @@ class Segment:
         picture = segmenter.picture(work.image, work.halvings)
         if not same_model:
             self._gate.forget()
-        if not self._gate.must_run(picture, p.segment_skip):
+        if not self._gate.must_run(picture[motion_rows(p, work.image, picture):], p.segment_skip):
             self._reuse(work)
             return
         work.probability = segmenter.infer(picture)
@@ -158,6 +158,14 @@ class Segment:
     def _reuse(self, work: Work) -> None:
         work.probability = self._last[1]
         self.reused += 1
+
+
+def motion_rows(p: Params, frame: yuv.Frame, picture) -> int:
+    """Where the picture starts for the motion measure: below the probe rows when a latency
+    probe stamps them (a frame id changes every frame; it is not the camera's picture)."""
+    if not p.probe:
+        return 0
+    return -(-PROBE_ROWS * picture.shape[0] // yuv.frame_size(frame)[0]) + 1
 
 
 class RefineMask:

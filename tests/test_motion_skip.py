@@ -137,3 +137,16 @@ def test_the_device_pipeline_skips_the_same_frames(segmenters, still):
         b = device.process(Work(image=frame, params=params))
         assert np.abs(a.output.astype(int) - b.output).mean() < 0.5
     assert device.model_calls() == opencv.model_calls() == {"calls": 4, "reused": 6}
+
+
+def test_a_latency_probe_stamping_its_rows_does_not_count_as_motion(segmenters, still):
+    """With `probe` on, the top rows carry a frame id that changes every frame: not motion."""
+    stamped = []
+    for i, frame in enumerate(still[:8]):
+        frame = frame.copy()
+        frame[:16] = (i * 37) % 256  # a different stamp on every frame
+        stamped.append(frame)
+    probed, plain = Segment(segmenters), Segment(segmenters)
+    _run(probed, stamped, Params(effect="blur", segment_skip=3, probe=True))
+    _run(plain, stamped, Params(effect="blur", segment_skip=3))
+    assert probed.calls == 2 and plain.calls == len(stamped)
