@@ -15,6 +15,7 @@ BENCHMARKS = {
     "camera": "camfx.bench.camera",
     "capacity": "camfx.bench.capacity",
     "cluster": "camfx.bench.cluster",
+    "quality": "camfx.bench.quality",
     "reference": "camfx.bench.reference",
 }
 

@@ -18,8 +18,8 @@ import torch.nn.functional as F
 from . import yuv
 from .runtimes.base import run_tensors
 from .backgrounds import Backgrounds
-from .effects import pow2_factor, stack_blur_size
-from .mask import feather_radius, work_size
+from .effects import EDGE_RADIUS, pow2_factor, stack_blur_size
+from .mask import EDGE_GAIN, EDGE_LEVEL, MOVING_LEVELS, STILL_LEVELS, feather_radius, work_size
 from .motion import BLOCK, MotionGate
 from .params import Params, hex_to_rgb
 from .pipeline import MAX_SKIPPED, NEEDS_MASK, Pipeline, Work, keep_probe_rows, motion_rows
@@ -44,6 +44,7 @@ class DevicePipeline:
         self._pinned: dict[tuple, torch.Tensor] = {}  # (role, *shape) -> page-locked host buffer
         self._layer: tuple[tuple, torch.Tensor] | None = None  # (key, background image on the device)
         self._previous: torch.Tensor | None = None  # last alpha, for temporal smoothing
+        self._previous_luma: torch.Tensor | None = None  # last work-size luma, to see motion
         self._frames = 0
         self._last_mask: tuple[str, torch.Tensor] | None = None  # (model, probability)
         self._gate = MotionGate(MAX_SKIPPED, _block_change)
@@ -121,44 +122,67 @@ class DevicePipeline:
 
     def _refine(self, frame: torch.Tensor, probability: torch.Tensor, small_y: torch.Tensor | None, p: Params,
                 feather: bool) -> torch.Tensor:
-        """As `mask.MaskRefiner`: to work size, smoothed over time, thresholded, feathered."""
+        """As `mask.MaskRefiner`: to work size, steadied where still, steepened or thresholded,
+        feathered."""
         h, w = yuv.frame_size(frame)
         mh, mw = probability.shape
         wh, ww = work_size((h, w), (mh, mw))
         alpha = _resize(probability, wh, ww)
-        if p.mask_smoothing > 0 and self._previous is not None and self._previous.shape == alpha.shape:
-            alpha = torch.lerp(alpha, self._previous, p.mask_smoothing)
+        # At 720p the work size is the model's: the luma shrunk for the model is the work luma.
+        same = small_y is not None and (wh, ww) == (mh, mw)
+        luma = None
+        if p.mask_smoothing > 0:
+            # Rounded as the 8-bit luma the OpenCV path reads.
+            luma = (small_y if same else _shrink(yuv.planes(frame)[0], wh, ww)).round()
+            previous, previous_luma = self._previous, self._previous_luma
+            if previous is not None and previous.shape == alpha.shape and previous_luma is not None \
+                    and previous_luma.shape == luma.shape:
+                motion = _box((luma - previous_luma).abs_(), 1)
+                still = ((MOVING_LEVELS - motion) / (MOVING_LEVELS - STILL_LEVELS)).clamp_(0.0, 1.0)
+                alpha = alpha + still * p.mask_smoothing * (previous - alpha)
+            self._previous_luma = luma
         self._previous = alpha
         if p.mask_mode == "threshold":
             alpha = (alpha >= p.mask_threshold).float()
+        else:
+            alpha = ((alpha - EDGE_LEVEL) * EDGE_GAIN + 0.5).clamp_(0.0, 1.0)
         if p.mask_feather > 0 and feather:
             radius = feather_radius(p.mask_feather, wh)
-            # At 720p the work size is the model's: the luma shrunk for the model is the guide.
-            same = small_y is not None and (wh, ww) == (mh, mw)
-            guide = small_y if same else _shrink(yuv.planes(frame)[0], wh, ww)
+            guide = luma if luma is not None else small_y if same else _shrink(yuv.planes(frame)[0], wh, ww)
             alpha = _guided_filter(guide / 255.0, alpha, radius)
         return alpha.clamp_(0.0, 1.0)
 
     # -- effect -----------------------------------------------------------------------------
     def _effect(self, frame: torch.Tensor, alpha: torch.Tensor, p: Params) -> torch.Tensor:
         h, w = yuv.frame_size(frame)
-        background = self._background(frame, p, h, w)
+        colours = _edge_colours(frame, alpha)
+        if p.effect == "blur":  # as `pipeline.composite_clean`: the correction goes into the small layer
+            background, corrections = self._blurred(frame, alpha, p, [c * alpha for c in colours]), None
+        else:
+            background, corrections = self._background(p, h, w), [c * alpha * (1.0 - alpha) for c in colours]
         out = torch.empty_like(frame)
         full, half = _resize(alpha, h, w), _resize(alpha, h // 2, w // 2)  # once each, as `composite`
-        for a, f, b, o in zip((full, half, half), yuv.planes(frame), yuv.planes(background), yuv.planes(out)):
+        for i, (a, f, b, o) in enumerate(zip((full, half, half), yuv.planes(frame), yuv.planes(background),
+                                             yuv.planes(out))):
             ff, bf = f.float(), b.float()
-            o.copy_((bf + (ff - bf) * a).round_().clamp_(0, 255))
+            mixed = (bf + (ff - bf) * a).round_()
+            if corrections is not None:
+                mixed += _resize(corrections[i], *o.shape).round_()
+            o.copy_(mixed.clamp_(0, 255))
         if p.probe:
             keep_probe_rows(frame, out)
         return out
 
-    def _background(self, frame: torch.Tensor, p: Params, h: int, w: int) -> torch.Tensor:
-        if p.effect == "blur":
-            sigma = p.blur_strength * h / 720.0
-            out = torch.empty_like(frame)
-            for i, (src, dst) in enumerate(zip(yuv.planes(frame), yuv.planes(out))):
-                dst.copy_(_blur(src, sigma if i == 0 else sigma / 2))
-            return out
+    def _blurred(self, frame: torch.Tensor, alpha: torch.Tensor, p: Params, add: list[torch.Tensor]) -> torch.Tensor:
+        """As `effects.blurred` with the background's sure weights kept and `add` added."""
+        sigma = p.blur_strength * yuv.frame_size(frame)[0] / 720.0
+        keep = (1.0 - 2.0 * alpha).clamp_(0.0, 1.0).square_()  # `effects.sure_weights`' background
+        out = torch.empty_like(frame)
+        for i, (src, dst) in enumerate(zip(yuv.planes(frame), yuv.planes(out))):
+            dst.copy_(_blur(src, sigma if i == 0 else sigma / 2, keep, add[i]))
+        return out
+
+    def _background(self, p: Params, h: int, w: int) -> torch.Tensor:
         if p.effect == "replace" and p.background == "image" and p.background_image in self._backgrounds:
             key = (p.background_image, h, w)
             if self._layer is None or self._layer[0] != key:
@@ -166,10 +190,29 @@ class DevicePipeline:
                 self._layer = (key, torch.from_numpy(image).to(self.device))
             return self._layer[1]
         colour = p.key_color if p.effect == "remove" else p.background_color
-        out = torch.empty_like(frame)
+        out = torch.empty((h * 3 // 2, w), dtype=torch.uint8, device=self.device)
         for plane, value in zip(yuv.planes(out), yuv.colour(hex_to_rgb(colour))):
             plane.fill_(value)
         return out
+
+
+def _edge_colours(frame: torch.Tensor, alpha: torch.Tensor) -> list[torch.Tensor]:
+    """As `effects.edge_colours` (via `pipeline.edge_colours`): per plane, F - B at the mask's size,
+    estimated at half of it."""
+    h, w = max(1, alpha.shape[0] // 2), max(1, alpha.shape[1] // 2)
+    small_alpha = _shrink(alpha, h, w)
+    person = (2.0 * small_alpha - 1.0).clamp_(0.0, 1.0).square_()
+    background = (1.0 - 2.0 * small_alpha).clamp_(0.0, 1.0).square_()
+    person_sum, background_sum = _box(person, EDGE_RADIUS), _box(background, EDGE_RADIUS)
+    sure = 1.0 / 255.0
+    known = ((person_sum >= sure) & (background_sum >= sure)).float()
+    person_scale, background_scale = known / person_sum.clamp(min=sure), known / background_sum.clamp(min=sure)
+    out = []
+    for plane in yuv.planes(frame):
+        small = _shrink(plane, h, w).round_()
+        difference = _box(small * person, EDGE_RADIUS) * person_scale - _box(small * background, EDGE_RADIUS) * background_scale
+        out.append(_resize(difference, *alpha.shape))
+    return out
 
 
 def _resize(x: torch.Tensor, height: int, width: int) -> torch.Tensor:
@@ -206,6 +249,7 @@ def _block_change(picture: torch.Tensor, seen: torch.Tensor) -> float:
 
 
 def _box(x: torch.Tensor, radius: int) -> torch.Tensor:
+    """A mean over (2 radius + 1)^2 pixels, borders as OpenCV's default (reflect-101)."""
     k = 2 * radius + 1
     padded = F.pad(x[None, None], (radius, radius, radius, radius), mode="reflect")
     return F.avg_pool2d(padded, k, stride=1)[0, 0]
@@ -220,9 +264,11 @@ def _guided_filter(guide: torch.Tensor, src: torch.Tensor, radius: int, eps: flo
     return _box(a, radius) * guide + _box(b, radius)
 
 
-def _blur(plane: torch.Tensor, sigma: float) -> torch.Tensor:
-    """`effects.blurred` on one uint8 plane: a stack blur (triangular kernel) of a downscaled copy."""
-    factor = pow2_factor(sigma / 2)
+def _blur(plane: torch.Tensor, sigma: float, keep: torch.Tensor | None = None,
+          add: torch.Tensor | None = None) -> torch.Tensor:
+    """`effects.blurred` on one uint8 plane: a stack blur (triangular kernel) of a downscaled copy,
+    normalised by the `keep` weights (at any size) when given, plus `add` (at any size)."""
+    factor = pow2_factor(sigma if keep is not None else sigma / 2)
     h, w = plane.shape
     x = plane.float()[None, None]
     if factor > 1:
@@ -231,7 +277,28 @@ def _blur(plane: torch.Tensor, sigma: float) -> torch.Tensor:
     taps = torch.arange(-radius, radius + 1, device=plane.device, dtype=torch.float32)
     kernel = radius + 1 - taps.abs()
     kernel /= kernel.sum()
-    # OpenCV's stack blur repeats the edge pixels beyond the border.
-    x = F.conv2d(F.pad(x, (radius, radius, 0, 0), mode="replicate"), kernel.view(1, 1, 1, -1))
-    x = F.conv2d(F.pad(x, (0, 0, radius, radius), mode="replicate"), kernel.view(1, 1, -1, 1))
+
+    def stack_blur(t: torch.Tensor) -> torch.Tensor:
+        # OpenCV's stack blur repeats the edge pixels beyond the border.
+        t = F.conv2d(F.pad(t, (radius, radius, 0, 0), mode="replicate"), kernel.view(1, 1, 1, -1))
+        return F.conv2d(F.pad(t, (0, 0, radius, radius), mode="replicate"), kernel.view(1, 1, -1, 1))
+
+    if keep is None:
+        x = stack_blur(x)
+    else:
+        x = x.round_()
+        kept = _erode_cross(_resize(keep, *x.shape[-2:]))[None, None]
+        fill = 0.005  # as `effects._FILL`
+        x = (stack_blur(x * kept) + x * fill) / (stack_blur(kept) + fill)
+    if add is not None:
+        x = x + _resize(add, *x.shape[-2:])
+    if keep is not None or add is not None:
+        x = x.round_().clamp_(0, 255)
     return F.interpolate(x, size=(h, w), mode="bilinear", align_corners=False)[0, 0].round_().clamp_(0, 255)
+
+
+def _erode_cross(x: torch.Tensor) -> torch.Tensor:
+    """The minimum over each pixel and its four neighbours (OpenCV's erode with a 3x3 cross)."""
+    p = F.pad(x[None, None], (1, 1, 1, 1), mode="replicate")[0, 0]
+    return torch.minimum(torch.minimum(torch.minimum(p[1:-1, 1:-1], p[:-2, 1:-1]), torch.minimum(p[2:, 1:-1], p[1:-1, :-2])),
+                         p[1:-1, 2:])

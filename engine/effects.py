@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import math
+from functools import partial
 
 import cv2
 import numpy as np
 
 from . import yuv
-from .blend import blend_plane
+from .blend import blend_plane, blend_plane_corrected
 
 
 def pow2_factor(limit: float) -> int:
@@ -19,12 +20,19 @@ def pow2_factor(limit: float) -> int:
     return factor
 
 
-def composite(foreground: yuv.Frame, background: yuv.Frame, alpha: np.ndarray) -> np.ndarray:
+def composite(
+    foreground: yuv.Frame,
+    background: yuv.Frame,
+    alpha: np.ndarray,
+    correction: tuple[np.ndarray, np.ndarray, np.ndarray] | None = None,
+) -> np.ndarray:
     """foreground * alpha + background * (1 - alpha), plane by plane.
 
     `alpha` is float32 in [0, 1] at any resolution; it is scaled once for luma and once for
     the half-size chroma planes, as 8-bit weights (the result is within 1 of the exact blend,
     and exact where alpha is 0 or 1), and each plane is blended in one pass (see `blend`).
+    `correction`: three float32 maps at any size (e.g. `edge_correction`'s), added per plane in
+    the same pass, within one level.
     """
     h, w = yuv.frame_size(foreground)
     if yuv.frame_size(background) != (h, w):
@@ -34,8 +42,58 @@ def composite(foreground: yuv.Frame, background: yuv.Frame, alpha: np.ndarray) -
     luma_weight = cv2.resize(alpha8, (w, h), interpolation=cv2.INTER_LINEAR)
     chroma_weight = cv2.resize(alpha8, (w // 2, h // 2), interpolation=cv2.INTER_LINEAR)
     for i, (f, b, o) in enumerate(zip(yuv.planes(foreground), yuv.planes(background), yuv.planes(out))):
-        blend_plane(f, b, luma_weight if i == 0 else chroma_weight, o)
+        weight = luma_weight if i == 0 else chroma_weight
+        if correction is None:
+            blend_plane(f, b, weight, o)
+        else:
+            # Offset by 128 into 8 bits while small, then scaled (8-bit resizes are fast).
+            offset = np.clip(correction[i] + np.float32(128.5), 0.0, 255.0).astype(np.uint8)
+            offset = cv2.resize(offset, (o.shape[1], o.shape[0]), interpolation=cv2.INTER_LINEAR)
+            blend_plane_corrected(f, b, weight, offset, o)
     return out
+
+
+# Edge colour: a pixel on the person's edge is a mix, I = a * F + (1 - a) * B, of the person's
+# colour F and the old background's B. Composited as a * I + (1 - a) * N it keeps a share
+# a * (1 - a) of B (a rim of the old room), where a * F + (1 - a) * N is wanted. The difference is
+# a * (1 - a) * (F - B): F and B are estimated as the mean colour of the surely-person and the
+# surely-background pixels nearby, at half the mask's work resolution (F - B varies slowly; the
+# mask's own detail comes back in a * (1 - a)). It can be added to the output, or as
+# a * (F - B) to a background layer that is still small (blur).
+EDGE_RADIUS = 2  # pixels each side at half work resolution (25 px at 720p): reaches sure pixels
+_SURE = np.float32(1.0 / 255.0)  # a neighbourhood with less sure weight than this has no estimate
+
+
+def sure_weights(alpha: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Weights of the surely-person and surely-background pixels: 1 at alpha 1 (0), fading to 0
+    at alpha 0.5, so the mixed pixels of the edge count for little."""
+    person = np.clip(alpha * np.float32(2.0) - np.float32(1.0), 0.0, 1.0)
+    background = np.clip(np.float32(1.0) - alpha * np.float32(2.0), 0.0, 1.0)
+    return person * person, background * background
+
+
+def edge_colours(small: np.ndarray, small_alpha: np.ndarray, alpha: np.ndarray) -> np.ndarray:
+    """F - B (see above) at `alpha`'s size, (H, W, 3) float32 (one channel per I420 plane); 0
+    where either side has no sure pixel nearby (deep inside the person, far out in the room).
+
+    `small`: the frame's planes merged, (h, w, 3) at half `alpha`'s size; `small_alpha`: `alpha`
+    at that size."""
+    ksize = (2 * EDGE_RADIUS + 1,) * 2
+    person, background = sure_weights(small_alpha)
+    person_sum, background_sum = cv2.blur(person, ksize), cv2.blur(background, ksize)
+    known = ((person_sum >= _SURE) & (background_sum >= _SURE)).astype(np.float32)
+    small = small.astype(np.float32)
+    person_mean = cv2.blur(small * person[..., None], ksize) * (known / np.maximum(person_sum, _SURE))[..., None]
+    background_mean = cv2.blur(small * background[..., None], ksize) * (known / np.maximum(background_sum, _SURE))[..., None]
+    return cv2.resize(person_mean - background_mean, (alpha.shape[1], alpha.shape[0]), interpolation=cv2.INTER_LINEAR)
+
+
+def edge_correction(colours: np.ndarray, alpha: np.ndarray, share: np.ndarray | None = None) -> tuple[np.ndarray, ...]:
+    """Per plane, the map to add to an output composited with `alpha`: a * (1 - a) * (F - B), or
+    `share` * (F - B) when given (a, for a background layer)."""
+    if share is None:
+        share = alpha * (np.float32(1.0) - alpha)
+    return tuple(cv2.split(colours * share[..., None]))
 
 
 def stack_blur_size(sigma: float) -> int:
@@ -47,27 +105,61 @@ def stack_blur_size(sigma: float) -> int:
     return 2 * radius + 1
 
 
-def blurred(frame: yuv.Frame, sigma: float, halvings: yuv.Halvings | None = None) -> np.ndarray:
-    """A Gaussian-like blur of the whole frame, `sigma` in pixels at 720p (scaled with height).
+def blurred(
+    frame: yuv.Frame,
+    sigma: float,
+    halvings: yuv.Halvings | None = None,
+    keep: np.ndarray | None = None,
+    add: tuple[np.ndarray, np.ndarray, np.ndarray] | None = None,
+) -> np.ndarray:
+    """A Gaussian-like blur of the frame, `sigma` in pixels at 720p (scaled with height).
 
     Blurs a downscaled copy and scales it back: a large blur hides the difference and it costs a
     small fraction of a full-resolution blur. OpenCV's stack blur stands in for the Gaussian at
     the same spread: within one grey level on average, at half the cost. `halvings`: the frame's,
     when shared with others who shrink it.
+
+    `keep` (float32 weights in [0, 1] at any resolution): blur only what it weighs, a normalised
+    blur, sum(w * I) / sum(w). With the background's weights, the person's colours never smear
+    into the blurred room around them (blurring the whole frame leaves a halo even behind a
+    perfect mask). Where nothing kept is in reach (deep inside the person, hidden by the mask
+    anyway) the copy's own pixels fill in. `add`: three float32 maps at any size added to the
+    planes while they are small (the edge colour correction, see `edge_colours`).
     """
     h, w = yuv.frame_size(frame)
     sigma = sigma * h / 720.0
     out = yuv.empty(h, w)
     halvings = halvings or yuv.Halvings(frame)
+    weights = {}  # the kept weights at each small size (the two chroma planes share theirs)
     for i, (src, dst) in enumerate(zip(yuv.planes(frame), yuv.planes(out))):
         plane_sigma = sigma if i == 0 else sigma / 2  # chroma planes are half size
-        factor = pow2_factor(plane_sigma / 2)
         ph, pw = src.shape
-        small = halvings.shrink(i, max(1, ph // factor), max(1, pw // factor))
-        ksize = stack_blur_size(max(plane_sigma / factor, 0.5))
-        small = cv2.stackBlur(small, (ksize, ksize))
+        # A normalised blur is smooth enough to work at half the size again.
+        factor = pow2_factor(plane_sigma if keep is not None else plane_sigma / 2)
+        sh, sw = max(1, ph // factor), max(1, pw // factor)
+        small = halvings.shrink(i, sh, sw)
+        ksize = (stack_blur_size(max(plane_sigma / factor, 0.5)),) * 2
+        if keep is None:
+            small = cv2.stackBlur(small, ksize)
+        else:
+            if (sh, sw) not in weights:
+                kept = cv2.resize(keep, (sw, sh), interpolation=cv2.INTER_LINEAR)
+                # A small pixel that straddles the edge holds some of the person: leave it out.
+                kept = cv2.erode(kept, _CROSS)
+                weights[(sh, sw)] = (kept, cv2.stackBlur(kept, ksize) + _FILL)
+            kept, kept_sum = weights[(sh, sw)]
+            small = small.astype(np.float32)
+            small = (cv2.stackBlur(small * kept, ksize) + small * _FILL) / kept_sum
+        if add is not None:
+            small = small + cv2.resize(add[i], (sw, sh), interpolation=cv2.INTER_LINEAR)
+        if small.dtype != np.uint8:
+            small = np.clip(small + np.float32(0.5), 0.0, 255.0).astype(np.uint8)
         cv2.resize(small, (pw, ph), dst=dst, interpolation=cv2.INTER_LINEAR)
     return out
+
+
+_CROSS = cv2.getStructuringElement(cv2.MORPH_CROSS, (3, 3))
+_FILL = np.float32(0.005)  # weight of the copy's own pixels: it shows only where nothing kept is near
 
 
 def solid(height: int, width: int, rgb: tuple[int, int, int]) -> np.ndarray:

@@ -63,15 +63,37 @@ def frame_guide(
     return GuidedFilter(luma.astype(np.float32) * np.float32(1.0 / 255.0), feather_radius(feather, wh))
 
 
+# Steadiness: where the picture is still, the mask keeps its own last value (the model's output
+# jitters with sensor noise); where the picture moved, the new one is taken at once (no lag). The
+# motion is the luma's change at work resolution, in 8-bit levels, averaged over 3x3 pixels.
+STILL_LEVELS = 1.5  # below this the pixel counts as still (noise)
+MOVING_LEVELS = 6.0  # above this it counts as moving: the new mask is taken whole
+
+# The model's probability rises over 2-3 of its pixels (10-15 px at 720p) around the edge;
+# taken as alpha it puts a see-through ring of the old room around the person. It is steepened
+# about a level a little above one half, so the edge sits on the person, not beyond.
+EDGE_GAIN = 2.0
+EDGE_LEVEL = 0.55
+
+
+def steepen(probability: np.ndarray) -> np.ndarray:
+    """The probability's edge made narrower and pulled onto the person (in place)."""
+    probability -= EDGE_LEVEL
+    probability *= EDGE_GAIN
+    probability += 0.5
+    return np.clip(probability, 0.0, 1.0, out=probability)
+
+
 class MaskRefiner:
     """Turns a model's probability map into the alpha used for compositing. One per session:
-    it holds the previous mask for temporal smoothing."""
+    it holds the previous mask and luma for temporal smoothing."""
 
     def __init__(self) -> None:
         self._previous: np.ndarray | None = None
+        self._previous_luma: np.ndarray | None = None
 
     def reset(self) -> None:
-        self._previous = None
+        self._previous = self._previous_luma = None
 
     def refine(
         self,
@@ -83,21 +105,46 @@ class MaskRefiner:
         smoothing: float = 0.0,
         feather: int = 0,
         guide: GuidedFilter | None = None,
+        halvings: yuv.Halvings | None = None,
     ) -> np.ndarray:
         """Alpha in [0, 1] (float32) at work resolution for `frame` (I420, see `yuv`).
-        `guide`: `frame_guide(frame, ...)` for this `feather`, if already made."""
+        `guide`: `frame_guide(frame, ...)` for this `feather`, if already made; `halvings`: the
+        frame's, if shared."""
         wh, ww = work_size(yuv.frame_size(frame), probability.shape[:2])
         alpha = cv2.resize(probability, (ww, wh), interpolation=cv2.INTER_LINEAR)
 
-        if smoothing > 0.0 and self._previous is not None and self._previous.shape == alpha.shape:
-            alpha = cv2.addWeighted(self._previous, smoothing, alpha, 1.0 - smoothing, 0.0)
-        self._previous = alpha
+        if smoothing > 0.0:
+            luma = self._luma(frame, (wh, ww), guide, halvings)
+            previous = self._previous
+            if previous is not None and previous.shape == alpha.shape:
+                # alpha += keep * (previous - alpha), keep = smoothing where still, 0 where moving
+                keep = self._keep(luma, smoothing)
+                alpha += keep * (previous - alpha)
+            self._previous_luma = luma
+        self._previous = alpha.copy()
 
         if mode == "threshold":
             alpha = (alpha >= threshold).astype(np.float32)
+        else:
+            alpha = steepen(alpha)
 
         if feather > 0:
             if guide is None:
-                guide = frame_guide(frame, probability.shape[:2], feather)
+                guide = frame_guide(frame, probability.shape[:2], feather, halvings)
             alpha = guide(alpha)
         return np.clip(alpha, 0.0, 1.0, out=alpha)
+
+    def _luma(self, frame, size, guide: GuidedFilter | None, halvings) -> np.ndarray:
+        """The frame's luma at work resolution in 8-bit levels (the guide's, when there is one)."""
+        if guide is not None and guide.guide.shape == size:
+            return guide.guide * np.float32(255.0)
+        return (halvings or yuv.Halvings(frame)).shrink(0, *size).astype(np.float32)
+
+    def _keep(self, luma: np.ndarray, smoothing: float) -> np.ndarray:
+        """Per pixel, the weight of the previous mask: `smoothing` where still, 0 where moving."""
+        previous = self._previous_luma
+        if previous is None or previous.shape != luma.shape:
+            return np.zeros_like(luma)
+        motion = cv2.blur(cv2.absdiff(luma, previous), (3, 3))
+        still = np.clip((MOVING_LEVELS - motion) * (1.0 / (MOVING_LEVELS - STILL_LEVELS)), 0.0, 1.0)
+        return still * np.float32(smoothing)

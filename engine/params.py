@@ -63,8 +63,10 @@ class Params(BaseModel):
         "landscape", description="segmentation model: landscape (144x256) or general (256x256)")
     mask_mode: Literal["soft", "threshold"] = Field("soft", description="a soft alpha mask, or a hard threshold")
     mask_threshold: float = Field(0.5, gt=0.0, lt=1.0, description="threshold mode: where person begins")
-    mask_smoothing: float = Field(0.0, ge=0.0, le=0.9,
-                                  description="weight of the previous mask (0 = none, no lag)")
+    mask_smoothing: float = Field(0.6, ge=0.0, le=0.9,
+                                  description="steadiness of the mask where the picture is still (weight of the "
+                                              "previous mask there; where it moves the new mask is taken at "
+                                              "once, so no lag); 0 = off")
     mask_feather: int = Field(4, ge=0, le=32, description="guided-filter radius (pixels at 720p) that snaps "
                                                           "mask edges to image edges; 0 = off")
     segment_skip: float = Field(0.0, ge=0.0, le=32.0,

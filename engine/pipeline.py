@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 from functools import partial
 from typing import Callable, Protocol
 
+import cv2
 import numpy as np
 
 from camfx.models.registry import SEGMENTATION_MODELS
@@ -63,16 +64,40 @@ class Stage(Protocol):
 
 def background_layer(
     backgrounds: Backgrounds, p: Params, frame: yuv.Frame, halvings: yuv.Halvings | None = None
-) -> np.ndarray:
-    """The I420 layer that shows where the mask says background."""
+) -> np.ndarray | None:
+    """The I420 layer that shows where the mask says background; None for `blur`, whose layer
+    needs the mask (`composite_clean`)."""
     h, w = yuv.frame_size(frame)
     if p.effect == "blur":
-        return effects.blurred(frame, p.blur_strength, halvings)
+        return None
     if p.effect == "remove":
         return effects.solid(h, w, hex_to_rgb(p.key_color))
     if p.background == "image" and p.background_image in backgrounds:
         return backgrounds.frame(p.background_image, h, w)
     return effects.solid(h, w, hex_to_rgb(p.background_color))
+
+
+def edge_colours(frame: yuv.Frame, alpha: np.ndarray, halvings: yuv.Halvings | None = None) -> np.ndarray:
+    """`effects.edge_colours` for `frame`, whose planes it shrinks to half the mask's size."""
+    halvings = halvings or yuv.Halvings(frame)
+    h, w = max(1, alpha.shape[0] // 2), max(1, alpha.shape[1] // 2)
+    small = cv2.merge([halvings.shrink(i, h, w) for i in range(3)])
+    return effects.edge_colours(small, cv2.resize(alpha, (w, h), interpolation=cv2.INTER_AREA), alpha)
+
+
+def composite_clean(
+    frame: yuv.Frame, layer: np.ndarray | None, alpha: np.ndarray, p: Params, halvings: yuv.Halvings | None = None
+) -> np.ndarray:
+    """The person over `layer` without the old background's colour on their edge; `layer` None
+    is the room blurred from the room's own pixels (the person never smears into it), with the
+    edge correction folded in while it is small."""
+    colours = edge_colours(frame, alpha, halvings)
+    if layer is None:
+        keep = effects.sure_weights(alpha)[1]
+        add = effects.edge_correction(colours, alpha, share=alpha)
+        layer = effects.blurred(frame, p.blur_strength, halvings, keep=keep, add=add)
+        return effects.composite(frame, layer, alpha)
+    return effects.composite(frame, layer, alpha, effects.edge_correction(colours, alpha))
 
 
 class PrepareBackground:
@@ -189,6 +214,7 @@ class RefineMask:
             smoothing=p.mask_smoothing,
             feather=p.mask_feather if work.quality.feather else 0,
             guide=work.guide.result() if work.guide is not None else None,
+            halvings=work.halvings,
         )
 
 
@@ -210,7 +236,7 @@ class ApplyEffect:
         elif p.effect == "diffusion":
             work.output = self._diffusion(work)
         else:
-            work.output = effects.composite(frame, work.background.result(), work.alpha)
+            work.output = composite_clean(frame, work.background.result(), work.alpha, p, work.halvings)
         if p.probe and work.output is not frame:
             # The untouched input rows let a latency probe match this output to its input.
             keep_probe_rows(frame, work.output)

@@ -71,7 +71,8 @@ def test_device_pipeline_walks_the_quality_ladder_as_the_opencv_one(clip_640, qu
             expected = outputs
     for got, want in zip(outputs, expected):
         diff = np.abs(got.astype(int) - want.astype(int))
-        assert diff.mean() < 0.5 and np.percentile(diff, 99) <= 4, (quality.name, diff.mean())
+        # The steepened soft edge doubles the two paths' model-input rounding differences there.
+        assert diff.mean() < 0.5 and np.percentile(diff, 99) <= 6, (quality.name, diff.mean())
     assert model_runs["device"] == model_runs["opencv"]
     assert model_runs["device"] == (4 if quality.mask_every == 2 else 6)  # frames 1, 2, 4, 6 on every other
     # The rungs differ where they should: feathering changes the picture.

@@ -7,6 +7,7 @@ import pytest
 from camfx.engine import effects, yuv
 from camfx.engine.blend import blend_plane
 from camfx.engine.mask import GuidedFilter, MaskRefiner, work_size
+from camfx.engine.pipeline import edge_colours
 
 
 def textured(h=240, w=320, seed=0):
@@ -126,6 +127,56 @@ def test_blur_strength_scales_the_blur():
     assert yuv.planes(strong)[0].std() < yuv.planes(weak)[0].std()
 
 
+def person_over_room(h=240, w=320, split=160, person=(250, 240, 230), seed=1):
+    """A bright flat person on the left, a dark textured room on the right, as I420."""
+    rng = np.random.default_rng(seed)
+    rgb = rng.integers(0, 80, (h, w, 3), dtype=np.uint8)
+    rgb[:, :split] = person
+    return yuv.from_rgb(rgb)
+
+
+def test_the_blurred_room_holds_none_of_the_persons_colour():
+    """Blurring the whole frame smears the bright person into the dark room beside them (a halo,
+    even behind a perfect mask); the background-only blur keeps the room's own level there."""
+    frame = person_over_room()
+    alpha = np.zeros((60, 80), np.float32)
+    alpha[:, :40] = 1.0
+    keep = effects.sure_weights(alpha)[1]
+    room = yuv.planes(frame)[0][:, 200:].mean()
+    plain = yuv.planes(effects.blurred(frame, 24))[0][:, 160:176].astype(float).mean()
+    clean = yuv.planes(effects.blurred(frame, 24, keep=keep))[0][:, 164:176].astype(float).mean()
+    assert plain > room + 25  # the halo the plain blur leaves
+    assert abs(clean - room) < 4
+    # Far from the person both are the same blur.
+    far_plain = yuv.planes(effects.blurred(frame, 24))[0][:, 280:].astype(int)
+    far_clean = yuv.planes(effects.blurred(frame, 24, keep=keep))[0][:, 280:].astype(int)
+    assert np.abs(far_plain - far_clean).mean() < 1.5
+
+
+def test_edge_pixels_lose_the_old_backgrounds_colour():
+    """An edge pixel that is a mix of person and old room, composited over a new colour, comes
+    out as the same mix of person and *new* colour (the ideal), not with the old room in it."""
+    h, w = 240, 320
+    alpha = np.zeros((h, w), np.float32)
+    alpha[:, :150] = 1.0
+    alpha[:, 150:170] = np.linspace(1.0, 0.0, 22, dtype=np.float32)[1:-1]  # a soft edge 20 px wide
+    person, old, new = np.array([230, 200, 170.0]), np.array([20, 150, 40.0]), np.array([40, 60, 200.0])
+    a = alpha[..., None]
+    frame = yuv.from_rgb((a * person + (1 - a) * old).round().astype(np.uint8))
+    ideal = (a * person + (1 - a) * new)[:, 150:170]
+    background = effects.solid(h, w, tuple(int(c) for c in new))
+    small = cv2.resize(alpha, (80, 60), interpolation=cv2.INTER_AREA)
+    correction = effects.edge_correction(edge_colours(frame, small), small)
+    plain = yuv.to_rgb(effects.composite(frame, background, small)).astype(float)[:, 150:170]
+    clean = yuv.to_rgb(effects.composite(frame, background, small, correction))
+    clean = clean.astype(float)[:, 150:170]
+    assert np.abs(plain - ideal).mean() > 10  # the old green shows through
+    assert np.abs(clean - ideal).mean() < np.abs(plain - ideal).mean() / 3
+    # Away from the edge nothing moves.
+    whole = effects.composite(frame, background, small, correction)
+    assert np.array_equal(yuv.planes(whole)[0][:, :120], yuv.planes(frame)[0][:, :120])
+
+
 @pytest.mark.parametrize("rgb", [(0, 255, 0), (255, 0, 255), (47, 93, 138)])
 def test_solid_background_has_the_key_colour(rgb):
     out = effects.composite(textured(), effects.solid(240, 320, rgb), left_half_alpha())
@@ -160,13 +211,38 @@ def test_threshold_mode_is_binary_without_feather():
     assert set(np.unique(alpha)) == {0.0, 1.0}
 
 
-def test_temporal_smoothing_blends_with_previous_mask():
+def test_the_mask_holds_still_where_the_picture_is_still_and_follows_at_once_where_it_moves():
+    """Steadiness is per pixel: on a still picture the previous mask keeps `smoothing` of its
+    weight; where the picture changed (the right half here) the new mask is taken whole."""
     refiner, frame = MaskRefiner(), textured()
     ones, zeros = np.ones((144, 256), np.float32), np.zeros((144, 256), np.float32)
-    refiner.refine(ones, frame)
-    assert np.allclose(refiner.refine(zeros, frame, smoothing=0.5), 0.5, atol=1e-3)
+    refiner.refine(ones, frame, smoothing=0.5)
+    still = refiner.refine(zeros, frame, smoothing=0.5)
+    # 0.5 kept of 1, then steepened about 0.55: (0.5 - 0.55) * 2 + 0.5
+    assert np.allclose(still, 0.4, atol=1e-3)
+
+    refiner.reset()
+    refiner.refine(ones, frame, smoothing=0.5)
+    moved = frame.copy()
+    y = yuv.planes(moved)[0]
+    y[:, 160:] = 255 - y[:, 160:]  # the right half of the picture changes
+    alpha = refiner.refine(zeros, moved, smoothing=0.5)
+    work_w = alpha.shape[1]
+    assert np.allclose(alpha[:, : work_w // 2 - 2], 0.4, atol=1e-3)
+    assert np.allclose(alpha[:, work_w // 2 + 2 :], 0.0)  # no lag where it moved
+
     refiner.reset()
     assert np.allclose(refiner.refine(zeros, frame, smoothing=0.5), 0.0)
+
+
+def test_the_soft_edge_is_steeper_than_the_model_and_sits_on_the_person():
+    """The model's probability ramp is narrowed about a level above one half: the mask ends
+    where the person is more likely than not, and the see-through rim around it is gone."""
+    ramp = np.tile(np.linspace(0.0, 1.0, 256, dtype=np.float32), (144, 1))
+    alpha = MaskRefiner().refine(ramp, textured(720, 1280), feather=0)
+    assert (alpha[0] == 0).sum() > 256 * 0.25 and (alpha[0] == 1).sum() > 256 * 0.2
+    assert alpha[0, 128] < 0.5  # p = 0.5 is no longer half person
+    assert np.all(np.diff(alpha[0]) >= 0)
 
 
 def test_guided_filter_snaps_a_coarse_mask_to_image_edges():
