@@ -17,6 +17,7 @@ BENCHMARKS = {
     "cluster": "camfx.bench.cluster",
     "quality": "camfx.bench.quality",
     "reference": "camfx.bench.reference",
+    "segment-skip": "camfx.bench.segment_skip",
 }
 
 
