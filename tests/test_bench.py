@@ -184,3 +184,22 @@ def test_bench_reference_times_both_on_the_same_frames(tmp_path):
     row = json.loads((tmp_path / "reference.json").read_text())["results"][0]
     assert row["size"] == "320x240" and row["camfx"]["wall_ms"]["n"] == 3 and row["reference"]["wall_ms"]["n"] == 3
     assert row["wall_ratio"] == pytest.approx(row["reference"]["wall_ms"]["p50"] / row["camfx"]["wall_ms"]["p50"], abs=0.01)
+
+
+def test_bench_segment_skip_counts_the_model_calls_and_keeps_the_figures(tmp_path):
+    """Without segment_skip the model runs on every frame; with it, on every frame of the
+    swaying person and on fewer of the still one; the quality figures are there per system."""
+    import json
+
+    from camfx.bench.segment_skip import main
+
+    argv = ["--size", "640x480", "--clips", "busy", "--frames", "8", "--levels", "3", "--out", str(tmp_path)]
+    assert main(argv) == 0
+    data = json.loads((tmp_path / "segment_skip.json").read_text())
+    assert data["quality_clip_model_calls"]["busy"]["camfx"] == {"calls": 8, "reused": 0}
+    skipped = data["quality_clip_model_calls"]["busy"]["camfx-skip3"]
+    assert skipped["calls"] + skipped["reused"] == 8 and skipped["calls"] >= 2
+    assert data["bench_clip_model_calls"]["moving"]["camfx-skip3"] == {"calls": 8, "reused": 0}
+    assert data["bench_clip_model_calls"]["still"]["camfx-skip3"] == {"calls": 2, "reused": 6}
+    assert set(data["summary"]["640x480"]["flicker x1e-3"]) == {"camfx", "camfx-skip3", "raw"}
+    assert (tmp_path / "segment_skip.md").read_text().startswith("**640x480")
