@@ -66,7 +66,7 @@
     mask_threshold: { label: "Threshold", step: 0.01, fmt: (v) => v.toFixed(2) },
     mask_smoothing: { label: "Temporal smoothing", step: 0.05, fmt: (v) => v.toFixed(2) },
     mask_feather: { label: "Edge snapping", step: 1, fmt: (v) => (v ? `${v} px` : "off") },
-    segment_skip: { label: "Skip the model while still", step: 0.5, fmt: (v) => (v ? `${v} levels` : "off") },
+    segment_skip: { label: "Skip the model while still", step: 0.5, fmt: (v) => (v ? `under ${v} levels` : "off") },
     probe: { label: "Keep probe rows (latency measurement)", kind: "checkbox" },
   };
 

@@ -69,11 +69,11 @@ class Params(BaseModel):
                                               "once, so no lag); 0 = off")
     mask_feather: int = Field(4, ge=0, le=32, description="guided-filter radius (pixels at 720p) that snaps "
                                                           "mask edges to image edges; 0 = off")
-    segment_skip: float = Field(0.0, ge=0.0, le=32.0,
+    segment_skip: float = Field(3.0, ge=0.0, le=32.0,
                                 description="reuse the last mask while the picture barely moves: the model "
                                             "skips a frame when no 16x16 block of its input changed by this "
                                             "many 8-bit levels since the frame it last saw (at most 3 frames "
-                                            "in a row); 0 = off, 3 skips most of a still person's frames")
+                                            "in a row); 0 = off (the model on every frame)")
     probe: bool = Field(False, description="keep the top 16 rows of the input, so a latency probe can match "
                                            "output to input")
 
