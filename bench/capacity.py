@@ -86,6 +86,7 @@ async def _step(url: str, server_pid: int, sessions: int, size: str, effect: str
     proc = await asyncio.create_subprocess_exec(
         sys.executable, "-m", "camfx.bench.clients", url, "--sessions", str(sessions), "--size", size,
         "--effect", effect, "--params", args.params, "--seconds", str(args.seconds), "--warmup", str(args.warmup),
+        *(["--still"] if args.clip == "still" else []),
         stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE, start_new_session=True,
         preexec_fn=_client_placement(args.clients, args.client_cores))
     try:
@@ -170,7 +171,8 @@ async def run(args) -> dict:
                   f"a {len(server_cores)}-core box with the clients elsewhere: {projected[effect][size]} (projected)",
                   flush=True)
     return {"benchmark": "capacity", "machine": machine(), "command": " ".join(["camfx bench capacity", *args.argv]),
-            "effects": args.effects, "params": json.loads(args.params), "hold_fps": HOLD_FPS, "seconds": args.seconds,
+            "effects": args.effects, "params": json.loads(args.params), "clip": args.clip, "hold_fps": HOLD_FPS,
+            "seconds": args.seconds,
             "clients": args.clients, "client_nice": CLIENT_NICE, "server_cores": server_cores,
             "client_cores": args.client_cores, "box_cores": len(server_cores), "box_load": BOX_LOAD,
             "capacity": capacity, "per_box": projected, "steps": steps}
@@ -205,6 +207,8 @@ def main(argv: list[str]) -> int:
     parser.add_argument("--sizes", nargs="+", default=["640x480", "1280x720"])
     parser.add_argument("--effects", nargs="+", default=["blur", "replace"])
     parser.add_argument("--params", default="{}", help="more session params for every session, as JSON")
+    parser.add_argument("--clip", choices=["moving", "still"], default="moving",
+                        help="every camera shows the swaying person, or a person sitting still")
     parser.add_argument("--clients", choices=["nice", "pin"], default="nice",
                         help="keep the clients off the server's share: niced, or niced and pinned to the last core")
     parser.add_argument("--max-sessions", type=int, default=6, help="stop there even if it still holds")

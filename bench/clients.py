@@ -15,15 +15,15 @@ import time
 
 from camfx.engine.transport.ice import serve_media_on
 
-from .clip import person_clip
+from .clip import person_clip, still_clip
 from .peer import ClientPeer, SyntheticCamera, http_client
 from .stats import summary_ms
 
 
 async def stream(url: str, sessions: int, size: str, effect: str, fps: float, seconds: float, warmup: float,
-                 params: dict | None = None) -> list[dict]:
+                 params: dict | None = None, still: bool = False) -> list[dict]:
     width, height = (int(v) for v in size.split("x"))
-    clip = person_clip(width, height, 60)
+    clip = still_clip(width, height, 60) if still else person_clip(width, height, 60)
     peers = [ClientPeer(SyntheticCamera(clip, fps=fps)) for _ in range(sessions)]
     try:
         for peer in peers:
@@ -57,13 +57,14 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--size", default="640x480")
     parser.add_argument("--effect", default="blur")
     parser.add_argument("--params", default="{}", help="more session params, as JSON")
+    parser.add_argument("--still", action="store_true", help="a person sitting still instead of the swaying one")
     parser.add_argument("--fps", type=float, default=30.0)
     parser.add_argument("--seconds", type=float, default=10.0)
     parser.add_argument("--warmup", type=float, default=3.0)
     args = parser.parse_args(argv)
     serve_media_on(["127.0.0.1"])
     rows = asyncio.run(stream(args.url, args.sessions, args.size, args.effect, args.fps, args.seconds, args.warmup,
-                                   json.loads(args.params)))
+                                   json.loads(args.params), args.still))
     print(json.dumps(rows), flush=True)
     return 0
 
