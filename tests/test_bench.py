@@ -203,3 +203,22 @@ def test_bench_segment_skip_counts_the_model_calls_and_keeps_the_figures(tmp_pat
     assert data["bench_clip_model_calls"]["still"]["camfx-skip3"] == {"calls": 2, "reused": 6}
     assert set(data["summary"]["640x480"]["flicker x1e-3"]) == {"camfx", "camfx-skip3", "raw"}
     assert (tmp_path / "segment_skip.md").read_text().startswith("**640x480")
+
+
+def test_bench_engine_breaks_the_frame_path_down(tmp_path):
+    """Every stage, the conversions and what lies outside them; the model calls it made."""
+    import json
+
+    from camfx.bench.engine import main
+
+    argv = ["--sizes", "640x480", "--effects", "none", "blur", "--frames", "8", "--clip", "still",
+            "--segment-skip", "3", "--out", str(tmp_path)]
+    assert main(argv) == 0
+    rows = {r["effect"]: r for r in json.loads((tmp_path / "engine.json").read_text())["results"]}
+    blur = rows["blur"]
+    assert list(blur["stages_ms"]) == ["convert_in", "background", "segment", "refine", "effect", "convert_out"]
+    assert blur["wall_ms"]["n"] == 8 and blur["overhead_ms"]["n"] == 8 and blur["cpu_ms_per_frame"] > 0
+    assert blur["wall_ms"]["p50"] >= blur["stages_ms"]["segment"]["p50"]
+    calls = blur["model_calls"]
+    assert calls["calls"] + calls["reused"] == 28 and 0 < calls["calls"] < 28  # 20 warm-up frames and 8
+    assert rows["none"]["model_calls"] == {"calls": 0, "reused": 0}
