@@ -24,6 +24,10 @@ BENCHMARKS = {  # name -> (what it measures, module, the extras it needs)
                 "camfx.bench.quality", "bench"),
     "backgrounds": ("what a video background costs the frame path, against a still one", "camfx.bench.backgrounds",
                     "bench"),
+    "reference": ("camfx's blur pipeline against a plain MediaPipe-mask + Gaussian-blur compose, per frame",
+                  "camfx.bench.reference", "bench"),
+    "segment-skip": ("picture figures and model calls with and without skipping the model on still frames",
+                     "camfx.bench.segment_skip", "bench"),
 }
 
 

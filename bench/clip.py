@@ -38,7 +38,9 @@ def _scene(height: int, width: int) -> np.ndarray:
     return scene
 
 
-def person_clip(width: int, height: int, frames: int = 60, whole_pixels: bool = False) -> list[np.ndarray]:
+def person_clip(
+    width: int, height: int, frames: int = 60, whole_pixels: bool = False, scene: np.ndarray | None = None
+) -> list[np.ndarray]:
     """`frames` I420 frames: the portrait swaying left and right over the scene and bobbing a
     little, looping smoothly.
 
@@ -46,12 +48,13 @@ def person_clip(width: int, height: int, frames: int = 60, whole_pixels: bool = 
     lets a video encoder find exact matches, which makes the unprocessed stream unrealistically
     cheap to encode (about 1 ms a frame less for VP8 at 720p than any processed stream).
     `whole_pixels` makes that rigid clip, for comparison (`camfx bench encode --whole-pixels`).
+    `scene`: another backdrop (RGB, any size: stretched to the frame) instead of the shelves.
     """
     portrait = _portrait()
     ph = int(height * 0.85)
     pw = int(portrait.shape[1] * ph / portrait.shape[0])
     portrait = cv2.resize(portrait, (pw, ph), interpolation=cv2.INTER_AREA)
-    scene = _scene(height, width)
+    scene = _scene(height, width) if scene is None else cv2.resize(scene, (width, height), interpolation=cv2.INTER_AREA)
     clip = []
     for i in range(frames):
         phase = 2 * np.pi * i / frames
@@ -64,6 +67,17 @@ def person_clip(width: int, height: int, frames: int = 60, whole_pixels: bool = 
         cv2.warpAffine(portrait, shift, (width, height), dst=frame, borderMode=cv2.BORDER_TRANSPARENT)
         clip.append(yuv.from_rgb(frame))
     return clip
+
+
+def still_clip(width: int, height: int, frames: int = 60, noise: float = 2.0, seed: int = 0) -> list[np.ndarray]:
+    """`frames` I420 frames of a person sitting still: the first frame of `person_clip` with
+    fresh sensor-like noise (Gaussian, `noise` 8-bit levels) in every frame, the same each run."""
+    still = yuv.to_rgb(person_clip(width, height, 1)[0]).astype(np.float32)
+    rng = np.random.default_rng(seed)
+    return [
+        yuv.from_rgb(np.clip(still + rng.normal(0.0, noise, still.shape), 0, 255).astype(np.uint8))
+        for _ in range(frames)
+    ]
 
 
 def write_y4m(path: Path, clip: list[np.ndarray], fps: int = 30) -> Path:

@@ -1,108 +1,152 @@
 """`camfx bench engine`: the pipeline's compute per frame, per stage, without WebRTC.
 
-Feeds the synthetic person clip through the same Pipeline sessions use and reports median and
-p95 per stage and in total, per effect and frame size, with `none` as the same-run baseline.
+Feeds a synthetic person clip through the frame path sessions use: each frame a decoded-like
+VideoFrame handed from the event loop to a worker thread (`stream.process_frame`: I420 views,
+the Pipeline, the result wrapped as a VideoFrame) and back. Reports per effect and frame size the
+median and p95 per stage (convert_in and convert_out included), the whole hand-off as the event
+loop sees it (`wall`), what lies outside every stage (`overhead`: the executor hand-off and
+wake-up, Work and frame objects), and the process's CPU per frame (helper threads included),
+with `none` as the same-run baseline.
 
 By default frames follow each other back to back (hot caches: the engine's best case). With
 `--pace-fps 30` they come at a camera's rate and the cores idle between frames, as when serving;
 on a shared VM, work after such an idle runs markedly slower, and this mode shows by how much.
+
+`--clip still` is a person sitting still (sensor noise only), for `--segment-skip`: the model
+calls it saves are in the output (`model_calls` out of the frames that needed a mask).
 """
 
 from __future__ import annotations
 
 import argparse
+import asyncio
 import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import cv2
+import numpy as np
+from av import VideoFrame
 
 from camfx.engine.effects.backgrounds import Backgrounds
 from camfx.engine.config import ServerConfig
 from camfx.engine.params import Params, ParamsError
 from camfx.engine.pipeline.stages import Work, default_pipeline
 from camfx.engine.pipeline.segmenter import Segmenters
+from camfx.engine.stream import process_frame
 
-from .clip import person_clip
+from .clip import person_clip, still_clip
 from .stats import axes, machine, save, summary_ms
+
+WARMUP = 20  # first frames allocate and fill caches
+STAGE_ORDER = ["convert_in", "low_light", "face", "framing", "background", "segment", "people", "refine", "effect",
+               "touch_up", "light", "convert_out"]
+
+
+async def _feed(pipeline, executor, clip: list[VideoFrame], params: Params, frames: int, pace_fps: float) -> dict:
+    """Every frame through `process_frame` on a worker thread, as a stream hands it over."""
+    loop = asyncio.get_running_loop()
+    per_stage: dict[str, list[float]] = {}
+    walls, overheads = [], []
+    next_frame = time.perf_counter()
+    for i in range(frames + WARMUP):
+        if pace_fps:  # wait for the camera's next frame, as a session does
+            next_frame += 1.0 / pace_fps
+            await asyncio.sleep(max(0.0, next_frame - time.perf_counter()))
+        if i == WARMUP:
+            cpu0 = time.process_time()
+        work = Work(image=np.empty(0, np.uint8), params=params, t_recv=time.perf_counter())
+        start = time.perf_counter()
+        await loop.run_in_executor(executor, process_frame, pipeline, clip[i % len(clip)], work)
+        wall = time.perf_counter() - start
+        if i < WARMUP:
+            continue
+        for stage, seconds in work.timings.items():
+            per_stage.setdefault(stage, []).append(seconds)
+        walls.append(wall)
+        overheads.append(wall - sum(work.timings.values()))
+    return {
+        "wall_ms": summary_ms(walls), "overhead_ms": summary_ms(overheads),
+        "stages_ms": {k: summary_ms(per_stage[k]) for k in sorted(per_stage, key=_stage_key)},
+        "cpu_ms_per_frame": round((time.process_time() - cpu0) * 1000 / frames, 3),
+    }
+
+
+def _stage_key(name: str) -> int:
+    return STAGE_ORDER.index(name) if name in STAGE_ORDER else len(STAGE_ORDER)
+
+
+def _clip(kind: str, width: int, height: int) -> list[VideoFrame]:
+    """The clip as decoded-like frames (PyAV's own padded buffers, as a decoder gives)."""
+    frames = still_clip(width, height, 60) if kind == "still" else person_clip(width, height, 60)
+    return [VideoFrame.from_ndarray(f, format="yuv420p") for f in frames]
 
 
 def run(
     sizes: list[tuple[int, int]], effects: list[str], frames: int, model: str, threads: int, pace_fps: float = 0.0,
-    face: dict | None = None,
+    clip_kind: str = "moving", segment_skip: float = 0.0, face: dict | None = None,
 ) -> dict:
     """`face`: face parameters (framing, light, ...) to compare: each effect then runs twice,
     without and with them, frame by frame in turn (each frame goes through both pipelines, in
     alternating order), and the row with them says what they added."""
     cv2.setNumThreads(ServerConfig().opencv_threads)  # as the server runs it
     segmenters, backgrounds = Segmenters(threads=threads), Backgrounds()
-    helper = ThreadPoolExecutor(max_workers=2)  # as the server's: background layer alongside the model
+    # As the server's: a worker pool for the frames, a helper pool for work alongside the model.
+    workers = ThreadPoolExecutor(max_workers=2)
+    helper = ThreadPoolExecutor(max_workers=2)
     results = []
     for width, height in sizes:
-        clip = person_clip(width, height, 60)
+        clip = _clip(clip_kind, width, height)
         for effect in effects:
-            configs = [("", Params(effect=effect, model=model))]
-            if face:
-                configs.append(("+face", Params(effect=effect, model=model, **face)))
-            pipelines = [default_pipeline(segmenters, backgrounds, helper) for _ in configs]
-            per_stage: list[dict[str, list[float]]] = [{} for _ in configs]
-            totals: list[list[float]] = [[] for _ in configs]
-            next_frame = time.perf_counter()
-            for i in range(frames + 20):
-                if pace_fps:  # wait for the camera's next frame, as a session does
-                    next_frame += 1.0 / pace_fps
-                    time.sleep(max(0.0, next_frame - time.perf_counter()))
-                order = range(len(configs)) if i % 2 == 0 else reversed(range(len(configs)))
-                for k in order:
-                    work = Work(image=clip[i % len(clip)], params=configs[k][1], t_recv=time.perf_counter())
-                    pipelines[k].process(work)
-                    if i < 20:  # warm-up: first runs allocate and fill caches
-                        continue
-                    for stage, seconds in work.timings.items():
-                        per_stage[k].setdefault(stage, []).append(seconds)
-                    totals[k].append(sum(work.timings.values()))
-            for k, (suffix, params) in enumerate(configs):
-                row = {
-                    "size": f"{width}x{height}", "effect": effect + suffix, "model": model,
-                    "total_ms": summary_ms(totals[k]),
-                    "stages_ms": {s: summary_ms(v) for s, v in per_stage[k].items()},
-                }
+            configs = [("", Params(effect=effect, model=model, segment_skip=segment_skip))]
+            if face:  # the same run again with the face stages on: the row says what they added
+                configs.append(("+face", Params(effect=effect, model=model, segment_skip=segment_skip, **face)))
+            for suffix, params in configs:
+                pipeline = default_pipeline(segmenters, backgrounds, helper)
+                row = {"size": f"{width}x{height}", "effect": effect + suffix, "model": model,
+                       **asyncio.run(_feed(pipeline, workers, clip, params, frames, pace_fps))}
+                row["total_ms"] = row["wall_ms"]
+                row["model_calls"] = pipeline.model_calls()
                 if suffix:
                     row["face"] = face
                     row["added_p50_ms"] = row["total_ms"]["p50"] - results[-1]["total_ms"]["p50"]
-                    tracker = next(s.tracker for s in pipelines[k].stages if hasattr(s, "tracker"))
+                    row["added_cpu_ms_per_frame"] = row["cpu_ms_per_frame"] - results[-1]["cpu_ms_per_frame"]
+                    tracker = next((s.tracker for s in pipeline.stages if hasattr(s, "tracker")), None)
                     if tracker is not None and tracker.steps:
                         # The face models run beside the frames (helper pool): their time per frame.
-                        row["tracker_ms_per_frame"] = tracker.busy_seconds * 1000 / (frames + 20)
+                        row["tracker_ms_per_frame"] = tracker.busy_seconds * 1000 / (frames + WARMUP)
                         row["tracker_ms_per_step"] = tracker.busy_seconds * 1000 / tracker.steps
                 results.append(row)
-                t = row["total_ms"]
-                print(f"{row['size']:>9} {row['effect']:>13}: total p50 {t['p50']:6.2f} ms  p95 {t['p95']:6.2f} ms  "
-                      + "  ".join(f"{s} {v['p50']:.2f}" for s, v in row["stages_ms"].items() if v["p50"] >= 0.005)
+                stages = row["stages_ms"]
+                calls = row["model_calls"]["calls"] + row["model_calls"]["reused"]
+                print(f"{row['size']:>9} {row['effect']:>13}: wall p50 {row['wall_ms']['p50']:6.2f} ms  "
+                      f"p95 {row['wall_ms']['p95']:6.2f}  CPU {row['cpu_ms_per_frame']:5.2f} ms/frame  | "
+                      + "  ".join(f"{k} {v['p50']:.2f}" for k, v in stages.items())
+                      + f"  overhead {row['overhead_ms']['p50']:.2f}"
+                      + (f"  | model on {row['model_calls']['calls']}/{calls} frames" if calls else "")
                       + (f"  | added p50 {row['added_p50_ms']:+.2f} ms, face models beside the frame "
                          f"{row.get('tracker_ms_per_frame', 0):.2f} ms/frame" if suffix else ""), flush=True)
+    workers.shutdown()
+    helper.shutdown()
     return {
         "benchmark": "engine", "machine": machine(), "frames": frames, "model_threads": threads,
-        "pace_fps": pace_fps, "results": results,
+        "pace_fps": pace_fps, "clip": clip_kind, "segment_skip": segment_skip, "results": results,
     }
-
-
-PIPELINE_ORDER = ["low_light", "face", "framing", "background", "segment", "people", "refine", "effect",
-                  "touch_up", "light"]
 
 
 def plot(data: dict):
     rows = data["results"]
     labels = [f"{r['effect']}\n{r['size']}" for r in rows]
-    stages = sorted({s for r in rows for s in r["stages_ms"]}, key=lambda s: PIPELINE_ORDER.index(s)
-                    if s in PIPELINE_ORDER else len(PIPELINE_ORDER))
+    stages = sorted({s for r in rows for s in r["stages_ms"]}, key=_stage_key)
     fig, ax = axes(max(6, len(rows) * 0.9), 4)
     bottom = [0.0] * len(rows)
     for stage in stages:
         values = [r["stages_ms"].get(stage, {}).get("p50", 0.0) for r in rows]
         ax.bar(labels, values, bottom=bottom, label=stage)
         bottom = [b + v for b, v in zip(bottom, values)]
-    ax.plot(labels, [r["total_ms"]["p95"] for r in rows], "k_", markersize=20, label="total p95")
+    ax.bar(labels, [r["overhead_ms"]["p50"] for r in rows], bottom=bottom, label="overhead (outside stages)",
+           color="lightgrey")
+    ax.plot(labels, [r["wall_ms"]["p95"] for r in rows], "k_", markersize=20, label="wall p95")
     ax.set_ylabel("ms per frame (median, stacked)")
     ax.set_title(f"camfx engine compute per frame ({data['machine']['cores']} cores)")
     ax.legend()
@@ -121,6 +165,10 @@ def main(argv: list[str]) -> int:
     parser.add_argument("--face", nargs="*", default=[], metavar="PARAM=VALUE",
                         help="face parameters to compare against none, interleaved (e.g. framing=follow "
                              "light=studio touch_up=0.5)")
+    parser.add_argument("--clip", choices=["moving", "still"], default="moving",
+                        help="the swaying person, or a person sitting still (noise only)")
+    parser.add_argument("--segment-skip", type=float, default=0.0,
+                        help="the segment_skip param: reuse the last mask while the picture barely moves")
     parser.add_argument("--out", type=Path, default=Path("bench/results"))
     args = parser.parse_args(argv)
     try:
@@ -131,6 +179,7 @@ def main(argv: list[str]) -> int:
     if args.pace_fps < 0:
         parser.error("--pace-fps must be 0 or more")
     sizes = [tuple(int(v) for v in s.split("x")) for s in args.sizes]
-    data = run(sizes, args.effects, args.frames, args.model, args.model_threads, args.pace_fps, face)
+    data = run(sizes, args.effects, args.frames, args.model, args.model_threads, args.pace_fps,
+               args.clip, args.segment_skip, face)
     save(args.out, "engine", data, plot)
     return 0

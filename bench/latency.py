@@ -34,7 +34,7 @@ import aiohttp
 
 from camfx.engine.transport.ice import serve_media_on
 
-from .clip import person_clip
+from .clip import person_clip, still_clip
 from .peer import ClientPeer, OfferRefused, SyntheticCamera, http_client
 from .stats import axes, machine, save, summary_ms
 from .usage import Usage, unreliable_reasons
@@ -297,7 +297,7 @@ async def run(args) -> dict:
     return {
         "benchmark": "latency", "machine": machine(), "command": " ".join(["camfx bench latency", *args.argv]),
         "seconds": args.seconds, "rounds": args.rounds, "camera_fps": args.fps, "send_fps": options.send_fps,
-        "whole_pixels": args.whole_pixels, "servers": servers, "results": results,
+        "whole_pixels": args.whole_pixels, "clip": args.clip, "servers": servers, "results": results,
     }
 
 
@@ -308,7 +308,8 @@ async def _rounds(args, targets: list[Target], options: Options) -> dict[tuple[s
     for round_no in range(1, args.rounds + 1):
         for size in args.sizes:
             width, height = (int(v) for v in size.split("x"))
-            clip = person_clip(width, height, 60, whole_pixels=args.whole_pixels)
+            clip = (still_clip(width, height, 60) if args.clip == "still"
+                    else person_clip(width, height, 60, whole_pixels=args.whole_pixels))
             for codec in args.codecs:
                 for target in targets:
                     try:
@@ -402,6 +403,8 @@ def main(argv: list[str]) -> int:
                         help="send at this rate instead (a starved sender: its rows are marked unreliable)")
     parser.add_argument("--whole-pixels", action="store_true",
                         help="the clip's person moves by whole pixels, a rigid picture (for comparison)")
+    parser.add_argument("--clip", choices=["moving", "still"], default="moving",
+                        help="the swaying person, or a person sitting still (sensor noise only)")
     parser.add_argument("--out", type=Path, default=Path("bench/results"))
     parser.add_argument("--serve-args", nargs=argparse.REMAINDER, default=[],
                         help="everything after this goes to `camfx serve` (e.g. --model-threads 2)")

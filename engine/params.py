@@ -82,6 +82,11 @@ class Params(BaseModel):
     mask_feather: int = Field(0, ge=0, le=32, description="guided-filter radius (pixels at 720p) that snaps "
                                                           "mask edges to image edges; 0 = off (the default: on "
                                                           "`camfx bench quality` it spreads the edge into hair)")
+    segment_skip: float = Field(3.0, ge=0.0, le=32.0,
+                                description="reuse the last mask while the picture barely moves: the model "
+                                            "skips a frame when no 16x16 block of its input changed by this "
+                                            "many 8-bit levels since the frame it last saw (at most 3 frames "
+                                            "in a row); 0 = off (the model on every frame)")
     # Face: found by the face models and followed between detections (engine/faces).
     framing: Literal["off", "follow", "tight"] = Field(
         "off", description="auto frame: a crop that follows the face (or the group): head and shoulders "

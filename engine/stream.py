@@ -180,17 +180,7 @@ class Stream:
         return self._pipeline.stage(name)
 
     def _process(self, frame: VideoFrame, work: Work) -> VideoFrame:
-        """Executor thread: view the frame as I420 planes, run the pipeline, wrap the result as a
-        VideoFrame (the frame itself when the pipeline passed its input through)."""
-        start = time.perf_counter()
-        frame = frames.as_i420(frame)
-        work.image = frames.plane_views(frame)
-        work.timings["convert_in"] = time.perf_counter() - start
-        self._pipeline.process(work)
-        start = time.perf_counter()
-        out = frame if work.output is work.image else frames.to_video_frame(work.output)
-        work.timings["convert_out"] = work.timings.get("convert_out", 0.0) + time.perf_counter() - start
-        return out
+        return process_frame(self._pipeline, frame, work)
 
     def _record_sent(self, track: OutputTrack, work: Work | None, now: float, missed: bool) -> None:
         """Each frame the oldest output track hands to its encoder (`work` None: a repeat)."""
@@ -234,6 +224,8 @@ class Stream:
             "warning": self.warning,
             **self._pipeline.stats(),
             "runtimes": self._hub.runtimes(),
+            # The model's runs and the frames that reused its last mask (segment_skip, the ladder).
+            "model_calls": getattr(self._pipeline, "model_calls", lambda: None)(),
         }
 
     # ---- teardown ---------------------------------------------------------------------------
@@ -248,3 +240,17 @@ class Stream:
         self._inbox.take_nowait()
         self._processed.clear()
         self._pipeline.close()
+
+
+def process_frame(pipeline, frame: VideoFrame, work: Work) -> VideoFrame:
+    """Executor thread: view the frame as I420 planes, run the pipeline, wrap the result as a
+    VideoFrame (the frame itself when the pipeline passed its input through)."""
+    start = time.perf_counter()
+    frame = frames.as_i420(frame)
+    work.image = frames.plane_views(frame)
+    work.timings["convert_in"] = time.perf_counter() - start
+    pipeline.process(work)
+    start = time.perf_counter()
+    out = frame if work.output is work.image else frames.to_video_frame(work.output)
+    work.timings["convert_out"] = work.timings.get("convert_out", 0.0) + time.perf_counter() - start
+    return out

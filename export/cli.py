@@ -7,7 +7,7 @@ import sys
 
 def main(argv: list[str]) -> int:
     targets = {"selfie": "camfx.export.selfie", "face": "camfx.export.face", "engines": "camfx.export.engines",
-               "backgrounds": "camfx.export.backgrounds"}
+               "backgrounds": "camfx.export.backgrounds", "int8": "camfx.export.int8"}
     if not argv or argv[0] not in targets:
         print(f"usage: camfx export {{{','.join(targets)}}} [options]", file=sys.stderr)
         return 2

@@ -21,11 +21,12 @@ from ..effects.filters import EDGE_RADIUS, pow2_factor, stack_blur_size
 from ..effects.mask import EDGE_GAIN, EDGE_LEVEL, MOVING_LEVELS, STILL_LEVELS, feather_radius, work_size
 from ..faces.stages import any_face_stage
 from ..media import yuv
+from ..media.motion import BLOCK, MotionGate
 from ..media.stage_clock import StageClock
 from ..params import Params, hex_to_rgb
 from ..runtimes.base import run_tensors
 from .segmenter import Segmenters
-from .stages import NEEDS_MASK, Pipeline, Work, keep_probe_rows
+from .stages import MAX_SKIPPED, NEEDS_MASK, Pipeline, Work, keep_probe_rows, motion_rows
 
 # OpenCV's I420 -> RGB (BT.601, limited range), so the model sees what the numpy path gives it.
 _Y_SCALE, _V_R, _U_G, _V_G, _U_B = 1.164, 1.596, -0.391, -0.813, 2.018
@@ -48,6 +49,11 @@ class DevicePipeline:
         self._previous_luma: torch.Tensor | None = None  # last work-size luma, to see motion
         self._frames = 0
         self._last_mask: tuple[str, torch.Tensor] | None = None  # (model, probability)
+        self._gate = MotionGate(MAX_SKIPPED, _block_change)
+        self.calls = self.reused = 0  # as `Segment`'s
+
+    def model_calls(self) -> dict[str, int]:
+        return {"calls": self.calls, "reused": self.reused}
 
     # The stream's hooks (check, stats, notices, stage) are the numpy pipeline's stages'.
     def check(self, params) -> None:
@@ -114,15 +120,23 @@ class DevicePipeline:
         (None when the probability is the last one: on the ladder's mask-every-n rungs)."""
         self._frames += 1
         last = self._last_mask
-        if last is not None and last[0] == p.model and self._frames % mask_every:
+        same_model = last is not None and last[0] == p.model
+        if same_model and self._frames % mask_every:
+            self.reused += 1
             return last[1], None
         segmenter = self._segmenters.get(p.model)
         mh, mw = segmenter.input_hw
         y, u, v = yuv.planes(frame)
         small_y = _shrink(y, mh, mw)
         rgb = _to_rgb(small_y, _shrink(u, mh // 2, mw // 2), _shrink(v, mh // 2, mw // 2))
+        if not same_model:
+            self._gate.forget()
+        if not self._gate.must_run(rgb[motion_rows(p, frame, rgb):], p.segment_skip):  # barely moved: as `Segment`
+            self.reused += 1
+            return last[1], small_y
         probability = run_tensors(segmenter.runtime, {"image": rgb[None]})["mask"][0, :, :, 0]
         self._last_mask = (p.model, probability)
+        self.calls += 1
         return probability, small_y
 
     def _refine(self, frame: torch.Tensor, probability: torch.Tensor, small_y: torch.Tensor | None, p: Params,
@@ -244,6 +258,13 @@ def _to_rgb(y: torch.Tensor, u: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
     luma = _Y_SCALE * (y - 16.0)
     rgb = torch.stack([luma + _V_R * v, luma + _U_G * u + _V_G * v, luma + _U_B * u], dim=-1)
     return rgb.round_().clamp_(0, 255) / 255.0
+
+
+def _block_change(picture: torch.Tensor, seen: torch.Tensor) -> float:
+    """`motion.block_change` on the model's RGB input in [0, 1] (H, W, 3): in 8-bit levels,
+    block means rounded as OpenCV rounds them. One small read back to the host."""
+    diff = ((picture - seen).abs() * 255.0).permute(2, 0, 1)[None]
+    return float(F.avg_pool2d(diff, BLOCK).round().max())
 
 
 def _box(x: torch.Tensor, radius: int) -> torch.Tensor:

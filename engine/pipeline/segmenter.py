@@ -26,9 +26,16 @@ class Segmenter:
 
     def __call__(self, frame: yuv.Frame, halvings: yuv.Halvings | None = None) -> np.ndarray:
         """Person probability in [0, 1], float32 (model height, model width)."""
-        rgb = yuv.model_input(frame, *self.input_hw, halvings)
+        return self.infer(self.picture(frame, halvings))
+
+    def picture(self, frame: yuv.Frame, halvings: yuv.Halvings | None = None) -> np.ndarray:
+        """What the model sees of `frame`: RGB uint8 at its input size (a new array)."""
+        return yuv.model_input(frame, *self.input_hw, halvings)
+
+    def infer(self, picture: np.ndarray) -> np.ndarray:
+        """The person probability of a `picture`."""
         # RGB in [0, 1], NHWC; converted and scaled in one pass, into one new array.
-        image = np.multiply(rgb, np.float32(1.0 / 255.0), dtype=np.float32)[None]
+        image = np.multiply(picture, np.float32(1.0 / 255.0), dtype=np.float32)[None]
         return self.runtime.run({"image": image})["mask"][0, :, :, 0]
 
 

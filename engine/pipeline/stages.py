@@ -27,10 +27,12 @@ from ..faces.tracker import Faces
 from ..media import yuv
 from ..params import Params, hex_to_rgb
 from .budget import LADDER, Quality
+from ..media.motion import MotionGate
 from .segmenter import Segmenters
 
 PROBE_ROWS = 16
 NEEDS_MASK = ("blur", "replace", "remove")
+MAX_SKIPPED = 3  # segment_skip: the model looks at least every 4th frame (133 ms at 30 fps)
 
 
 def needs_mask(p: Params) -> bool:
@@ -149,27 +151,52 @@ def _cancel_unless_ran(jobs: list[tuple[Future, Callable[[], object]]], submitte
 
 
 class Segment:
-    """The person probability at model resolution, from this frame (or, on the ladder's
-    mask-every-n rungs, the last one in between)."""
+    """The person probability at model resolution, from this frame, or the last one where the
+    model need not look again: on the ladder's mask-every-n rungs, and (`segment_skip`) while
+    the picture barely moves (see `motion.MotionGate`).
+
+    `calls` and `reused` count the frames the model ran on and those that took the last mask."""
 
     name = "segment"
 
-    def __init__(self, segmenters: Segmenters):
+    def __init__(self, segmenters: Segmenters, max_skipped: int = MAX_SKIPPED):
         self._segmenters = segmenters
         self._frames = 0
         self._last: tuple[str, np.ndarray] | None = None
+        self._gate = MotionGate(max_skipped)
+        self.calls = self.reused = 0
 
     def __call__(self, work: Work) -> None:
-        if not needs_mask(work.params):
+        p = work.params
+        if not needs_mask(p):
             return
         self._frames += 1
-        model = work.params.model
-        reuse = self._last is not None and self._last[0] == model and self._frames % work.quality.mask_every
-        if reuse:
-            work.probability = self._last[1]
-        else:
-            work.probability = self._segmenters.get(model)(work.image, work.halvings)
-            self._last = (model, work.probability)
+        same_model = self._last is not None and self._last[0] == p.model
+        if same_model and self._frames % work.quality.mask_every:
+            self._reuse(work)
+            return
+        segmenter = self._segmenters.get(p.model)
+        picture = segmenter.picture(work.image, work.halvings)
+        if not same_model:
+            self._gate.forget()
+        if not self._gate.must_run(picture[motion_rows(p, work.image, picture):], p.segment_skip):
+            self._reuse(work)
+            return
+        work.probability = segmenter.infer(picture)
+        self._last = (p.model, work.probability)
+        self.calls += 1
+
+    def _reuse(self, work: Work) -> None:
+        work.probability = self._last[1]
+        self.reused += 1
+
+
+def motion_rows(p: Params, frame: yuv.Frame, picture) -> int:
+    """Where the picture starts for the motion measure: below the probe rows when a latency
+    probe stamps them (a frame id changes every frame; it is not the camera's picture)."""
+    if not p.probe:
+        return 0
+    return -(-PROBE_ROWS * picture.shape[0] // yuv.frame_size(frame)[0]) + 1
 
 
 class RefineMask:
@@ -274,6 +301,12 @@ class Pipeline:
     def close(self) -> None:
         for close in self._each("close"):
             close()
+
+    def model_calls(self) -> dict[str, int] | None:
+        """Frames the segmentation model ran on and frames that took its last mask (None
+        without a Segment stage)."""
+        segment = next((s for s in self.stages if isinstance(s, Segment)), None)
+        return None if segment is None else {"calls": segment.calls, "reused": segment.reused}
 
     def process(self, work: Work) -> Work:
         if work.halvings is None:

@@ -86,3 +86,26 @@ async def test_b_frames_are_reported_and_the_stream_goes_on(clip_640):
     finally:
         await stream.close()
         hub.shutdown()
+
+
+async def test_stats_count_the_model_calls_a_still_person_saves():
+    """segment_skip on a still person: the stream's stats say how many frames reused the mask."""
+    from camfx.bench.clip import still_clip
+
+    hub = Hub(ServerConfig())
+    ended = asyncio.Event()
+    stream = Stream(hub, Params(effect="blur", segment_skip=3), "test", on_input_ended=ended.set)
+    reader = stream.subscribe()
+    try:
+        stream.start(Frames(still_clip(640, 480, 8), 16, fps=60))
+        while not ended.is_set():  # read on, so every frame is processed and sent
+            await asyncio.wait_for(reader.recv(), 5)
+            await asyncio.sleep(0)
+        while not stream.idle:
+            await asyncio.sleep(0.01)
+        calls = stream.stats()["model_calls"]
+        assert calls["calls"] + calls["reused"] == stream.frames_in - stream.stats()["frames_dropped"]
+        assert calls["reused"] > calls["calls"] > 0
+    finally:
+        await stream.close()
+        hub.shutdown()

@@ -1,6 +1,8 @@
 """The benchmarks: their synthetic camera moves like a person, not like a rigid picture; the
 encode and latency benchmarks run end to end and report what they claim."""
 
+import os
+
 import numpy as np
 import pytest
 
@@ -101,28 +103,48 @@ def test_bench_camera_reports_local_and_remote_against_the_passthrough(tmp_path)
 
 
 def test_bench_capacity_adds_sessions_until_one_falls_short(tmp_path):
-    """Steps of 1, 2 sessions from a client process of its own; each says what it cost. Whether
-    a step holds depends on the machine: the test checks the verdicts follow the figures."""
+    """Steps of 1, 2 sessions from a niced client process of its own; each says what it cost.
+    Whether a step holds depends on the machine: the test checks the verdicts follow the figures,
+    and the sessions per box with the clients elsewhere follow the server's own cost."""
     import json
+    import math
+    import os
 
-    from camfx.bench.capacity import HOLD_FPS, main
+    from camfx.bench.capacity import BOX_LOAD, CLIENT_NICE, HOLD_FPS, main
 
-    argv = ["--sizes", "320x240", "--max-sessions", "2", "--seconds", "2", "--warmup", "1", "--out", str(tmp_path)]
+    argv = ["--sizes", "320x240", "--effects", "blur", "--max-sessions", "2", "--seconds", "2", "--warmup", "1",
+            "--out", str(tmp_path)]
     assert main(argv) == 0
     data = json.loads((tmp_path / "capacity.json").read_text())
     steps = data["steps"]
     assert [s["sessions"] for s in steps] == list(range(1, len(steps) + 1))
     for step in steps:
-        assert len(step["per_session"]) == step["sessions"]
+        assert step["effect"] == "blur" and len(step["per_session"]) == step["sessions"]
         assert step["holds"] == (step["min_fps"] >= HOLD_FPS)
         assert step["server_cores"] > 0 and step["client_cores"] > 0  # both sides' cost is shown
         assert step["server_cores_per_session"] == pytest.approx(step["server_cores"] / step["sessions"], abs=0.001)
         assert all(s["latency_ms"]["n"] > 0 for s in step["per_session"])
-    holding = [s["sessions"] for s in steps if s["holds"]]
-    assert data["capacity"]["320x240"] == (holding[-1] if holding else 0)
+        assert step["client_placement"] == {"nice": CLIENT_NICE, "cores": sorted(os.sched_getaffinity(0))}
+        assert step["full_quality"] == (step["qualities"] == ["full"])
+        assert all(s["quality"] in ("full", "no-feather", "lean", "mask-every-2nd") for s in step["per_session"])
+    holding = [s for s in steps if s["holds"]]
+    assert data["capacity"]["blur"]["320x240"] == (holding[-1]["sessions"] if holding else 0)
+    full = [s for s in holding if s["full_quality"]]
+    expected = math.floor(data["box_cores"] * BOX_LOAD / full[-1]["server_cores_per_session"]) if full else 0
+    assert data["per_box"]["blur"]["320x240"] == expected
     assert all(s["holds"] for s in steps[:-1])  # it stops at the first step that does not hold
     assert len(steps) == 2 or not steps[-1]["holds"]
     assert (tmp_path / "capacity.png").stat().st_size > 0
+
+
+def test_bench_capacity_pin_keeps_the_clients_off_the_servers_cores():
+    from camfx.bench.capacity import split_cores
+
+    cores = sorted(os.sched_getaffinity(0))
+    assert split_cores("nice") == (cores, cores)
+    if len(cores) >= 2:
+        server, clients = split_cores("pin")
+        assert server == cores[:-1] and clients == cores[-1:] and not set(server) & set(clients)
 
 
 def test_bench_soak_watches_window_by_window(tmp_path, capsys):
@@ -160,3 +182,63 @@ def test_bench_backgrounds_plays_the_bundled_video_against_a_still(tmp_path):
     assert result["frame_path_ms"]["still"]["n"] > 5 and result["frame_path_ms"]["video"]["n"] > 5
     assert result["video_frames_shown"] > 1 and result["video_fps"] == 24.0  # it played
     assert result["decoder_cpu_per_second"] > 0
+
+
+def test_bench_reference_times_both_on_the_same_frames(tmp_path):
+    """The reference compose blurs the background and keeps the person; the bench writes both
+    systems' figures per size and the ratios between them."""
+    import json
+
+    import cv2
+
+    from camfx.bench.reference import ReferenceBlur, main
+
+    frame = cv2.cvtColor(yuv.to_rgb(person_clip(640, 480, 1)[0]), cv2.COLOR_RGB2BGR)
+    reference = ReferenceBlur()
+    out = reference(frame)
+    reference.close()
+    diff = np.abs(out.astype(int) - frame).mean(axis=2)
+    assert diff[:, :60].mean() > 3 * diff[200:400, 280:360].mean()  # the wall's edge blurred, the face kept
+
+    assert main(["--sizes", "320x240", "--frames", "3", "--rounds", "1", "--pace-fps", "0", "--out", str(tmp_path)]) == 0
+    row = json.loads((tmp_path / "reference.json").read_text())["results"][0]
+    assert row["size"] == "320x240" and row["camfx"]["wall_ms"]["n"] == 3 and row["reference"]["wall_ms"]["n"] == 3
+    assert row["wall_ratio"] == pytest.approx(row["reference"]["wall_ms"]["p50"] / row["camfx"]["wall_ms"]["p50"], abs=0.01)
+
+
+def test_bench_segment_skip_counts_the_model_calls_and_keeps_the_figures(tmp_path):
+    """Without segment_skip the model runs on every frame; with it, on every frame of the
+    swaying person and on fewer of the still one; the quality figures are there per system."""
+    import json
+
+    from camfx.bench.segment_skip import main
+
+    argv = ["--size", "640x480", "--clips", "busy", "--frames", "8", "--levels", "3", "--out", str(tmp_path)]
+    assert main(argv) == 0
+    data = json.loads((tmp_path / "segment_skip.json").read_text())
+    assert data["quality_clip_model_calls"]["busy"]["camfx"] == {"calls": 8, "reused": 0}
+    skipped = data["quality_clip_model_calls"]["busy"]["camfx-skip3"]
+    assert skipped["calls"] + skipped["reused"] == 8 and skipped["calls"] >= 2
+    assert data["bench_clip_model_calls"]["moving"]["camfx-skip3"] == {"calls": 8, "reused": 0}
+    assert data["bench_clip_model_calls"]["still"]["camfx-skip3"] == {"calls": 2, "reused": 6}
+    assert set(data["summary"]["640x480"]["flicker x1e-3"]) == {"camfx", "camfx-skip3", "raw"}
+    assert (tmp_path / "segment_skip.md").read_text().startswith("**640x480")
+
+
+def test_bench_engine_breaks_the_frame_path_down(tmp_path):
+    """Every stage, the conversions and what lies outside them; the model calls it made."""
+    import json
+
+    from camfx.bench.engine import main
+
+    argv = ["--sizes", "640x480", "--effects", "none", "blur", "--frames", "8", "--clip", "still",
+            "--segment-skip", "3", "--out", str(tmp_path)]
+    assert main(argv) == 0
+    rows = {r["effect"]: r for r in json.loads((tmp_path / "engine.json").read_text())["results"]}
+    blur = rows["blur"]
+    assert list(blur["stages_ms"]) == ["convert_in", "background", "segment", "refine", "effect", "convert_out"]
+    assert blur["wall_ms"]["n"] == 8 and blur["overhead_ms"]["n"] == 8 and blur["cpu_ms_per_frame"] > 0
+    assert blur["wall_ms"]["p50"] >= blur["stages_ms"]["segment"]["p50"]
+    calls = blur["model_calls"]
+    assert calls["calls"] + calls["reused"] == 28 and 0 < calls["calls"] < 28  # 20 warm-up frames and 8
+    assert rows["none"]["model_calls"] == {"calls": 0, "reused": 0}
