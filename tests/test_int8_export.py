@@ -7,6 +7,9 @@ import numpy as np
 from camfx.export.int8 import (MAX_BOUNDARY_F_DROP, MIN_IOU, boundary_f, evaluate, iou, main, masks, model_inputs,
                                parity, _session)
 from camfx.models.registry import model_path
+import pytest
+
+pytestmark = pytest.mark.unit
 
 
 def _disc(cx: int, r: int) -> np.ndarray:

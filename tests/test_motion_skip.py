@@ -13,6 +13,8 @@ from camfx.engine.params import Params, ParamsError
 from camfx.engine.pipeline import MAX_SKIPPED, Segment, Work, default_pipeline
 from camfx.engine.segmenter import Segmenters
 
+pytestmark = pytest.mark.unit
+
 
 @pytest.fixture(scope="module")
 def segmenters():
