@@ -41,7 +41,7 @@ from pathlib import Path
 
 import psutil
 
-from camfx.engine.budget import LADDER
+from camfx.engine.pipeline.budget import LADDER
 
 from .latency import Server
 from .stats import axes, machine, save

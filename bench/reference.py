@@ -29,12 +29,12 @@ import cv2
 import numpy as np
 from av import VideoFrame
 
-from camfx.engine import yuv
-from camfx.engine.backgrounds import Backgrounds
+from camfx.engine.media import yuv
+from camfx.engine.effects.backgrounds import Backgrounds
 from camfx.engine.config import ServerConfig
 from camfx.engine.params import Params
-from camfx.engine.pipeline import Work, default_pipeline
-from camfx.engine.segmenter import Segmenters
+from camfx.engine.pipeline.stages import Work, default_pipeline
+from camfx.engine.pipeline.segmenter import Segmenters
 from camfx.engine.stream import process_frame
 
 from .clip import person_clip

@@ -13,10 +13,10 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from camfx.engine.backgrounds import Backgrounds
+from camfx.engine.effects.backgrounds import Backgrounds
 from camfx.engine.params import Params
-from camfx.engine.pipeline import Work, default_pipeline
-from camfx.engine.segmenter import Segmenters
+from camfx.engine.pipeline.stages import Work, default_pipeline
+from camfx.engine.pipeline.segmenter import Segmenters
 
 from .clip import person_clip, still_clip
 from .quality import evaluate_clip, summary, table

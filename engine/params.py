@@ -82,7 +82,7 @@ class Params(BaseModel):
     mask_feather: int = Field(0, ge=0, le=32, description="guided-filter radius (pixels at 720p) that snaps "
                                                           "mask edges to image edges; 0 = off (the default: on "
                                                           "`camfx bench quality` it spreads the edge into hair)")
-    segment_skip: float = Field(3.0, ge=0.0, le=32.0,
+    segment_skip: float = Field(4.0, ge=0.0, le=32.0,
                                 description="reuse the last mask while the picture barely moves: the model "
                                             "skips a frame when no 16x16 block of its input changed by this "
                                             "many 8-bit levels since the frame it last saw (at most 3 frames "

@@ -30,7 +30,7 @@ import cv2
 import numpy as np
 
 from camfx.bench.clip import person_clip
-from camfx.engine import effects
+from camfx.engine.media import yuv
 from camfx.models.registry import INPUT_NAME, OUTPUT_NAME, SEGMENTATION_MODELS, model_path
 
 MIN_IOU = 0.99
@@ -55,7 +55,7 @@ def model_inputs(name: str, sizes: list[tuple[int, int]], backdrops: list, frame
     for width, height in sizes:
         for backdrop in backdrops:
             for frame in person_clip(width, height, frames, scene=backdrop):
-                rgb = effects.model_input(frame, spec.input_height, spec.input_width)
+                rgb = yuv.model_input(frame, spec.input_height, spec.input_width)
                 out.append(np.multiply(rgb, np.float32(1.0 / 255.0), dtype=np.float32)[None])
     return out
 

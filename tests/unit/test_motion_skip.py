@@ -7,11 +7,11 @@ import numpy as np
 import pytest
 
 from camfx.bench.clip import person_clip, still_clip
-from camfx.engine.backgrounds import Backgrounds
-from camfx.engine.motion import MotionGate, block_change
+from camfx.engine.effects.backgrounds import Backgrounds
+from camfx.engine.media.motion import MotionGate, block_change
 from camfx.engine.params import Params, ParamsError
-from camfx.engine.pipeline import MAX_SKIPPED, Segment, Work, default_pipeline
-from camfx.engine.segmenter import Segmenters
+from camfx.engine.pipeline.stages import MAX_SKIPPED, Segment, Work, default_pipeline
+from camfx.engine.pipeline.segmenter import Segmenters
 
 pytestmark = pytest.mark.unit
 
@@ -46,12 +46,12 @@ def test_on_by_default(segmenters, still):
     halo unchanged on the quality bench's clips."""
     segment = Segment(segmenters)
     _run(segment, still, Params(effect="blur"))
-    assert Params().segment_skip == 3 and segment.reused > 0
+    assert Params().segment_skip == 4 and segment.reused > 0
 
 
 def test_a_still_person_costs_one_model_call_in_four(segmenters, still):
     segment = Segment(segmenters)
-    probabilities = _run(segment, still, Params(effect="blur", segment_skip=3))
+    probabilities = _run(segment, still, Params(effect="blur"))
     assert segment.calls == len(still) // (MAX_SKIPPED + 1)
     assert segment.reused == len(still) - segment.calls
     # A skipped frame takes the very mask the model made for the last frame it saw.
@@ -61,7 +61,7 @@ def test_a_still_person_costs_one_model_call_in_four(segmenters, still):
 
 def test_the_reused_mask_matches_the_one_the_model_would_make(segmenters, still):
     """On a still person the model's own mask for a skipped frame is the reused one, within noise."""
-    reused = _run(Segment(segmenters), still[:2], Params(effect="blur", segment_skip=3))[1]
+    reused = _run(Segment(segmenters), still[:2], Params(effect="blur", segment_skip=4, model="landscape"))[1]
     fresh = segmenters.get("landscape")(still[1])
     iou = ((reused > 0.5) & (fresh > 0.5)).sum() / ((reused > 0.5) | (fresh > 0.5)).sum()
     assert iou > 0.99
@@ -70,7 +70,7 @@ def test_the_reused_mask_matches_the_one_the_model_would_make(segmenters, still)
 def test_a_moving_person_gets_the_model_on_every_frame(segmenters):
     clip = person_clip(640, 480, 20)
     segment = Segment(segmenters)
-    _run(segment, clip, Params(effect="blur", segment_skip=3))
+    _run(segment, clip, Params(effect="blur", segment_skip=4))
     assert (segment.calls, segment.reused) == (len(clip), 0)
 
 
@@ -79,22 +79,22 @@ def test_a_hand_moving_in_one_corner_counts(segmenters, still):
     moved = still[1].copy()
     moved[8:40, 8:40] = 255 - moved[8:40, 8:40]  # about 13 x 13 model pixels at 144 x 256
     segment = Segment(segmenters)
-    params = Params(effect="blur", segment_skip=3)
+    params = Params(effect="blur", segment_skip=4)
     _run(segment, [still[0], moved], params)
     assert (segment.calls, segment.reused) == (2, 0)
 
 
 def test_a_model_switch_runs_the_new_model(segmenters, still):
     segment = Segment(segmenters)
-    first = _run(segment, still[:2], Params(effect="blur", segment_skip=3))
-    switched = _run(segment, still[2:3], Params(effect="blur", segment_skip=3, model="general"))[0]
+    first = _run(segment, still[:2], Params(effect="blur", segment_skip=4, model="landscape"))
+    switched = _run(segment, still[2:3], Params(effect="blur", segment_skip=4, model="general"))[0]
     assert first[1] is first[0] and switched.shape == (256, 256)
     assert segment.calls == 2
 
 
 def test_effects_without_a_mask_do_not_count(segmenters, still):
     segment = Segment(segmenters)
-    _run(segment, still[:4], Params(effect="none", segment_skip=3))
+    _run(segment, still[:4], Params(effect="none", segment_skip=4))
     assert (segment.calls, segment.reused) == (0, 0)
 
 
@@ -102,7 +102,7 @@ def test_the_pipeline_output_on_skipped_frames_uses_the_reused_mask(segmenters, 
     """Through the whole pipeline: a skipped frame is composited, from its own pixels, with the
     last mask; the output differs from the input where the background is blurred."""
     pipeline = default_pipeline(segmenters, Backgrounds())
-    params = Params(effect="blur", segment_skip=3)
+    params = Params(effect="blur", segment_skip=4)
     first = pipeline.process(Work(image=still[0], params=params))
     second = pipeline.process(Work(image=still[1], params=params))
     assert second.probability is first.probability
@@ -132,12 +132,12 @@ def test_bad_values_are_refused(bad):
 
 def test_the_device_pipeline_skips_the_same_frames(segmenters, still):
     """The device pipeline (here on the CPU device) gates the model the same way."""
-    from camfx.engine.device_pipeline import DevicePipeline
+    from camfx.engine.pipeline.device import DevicePipeline
 
     backgrounds = Backgrounds()
     opencv = default_pipeline(segmenters, backgrounds)
     device = DevicePipeline(segmenters, backgrounds, default_pipeline(segmenters, backgrounds), "cpu")
-    params = Params(effect="blur", segment_skip=3)
+    params = Params(effect="blur", segment_skip=4)
     moved = still[5].copy()
     moved[8:40, 8:40] = 255 - moved[8:40, 8:40]
     clip = [*still[:5], moved, *still[6:10]]
@@ -156,6 +156,6 @@ def test_a_latency_probe_stamping_its_rows_does_not_count_as_motion(segmenters, 
         frame[:16] = (i * 37) % 256  # a different stamp on every frame
         stamped.append(frame)
     probed, plain = Segment(segmenters), Segment(segmenters)
-    _run(probed, stamped, Params(effect="blur", segment_skip=3, probe=True))
-    _run(plain, stamped, Params(effect="blur", segment_skip=3))
+    _run(probed, stamped, Params(effect="blur", segment_skip=4, probe=True))
+    _run(plain, stamped, Params(effect="blur", segment_skip=4))
     assert probed.calls == 2 and plain.calls == len(stamped)
