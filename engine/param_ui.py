@@ -13,7 +13,7 @@ from __future__ import annotations
 from typing import Any
 
 from .params import EFFECTS, Params
-from .pipeline.stages import NEEDS_MASK
+from .pipeline.decisions import DIFFUSION_MODES_WITH_MASK, NEEDS_MASK
 from .runtimes.probe import missing_extra
 
 KEY = "x-camfx-ui"
@@ -34,8 +34,7 @@ GROUPS: list[dict[str, Any]] = [
 ]
 OTHER = "Other"
 
-_DIFFUSION_MODES_WITH_MASK = [m for m in Params.model_fields["diffusion_mode"].annotation.__args__ if m != "frame"]
-_MASKED = [{"effect": list(NEEDS_MASK)}, {"effect": ["diffusion"], "diffusion_mode": _DIFFUSION_MODES_WITH_MASK}]
+_MASKED = [{"effect": list(NEEDS_MASK)}, {"effect": ["diffusion"], "diffusion_mode": list(DIFFUSION_MODES_WITH_MASK)}]
 _REPLACE_IMAGE = [{"effect": ["replace"], "background": ["image"]}]
 
 WHEN: dict[str, list[dict[str, list[Any]]]] = {

@@ -21,12 +21,13 @@ from ..effects.filters import EDGE_RADIUS, pow2_factor, stack_blur_size
 from ..effects.mask import EDGE_GAIN, EDGE_LEVEL, MOVING_LEVELS, STILL_LEVELS, feather_radius, work_size
 from ..faces.stages import any_face_stage
 from ..media import yuv
-from ..media.motion import BLOCK, MotionGate
+from ..media.motion import BLOCK
 from ..media.stage_clock import StageClock
 from ..params import Params, hex_to_rgb
 from ..runtimes.base import run_tensors
 from .segmenter import Segmenters
-from .stages import MAX_SKIPPED, NEEDS_MASK, Pipeline, Work, keep_probe_rows, motion_rows
+from .decisions import NEEDS_MASK, MaskSchedule, background, feather
+from .stages import Pipeline, Work, keep_probe_rows, motion_rows
 
 # OpenCV's I420 -> RGB (BT.601, limited range), so the model sees what the numpy path gives it.
 _Y_SCALE, _V_R, _U_G, _V_G, _U_B = 1.164, 1.596, -0.391, -0.813, 2.018
@@ -47,13 +48,11 @@ class DevicePipeline:
         self._layer: tuple[np.ndarray, torch.Tensor] | None = None  # (background image, its copy on the device)
         self._previous: torch.Tensor | None = None  # last alpha, for temporal smoothing
         self._previous_luma: torch.Tensor | None = None  # last work-size luma, to see motion
-        self._frames = 0
-        self._last_mask: tuple[str, torch.Tensor] | None = None  # (model, probability)
-        self._gate = MotionGate(MAX_SKIPPED, _block_change)
-        self.calls = self.reused = 0  # as `Segment`'s
+        self._last_mask: torch.Tensor | None = None  # the model's last probability
+        self.schedule = MaskSchedule(_block_change)  # as `Segment`'s
 
     def model_calls(self) -> dict[str, int]:
-        return {"calls": self.calls, "reused": self.reused}
+        return self.schedule.counts()
 
     # The stream's hooks (check, stats, notices, stage) are the numpy pipeline's stages'.
     def check(self, params) -> None:
@@ -80,9 +79,9 @@ class DevicePipeline:
             clock = StageClock(work.timings, self._stream.synchronize if self._cuda else None)
             frame = self._upload(work.image)
             clock.lap("convert_in")
-            probability, small_y = self._segment(frame, work.params, work.quality.mask_every)
+            probability, small_y = self._segment(frame, work.params, work.quality)
             clock.lap("segment")
-            alpha = self._refine(frame, probability, small_y, work.params, work.quality.feather)
+            alpha = self._refine(frame, probability, small_y, work.params, feather(work.params, work.quality))
             clock.lap("refine")
             out = self._effect(frame, alpha, work.params)
             clock.lap("effect")
@@ -115,32 +114,22 @@ class DevicePipeline:
         return self._pinned[key]
 
     # -- mask -------------------------------------------------------------------------------
-    def _segment(self, frame: torch.Tensor, p: Params, mask_every: int) -> tuple[torch.Tensor, torch.Tensor | None]:
+    def _segment(self, frame: torch.Tensor, p: Params, quality) -> tuple[torch.Tensor, torch.Tensor | None]:
         """The model's person probability (model resolution) and this frame's luma shrunk for it
-        (None when the probability is the last one: on the ladder's mask-every-n rungs)."""
-        self._frames += 1
-        last = self._last_mask
-        same_model = last is not None and last[0] == p.model
-        if same_model and self._frames % mask_every:
-            self.reused += 1
-            return last[1], None
+        (None when the last probability is reused outright: on the ladder's mask-every-n rungs)."""
+        if not self.schedule.look(p.model, quality):
+            return self._last_mask, None
         segmenter = self._segmenters.get(p.model)
         mh, mw = segmenter.input_hw
         y, u, v = yuv.planes(frame)
         small_y = _shrink(y, mh, mw)
         rgb = _to_rgb(small_y, _shrink(u, mh // 2, mw // 2), _shrink(v, mh // 2, mw // 2))
-        if not same_model:
-            self._gate.forget()
-        if not self._gate.must_run(rgb[motion_rows(p, frame, rgb):], p.segment_skip):  # barely moved: as `Segment`
-            self.reused += 1
-            return last[1], small_y
-        probability = run_tensors(segmenter.runtime, {"image": rgb[None]})["mask"][0, :, :, 0]
-        self._last_mask = (p.model, probability)
-        self.calls += 1
-        return probability, small_y
+        if self.schedule.run(p.model, rgb[motion_rows(p, frame, rgb):], p.segment_skip):
+            self._last_mask = run_tensors(segmenter.runtime, {"image": rgb[None]})["mask"][0, :, :, 0]
+        return self._last_mask, small_y
 
     def _refine(self, frame: torch.Tensor, probability: torch.Tensor, small_y: torch.Tensor | None, p: Params,
-                feather: bool) -> torch.Tensor:
+                radius_720p: int) -> torch.Tensor:
         """As `mask.MaskRefiner`: to work size, steadied where still, steepened or thresholded,
         feathered."""
         h, w = yuv.frame_size(frame)
@@ -165,8 +154,8 @@ class DevicePipeline:
             alpha = (alpha >= p.mask_threshold).float()
         else:
             alpha = ((alpha - EDGE_LEVEL) * EDGE_GAIN + 0.5).clamp_(0.0, 1.0)
-        if p.mask_feather > 0 and feather:
-            radius = feather_radius(p.mask_feather, wh)
+        if radius_720p > 0:
+            radius = feather_radius(radius_720p, wh)
             guide = luma if luma is not None else small_y if same else _shrink(yuv.planes(frame)[0], wh, ww)
             alpha = _guided_filter(guide / 255.0, alpha, radius)
         return alpha.clamp_(0.0, 1.0)
@@ -178,7 +167,7 @@ class DevicePipeline:
         if p.effect == "blur":  # as `pipeline.composite_clean`: the correction goes into the small layer
             background, corrections = self._blurred(frame, alpha, p, [c * alpha for c in colours]), None
         else:
-            background, corrections = self._background(p, h, w), [c * alpha * (1.0 - alpha) for c in colours]
+            background, corrections = self._layer_for(p, h, w), [c * alpha * (1.0 - alpha) for c in colours]
         out = torch.empty_like(frame)
         full, half = _resize(alpha, h, w), _resize(alpha, h // 2, w // 2)  # once each, as `composite`
         for i, (a, f, b, o) in enumerate(zip((full, half, half), yuv.planes(frame), yuv.planes(background),
@@ -201,16 +190,17 @@ class DevicePipeline:
             dst.copy_(_blur(src, sigma if i == 0 else sigma / 2, keep, add[i]))
         return out
 
-    def _background(self, p: Params, h: int, w: int) -> torch.Tensor:
-        if p.effect == "replace" and p.background == "image" and p.background_image in self._backgrounds:
+    def _layer_for(self, p: Params, h: int, w: int) -> torch.Tensor:
+        """The layer behind the person (see `decisions.background`), on the device."""
+        kind, rgb = background(p, self._backgrounds)
+        if kind == "image":
             # The same array while the picture is the same (a still, a video between frames).
             image = self._backgrounds.frame(p.background_image, h, w, p.background_fit, hex_to_rgb(p.background_color))
             if self._layer is None or self._layer[0] is not image:
                 self._layer = (image, torch.from_numpy(image).to(self.device))
             return self._layer[1]
-        colour = p.key_color if p.effect == "remove" else p.background_color
         out = torch.empty((h * 3 // 2, w), dtype=torch.uint8, device=self.device)
-        for plane, value in zip(yuv.planes(out), yuv.colour(hex_to_rgb(colour))):
+        for plane, value in zip(yuv.planes(out), yuv.colour(rgb)):
             plane.fill_(value)
         return out
 

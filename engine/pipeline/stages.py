@@ -27,16 +27,11 @@ from ..faces.tracker import Faces
 from ..media import yuv
 from ..params import Params, hex_to_rgb
 from .budget import LADDER, Quality
-from ..media.motion import MotionGate
+from .decisions import NEEDS_MASK, MaskSchedule, background, feather, needs_mask
 from .segmenter import Segmenters
 
 PROBE_ROWS = 16
-NEEDS_MASK = ("blur", "replace", "remove")
-MAX_SKIPPED = 3  # segment_skip: the model looks at least every 4th frame (133 ms at 30 fps)
 
-
-def needs_mask(p: Params) -> bool:
-    return p.effect in NEEDS_MASK or (p.effect == "diffusion" and p.diffusion_mode != "frame")
 
 
 @dataclass
@@ -70,17 +65,16 @@ class Stage(Protocol):
 def background_layer(
     backgrounds: Backgrounds, p: Params, frame: yuv.Frame, halvings: yuv.Halvings | None = None
 ) -> np.ndarray | None:
-    """The I420 layer that shows where the mask says background; None for `blur`, whose layer
-    needs the mask (`composite_clean`)."""
+    """The I420 layer that shows where the mask says background (see `decisions.background`);
+    None for `blur`, whose layer needs the mask (`composite_clean`)."""
     h, w = yuv.frame_size(frame)
-    if p.effect == "blur":
+    kind, rgb = background(p, backgrounds)
+    if kind == "blur":
         return None
-    if p.effect == "remove":
-        return effects.solid(h, w, hex_to_rgb(p.key_color))
-    if p.background == "image" and p.background_image in backgrounds:
+    if kind == "image":
         # A picture, or a video's current frame (played on its own thread; this never waits).
         return backgrounds.frame(p.background_image, h, w, p.background_fit, hex_to_rgb(p.background_color))
-    return effects.solid(h, w, hex_to_rgb(p.background_color))
+    return effects.solid(h, w, rgb)
 
 
 def edge_colours(frame: yuv.Frame, alpha: np.ndarray, halvings: yuv.Halvings | None = None) -> np.ndarray:
@@ -119,10 +113,10 @@ class PrepareBackground:
 
     def __call__(self, work: Work) -> None:
         p = work.params
-        if p.effect not in NEEDS_MASK:
+        if p.effect not in NEEDS_MASK:  # diffusion's own modes make their layer elsewhere
             return
         jobs = []
-        if p.mask_feather and work.quality.feather:
+        if feather(p, work.quality):
             spec = SEGMENTATION_MODELS[p.model]
             model_hw = (spec.input_height, spec.input_width)
             work.guide = Future()
@@ -152,43 +146,26 @@ def _cancel_unless_ran(jobs: list[tuple[Future, Callable[[], object]]], submitte
 
 class Segment:
     """The person probability at model resolution, from this frame, or the last one where the
-    model need not look again: on the ladder's mask-every-n rungs, and (`segment_skip`) while
-    the picture barely moves (see `motion.MotionGate`).
-
-    `calls` and `reused` count the frames the model ran on and those that took the last mask."""
+    model need not look again (see `decisions.MaskSchedule`: the ladder's mask-every-n rungs,
+    and `segment_skip` while the picture barely moves)."""
 
     name = "segment"
 
-    def __init__(self, segmenters: Segmenters, max_skipped: int = MAX_SKIPPED):
+    def __init__(self, segmenters: Segmenters):
         self._segmenters = segmenters
-        self._frames = 0
-        self._last: tuple[str, np.ndarray] | None = None
-        self._gate = MotionGate(max_skipped)
-        self.calls = self.reused = 0
+        self._last: np.ndarray | None = None
+        self.schedule = MaskSchedule()
 
     def __call__(self, work: Work) -> None:
         p = work.params
         if not needs_mask(p):
             return
-        self._frames += 1
-        same_model = self._last is not None and self._last[0] == p.model
-        if same_model and self._frames % work.quality.mask_every:
-            self._reuse(work)
-            return
-        segmenter = self._segmenters.get(p.model)
-        picture = segmenter.picture(work.image, work.halvings)
-        if not same_model:
-            self._gate.forget()
-        if not self._gate.must_run(picture[motion_rows(p, work.image, picture):], p.segment_skip):
-            self._reuse(work)
-            return
-        work.probability = segmenter.infer(picture)
-        self._last = (p.model, work.probability)
-        self.calls += 1
-
-    def _reuse(self, work: Work) -> None:
-        work.probability = self._last[1]
-        self.reused += 1
+        if self.schedule.look(p.model, work.quality):
+            segmenter = self._segmenters.get(p.model)
+            picture = segmenter.picture(work.image, work.halvings)
+            if self.schedule.run(p.model, picture[motion_rows(p, work.image, picture):], p.segment_skip):
+                self._last = segmenter.infer(picture)
+        work.probability = self._last
 
 
 def motion_rows(p: Params, frame: yuv.Frame, picture) -> int:
@@ -218,7 +195,7 @@ class RefineMask:
             mode=p.mask_mode,
             threshold=p.mask_threshold,
             smoothing=p.mask_smoothing,
-            feather=p.mask_feather if work.quality.feather else 0,
+            feather=feather(p, work.quality),
             guide=work.guide.result() if work.guide is not None else None,
             halvings=work.halvings,
         )
@@ -306,7 +283,7 @@ class Pipeline:
         """Frames the segmentation model ran on and frames that took its last mask (None
         without a Segment stage)."""
         segment = next((s for s in self.stages if isinstance(s, Segment)), None)
-        return None if segment is None else {"calls": segment.calls, "reused": segment.reused}
+        return None if segment is None else segment.schedule.counts()
 
     def process(self, work: Work) -> Work:
         if work.halvings is None:

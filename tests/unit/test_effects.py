@@ -6,7 +6,7 @@ import pytest
 
 from camfx.engine.effects import filters as effects
 from camfx.engine.effects.blend import blend_plane
-from camfx.engine.effects.mask import GuidedFilter, MaskRefiner, work_size
+from camfx.engine.effects.mask import EDGE_GAIN, EDGE_LEVEL, GuidedFilter, MaskRefiner, work_size
 from camfx.engine.media import yuv
 from camfx.engine.pipeline.stages import edge_colours
 
@@ -221,8 +221,9 @@ def test_the_mask_holds_still_where_the_picture_is_still_and_follows_at_once_whe
     ones, zeros = np.ones((144, 256), np.float32), np.zeros((144, 256), np.float32)
     refiner.refine(ones, frame, smoothing=0.5)
     still = refiner.refine(zeros, frame, smoothing=0.5)
-    # 0.5 kept of 1, then steepened about 0.55: (0.5 - 0.55) * 2 + 0.5
-    assert np.allclose(still, 0.4, atol=1e-3)
+    # 0.5 kept of 1, then steepened: (0.5 - EDGE_LEVEL) * EDGE_GAIN + 0.5
+    half = (0.5 - EDGE_LEVEL) * EDGE_GAIN + 0.5
+    assert 0.0 < half < 0.5 and np.allclose(still, half, atol=1e-3)
 
     refiner.reset()
     refiner.refine(ones, frame, smoothing=0.5)
@@ -231,7 +232,7 @@ def test_the_mask_holds_still_where_the_picture_is_still_and_follows_at_once_whe
     y[:, 160:] = 255 - y[:, 160:]  # the right half of the picture changes
     alpha = refiner.refine(zeros, moved, smoothing=0.5)
     work_w = alpha.shape[1]
-    assert np.allclose(alpha[:, : work_w // 2 - 2], 0.4, atol=1e-3)
+    assert np.allclose(alpha[:, : work_w // 2 - 2], half, atol=1e-3)
     assert np.allclose(alpha[:, work_w // 2 + 2 :], 0.0)  # no lag where it moved
 
     refiner.reset()

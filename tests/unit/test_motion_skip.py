@@ -10,7 +10,8 @@ from camfx.bench.clip import person_clip, still_clip
 from camfx.engine.effects.backgrounds import Backgrounds
 from camfx.engine.media.motion import MotionGate, block_change
 from camfx.engine.params import Params, ParamsError
-from camfx.engine.pipeline.stages import MAX_SKIPPED, Segment, Work, default_pipeline
+from camfx.engine.pipeline.decisions import MAX_SKIPPED
+from camfx.engine.pipeline.stages import Segment, Work, default_pipeline
 from camfx.engine.pipeline.segmenter import Segmenters
 
 pytestmark = pytest.mark.unit
@@ -38,7 +39,7 @@ def _run(segment: Segment, clip, params: Params) -> list[np.ndarray]:
 def test_off_runs_the_model_on_every_frame(segmenters, still):
     segment = Segment(segmenters)
     _run(segment, still, Params(effect="blur", segment_skip=0))
-    assert (segment.calls, segment.reused) == (len(still), 0)
+    assert (segment.schedule.calls, segment.schedule.reused) == (len(still), 0)
 
 
 def test_on_by_default(segmenters, still):
@@ -46,14 +47,14 @@ def test_on_by_default(segmenters, still):
     halo unchanged on the quality bench's clips."""
     segment = Segment(segmenters)
     _run(segment, still, Params(effect="blur"))
-    assert Params().segment_skip == 4 and segment.reused > 0
+    assert Params().segment_skip == 4 and segment.schedule.reused > 0
 
 
 def test_a_still_person_costs_one_model_call_in_four(segmenters, still):
     segment = Segment(segmenters)
     probabilities = _run(segment, still, Params(effect="blur"))
-    assert segment.calls == len(still) // (MAX_SKIPPED + 1)
-    assert segment.reused == len(still) - segment.calls
+    assert segment.schedule.calls == len(still) // (MAX_SKIPPED + 1)
+    assert segment.schedule.reused == len(still) - segment.schedule.calls
     # A skipped frame takes the very mask the model made for the last frame it saw.
     for i, probability in enumerate(probabilities):
         assert probability is probabilities[i - i % (MAX_SKIPPED + 1)]
@@ -71,7 +72,7 @@ def test_a_moving_person_gets_the_model_on_every_frame(segmenters):
     clip = person_clip(640, 480, 20)
     segment = Segment(segmenters)
     _run(segment, clip, Params(effect="blur", segment_skip=4))
-    assert (segment.calls, segment.reused) == (len(clip), 0)
+    assert (segment.schedule.calls, segment.schedule.reused) == (len(clip), 0)
 
 
 def test_a_hand_moving_in_one_corner_counts(segmenters, still):
@@ -81,7 +82,7 @@ def test_a_hand_moving_in_one_corner_counts(segmenters, still):
     segment = Segment(segmenters)
     params = Params(effect="blur", segment_skip=4)
     _run(segment, [still[0], moved], params)
-    assert (segment.calls, segment.reused) == (2, 0)
+    assert (segment.schedule.calls, segment.schedule.reused) == (2, 0)
 
 
 def test_a_model_switch_runs_the_new_model(segmenters, still):
@@ -89,13 +90,13 @@ def test_a_model_switch_runs_the_new_model(segmenters, still):
     first = _run(segment, still[:2], Params(effect="blur", segment_skip=4, model="landscape"))
     switched = _run(segment, still[2:3], Params(effect="blur", segment_skip=4, model="general"))[0]
     assert first[1] is first[0] and switched.shape == (256, 256)
-    assert segment.calls == 2
+    assert segment.schedule.calls == 2
 
 
 def test_effects_without_a_mask_do_not_count(segmenters, still):
     segment = Segment(segmenters)
     _run(segment, still[:4], Params(effect="none", segment_skip=4))
-    assert (segment.calls, segment.reused) == (0, 0)
+    assert (segment.schedule.calls, segment.schedule.reused) == (0, 0)
 
 
 def test_the_pipeline_output_on_skipped_frames_uses_the_reused_mask(segmenters, still):
@@ -158,4 +159,4 @@ def test_a_latency_probe_stamping_its_rows_does_not_count_as_motion(segmenters, 
     probed, plain = Segment(segmenters), Segment(segmenters)
     _run(probed, stamped, Params(effect="blur", segment_skip=4, probe=True))
     _run(plain, stamped, Params(effect="blur", segment_skip=4))
-    assert probed.calls == 2 and plain.calls == len(stamped)
+    assert probed.schedule.calls == 2 and plain.schedule.calls == len(stamped)

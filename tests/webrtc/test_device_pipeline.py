@@ -38,7 +38,9 @@ def test_device_pipeline_gives_the_opencv_pictures(pipelines, clip_640, effect, 
         work = device.process(Work(image=frame, params=params))
         diff = np.abs(work.output.astype(int) - expected)
         # Hard (threshold) edges flip on a few pixels where the two paths round differently.
-        assert diff.mean() < 0.5 and np.percentile(diff, 99) <= (4 if mask_mode == "soft" else 8), diff.mean()
+        # The soft edge is steepened (x EDGE_GAIN) about its level: the two paths' model-input
+        # rounding differences (a few thousandths of probability) become a few levels there.
+        assert diff.mean() < 0.5 and np.percentile(diff, 99) <= (10 if mask_mode == "soft" else 8), diff.mean()
         assert np.array_equal(work.output[:16], frame[:16])  # probe rows
         assert set(work.timings) == {"convert_in", "segment", "refine", "effect", "convert_out"}
 
@@ -50,7 +52,7 @@ def test_device_pipeline_walks_the_quality_ladder_as_the_opencv_one(clip_640, qu
     segmenters, backgrounds = Segmenters(), Backgrounds()
     opencv = default_pipeline(segmenters, backgrounds)
     device = DevicePipeline(segmenters, backgrounds, default_pipeline(segmenters, backgrounds), "cpu")
-    params = Params(effect="replace", background="color", background_color="#ff00ff")
+    params = Params(effect="replace", background="color", background_color="#ff00ff", mask_feather=4)  # a rung drops it
     model_runs = {"opencv": 0, "device": 0}
     runtime = segmenters.get(params.model).runtime
 
@@ -73,8 +75,8 @@ def test_device_pipeline_walks_the_quality_ladder_as_the_opencv_one(clip_640, qu
             expected = outputs
     for got, want in zip(outputs, expected):
         diff = np.abs(got.astype(int) - want.astype(int))
-        # The steepened soft edge doubles the two paths' model-input rounding differences there.
-        assert diff.mean() < 0.5 and np.percentile(diff, 99) <= 6, (quality.name, diff.mean())
+        # As above: the steepened soft edge magnifies the two paths' model-input rounding there.
+        assert diff.mean() < 0.5 and np.percentile(diff, 99) <= 10, (quality.name, diff.mean())
     assert model_runs["device"] == model_runs["opencv"]
     assert model_runs["device"] == (4 if quality.mask_every == 2 else 6)  # frames 1, 2, 4, 6 on every other
     # The rungs differ where they should: feathering changes the picture.
