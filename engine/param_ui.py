@@ -27,8 +27,9 @@ GROUPS: list[dict[str, Any]] = [
         "diffusion_mode", "backdrop_source", "prompt", "strength", "steps", "seed", "diffusion_size",
         "diffusion_model", "diffusion_feedback", "similarity_threshold", "stream_batch", "guidance",
         "diffusion_fps", "diffusion_max_age_ms"]},
-    {"name": "Face", "fields": ["framing", "light", "low_light", "touch_up", "people"]},
-    {"name": "Mask", "fields": ["model", "mask_mode", "mask_threshold", "mask_smoothing", "mask_feather"],
+    {"name": "Face", "fields": ["framing", "light", "low_light", "vignette", "touch_up", "people"]},
+    {"name": "Mask", "fields": ["model", "mask_mode", "mask_threshold", "mask_smoothing", "mask_feather",
+                                "segment_skip"],
      "collapsed": True},
     {"name": "Advanced", "fields": ["probe"], "collapsed": True},
 ]

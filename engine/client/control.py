@@ -25,7 +25,7 @@ from ..params import ParamsError
 from ..transport import presets
 from ..transport.body import read_body, read_json
 from ..transport.errors import HTTPError, json_errors
-from ..transport.http import PAGE_FILES, page_files, static_file
+from ..transport.http import HUB, PAGE_FILES, page_files, static_file
 from ..transport.origins import origin_guard
 from ..transport.rate_limit import RateLimiter
 from ..transport.uploads import MAX_UPLOAD_BYTES, Uploads
@@ -129,6 +129,8 @@ async def preview(request: web.Request) -> web.StreamResponse:
                                      + str(len(jpeg)).encode() + b"\r\n\r\n" + jpeg + b"\r\n")
             await asyncio.sleep(1 / PREVIEW_FPS)
     except ConnectionResetError:  # the page was closed or reloaded: the usual end of a preview
+        pass
+    if not camera.stop_event.is_set():
         log.info("preview: the page left")
     return response
 
@@ -149,6 +151,7 @@ def control_app(camera, host: str, preset_store=None) -> web.Application:
     app[PREVIEWS] = PreviewJpegs()
     hub = getattr(camera.processor, "hub", None)
     if hub is not None:
+        app[HUB] = hub  # the page's files include the bundled videos' pictures, made from it
         app[UPLOADS] = Uploads(hub.backgrounds, RateLimiter(hub.config.upload_burst, hub.config.upload_every_s))
 
         async def stop_uploads(app: web.Application) -> None:

@@ -56,6 +56,12 @@ class BatchingRuntime(Runtime):
         return self.inner.max_batch
 
     @property
+    def waiting(self) -> int:
+        """Runs waiting to be carried by a call (none once every caller has its answer)."""
+        with self._cond:
+            return len(self._waiting)
+
+    @property
     def busy(self) -> bool:
         """A model call is running now."""
         with self._cond:

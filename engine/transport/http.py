@@ -69,7 +69,8 @@ async def static_file(request: web.Request) -> web.StreamResponse:
         # The modules import each other by name: a stale one from the cache would mix versions.
         return web.FileResponse(entry, headers={"Cache-Control": "no-cache"})
     name = path.removeprefix("backgrounds/").removesuffix(".jpg")
-    if f"backgrounds/{name}.jpg" == path and name in _hub(request).backgrounds.names()["bundled"]:
+    hub = request.app.get(HUB)  # the camera's control page has one only in local mode
+    if f"backgrounds/{name}.jpg" == path and hub is not None and name in hub.backgrounds.names()["bundled"]:
         return await background_thumbnail(request, name)  # a bundled video's picture for the page
     raise HTTPError(404, f"there is no file {path!r} in the page's files")
 

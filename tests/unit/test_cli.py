@@ -119,7 +119,7 @@ def test_a_missing_extra_is_one_line(args, block, expected):
     (["serve", "--max-viewers", "many"], "argument --max-viewers: must be a number above 0"),
     # What the schema cannot know would refuse every session (a 422) once started: the start stops.
     (["serve", "--effect", "replace", "--background-image", "nosuch"],
-     "argument --background-image: no bundled image 'nosuch'; pick one of office, studio, sunset"),
+     "argument --background-image: no bundled image 'nosuch'; pick one of library, lights, office, studio, sunset"),
     (["serve", "--diffusion-model", "nosuch"], "argument --diffusion-model: this server does not serve 'nosuch'"),
     (["cluster", "up", "--port", "99999"], "argument --port: a port is a whole number from 1 to 65535"),
     (["cluster", "up", "--background-image", "nosuch"], "argument --background-image"),

@@ -226,6 +226,7 @@ def test_no_output_rate_is_shown_before_a_whole_window_is_measured():
 async def test_closing_the_preview_page_is_not_an_error(caplog):
     """A page that leaves the MJPEG preview ends it quietly: no ERROR, no traceback."""
     import logging
+    import threading
     import types
 
     from av import VideoFrame
@@ -233,7 +234,7 @@ async def test_closing_the_preview_page_is_not_an_error(caplog):
     def frame():
         return VideoFrame.from_ndarray(np.zeros((120, 160, 3), np.uint8), format="bgr24")
 
-    camera = types.SimpleNamespace(preview=frame())
+    camera = types.SimpleNamespace(preview=frame(), processor=None, stop_event=threading.Event())
     port = free_port()
     control = await http_server.start(control_app(camera, "127.0.0.1"), "127.0.0.1", port)
     caplog.set_level(logging.INFO)

@@ -17,6 +17,7 @@ import pytest
 
 from camfx.bench.peer import ClientPeer, SyntheticCamera
 from camfx.engine.config import ServerConfig
+from camfx.engine.params import Params
 from camfx.engine.runtimes import chain as runtime_chain
 from camfx.engine.runtimes.base import Runtime
 from camfx.engine.runtimes.batching import BatchingRuntime
@@ -199,13 +200,14 @@ async def test_two_live_sessions_are_batched_when_asked(clip_640):
         async with aiohttp.ClientSession() as http:
             async with http.get(f"{server.url}/healthz") as resp:
                 health = await resp.json()
-        batching = health["batching"]["landscape"]
+        model = Params().model
+        batching = health["batching"][model]
         assert batching["frames"] >= 20 and 0 < batching["calls"] <= batching["frames"]
-        assert health["runtimes"]["landscape"] == CPU
+        assert health["runtimes"][model] == CPU
     finally:
         await asyncio.gather(*(peer.close() for peer in peers))
         await runner.cleanup()
-    assert server.hub.segmenters.get("landscape").runtime.waiting == 0
+    assert server.hub.segmenters.get(model).runtime.waiting == 0
 
 
 async def test_batching_is_off_on_a_cpu_by_default():
