@@ -22,7 +22,8 @@ KEY = "x-camfx-ui"
 # out of what is published. collapsed: folded until opened (the simple view shows the rest).
 GROUPS: list[dict[str, Any]] = [
     {"name": "Effect", "fields": ["effect", "blur_strength", "key_color", "toon_smoothing", "toon_edges"]},
-    {"name": "Background", "fields": ["background", "background_image", "background_color", "background_fit"]},
+    {"name": "Background", "fields": ["background", "background_image", "background_color", "background_fit",
+                                      "light_wrap"]},
     {"name": "Diffusion", "fields": [
         "diffusion_mode", "backdrop_source", "prompt", "strength", "steps", "seed", "diffusion_size",
         "diffusion_model", "diffusion_feedback", "similarity_threshold", "stream_batch", "guidance",
@@ -46,6 +47,7 @@ WHEN: dict[str, list[dict[str, list[Any]]]] = {
     "background": [{"effect": ["replace"]}],
     "background_image": _REPLACE_IMAGE,
     "background_fit": _REPLACE_IMAGE,
+    "light_wrap": [{"effect": ["blur", "replace"]}],
     "background_color": [{"effect": ["replace"], "background": ["color"]}],
     "backdrop_source": [{"effect": ["diffusion"], "diffusion_mode": ["backdrop"]}],
     "model": _MASKED,

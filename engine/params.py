@@ -82,6 +82,9 @@ class Params(BaseModel):
     mask_feather: int = Field(0, ge=0, le=32, description="guided-filter radius (pixels at 720p) that snaps "
                                                           "mask edges to image edges; 0 = off (the default: on "
                                                           "`camfx bench quality` it spreads the edge into hair)")
+    light_wrap: float = Field(0.0, ge=0.0, le=1.0, description="how much of the new background's light "
+                                                               "wraps onto the person's edge (blur, replace); "
+                                                               "0 = off")
     segment_skip: float = Field(4.0, ge=0.0, le=32.0,
                                 description="reuse the last mask while the picture barely moves: the model "
                                             "skips a frame when no 16x16 block of its input changed by this "

@@ -95,6 +95,20 @@ def edge_correction(colours: np.ndarray, alpha: np.ndarray, share: np.ndarray | 
     return tuple(cv2.split(colours * share[..., None]))
 
 
+WRAP_RADIUS = 4  # work pixels (20 px at 720p): how far the background's light reaches in
+
+
+def light_wrap(small_frame: np.ndarray, small_layer: np.ndarray, alpha: np.ndarray, strength: float):
+    """Per plane, the map that lets the new background's light into the person's edge: within
+    WRAP_RADIUS of the background, the person's colour moves towards the background's by up to
+    `strength` (the band's weight is the background's share nearby, times alpha). All at
+    `alpha`'s size: `small_frame` and `small_layer` are (h, w, 3) planes merged."""
+    ksize = (2 * WRAP_RADIUS + 1,) * 2
+    band = cv2.blur(np.float32(1.0) - alpha, ksize) * alpha * np.float32(strength)
+    pull = (cv2.GaussianBlur(small_layer.astype(np.float32), ksize, 0) - small_frame.astype(np.float32))
+    return tuple(cv2.split(pull * band[..., None]))
+
+
 def stack_blur_size(sigma: float) -> int:
     """The odd kernel size of a stack blur with the standard deviation of Gaussian `sigma`.
 

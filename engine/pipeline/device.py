@@ -71,7 +71,8 @@ class DevicePipeline:
         self._fallback.close()
 
     def process(self, work: Work) -> Work:
-        if work.params.effect not in NEEDS_MASK or any_face_stage(work.params):  # the face stages run there
+        # The face stages and the light wrap run there.
+        if work.params.effect not in NEEDS_MASK or any_face_stage(work.params) or work.params.light_wrap > 0:
             return self._fallback.process(work)
         self._fallback.close()  # its stages are not used for this effect: let go of what they hold
         stream = torch.cuda.stream(self._stream) if self._cuda else contextlib.nullcontext()

@@ -90,14 +90,23 @@ def composite_clean(
 ) -> np.ndarray:
     """The person over `layer` without the old background's colour on their edge; `layer` None
     is the room blurred from the room's own pixels (the person never smears into it), with the
-    edge correction folded in while it is small."""
+    edge correction folded in while it is small. `light_wrap` lets the new background's light
+    into the person's edge."""
     colours = edge_colours(frame, alpha, halvings)
+    correction = None
     if layer is None:
         keep = effects.sure_weights(alpha)[1]
         add = effects.edge_correction(colours, alpha, share=alpha)
         layer = effects.blurred(frame, p.blur_strength, halvings, keep=keep, add=add)
-        return effects.composite(frame, layer, alpha)
-    return effects.composite(frame, layer, alpha, effects.edge_correction(colours, alpha))
+    else:
+        correction = effects.edge_correction(colours, alpha)
+    if p.light_wrap > 0 and p.effect != "remove":  # a key colour is not light
+        h, w = alpha.shape
+        small_frame = cv2.merge([(halvings or yuv.Halvings(frame)).shrink(i, h, w) for i in range(3)])
+        small_layer = cv2.merge([cv2.resize(plane, (w, h), interpolation=cv2.INTER_AREA) for plane in yuv.planes(layer)])
+        wrap = effects.light_wrap(small_frame, small_layer, alpha, p.light_wrap)
+        correction = wrap if correction is None else tuple(c + x for c, x in zip(correction, wrap))
+    return effects.composite(frame, layer, alpha, correction)
 
 
 class PrepareBackground:

@@ -277,3 +277,24 @@ def test_bench_engine_paces_frames_at_the_camera_rate(tmp_path):
     assert blur["total_ms"]["p50"] > 0 and blur["stages_ms"]["segment"]["p50"] > 0
     with pytest.raises(SystemExit):
         main(["--pace-fps", "-1", "--out", str(tmp_path)])
+
+
+def test_light_wrap_brings_the_new_backgrounds_light_into_the_persons_edge_only():
+    """Over a bright new background, a dark person's edge lightens with `light_wrap`; their inside
+    and the background itself stay as they were."""
+    from camfx.engine.params import Params
+    from camfx.engine.pipeline.stages import composite_clean
+
+    h, w = 240, 320
+    rgb = np.full((h, w, 3), 60, np.uint8)
+    rgb[:, 160:] = (30, 90, 30)  # the old room on the right
+    frame = yuv.from_rgb(rgb)
+    alpha = np.zeros((60, 80), np.float32)
+    alpha[:, :40] = 1.0  # the person on the left
+    bright = effects.solid(h, w, (250, 250, 250))
+    plain = composite_clean(frame, bright, alpha, Params(effect="replace"))
+    wrapped = composite_clean(frame, bright, alpha, Params(effect="replace", light_wrap=1.0))
+    y0, y1 = yuv.planes(plain)[0].astype(int), yuv.planes(wrapped)[0].astype(int)
+    assert (y1[:, 140:158] - y0[:, 140:158]).mean() > 8  # the edge took the background's light
+    assert np.array_equal(y1[:, :80], y0[:, :80])  # the inside did not
+    assert np.abs(y1[:, 200:] - y0[:, 200:]).max() <= 1  # nor did the background
