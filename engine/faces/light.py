@@ -8,11 +8,13 @@ Luma-only gains keep every colour's hue, so skin stays skin.
 
 from __future__ import annotations
 
+import functools
 import math
 
 import cv2
 import numpy as np
 
+from ..effects import gain as gains
 from ..media import yuv
 from .regions import face_box
 
@@ -36,13 +38,22 @@ def _face_frame(points: np.ndarray):
     return centre, float(x1 - x0), float(y1 - y0), roll
 
 
+@functools.lru_cache(maxsize=4)
+def _grid(gh: int, gw: int) -> tuple[np.ndarray, np.ndarray]:
+    """The cells' centres over a (gh, gw) grid: (x, y), each (1, gw) and (gh, 1), read-only."""
+    xx = np.arange(gw, dtype=np.float32)[None] + np.float32(0.5)
+    yy = np.arange(gh, dtype=np.float32)[:, None] + np.float32(0.5)
+    xx.flags.writeable = yy.flags.writeable = False
+    return xx, yy
+
+
 def _blob(gh: int, gw: int, centre, sx: float, sy: float, roll: float) -> np.ndarray:
     """A rotated Gaussian over the (gh, gw) grid, peak 1; centre and sigmas in grid cells."""
-    yy, xx = np.mgrid[0:gh, 0:gw].astype(np.float32)
-    dx, dy = xx + 0.5 - centre[0], yy + 0.5 - centre[1]
-    c, s = math.cos(roll), math.sin(roll)
-    u, v = c * dx + s * dy, -s * dx + c * dy
-    return np.exp(-0.5 * ((u / sx) ** 2 + (v / sy) ** 2)).astype(np.float32)
+    xx, yy = _grid(gh, gw)
+    dx, dy = xx - np.float32(centre[0]), yy - np.float32(centre[1])
+    c, s = np.float32(math.cos(roll)), np.float32(math.sin(roll))
+    u, v = (c * dx + s * dy) * np.float32(1 / sx), (c * dy - s * dx) * np.float32(1 / sy)
+    return cv2.exp(np.float32(-0.5) * (u * u + v * v))
 
 
 def face_exposure(frame: yuv.Frame, points: np.ndarray) -> float:
@@ -75,7 +86,8 @@ def gain_map(height: int, width: int, points: np.ndarray | None, mode: str, expo
             gain *= 1 + KEY_GAIN * _blob(gh, gw, key_at, fw * 0.45, fh * 0.55, roll)
             gain *= 1 - FILL_LOSS * _blob(gh, gw, fill_at, fw * 0.4, fh * 0.55, roll)
         if person is not None:
-            weight = cv2.resize(person, (gw, gh), interpolation=cv2.INTER_AREA)
+            # Bilinear, not area: the mask is already soft and small (the frame's height / 5).
+            weight = cv2.resize(person, (gw, gh), interpolation=cv2.INTER_LINEAR)
             gain *= 1 - BACKGROUND_DIM * (1 - weight)
     if vignette > 0:
         gain *= _vignette(gh, gw, vignette)
@@ -83,18 +95,18 @@ def gain_map(height: int, width: int, points: np.ndarray | None, mode: str, expo
 
 
 def _vignette(gh: int, gw: int, amount: float) -> np.ndarray:
-    yy, xx = np.mgrid[0:gh, 0:gw].astype(np.float32)
-    r2 = ((xx + 0.5) / gw * 2 - 1) ** 2 + ((yy + 0.5) / gh * 2 - 1) ** 2
+    xx, yy = _grid(gh, gw)
+    r2 = (xx / gw * 2 - 1) ** 2 + (yy / gh * 2 - 1) ** 2
     return (1 - VIGNETTE_DEPTH * amount * (r2 / 2) ** 1.5).astype(np.float32)
 
 
 def apply_gain(frame: np.ndarray, gain: np.ndarray) -> None:
     """Luma *= gain (scaled up bilinearly), in place, as 8-bit fixed point (gain * 64, up to 4x),
-    one multiply over the part of the plane where the gain is not 1 (the face's light alone
-    touches only the face's neighbourhood)."""
+    in one pass (see effects.gain) over the part of the plane where the gain is not 1 (the face's
+    light alone touches only the face's neighbourhood)."""
     luma = yuv.planes(frame)[0]
-    fixed = cv2.convertScaleAbs(gain, alpha=64.0)
-    rows, cols = np.nonzero(fixed != 64)
+    fixed = cv2.convertScaleAbs(gain, alpha=float(gains.ONE))
+    rows, cols = np.nonzero(fixed != gains.ONE)
     if rows.size == 0:
         return
     gh, gw = fixed.shape
@@ -103,9 +115,7 @@ def apply_gain(frame: np.ndarray, gain: np.ndarray) -> None:
     sy, sx = luma.shape[0] / gh, luma.shape[1] / gw
     y0, y1 = round(r0 * sy), luma.shape[0] if r1 == gh else round(r1 * sy)
     x0, x1 = round(c0 * sx), luma.shape[1] if c1 == gw else round(c1 * sx)
-    region = luma[y0:y1, x0:x1]
-    scaled = cv2.resize(fixed[r0:r1, c0:c1], (x1 - x0, y1 - y0), interpolation=cv2.INTER_LINEAR)
-    cv2.multiply(region, scaled, dst=region, scale=1 / 64.0)
+    gains.multiply(luma[y0:y1, x0:x1], np.ascontiguousarray(fixed[r0:r1, c0:c1]))
 
 
 def white_balance(frame: np.ndarray) -> None:

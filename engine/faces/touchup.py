@@ -6,6 +6,7 @@ from __future__ import annotations
 import cv2
 import numpy as np
 
+from ..effects.blend import blend_plane
 from ..media import yuv
 from .regions import SkinMasks, face_box
 
@@ -20,8 +21,9 @@ def _blend_into(plane: np.ndarray, changed: np.ndarray, weight: np.ndarray) -> N
 def touch_up(frame: np.ndarray, points: np.ndarray, amount: float, masks: SkinMasks | None = None) -> None:
     """Smooth the face's skin in place (an I420 ndarray): an edge-preserving (bilateral) filter of
     the luma, mixed in by `amount` (0..1) times the skin mask. Both are made where the face is
-    ~128 px wide (the cost stays flat with the face's size) and scaled back; the filter's reach
-    smooths a wrinkle and not the jaw line or a nostril."""
+    ~128 px wide (the cost stays flat with the face's size) and scaled back as 8-bit planes, then
+    mixed into the face's box in one pass (effects.blend); the filter's reach smooths a wrinkle
+    and not the jaw line or a nostril."""
     if amount <= 0:
         return
     h, w = yuv.frame_size(frame)
@@ -34,11 +36,13 @@ def touch_up(frame: np.ndarray, points: np.ndarray, amount: float, masks: SkinMa
     size = (max(8, round(luma.shape[0] / shrink)), max(8, round(luma.shape[1] / shrink)))
     small = cv2.resize(luma, size[::-1], interpolation=cv2.INTER_LINEAR) if shrink > 1 else luma
     smooth = cv2.bilateralFilter(small, 5, 18 + 14 * amount, 3.0)
-    weight = (masks or SkinMasks()).get(points, box, size) * np.float32(min(1.0, amount))
+    weight = cv2.convertScaleAbs((masks or SkinMasks()).get(points, box, size), alpha=255.0 * min(1.0, amount))
     if shrink > 1:
         smooth = cv2.resize(smooth, (luma.shape[1], luma.shape[0]), interpolation=cv2.INTER_LINEAR)
         weight = cv2.resize(weight, (luma.shape[1], luma.shape[0]), interpolation=cv2.INTER_LINEAR)
-    _blend_into(luma, smooth, weight)
+    mixed = np.empty_like(smooth)  # apart from the inputs: an overlapping output does not vectorise
+    blend_plane(smooth, luma, weight, mixed)
+    luma[...] = mixed
 
 
 def clean_toon_face(frame: np.ndarray, points: np.ndarray, masks: SkinMasks | None = None) -> None:
