@@ -15,32 +15,32 @@ from numba import njit
 ONE = 64  # fixed point: gain * ONE, in uint8 (gains up to ~4x)
 
 
-@njit("void(uint8[:, :], uint8[:, :], int32[:], uint16[:], uint8[:, :])", nogil=True, cache=True)
-def _multiply_rows(plane, gain, rows, weights, out):
-    """out[y] = min(255, round(plane[y] * g / ONE)), g = the map rows rows[y] and rows[y] + 1
-    mixed as (256 - weights[y]) : weights[y]. `out` must not overlap the inputs (the loop
-    vectorises only then). Releases the GIL."""
+@njit("void(uint8[:, :], uint8[:, :], int32[:], uint16[:])", nogil=True, cache=True)
+def _multiply_rows(plane, gain, rows, weights):
+    """plane[y] = min(255, round(plane[y] * g / ONE)), in place, g = the map rows rows[y] and
+    rows[y] + 1 mixed as (256 - weights[y]) : weights[y]. Releases the GIL."""
     height, width = plane.shape
     last = gain.shape[0] - 1
     for y in range(height):
         f = weights[y]
         keep = np.uint16(256 - f)
-        a, b, p, o = gain[rows[y]], gain[min(rows[y] + 1, last)], plane[y], out[y]
+        a, b, p = gain[rows[y]], gain[min(rows[y] + 1, last)], plane[y]
         for x in range(width):
             g = np.uint16((np.uint16(a[x]) * keep + np.uint16(b[x]) * f + np.uint16(128)) >> np.uint16(8))
             v = np.uint16((np.uint16(p[x]) * g + np.uint16(32)) >> np.uint16(6))
-            o[x] = np.uint8(min(v, np.uint16(255)))
+            p[x] = np.uint8(min(v, np.uint16(255)))
 
 
 def multiply(plane: np.ndarray, fixed: np.ndarray) -> None:
     """plane *= `fixed` / ONE, in place, `fixed` (uint8) scaled bilinearly to the plane's size
     (pixel centres aligned, as cv2.resize does): `plane` may be a strided view."""
     height, width = plane.shape
-    stretched = cv2.resize(fixed, (width, fixed.shape[0]), interpolation=cv2.INTER_LINEAR)
-    source = np.clip((np.arange(height, dtype=np.float32) + 0.5) * (fixed.shape[0] / height) - 0.5,
-                     0, fixed.shape[0] - 1)
+    gh, gw = fixed.shape
+    # Stretched across first (a few dozen rows): warpAffine's bilinear is ~2.5x cv2.resize's here.
+    across = np.float32([[gw / width, 0, 0.5 * gw / width - 0.5], [0, 1, 0]])
+    stretched = cv2.warpAffine(fixed, across, (width, gh), flags=cv2.INTER_LINEAR | cv2.WARP_INVERSE_MAP,
+                               borderMode=cv2.BORDER_REPLICATE)
+    source = np.clip((np.arange(height, dtype=np.float32) + 0.5) * (gh / height) - 0.5, 0, gh - 1)
     rows = source.astype(np.int32)
     weights = np.round((source - rows) * 256).astype(np.uint16)
-    out = np.empty_like(plane, order="C")
-    _multiply_rows(plane, stretched, rows, weights, out)
-    plane[...] = out
+    _multiply_rows(plane, stretched, rows, weights)

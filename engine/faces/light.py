@@ -26,6 +26,7 @@ KEY_GAIN = 0.28  # the key light's peak, on the face's lit side
 FILL_LOSS = 0.08  # and the shadow side's loss
 WHITE_BALANCE = 0.5  # how far the picture's mean chroma is pulled to grey
 MAX_WB_SHIFT = 12
+WB_SAMPLE_ROWS = 4
 VIGNETTE_DEPTH = 0.45  # the corners' loss at vignette 1
 
 
@@ -119,9 +120,12 @@ def apply_gain(frame: np.ndarray, gain: np.ndarray) -> None:
 
 
 def white_balance(frame: np.ndarray) -> None:
-    """Pull the picture's mean chroma part way to grey (grey world), in place."""
+    """Pull the picture's mean chroma part way to grey (grey world), in place. The mean is taken
+    over every WB_SAMPLE_ROWS-th row (a quarter of the reading; the same mean to a fraction of a
+    level)."""
     for plane in yuv.planes(frame)[1:]:
-        shift = float(np.clip(WHITE_BALANCE * (128.0 - cv2.mean(plane)[0]), -MAX_WB_SHIFT, MAX_WB_SHIFT))
+        mean = cv2.mean(plane[::WB_SAMPLE_ROWS])[0]
+        shift = float(np.clip(WHITE_BALANCE * (128.0 - mean), -MAX_WB_SHIFT, MAX_WB_SHIFT))
         if abs(shift) >= 1:
             cv2.add(plane, shift, dst=plane) if shift > 0 else cv2.subtract(plane, -shift, dst=plane)
 

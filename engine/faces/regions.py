@@ -39,6 +39,11 @@ def skin_mask(points: np.ndarray, box: tuple[int, int, int, int], size: tuple[in
     """float32 weights in [0, 1] over `box`: 1 on the face's skin, 0 on the eyes, brows and lips
     (each grown a little, so lashes and lip lines stay out too) and outside the outline, with
     soft edges. `size`: (height, width) to draw it at, when not the box's own (cheaper small)."""
+    return skin_mask_u8(points, box, size).astype(np.float32) * np.float32(1 / 255)
+
+
+def skin_mask_u8(points: np.ndarray, box: tuple[int, int, int, int], size: tuple[int, int] | None = None) -> np.ndarray:
+    """`skin_mask` as uint8 weights (255 = 1), as it is drawn."""
     x0, y0, x1, y1 = box
     height, width = size or (y1 - y0, x1 - x0)
     scale = np.float32([width / (x1 - x0), height / (y1 - y0)])
@@ -54,22 +59,33 @@ def skin_mask(points: np.ndarray, box: tuple[int, int, int, int], size: tuple[in
     sharp = cv2.dilate(sharp, cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (2 * grow + 1, 2 * grow + 1)))
     mask = cv2.subtract(mask, sharp)
     soft = max(3, round(face_width * 0.04)) | 1
-    return cv2.GaussianBlur(mask, (soft, soft), 0).astype(np.float32) * np.float32(1 / 255)
+    return cv2.GaussianBlur(mask, (soft, soft), 0)
 
 
 class SkinMasks:
     """`skin_mask` for one stream, kept while the face's shape in its box stays within half a
-    pixel (a still face, or one the auto-frame crop only pans over): remade when it changes."""
+    pixel of where the mask is drawn (a still face, or one the auto-frame crop only pans over):
+    remade when it changes. `get` gives float32 weights, `get_u8` uint8 (255 = 1)."""
 
     def __init__(self) -> None:
         self._key: tuple | None = None
         self._local: np.ndarray | None = None
         self._mask: np.ndarray | None = None
+        self._float: np.ndarray | None = None
 
-    def get(self, points: np.ndarray, box: tuple[int, int, int, int], size: tuple[int, int] | None = None) -> np.ndarray:
+    def get_u8(self, points: np.ndarray, box: tuple[int, int, int, int], size: tuple[int, int] | None = None) -> np.ndarray:
         x0, y0, x1, y1 = box
         key = (x1 - x0, y1 - y0, size)
-        local = points - np.float32([x0, y0])
+        # In the pixels the mask is drawn in (a shrunken mask is kept over a larger move).
+        scale = np.float32([1, 1]) if size is None else np.float32([size[1] / (x1 - x0), size[0] / (y1 - y0)])
+        local = (points - np.float32([x0, y0])) * scale
         if key != self._key or np.abs(local - self._local).max() > 0.5:
-            self._key, self._local, self._mask = key, local, skin_mask(points, box, size)
+            self._key, self._local, self._mask = key, local, skin_mask_u8(points, box, size)
+            self._float = None
         return self._mask
+
+    def get(self, points: np.ndarray, box: tuple[int, int, int, int], size: tuple[int, int] | None = None) -> np.ndarray:
+        mask = self.get_u8(points, box, size)
+        if self._float is None:
+            self._float = mask.astype(np.float32) * np.float32(1 / 255)
+        return self._float

@@ -36,7 +36,9 @@ def touch_up(frame: np.ndarray, points: np.ndarray, amount: float, masks: SkinMa
     size = (max(8, round(luma.shape[0] / shrink)), max(8, round(luma.shape[1] / shrink)))
     small = cv2.resize(luma, size[::-1], interpolation=cv2.INTER_LINEAR) if shrink > 1 else luma
     smooth = cv2.bilateralFilter(small, 5, 18 + 14 * amount, 3.0)
-    weight = cv2.convertScaleAbs((masks or SkinMasks()).get(points, box, size), alpha=255.0 * min(1.0, amount))
+    weight = (masks or SkinMasks()).get_u8(points, box, size)
+    if amount < 1:
+        weight = cv2.convertScaleAbs(weight, alpha=amount)
     if shrink > 1:
         smooth = cv2.resize(smooth, (luma.shape[1], luma.shape[0]), interpolation=cv2.INTER_LINEAR)
         weight = cv2.resize(weight, (luma.shape[1], luma.shape[0]), interpolation=cv2.INTER_LINEAR)

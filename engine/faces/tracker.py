@@ -20,7 +20,7 @@ import numpy as np
 
 from ..media import yuv
 from . import geometry as g
-from .models import FaceModels, detector_input, face_patch
+from .models import FaceModels, detector_yuv, face_patch_yuv
 
 TRACK_EVERY = 2  # frames per tracking step: landmarks at 15 Hz follow a face well enough
 DETECT_EVERY = 15  # tracking steps between detections while a face is tracked (30 frames, 1 s)
@@ -70,8 +70,8 @@ def points_box(points: np.ndarray) -> np.ndarray:
 class _Job:
     """What one tracking step runs on: inputs cut from the frame on the frame's own path."""
 
-    detect: tuple[np.ndarray, float] | None  # (shrunk RGB, scale back) when detection is due
-    patch: tuple | None  # face_patch() for the tracked square
+    detect: tuple[np.ndarray, float] | None  # detector_yuv() when detection is due
+    patch: tuple | None  # face_patch_yuv() for the tracked square (made RGB beside the frame)
     roi: g.Roi | None
     size: tuple[int, int]
 
@@ -127,8 +127,8 @@ class FaceTracker:
         with self._lock:
             roi = self._state.roi
             due = self._state.since_detect >= (self._detect_every if roi is not None else SEARCH_EVERY)
-        detect = detector_input(frame, halvings) if due else None
-        patch = face_patch(frame, roi) if roi is not None else None
+        detect = detector_yuv(frame, halvings) if due else None
+        patch = face_patch_yuv(frame, roi) if roi is not None else None
         return _Job(detect, patch, roi, size)
 
     def _run(self, job: _Job) -> None:
@@ -145,12 +145,13 @@ class FaceTracker:
             state = self._state
         roi, others, since, points = job.roi, state.others, state.since_detect + 1, None
         if job.patch is not None:
-            rgb, scale, origin = job.patch
-            points, presence = self._models.landmarks(rgb, job.roi, origin, scale)
+            patch, scale, origin = job.patch
+            points, presence = self._models.landmarks(yuv.to_rgb(patch), job.roi, origin, scale)
             if presence <= 0:  # the face left the square: lost, look for it on the next step
                 points, roi, since = None, None, max(since, SEARCH_EVERY)
         if job.detect is not None:
-            rgb, scale = job.detect
+            small, scale = job.detect
+            rgb = yuv.to_rgb(small)
             # The short-range detector (cheap) finds faces from ~85 px high in a 720p frame; the
             # full-range one (twice the cost) from ~40 px: asked only when the first finds nobody.
             found = [d for d in self._models.detect_tiled(rgb) if d.score >= MIN_SCORE] or \
