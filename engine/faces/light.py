@@ -33,7 +33,8 @@ VIGNETTE_DEPTH = 0.45  # the corners' loss at vignette 1
 def _face_frame(points: np.ndarray):
     """(centre, width, height, roll) of the face from its landmarks."""
     centre = points.mean(0)
-    (x0, y0), (x1, y1) = points.min(0), points.max(0)
+    xs, ys = points[:, 0], points[:, 1]
+    x0, y0, x1, y1 = xs.min(), ys.min(), xs.max(), ys.max()
     eye_r, eye_l = points[33], points[263]
     roll = math.atan2(eye_l[1] - eye_r[1], eye_l[0] - eye_r[0])
     return centre, float(x1 - x0), float(y1 - y0), roll
@@ -107,7 +108,8 @@ def apply_gain(frame: np.ndarray, gain: np.ndarray) -> None:
     light alone touches only the face's neighbourhood)."""
     luma = yuv.planes(frame)[0]
     fixed = cv2.convertScaleAbs(gain, alpha=float(gains.ONE))
-    rows, cols = np.nonzero(fixed != gains.ONE)
+    changed = fixed != gains.ONE
+    rows, cols = np.flatnonzero(changed.any(1)), np.flatnonzero(changed.any(0))
     if rows.size == 0:
         return
     gh, gw = fixed.shape
