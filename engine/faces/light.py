@@ -72,13 +72,28 @@ def face_exposure(frame: yuv.Frame, points: np.ndarray) -> float:
 def gain_map(height: int, width: int, points: np.ndarray | None, mode: str, exposure: float,
              person: np.ndarray | None, vignette: float) -> np.ndarray:
     """The luma gain at 1/GAIN_SHRINK of the frame, float32 (1 = unchanged)."""
+    face = None if points is None else face_frame(points)
+    return with_person(light_map(height, width, face, mode, exposure, vignette), person if face is not None and mode != "off" else None)
+
+
+def face_frame(points: np.ndarray) -> tuple[float, float, float, float, float]:
+    """What the light map needs of the landmarks: (centre x, centre y, width, height, roll)."""
+    centre, fw, fh, roll = _face_frame(points)
+    return float(centre[0]), float(centre[1]), fw, fh, roll
+
+
+def light_map(height: int, width: int, face: tuple | None, mode: str, exposure: float,
+              vignette: float) -> np.ndarray:
+    """The gain of the face's light and the vignette (`gain_map` without the background's dim),
+    at 1/GAIN_SHRINK of the frame; `face`: `face_frame` of the landmarks, or None."""
     gh, gw = max(2, height // GAIN_SHRINK), max(2, width // GAIN_SHRINK)
     gain = np.ones((gh, gw), np.float32)
-    if points is not None and mode != "off":
-        centre, fw, fh, roll = _face_frame(points / GAIN_SHRINK)
-        face = _blob(gh, gw, centre, fw * 1.0, fh * 1.1, roll)  # a broad, soft light: not a spot
+    if face is not None and mode != "off":
+        cx, cy, fw, fh, roll = face
+        centre, fw, fh = np.float32([cx, cy]) / GAIN_SHRINK, fw / GAIN_SHRINK, fh / GAIN_SHRINK
+        light = _blob(gh, gw, centre, fw * 1.0, fh * 1.1, roll)  # a broad, soft light: not a spot
         lift = exposure * (1.1 if mode == "studio" else 1.0)
-        gain += (lift - 1.0) * face
+        gain += (lift - 1.0) * light
         if mode == "key":
             # The key comes from the face's own right, a little above; the fill side drops a touch.
             c, s = math.cos(roll), math.sin(roll)
@@ -87,13 +102,19 @@ def gain_map(height: int, width: int, points: np.ndarray | None, mode: str, expo
             fill_at = centre + np.float32([-c * side - s * up, -s * side + c * up])
             gain *= 1 + KEY_GAIN * _blob(gh, gw, key_at, fw * 0.45, fh * 0.55, roll)
             gain *= 1 - FILL_LOSS * _blob(gh, gw, fill_at, fw * 0.4, fh * 0.55, roll)
-        if person is not None:
-            # Bilinear, not area: the mask is already soft and small (the frame's height / 5).
-            weight = cv2.resize(person, (gw, gh), interpolation=cv2.INTER_LINEAR)
-            gain *= 1 - BACKGROUND_DIM * (1 - weight)
     if vignette > 0:
         gain *= _vignette(gh, gw, vignette)
     return gain
+
+
+def with_person(gain: np.ndarray, person: np.ndarray | None) -> np.ndarray:
+    """`gain` with the background (where `person`, the mask in [0, 1], is low) dimmed: a new
+    array (gain itself when there is no mask)."""
+    if person is None:
+        return gain
+    # Bilinear, not area: the mask is already soft and small (the frame's height / 5).
+    weight = cv2.resize(person, gain.shape[::-1], interpolation=cv2.INTER_LINEAR)
+    return gain * (1 - BACKGROUND_DIM * (1 - weight))
 
 
 def _vignette(gh: int, gw: int, amount: float) -> np.ndarray:
