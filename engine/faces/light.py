@@ -66,7 +66,8 @@ def face_exposure(frame: yuv.Frame, points: np.ndarray) -> float:
         return 1.0
     x0, y0, x1, y1 = box
     mean = float(cv2.mean(yuv.planes(frame)[0][y0:y1, x0:x1])[0])
-    return float(np.clip(FACE_TARGET_LUMA / max(mean, 1.0), *EXPOSURE_RANGE))
+    low, high = EXPOSURE_RANGE
+    return min(max(FACE_TARGET_LUMA / max(mean, 1.0), low), high)  # (np.clip of a scalar costs 10 µs)
 
 
 def gain_map(height: int, width: int, points: np.ndarray | None, mode: str, exposure: float,
@@ -148,7 +149,7 @@ def white_balance(frame: np.ndarray) -> None:
     level)."""
     for plane in yuv.planes(frame)[1:]:
         mean = cv2.mean(plane[::WB_SAMPLE_ROWS])[0]
-        shift = float(np.clip(WHITE_BALANCE * (128.0 - mean), -MAX_WB_SHIFT, MAX_WB_SHIFT))
+        shift = min(max(WHITE_BALANCE * (128.0 - mean), -MAX_WB_SHIFT), MAX_WB_SHIFT)
         if abs(shift) >= 1:
             cv2.add(plane, shift, dst=plane) if shift > 0 else cv2.subtract(plane, -shift, dst=plane)
 
@@ -174,7 +175,7 @@ class LowLight:
         before = cv2.mean(luma)[0]
         cv2.LUT(luma, self._lut[1], dst=luma)
         # Chroma scaled as the luma was: the same hue at the same saturation, not a washed-out lift.
-        gain = float(np.clip(cv2.mean(luma)[0] / max(before, 1.0), 1.0, 2.0))
+        gain = min(max(cv2.mean(luma)[0] / max(before, 1.0), 1.0), 2.0)
         if self._previous is not None and self._previous.shape == luma.shape:
             still = cv2.absdiff(luma, self._previous) < self.MOTION
             averaged = cv2.addWeighted(luma, 0.5, self._previous, 0.5, 0)

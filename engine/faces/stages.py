@@ -54,8 +54,11 @@ def _keep_probe_rows(source, output) -> None:
 def _own_output(work: Work) -> np.ndarray:
     """work.output as an array this stage may write: `none` passes the input itself through and
     `diffusion` may pass a picture it keeps, so those are copied first (once: a later stage
-    finds the copy)."""
+    finds the copy). An input a stage made (the auto-frame crop, low light's) is written in
+    place, unless a probe needs its untouched rows."""
     output = work.output
+    if output is work.image and work.image_owned and not work.params.probe and work.params.effect != "diffusion":
+        return output
     if output is None or output is work.image or isinstance(output, tuple) or work.params.effect == "diffusion":
         source = work.image if output is None else output
         work.output = yuv.contiguous(source)
@@ -75,6 +78,7 @@ class LowLightStage:
             return
         original = work.image
         work.image = self._filter(original, work.params.low_light)
+        work.image_owned = True
         work.halvings = yuv.Halvings(work.image)
         if work.params.probe:
             _keep_probe_rows(original, work.image)
@@ -128,6 +132,7 @@ class AutoFrame:
             return
         original = work.image
         work.image = apply_crop(original, crop)
+        work.image_owned = True
         work.halvings = yuv.Halvings(work.image)
         scale = w / crop.width
         x0, y0 = crop.cx - crop.width / 2, crop.cy - crop.width * h / w / 2

@@ -306,16 +306,18 @@ def test_face_params_are_cli_flags():
 
 
 @pytest.mark.timeout(120)
-async def test_framing_and_light_over_a_real_peer(server):
-    """A real aiortc peer sends a still off-centre face with framing tight and studio light: the
-    frames that come back are cropped onto the face, and /healthz names the face models' runtime."""
+@pytest.mark.parametrize("light", ["studio", "off"])  # off: the crop alone is the output
+async def test_framing_and_light_over_a_real_peer(server, light):
+    """A real aiortc peer sends a still off-centre face with framing tight (and studio light, or
+    none): the frames that come back are cropped onto the face, and /healthz names the face
+    models' runtime."""
     import aiohttp
 
     from camfx.bench.peer import ClientPeer, SyntheticCamera
 
     clip = portrait_over_scene(960, 540, [(0.04, 0.08)] * 30, 1.0)
     peer = ClientPeer(SyntheticCamera(clip), read_ids=False)
-    await peer.connect(server.url, {"effect": "none", "framing": "tight", "light": "studio"})
+    await peer.connect(server.url, {"effect": "none", "framing": "tight", "light": light})
     try:
         await peer.wait_frames(75)  # 2.5 s: the crop has settled
         image = yuv.to_rgb(peer.received.last_frames[-1][1])
