@@ -215,6 +215,32 @@ def test_touch_up_smooths_skin_and_keeps_the_eyes_sharp(parts):
     assert np.array_equal(after[outside], before[outside])  # nothing changes off the face
 
 
+def test_touch_up_moves_with_the_face(parts, monkeypatch):
+    """Touch-up's grid is anchored to the face (its skin mask is kept while the face only moves):
+    the same face moved by whole pixels is touched up as before, moved with it."""
+    from camfx.engine.faces.regions import SkinMasks
+    from camfx.engine.faces.touchup import touch_up
+
+    frame = portrait_over_scene(W, H, [(0.3, -0.2)] * 3, 1.6)[-1]
+    points = run(default_pipeline(*parts), [frame] * 3, touch_up=1.0)[-1].faces.points
+    dx, dy = 24, 10
+    shifted = yuv.empty(H, W)
+    for i, (src, dst) in enumerate(zip(yuv.planes(frame), yuv.planes(shifted))):
+        f = 1 if i == 0 else 2
+        dst[...] = np.roll(src, (dy // f, dx // f), (0, 1))
+    drawn = []
+    draw = regions.draw_skin
+    monkeypatch.setattr(regions, "draw_skin", lambda *args: drawn.append(1) or draw(*args))
+    masks = SkinMasks()
+    still = frame.copy()
+    touch_up(still, points, 0.8, masks)
+    touch_up(shifted, points + np.float32([dx, dy]), 0.8, masks)
+    assert len(drawn) == 1  # the mask was kept, not drawn again
+    before, after = yuv.planes(still)[0], yuv.planes(shifted)[0]
+    assert np.array_equal(after[dy:, dx:], before[: H - dy, : W - dx])
+    assert not np.array_equal(before, yuv.planes(frame)[0])  # and it did touch the face up
+
+
 def test_toon_draws_no_outlines_on_the_face_skin(parts):
     frames = portrait_over_scene(W, H, [(0.3, -0.2)] * 3, 1.6)
     work = run(default_pipeline(*parts), frames, effect="toon")[-1]
