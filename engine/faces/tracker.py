@@ -2,7 +2,9 @@
 full-range one when the short-range one finds nobody, so a face 40 px high in a 720p frame is
 found) run once a second while a face is tracked (to see who else is there), three times a second
 while nobody is; in between, the landmark model runs on the square the previous landmarks give,
-every other frame. With a helper pool the models run beside the frames, not on their path.
+every other frame, and only when the face moved: while the square's picture stays the same (a
+still face; a thumbnail compared) the last landmarks are kept, up to STILL_STEPS steps. With a
+helper pool the models run beside the frames, not on their path.
 
 The newest result is what the stages use: with a helper pool it is a frame or two old (the
 models run alongside the frames); inline (no pool) it is this frame's.
@@ -16,6 +18,7 @@ import time
 from concurrent.futures import Executor, Future
 from dataclasses import dataclass, field
 
+import cv2
 import numpy as np
 
 from ..media import yuv
@@ -26,6 +29,10 @@ TRACK_EVERY = 2  # frames per tracking step: landmarks at 15 Hz follow a face we
 DETECT_EVERY = 15  # tracking steps between detections while a face is tracked (30 frames, 1 s)
 SEARCH_EVERY = 5  # and while none is (10 frames)
 MATCH_IOU = 0.3  # a detection this close to the tracked face is the same face
+# A still face: the square's THUMB x THUMB area-averaged luma within these levels of the last
+# landmarks' (mean and largest cell; a 1-px move of a face's edges exceeds them).
+THUMB, STILL_MEAN, STILL_MAX = 16, 0.75, 3.0
+STILL_STEPS = 8  # landmarks at least every 8 steps (~0.5 s) even so
 MIN_SCORE = 0.65  # detections weaker than this are not followed (the detector's own 0.5 finds a helmet a face)
 
 
@@ -74,11 +81,17 @@ class _Job:
     patch: tuple | None  # face_patch_yuv() for the tracked square (made RGB beside the frame)
     roi: g.Roi | None
     size: tuple[int, int]
+    thumb: np.ndarray | None = None  # the luma of roi's square, THUMB x THUMB, float32
+    compare: np.ndarray | None = None  # and of thumb_roi's, the square the last landmarks came from
+    thumb_roi: g.Roi | None = None
 
 
 @dataclass
 class _State:
     roi: g.Roi | None = None
+    thumb: np.ndarray | None = None  # of the square the landmarks came from (with thumb_roi)
+    thumb_roi: g.Roi | None = None
+    still: int = 0  # steps that kept the landmarks
     others: list[np.ndarray] = field(default_factory=list)  # the other faces' boxes, last detection
     faces: Faces = field(default_factory=Faces)
     since_detect: int = DETECT_EVERY
@@ -125,11 +138,15 @@ class FaceTracker:
     def _prepare(self, frame: yuv.Frame, halvings: yuv.Halvings | None) -> _Job:
         size = yuv.frame_size(frame)
         with self._lock:
-            roi = self._state.roi
+            roi, thumb_roi = self._state.roi, self._state.thumb_roi
             due = self._state.since_detect >= (self._detect_every if roi is not None else SEARCH_EVERY)
         detect = detector_yuv(frame, halvings) if due else None
         patch = face_patch_yuv(frame, roi) if roi is not None else None
-        return _Job(detect, patch, roi, size)
+        thumb = compare = None
+        if patch is not None:  # this square's (kept with the landmarks it gives), and for
+            thumb = _thumb(frame, roi)  # comparison the one the last landmarks came from
+            compare = thumb if thumb_roi in (None, roi) else _thumb(frame, thumb_roi)
+        return _Job(detect, patch, roi, size, thumb, compare, thumb_roi)
 
     def _run(self, job: _Job) -> None:
         start = time.perf_counter()
@@ -144,9 +161,13 @@ class FaceTracker:
         with self._lock:
             state = self._state
         roi, others, since, points = job.roi, state.others, state.since_detect + 1, None
-        if job.patch is not None:
+        thumb, thumb_roi, still = state.thumb, state.thumb_roi, 0
+        if job.patch is not None and self._is_still(job, state):
+            points, still = state.faces.points, state.still + 1  # the same picture: the same landmarks
+        elif job.patch is not None:
             patch, scale, origin = job.patch
             points, presence = self._models.landmarks(yuv.to_rgb(patch), job.roi, origin, scale)
+            thumb, thumb_roi = job.thumb, job.roi
             if presence <= 0:  # the face left the square: lost, look for it on the next step
                 points, roi, since = None, None, max(since, SEARCH_EVERY)
         if job.detect is not None:
@@ -174,8 +195,28 @@ class FaceTracker:
             boxes = (np.float32([roi.cx - half, roi.cy - half, roi.cx + half, roi.cy + half]), *others)
         else:
             boxes = tuple(others)
+        if points is None:
+            thumb = thumb_roi = None
         with self._lock:
-            self._state = _State(roi, list(others), Faces(boxes, points, job.size), since)
+            self._state = _State(roi, thumb, thumb_roi, still, list(others), Faces(boxes, points, job.size), since)
+
+    @staticmethod
+    def _is_still(job: _Job, state: _State) -> bool:
+        """Whether the tracked square holds the picture the last landmarks were made from."""
+        if state.thumb is None or state.faces.points is None or job.thumb_roi != state.thumb_roi or state.still >= STILL_STEPS:
+            return False
+        change = np.abs(job.compare - state.thumb)
+        return float(change.mean()) <= STILL_MEAN and float(change.max()) <= STILL_MAX
+
+
+def _thumb(frame: yuv.Frame, roi: g.Roi) -> np.ndarray:
+    """The luma of the roi's upright square, area-averaged to THUMB x THUMB (float32)."""
+    h, w = yuv.frame_size(frame)
+    half = roi.side / 2
+    x0, y0 = min(max(0, int(roi.cx - half)), w - 1), min(max(0, int(roi.cy - half)), h - 1)
+    x1, y1 = max(x0 + 1, min(w, int(roi.cx + half))), max(y0 + 1, min(h, int(roi.cy + half)))
+    square = yuv.planes(frame)[0][y0:y1, x0:x1]
+    return cv2.resize(square, (THUMB, THUMB), interpolation=cv2.INTER_AREA).astype(np.float32)
 
 
 def _scaled(face: g.Detection, scale: float) -> g.Detection:

@@ -306,6 +306,34 @@ def test_tracking_alongside_on_a_helper_pool(parts):
     assert tracker.faces.points is not None and tracker.faces.points.shape == (468, 2)
 
 
+def test_landmarks_run_only_when_the_face_moves():
+    """A still face keeps its landmarks (the model runs every STILL_STEPS steps only); a moving
+    one gets them every step, and they follow it."""
+    from camfx.engine.faces import tracker as tracking
+
+    models = FaceModels()
+    calls = []
+    landmarks = models.landmarks
+    models.landmarks = lambda *args: calls.append(1) or landmarks(*args)
+
+    def steps(frames):
+        tracker = FaceTracker(models, track_every=1)
+        for frame in frames:
+            faces = tracker.step(frame)
+        return faces
+
+    still = steps(portrait_over_scene(W, H, [(0.3, 0.1)] * 40, PORTRAIT))
+    ran_still, calls[:] = len(calls), []
+    offsets = [(0.2 + 0.004 * i, 0.1) for i in range(40)]
+    moving = steps(portrait_over_scene(W, H, offsets, PORTRAIT))
+    ran_moving = len(calls)
+    assert ran_still <= 40 / tracking.STILL_STEPS + 3  # the first landmarks, then one per STILL_STEPS
+    assert ran_moving >= 35  # all but the first steps (detection)
+    assert still.points is not None and moving.points is not None
+    shift = (moving.points[:, 0].mean() - still.points[:, 0].mean()) / W
+    assert abs(shift - (0.2 + 0.004 * 39 - 0.3)) < 0.01  # the moving face's landmarks are where it went
+
+
 def test_face_params_validate():
     with pytest.raises(ParamsError, match="framing"):
         Params().updated({"framing": "zoom"})
