@@ -82,8 +82,7 @@ class _Job:
     roi: g.Roi | None
     size: tuple[int, int]
     thumb: np.ndarray | None = None  # the luma of roi's square, THUMB x THUMB, float32
-    compare: np.ndarray | None = None  # and of thumb_roi's, the square the last landmarks came from
-    thumb_roi: g.Roi | None = None
+    still: bool = False  # the face has not moved: the last landmarks stand
 
 
 @dataclass
@@ -138,15 +137,16 @@ class FaceTracker:
     def _prepare(self, frame: yuv.Frame, halvings: yuv.Halvings | None) -> _Job:
         size = yuv.frame_size(frame)
         with self._lock:
-            roi, thumb_roi = self._state.roi, self._state.thumb_roi
-            due = self._state.since_detect >= (self._detect_every if roi is not None else SEARCH_EVERY)
+            state = self._state
+        roi = state.roi
+        due = state.since_detect >= (self._detect_every if roi is not None else SEARCH_EVERY)
         detect = detector_yuv(frame, halvings) if due else None
-        patch = face_patch_yuv(frame, roi) if roi is not None else None
-        thumb = compare = None
-        if patch is not None:  # this square's (kept with the landmarks it gives), and for
-            thumb = _thumb(frame, roi)  # comparison the one the last landmarks came from
-            compare = thumb if thumb_roi in (None, roi) else _thumb(frame, thumb_roi)
-        return _Job(detect, patch, roi, size, thumb, compare, thumb_roi)
+        if roi is None:
+            return _Job(detect, None, None, size)
+        if _is_still(frame, state):  # the same picture: the same landmarks, no patch to cut
+            return _Job(detect, None, roi, size, still=True)
+        # The square's thumbnail goes with the landmarks it gives, for the next steps to compare.
+        return _Job(detect, face_patch_yuv(frame, roi), roi, size, _thumb(frame, roi))
 
     def _run(self, job: _Job) -> None:
         start = time.perf_counter()
@@ -162,8 +162,8 @@ class FaceTracker:
             state = self._state
         roi, others, since, points = job.roi, state.others, state.since_detect + 1, None
         thumb, thumb_roi, still = state.thumb, state.thumb_roi, 0
-        if job.patch is not None and self._is_still(job, state):
-            points, still = state.faces.points, state.still + 1  # the same picture: the same landmarks
+        if job.still and state.faces.points is not None:
+            points, still = state.faces.points, state.still + 1
         elif job.patch is not None:
             patch, scale, origin = job.patch
             points, presence = self._models.landmarks(yuv.to_rgb(patch), job.roi, origin, scale)
@@ -200,13 +200,12 @@ class FaceTracker:
         with self._lock:
             self._state = _State(roi, thumb, thumb_roi, still, list(others), Faces(boxes, points, job.size), since)
 
-    @staticmethod
-    def _is_still(job: _Job, state: _State) -> bool:
-        """Whether the tracked square holds the picture the last landmarks were made from."""
-        if state.thumb is None or state.faces.points is None or job.thumb_roi != state.thumb_roi or state.still >= STILL_STEPS:
-            return False
-        change = np.abs(job.compare - state.thumb)
-        return float(change.mean()) <= STILL_MEAN and float(change.max()) <= STILL_MAX
+def _is_still(frame: yuv.Frame, state: _State) -> bool:
+    """Whether the square the last landmarks came from holds the same picture in this frame."""
+    if state.thumb is None or state.faces.points is None or state.still >= STILL_STEPS:
+        return False
+    change = np.abs(_thumb(frame, state.thumb_roi) - state.thumb)
+    return float(change.mean()) <= STILL_MEAN and float(change.max()) <= STILL_MAX
 
 
 def _thumb(frame: yuv.Frame, roi: g.Roi) -> np.ndarray:
