@@ -26,8 +26,12 @@ def _multiply_rows(plane, gain, rows, weights):
         keep = np.uint16(256 - f)
         a, b, p = gain[rows[y]], gain[min(rows[y] + 1, last)], plane[y]
         for x in range(width):
-            g = np.uint16((np.uint16(a[x]) * keep + np.uint16(b[x]) * f + np.uint16(128)) >> np.uint16(8))
-            v = np.uint16((np.uint16(p[x]) * g + np.uint16(32)) >> np.uint16(6))
+            # Each sum cast to 16 bits before it is shifted (every one fits): the loop then runs
+            # in 16-bit vector lanes, not 64-bit ones.
+            mixed = np.uint16(np.uint16(a[x]) * keep + np.uint16(b[x]) * f + np.uint16(128))
+            g = np.uint16(mixed >> np.uint16(8))
+            v = np.uint16(np.uint16(p[x]) * g + np.uint16(32))
+            v = np.uint16(v >> np.uint16(6))
             p[x] = np.uint8(min(v, np.uint16(255)))
 
 
