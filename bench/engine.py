@@ -2,6 +2,9 @@
 
 Feeds the synthetic person clip through the same Pipeline sessions use and reports median and
 p95 per stage and in total, per effect and frame size, with `none` as the same-run baseline.
+Each stage's CPU time on the frame's thread (time.thread_time) is reported beside its wall
+time: on a shared machine it is the steadier figure (it leaves out waits for a core); the face
+models' CPU time on the helper pool is reported per frame too.
 
 By default frames follow each other back to back (hot caches: the engine's best case). With
 `--pace-fps 30` they come at a camera's rate and the cores idle between frames, as when serving;
@@ -47,8 +50,16 @@ def run(
             pipelines = [default_pipeline(segmenters, backgrounds, helper) for _ in configs]
             per_stage: list[dict[str, list[float]]] = [{} for _ in configs]
             totals: list[list[float]] = [[] for _ in configs]
+            cpu: list[dict[str, list[float]]] = [{} for _ in configs]
+            for pipeline, times in zip(pipelines, cpu):
+                pipeline.stages = [CpuTimed(stage, times) for stage in pipeline.stages]
+
             next_frame = time.perf_counter()
+            cpu_totals: list[list[float]] = [[] for _ in configs]
             for i in range(frames + 20):
+                if i == 20:  # warm-up over: CPU times from here on, as the wall times
+                    for times in cpu:
+                        times.clear()
                 if pace_fps:  # wait for the camera's next frame, as a session does
                     next_frame += 1.0 / pace_fps
                     time.sleep(max(0.0, next_frame - time.perf_counter()))
@@ -61,30 +72,55 @@ def run(
                     for stage, seconds in work.timings.items():
                         per_stage[k].setdefault(stage, []).append(seconds)
                     totals[k].append(sum(work.timings.values()))
+                    cpu_totals[k].append(sum(times[-1] for times in cpu[k].values()))
             for k, (suffix, params) in enumerate(configs):
                 row = {
                     "size": f"{width}x{height}", "effect": effect + suffix, "model": model,
                     "total_ms": summary_ms(totals[k]),
                     "stages_ms": {s: summary_ms(v) for s, v in per_stage[k].items()},
+                    "cpu_total_ms": summary_ms(cpu_totals[k]),
+                    "cpu_stages_ms": {s: summary_ms(v) for s, v in cpu[k].items()},
                 }
                 if suffix:
                     row["face"] = face
                     row["added_p50_ms"] = row["total_ms"]["p50"] - results[-1]["total_ms"]["p50"]
+                    row["added_cpu_p50_ms"] = row["cpu_total_ms"]["p50"] - results[-1]["cpu_total_ms"]["p50"]
                     tracker = next(s.tracker for s in pipelines[k].stages if hasattr(s, "tracker"))
                     if tracker is not None and tracker.steps:
                         # The face models run beside the frames (helper pool): their time per frame.
                         row["tracker_ms_per_frame"] = tracker.busy_seconds * 1000 / (frames + 20)
                         row["tracker_ms_per_step"] = tracker.busy_seconds * 1000 / tracker.steps
+                        row["tracker_cpu_ms_per_frame"] = tracker.busy_cpu_seconds * 1000 / (frames + 20)
                 results.append(row)
                 t = row["total_ms"]
                 print(f"{row['size']:>9} {row['effect']:>13}: total p50 {t['p50']:6.2f} ms  p95 {t['p95']:6.2f} ms  "
                       + "  ".join(f"{s} {v['p50']:.2f}" for s, v in row["stages_ms"].items() if v["p50"] >= 0.005)
-                      + (f"  | added p50 {row['added_p50_ms']:+.2f} ms, face models beside the frame "
-                         f"{row.get('tracker_ms_per_frame', 0):.2f} ms/frame" if suffix else ""), flush=True)
+                      + f"  | CPU p50 {row['cpu_total_ms']['p50']:.2f} ms: "
+                      + "  ".join(f"{s} {v['p50']:.2f}" for s, v in row["cpu_stages_ms"].items() if v["p50"] >= 0.005)
+                      + (f"  | added p50 {row['added_p50_ms']:+.2f} ms (CPU {row['added_cpu_p50_ms']:+.2f} ms), face "
+                         f"models beside the frame {row.get('tracker_ms_per_frame', 0):.2f} ms/frame "
+                         f"(CPU {row.get('tracker_cpu_ms_per_frame', 0):.2f})" if suffix else ""), flush=True)
     return {
         "benchmark": "engine", "machine": machine(), "frames": frames, "model_threads": threads,
         "pace_fps": pace_fps, "results": results,
     }
+
+
+class CpuTimed:
+    """A pipeline stage that also records its CPU time on the calling thread (time.thread_time)
+    into `times` under its name; everything else is the stage's own."""
+
+    def __init__(self, stage, times: dict[str, list[float]]):
+        self._stage, self._times = stage, times
+        self.name = stage.name
+
+    def __call__(self, work: Work) -> None:
+        start = time.thread_time()
+        self._stage(work)
+        self._times.setdefault(self.name, []).append(time.thread_time() - start)
+
+    def __getattr__(self, attribute: str):
+        return getattr(self._stage, attribute)
 
 
 PIPELINE_ORDER = ["low_light", "face", "framing", "background", "segment", "people", "refine", "effect",

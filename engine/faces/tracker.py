@@ -113,6 +113,7 @@ class FaceTracker:
         self._in_flight: Future | None = None
         self.steps = 0  # tracking steps run, and the seconds they took (on the helper pool or inline)
         self.busy_seconds = 0.0
+        self.busy_cpu_seconds = 0.0  # and the CPU time of the thread that ran them
 
     def step(self, frame: yuv.Frame, halvings: yuv.Halvings | None = None) -> Faces:
         self._frames += 1
@@ -149,12 +150,13 @@ class FaceTracker:
         return _Job(detect, face_patch_yuv(frame, roi), roi, size, _thumb(frame, roi))
 
     def _run(self, job: _Job) -> None:
-        start = time.perf_counter()
+        start, cpu_start = time.perf_counter(), time.thread_time()
         try:
             self._track(job)
         finally:
             self.steps += 1
             self.busy_seconds += time.perf_counter() - start
+            self.busy_cpu_seconds += time.thread_time() - cpu_start
 
     def _track(self, job: _Job) -> None:
         height, width = job.size

@@ -403,5 +403,6 @@ def test_bench_engine_compares_the_face_stages(tmp_path):
     face = rows[1]
     assert face["face"] == {"framing": "tight", "light": "studio", "touch_up": "0.5"}
     assert "added_p50_ms" in face and face["stages_ms"]["light"]["p50"] > 0
+    assert face["cpu_stages_ms"]["light"]["p50"] > 0 and "added_cpu_p50_ms" in face
     with pytest.raises(SystemExit):
         main(["--face", "framing=zoom", "--out", str(tmp_path)])
