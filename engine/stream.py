@@ -247,10 +247,12 @@ def process_frame(pipeline, frame: VideoFrame, work: Work) -> VideoFrame:
     VideoFrame (the frame itself when the pipeline passed its input through)."""
     start = time.perf_counter()
     frame = frames.as_i420(frame)
-    work.image = frames.plane_views(frame)
+    source = work.image = frames.plane_views(frame)
     work.timings["convert_in"] = time.perf_counter() - start
     pipeline.process(work)
     start = time.perf_counter()
-    out = frame if work.output is work.image else frames.to_video_frame(work.output)
+    # The frame itself only when the output is its own planes (a stage such as the auto-frame
+    # crop may have replaced work.image, and the output may be that new picture).
+    out = frame if work.output is source else frames.to_video_frame(work.output)
     work.timings["convert_out"] = work.timings.get("convert_out", 0.0) + time.perf_counter() - start
     return out

@@ -42,7 +42,7 @@ class AutoFramer:
 
     def __init__(self) -> None:
         self._crop: Crop | None = None
-        self._velocity = np.zeros(3)
+        self._velocity = [0.0, 0.0, 0.0]
         self._goal: Crop | None = None
         self._nobody = 0
         self._size: tuple[int, int] | None = None
@@ -50,7 +50,7 @@ class AutoFramer:
     def update(self, boxes, height: int, width: int, mode: str) -> Crop:
         full = Crop(width / 2, height / 2, float(width))
         if self._size != (height, width):  # first frame, or the camera changed size
-            self._crop, self._goal, self._velocity, self._size = full, full, np.zeros(3), (height, width)
+            self._crop, self._goal, self._velocity, self._size = full, full, [0.0, 0.0, 0.0], (height, width)
         if boxes:
             self._nobody = 0
             wanted = self._wanted(boxes, height, width, mode)
@@ -86,13 +86,16 @@ class AutoFramer:
     def _ease(self, goal: Crop) -> None:
         """One frame of a critically damped spring toward `goal` (exact step of its solution)."""
         dt = 1.0 / FPS
-        pos = np.array([self._crop.cx, self._crop.cy, self._crop.width])
-        target = np.array([goal.cx, goal.cy, goal.width])
-        offset = pos - target
         decay = math.exp(-OMEGA * dt)
-        slope = self._velocity + OMEGA * offset
-        pos = target + (offset + slope * dt) * decay
-        self._velocity = (self._velocity - OMEGA * slope * dt) * decay
+        pos, velocity = [], []
+        # Per axis in Python floats (three numbers: numpy's per-call cost is most of the work).
+        for now, target, speed in zip((self._crop.cx, self._crop.cy, self._crop.width),
+                                      (goal.cx, goal.cy, goal.width), self._velocity):
+            offset = now - target
+            slope = speed + OMEGA * offset
+            pos.append(target + (offset + slope * dt) * decay)
+            velocity.append((speed - OMEGA * slope * dt) * decay)
+        self._velocity = velocity
         self._crop = Crop(*pos)
 
 

@@ -8,11 +8,13 @@ Luma-only gains keep every colour's hue, so skin stays skin.
 
 from __future__ import annotations
 
+import functools
 import math
 
 import cv2
 import numpy as np
 
+from ..effects import gain as gains
 from ..media import yuv
 from .regions import face_box
 
@@ -24,25 +26,36 @@ KEY_GAIN = 0.28  # the key light's peak, on the face's lit side
 FILL_LOSS = 0.08  # and the shadow side's loss
 WHITE_BALANCE = 0.5  # how far the picture's mean chroma is pulled to grey
 MAX_WB_SHIFT = 12
+WB_SAMPLE_ROWS = 4
 VIGNETTE_DEPTH = 0.45  # the corners' loss at vignette 1
 
 
 def _face_frame(points: np.ndarray):
     """(centre, width, height, roll) of the face from its landmarks."""
-    centre = points.mean(0)
-    (x0, y0), (x1, y1) = points.min(0), points.max(0)
+    xs, ys = points[:, 0], points[:, 1]  # (column by column: numpy's axis-0 reductions cost 5x)
+    centre = np.float32([xs.mean(), ys.mean()])
+    x0, y0, x1, y1 = xs.min(), ys.min(), xs.max(), ys.max()
     eye_r, eye_l = points[33], points[263]
     roll = math.atan2(eye_l[1] - eye_r[1], eye_l[0] - eye_r[0])
     return centre, float(x1 - x0), float(y1 - y0), roll
 
 
+@functools.lru_cache(maxsize=4)
+def _grid(gh: int, gw: int) -> tuple[np.ndarray, np.ndarray]:
+    """The cells' centres over a (gh, gw) grid: (x, y), each (1, gw) and (gh, 1), read-only."""
+    xx = np.arange(gw, dtype=np.float32)[None] + np.float32(0.5)
+    yy = np.arange(gh, dtype=np.float32)[:, None] + np.float32(0.5)
+    xx.flags.writeable = yy.flags.writeable = False
+    return xx, yy
+
+
 def _blob(gh: int, gw: int, centre, sx: float, sy: float, roll: float) -> np.ndarray:
     """A rotated Gaussian over the (gh, gw) grid, peak 1; centre and sigmas in grid cells."""
-    yy, xx = np.mgrid[0:gh, 0:gw].astype(np.float32)
-    dx, dy = xx + 0.5 - centre[0], yy + 0.5 - centre[1]
-    c, s = math.cos(roll), math.sin(roll)
-    u, v = c * dx + s * dy, -s * dx + c * dy
-    return np.exp(-0.5 * ((u / sx) ** 2 + (v / sy) ** 2)).astype(np.float32)
+    xx, yy = _grid(gh, gw)
+    dx, dy = xx - np.float32(centre[0]), yy - np.float32(centre[1])
+    c, s = np.float32(math.cos(roll)), np.float32(math.sin(roll))
+    u, v = (c * dx + s * dy) * np.float32(1 / sx), (c * dy - s * dx) * np.float32(1 / sy)
+    return cv2.exp(np.float32(-0.5) * (u * u + v * v))
 
 
 def face_exposure(frame: yuv.Frame, points: np.ndarray) -> float:
@@ -53,19 +66,35 @@ def face_exposure(frame: yuv.Frame, points: np.ndarray) -> float:
         return 1.0
     x0, y0, x1, y1 = box
     mean = float(cv2.mean(yuv.planes(frame)[0][y0:y1, x0:x1])[0])
-    return float(np.clip(FACE_TARGET_LUMA / max(mean, 1.0), *EXPOSURE_RANGE))
+    low, high = EXPOSURE_RANGE
+    return min(max(FACE_TARGET_LUMA / max(mean, 1.0), low), high)  # (np.clip of a scalar costs 10 µs)
 
 
 def gain_map(height: int, width: int, points: np.ndarray | None, mode: str, exposure: float,
              person: np.ndarray | None, vignette: float) -> np.ndarray:
     """The luma gain at 1/GAIN_SHRINK of the frame, float32 (1 = unchanged)."""
+    face = None if points is None else face_frame(points)
+    return with_person(light_map(height, width, face, mode, exposure, vignette), person if face is not None and mode != "off" else None)
+
+
+def face_frame(points: np.ndarray) -> tuple[float, float, float, float, float]:
+    """What the light map needs of the landmarks: (centre x, centre y, width, height, roll)."""
+    centre, fw, fh, roll = _face_frame(points)
+    return float(centre[0]), float(centre[1]), fw, fh, roll
+
+
+def light_map(height: int, width: int, face: tuple | None, mode: str, exposure: float,
+              vignette: float) -> np.ndarray:
+    """The gain of the face's light and the vignette (`gain_map` without the background's dim),
+    at 1/GAIN_SHRINK of the frame; `face`: `face_frame` of the landmarks, or None."""
     gh, gw = max(2, height // GAIN_SHRINK), max(2, width // GAIN_SHRINK)
     gain = np.ones((gh, gw), np.float32)
-    if points is not None and mode != "off":
-        centre, fw, fh, roll = _face_frame(points / GAIN_SHRINK)
-        face = _blob(gh, gw, centre, fw * 1.0, fh * 1.1, roll)  # a broad, soft light: not a spot
+    if face is not None and mode != "off":
+        cx, cy, fw, fh, roll = face
+        centre, fw, fh = np.float32([cx, cy]) / GAIN_SHRINK, fw / GAIN_SHRINK, fh / GAIN_SHRINK
+        light = _blob(gh, gw, centre, fw * 1.0, fh * 1.1, roll)  # a broad, soft light: not a spot
         lift = exposure * (1.1 if mode == "studio" else 1.0)
-        gain += (lift - 1.0) * face
+        gain += (lift - 1.0) * light
         if mode == "key":
             # The key comes from the face's own right, a little above; the fill side drops a touch.
             c, s = math.cos(roll), math.sin(roll)
@@ -74,27 +103,35 @@ def gain_map(height: int, width: int, points: np.ndarray | None, mode: str, expo
             fill_at = centre + np.float32([-c * side - s * up, -s * side + c * up])
             gain *= 1 + KEY_GAIN * _blob(gh, gw, key_at, fw * 0.45, fh * 0.55, roll)
             gain *= 1 - FILL_LOSS * _blob(gh, gw, fill_at, fw * 0.4, fh * 0.55, roll)
-        if person is not None:
-            weight = cv2.resize(person, (gw, gh), interpolation=cv2.INTER_AREA)
-            gain *= 1 - BACKGROUND_DIM * (1 - weight)
     if vignette > 0:
         gain *= _vignette(gh, gw, vignette)
     return gain
 
 
+def with_person(gain: np.ndarray, person: np.ndarray | None) -> np.ndarray:
+    """`gain` with the background (where `person`, the mask in [0, 1], is low) dimmed: a new
+    array (gain itself when there is no mask)."""
+    if person is None:
+        return gain
+    # Bilinear, not area: the mask is already soft and small (the frame's height / 5).
+    weight = cv2.resize(person, gain.shape[::-1], interpolation=cv2.INTER_LINEAR)
+    return gain * (1 - BACKGROUND_DIM * (1 - weight))
+
+
 def _vignette(gh: int, gw: int, amount: float) -> np.ndarray:
-    yy, xx = np.mgrid[0:gh, 0:gw].astype(np.float32)
-    r2 = ((xx + 0.5) / gw * 2 - 1) ** 2 + ((yy + 0.5) / gh * 2 - 1) ** 2
+    xx, yy = _grid(gh, gw)
+    r2 = (xx / gw * 2 - 1) ** 2 + (yy / gh * 2 - 1) ** 2
     return (1 - VIGNETTE_DEPTH * amount * (r2 / 2) ** 1.5).astype(np.float32)
 
 
 def apply_gain(frame: np.ndarray, gain: np.ndarray) -> None:
     """Luma *= gain (scaled up bilinearly), in place, as 8-bit fixed point (gain * 64, up to 4x),
-    one multiply over the part of the plane where the gain is not 1 (the face's light alone
-    touches only the face's neighbourhood)."""
+    in one pass (see effects.gain) over the part of the plane where the gain is not 1 (the face's
+    light alone touches only the face's neighbourhood)."""
     luma = yuv.planes(frame)[0]
-    fixed = cv2.convertScaleAbs(gain, alpha=64.0)
-    rows, cols = np.nonzero(fixed != 64)
+    fixed = cv2.convertScaleAbs(gain, alpha=float(gains.ONE))
+    changed = fixed != gains.ONE
+    rows, cols = np.flatnonzero(changed.any(1)), np.flatnonzero(changed.any(0))
     if rows.size == 0:
         return
     gh, gw = fixed.shape
@@ -103,15 +140,16 @@ def apply_gain(frame: np.ndarray, gain: np.ndarray) -> None:
     sy, sx = luma.shape[0] / gh, luma.shape[1] / gw
     y0, y1 = round(r0 * sy), luma.shape[0] if r1 == gh else round(r1 * sy)
     x0, x1 = round(c0 * sx), luma.shape[1] if c1 == gw else round(c1 * sx)
-    region = luma[y0:y1, x0:x1]
-    scaled = cv2.resize(fixed[r0:r1, c0:c1], (x1 - x0, y1 - y0), interpolation=cv2.INTER_LINEAR)
-    cv2.multiply(region, scaled, dst=region, scale=1 / 64.0)
+    gains.multiply(luma[y0:y1, x0:x1], np.ascontiguousarray(fixed[r0:r1, c0:c1]))
 
 
 def white_balance(frame: np.ndarray) -> None:
-    """Pull the picture's mean chroma part way to grey (grey world), in place."""
+    """Pull the picture's mean chroma part way to grey (grey world), in place. The mean is taken
+    over every WB_SAMPLE_ROWS-th row (a quarter of the reading; the same mean to a fraction of a
+    level)."""
     for plane in yuv.planes(frame)[1:]:
-        shift = float(np.clip(WHITE_BALANCE * (128.0 - cv2.mean(plane)[0]), -MAX_WB_SHIFT, MAX_WB_SHIFT))
+        mean = cv2.mean(plane[::WB_SAMPLE_ROWS])[0]
+        shift = min(max(WHITE_BALANCE * (128.0 - mean), -MAX_WB_SHIFT), MAX_WB_SHIFT)
         if abs(shift) >= 1:
             cv2.add(plane, shift, dst=plane) if shift > 0 else cv2.subtract(plane, -shift, dst=plane)
 
@@ -137,7 +175,7 @@ class LowLight:
         before = cv2.mean(luma)[0]
         cv2.LUT(luma, self._lut[1], dst=luma)
         # Chroma scaled as the luma was: the same hue at the same saturation, not a washed-out lift.
-        gain = float(np.clip(cv2.mean(luma)[0] / max(before, 1.0), 1.0, 2.0))
+        gain = min(max(cv2.mean(luma)[0] / max(before, 1.0), 1.0), 2.0)
         if self._previous is not None and self._previous.shape == luma.shape:
             still = cv2.absdiff(luma, self._previous) < self.MOTION
             averaged = cv2.addWeighted(luma, 0.5, self._previous, 0.5, 0)

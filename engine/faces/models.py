@@ -100,17 +100,29 @@ class FaceModels:
 
 def detector_input(frame: yuv.Frame, halvings: yuv.Halvings | None = None) -> tuple[np.ndarray, float]:
     """The frame shrunk (long side DETECT_LONG_SIDE, even sides) as RGB, and the scale back."""
+    small, scale = detector_yuv(frame, halvings)
+    return yuv.to_rgb(small), scale
+
+
+def detector_yuv(frame: yuv.Frame, halvings: yuv.Halvings | None = None) -> tuple[np.ndarray, float]:
+    """`detector_input` before its conversion to RGB: the shrunk I420 frame (a new array), the
+    scale back. The frame's path makes this; the RGB can be made beside it."""
     h, w = yuv.frame_size(frame)
     scale = min(1.0, DETECT_LONG_SIDE / max(h, w))
     sh, sw = max(2, int(h * scale) // 2 * 2), max(2, int(w * scale) // 2 * 2)
-    small = yuv.resize(frame, sh, sw, halvings=halvings)
-    return yuv.to_rgb(small), w / sw
+    return yuv.resize(frame, sh, sw, halvings=halvings), w / sw
 
 
 def face_patch(frame: yuv.Frame, roi: g.Roi):
     """The part of the frame under `roi` (at any rotation) as RGB, and where it starts:
     (rgb, 1.0, (x0, y0)), the arguments `FaceModels.landmarks` takes after the square. The
     model's input is then sampled from it at full resolution, as from the whole frame."""
+    patch = face_patch_yuv(frame, roi)
+    return None if patch is None else (yuv.to_rgb(patch[0]), *patch[1:])
+
+
+def face_patch_yuv(frame: yuv.Frame, roi: g.Roi):
+    """`face_patch` before its conversion to RGB: (I420 copy of the part, 1.0, (x0, y0))."""
     h, w = yuv.frame_size(frame)
     reach = roi.side * 0.7072  # half the diagonal
     x0 = max(0, int(roi.cx - reach) // 2 * 2)
@@ -121,7 +133,7 @@ def face_patch(frame: yuv.Frame, roi: g.Roi):
         return None
     y, u, v = yuv.planes(frame)
     crop = (y[y0:y1, x0:x1], u[y0 // 2 : y1 // 2, x0 // 2 : x1 // 2], v[y0 // 2 : y1 // 2, x0 // 2 : x1 // 2])
-    return yuv.to_rgb(crop), 1.0, (float(x0), float(y0))
+    return yuv.contiguous(crop), 1.0, (float(x0), float(y0))
 
 
 _shared: FaceModels | None = None

@@ -22,7 +22,7 @@ import numpy as np
 
 from ..media import yuv
 from .framing import AutoFramer, apply_crop, is_full
-from .light import LowLight, apply_gain, face_exposure, gain_map, white_balance
+from .light import LowLight, apply_gain, face_exposure, face_frame, light_map, white_balance, with_person
 from .models import FaceModels, shared_face_models
 from .regions import SkinMasks
 from .touchup import clean_toon_face, touch_up
@@ -54,8 +54,11 @@ def _keep_probe_rows(source, output) -> None:
 def _own_output(work: Work) -> np.ndarray:
     """work.output as an array this stage may write: `none` passes the input itself through and
     `diffusion` may pass a picture it keeps, so those are copied first (once: a later stage
-    finds the copy)."""
+    finds the copy). An input a stage made (the auto-frame crop, low light's) is written in
+    place, unless a probe needs its untouched rows."""
     output = work.output
+    if output is work.image and work.image_owned and not work.params.probe and work.params.effect != "diffusion":
+        return output
     if output is None or output is work.image or isinstance(output, tuple) or work.params.effect == "diffusion":
         source = work.image if output is None else output
         work.output = yuv.contiguous(source)
@@ -75,6 +78,7 @@ class LowLightStage:
             return
         original = work.image
         work.image = self._filter(original, work.params.low_light)
+        work.image_owned = True
         work.halvings = yuv.Halvings(work.image)
         if work.params.probe:
             _keep_probe_rows(original, work.image)
@@ -128,6 +132,7 @@ class AutoFrame:
             return
         original = work.image
         work.image = apply_crop(original, crop)
+        work.image_owned = True
         work.halvings = yuv.Halvings(work.image)
         scale = w / crop.width
         x0, y0 = crop.cx - crop.width / 2, crop.cy - crop.width * h / w / 2
@@ -191,15 +196,16 @@ class TouchUp:
 
 class Light:
     """light studio / key and the vignette, on the output (see light). The face's exposure is
-    eased over frames (no flicker as the face moves through uneven light); the gain map is kept
-    while nothing it depends on changes."""
+    eased over frames (no flicker as the face moves through uneven light); the light's map is
+    kept while nothing it depends on changes (the face within a pixel or two; only the
+    background's dim, from this frame's mask, is made every frame)."""
 
     name = "light"
     EASE = 0.2  # of the new exposure taken each frame
 
     def __init__(self) -> None:
         self._exposure: float | None = None
-        self._gain: tuple[tuple, np.ndarray] | None = None
+        self._map: tuple[tuple, np.ndarray] | None = None
 
     def __call__(self, work: Work) -> None:
         p = work.params
@@ -216,11 +222,14 @@ class Light:
             now = face_exposure(output, points)
             self._exposure = now if self._exposure is None else self._exposure + self.EASE * (now - self._exposure)
             exposure = round(self._exposure * 64) / 64
-        person = work.alpha if work.alpha is not None and p.effect in MASK_EFFECTS else None
-        # The map is 1/8 of the frame: landmarks within 2 px of the last ones make the same map.
-        key = (None if points is None else np.round(points / 2).tobytes(), h, w, p.light, exposure, p.vignette)
-        if person is not None or self._gain is None or self._gain[0] != key:
-            self._gain = (key, gain_map(h, w, points, p.light, exposure, person, p.vignette))
-        apply_gain(output, self._gain[1])
+        face = None if points is None else face_frame(points)
+        # The map is 1/8 of the frame: a face within 2 px (and 1/100 rad) of the last makes the same map.
+        key = (None if face is None else tuple(round(v / 2) for v in face[:4]) + (round(face[4] * 100),),
+               h, w, p.light, exposure, p.vignette)
+        if self._map is None or self._map[0] != key:
+            self._map = (key, light_map(h, w, face, p.light, exposure, p.vignette))
+        dims = face is not None and p.light != "off" and p.effect in MASK_EFFECTS
+        person = work.alpha if dims else None
+        apply_gain(output, with_person(self._map[1], person))
         if p.probe:
             _keep_probe_rows(work.image, output)

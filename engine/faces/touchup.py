@@ -6,6 +6,7 @@ from __future__ import annotations
 import cv2
 import numpy as np
 
+from ..effects.blend import blend_plane
 from ..media import yuv
 from .regions import SkinMasks, face_box
 
@@ -19,9 +20,14 @@ def _blend_into(plane: np.ndarray, changed: np.ndarray, weight: np.ndarray) -> N
 
 def touch_up(frame: np.ndarray, points: np.ndarray, amount: float, masks: SkinMasks | None = None) -> None:
     """Smooth the face's skin in place (an I420 ndarray): an edge-preserving (bilateral) filter of
-    the luma, mixed in by `amount` (0..1) times the skin mask. Both are made where the face is
-    ~128 px wide (the cost stays flat with the face's size) and scaled back; the filter's reach
-    smooths a wrinkle and not the jaw line or a nostril."""
+    the luma, mixed in by `amount` (0..1) times the skin mask, over the face's box only.
+
+    Both are made on a grid anchored to the face: its corner at the landmarks' top-left, the
+    face ~WORK_FACE_WIDTH px wide on it (the cost stays flat with the face's size), so a face
+    that only moves or the auto-frame crop only pans or zooms over keeps its mask (SkinMasks)
+    and just the picture is resampled. The filtered luma and the mask come back to the box as
+    8-bit planes and are mixed in one pass (effects.blend); the filter's reach smooths a wrinkle
+    and not the jaw line or a nostril."""
     if amount <= 0:
         return
     h, w = yuv.frame_size(frame)
@@ -29,16 +35,35 @@ def touch_up(frame: np.ndarray, points: np.ndarray, amount: float, masks: SkinMa
     if box is None:
         return
     x0, y0, x1, y1 = box
-    luma = yuv.planes(frame)[0][y0:y1, x0:x1]
-    shrink = max(1.0, float(np.ptp(points[:, 0])) / WORK_FACE_WIDTH)
-    size = (max(8, round(luma.shape[0] / shrink)), max(8, round(luma.shape[1] / shrink)))
-    small = cv2.resize(luma, size[::-1], interpolation=cv2.INTER_LINEAR) if shrink > 1 else luma
+    plane = yuv.planes(frame)[0]
+    xs, ys = points[:, 0], points[:, 1]
+    left, top, face_w, face_h = float(xs.min()), float(ys.min()), float(xs.max() - xs.min()), float(ys.max() - ys.min())
+    shrink = max(1.0, face_w / WORK_FACE_WIDTH)
+    # The grid's corner, in frame pixels: a margin past the box's (which is face_box's 5 %, then
+    # rounded out to even pixels) on every side.
+    reach = 0.05 * max(face_w, face_h) + 3
+    ox, oy = left - reach, top - reach
+    size = (int((face_h + 2 * reach) / shrink) + 2, int((face_w + 2 * reach) / shrink) + 2)
+    # Work pixel j's centre is at frame x = ox + (j + 0.5) * shrink (pixel centres at +0.5).
+    to_frame = np.float32([[shrink, 0, ox + 0.5 * shrink - 0.5], [0, shrink, oy + 0.5 * shrink - 0.5]])
+    small = cv2.warpAffine(plane, to_frame, size[::-1], flags=cv2.INTER_LINEAR | cv2.WARP_INVERSE_MAP,
+                           borderMode=cv2.BORDER_REPLICATE)
     smooth = cv2.bilateralFilter(small, 5, 18 + 14 * amount, 3.0)
-    weight = (masks or SkinMasks()).get(points, box, size) * np.float32(min(1.0, amount))
-    if shrink > 1:
-        smooth = cv2.resize(smooth, (luma.shape[1], luma.shape[0]), interpolation=cv2.INTER_LINEAR)
-        weight = cv2.resize(weight, (luma.shape[1], luma.shape[0]), interpolation=cv2.INTER_LINEAR)
-    _blend_into(luma, smooth, weight)
+    local = (points - np.float32([ox, oy])) * np.float32(1 / shrink) - np.float32(0.5)
+    weight = (masks or SkinMasks()).drawn(local, size)
+    if amount < 1:
+        weight = cv2.convertScaleAbs(weight, alpha=amount)
+    # Box pixel u (frame x0 + u) in work pixels: (x0 + u + 0.5 - ox) / shrink - 0.5.
+    to_work = np.float32([[1 / shrink, 0, (x0 + 0.5 - ox) / shrink - 0.5], [0, 1 / shrink, (y0 + 0.5 - oy) / shrink - 0.5]])
+    box_size = (x1 - x0, y1 - y0)
+    smooth = cv2.warpAffine(smooth, to_work, box_size, flags=cv2.INTER_LINEAR | cv2.WARP_INVERSE_MAP,
+                            borderMode=cv2.BORDER_REPLICATE)
+    weight = cv2.warpAffine(weight, to_work, box_size, flags=cv2.INTER_LINEAR | cv2.WARP_INVERSE_MAP,
+                            borderMode=cv2.BORDER_CONSTANT)
+    luma = plane[y0:y1, x0:x1]
+    mixed = np.empty_like(smooth)  # apart from the inputs: an overlapping output does not vectorise
+    blend_plane(smooth, luma, weight, mixed)
+    luma[...] = mixed
 
 
 def clean_toon_face(frame: np.ndarray, points: np.ndarray, masks: SkinMasks | None = None) -> None:

@@ -50,6 +50,7 @@ class Work:
     stylized: StylizedPicture | None = None  # the newest diffusion picture (diffusion effect)
     output: np.ndarray | None = None  # I420 result
     faces: Faces | None = None  # the faces found (engine/faces), in the image's pixels
+    image_owned: bool = False  # image is a picture a stage made, not the camera's: later stages may write it
     timings: dict[str, float] = field(default_factory=dict)  # stage name -> seconds
 
 

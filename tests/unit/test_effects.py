@@ -5,6 +5,7 @@ import numpy as np
 import pytest
 
 from camfx.engine.effects import filters as effects
+from camfx.engine.effects import gain
 from camfx.engine.effects.blend import blend_plane
 from camfx.engine.effects.mask import EDGE_GAIN, EDGE_LEVEL, GuidedFilter, MaskRefiner, work_size
 from camfx.engine.media import yuv
@@ -94,6 +95,29 @@ def test_blend_plane_is_the_rounded_weighted_mean_for_every_weight():
     blend_plane(padded[:, :300], bg, weight, out)  # a strided view, as decoded planes are
     f, b, w = (a.astype(np.int64) for a in (fg, bg, weight))
     assert np.array_equal(out, (f * w + b * (255 - w) + 127) // 255)
+
+
+def test_gain_multiply_matches_a_full_size_gain_and_stays_in_its_view():
+    """The one-pass gain equals scaling the map up bilinearly and multiplying (to 8-bit rounding
+    of the interpolated gain), saturates at 255, and writes only the view it is given."""
+    rng = np.random.default_rng(4)
+    fixed = cv2.GaussianBlur(rng.integers(32, 200, (30, 40), dtype=np.uint8), (5, 5), 0)
+    fixed[0, 0] = 255  # a 4x gain: bright pixels saturate
+    frame = rng.integers(0, 256, (260, 340), dtype=np.uint8)
+    view = frame[10:250, 20:340]  # strided, as a plane's region is
+    before = frame.copy()
+    expected = cv2.multiply(view.astype(np.float32), cv2.resize(fixed, (320, 240)).astype(np.float32),
+                            scale=1 / gain.ONE)
+    gain.multiply(view, fixed)
+    assert np.abs(view.astype(np.float32) - np.clip(np.round(expected), 0, 255)).max() <= 4
+    assert view.max() == 255
+    outside = np.ones(frame.shape, bool)
+    outside[10:250, 20:340] = False
+    assert np.array_equal(frame[outside], before[outside])
+    flat = rng.integers(0, 256, (48, 64), dtype=np.uint8)
+    unchanged = flat.copy()
+    gain.multiply(flat, np.full((6, 8), gain.ONE, np.uint8))  # gain 1: every pixel as it was
+    assert np.array_equal(flat, unchanged)
 
 
 def test_composite_refuses_a_background_of_another_size():

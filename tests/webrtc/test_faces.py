@@ -215,6 +215,32 @@ def test_touch_up_smooths_skin_and_keeps_the_eyes_sharp(parts):
     assert np.array_equal(after[outside], before[outside])  # nothing changes off the face
 
 
+def test_touch_up_moves_with_the_face(parts, monkeypatch):
+    """Touch-up's grid is anchored to the face (its skin mask is kept while the face only moves):
+    the same face moved by whole pixels is touched up as before, moved with it."""
+    from camfx.engine.faces.regions import SkinMasks
+    from camfx.engine.faces.touchup import touch_up
+
+    frame = portrait_over_scene(W, H, [(0.3, -0.2)] * 3, 1.6)[-1]
+    points = run(default_pipeline(*parts), [frame] * 3, touch_up=1.0)[-1].faces.points
+    dx, dy = 24, 10
+    shifted = yuv.empty(H, W)
+    for i, (src, dst) in enumerate(zip(yuv.planes(frame), yuv.planes(shifted))):
+        f = 1 if i == 0 else 2
+        dst[...] = np.roll(src, (dy // f, dx // f), (0, 1))
+    drawn = []
+    draw = regions.draw_skin
+    monkeypatch.setattr(regions, "draw_skin", lambda *args: drawn.append(1) or draw(*args))
+    masks = SkinMasks()
+    still = frame.copy()
+    touch_up(still, points, 0.8, masks)
+    touch_up(shifted, points + np.float32([dx, dy]), 0.8, masks)
+    assert len(drawn) == 1  # the mask was kept, not drawn again
+    before, after = yuv.planes(still)[0], yuv.planes(shifted)[0]
+    assert np.array_equal(after[dy:, dx:], before[: H - dy, : W - dx])
+    assert not np.array_equal(before, yuv.planes(frame)[0])  # and it did touch the face up
+
+
 def test_toon_draws_no_outlines_on_the_face_skin(parts):
     frames = portrait_over_scene(W, H, [(0.3, -0.2)] * 3, 1.6)
     work = run(default_pipeline(*parts), frames, effect="toon")[-1]
@@ -280,6 +306,34 @@ def test_tracking_alongside_on_a_helper_pool(parts):
     assert tracker.faces.points is not None and tracker.faces.points.shape == (468, 2)
 
 
+def test_landmarks_run_only_when_the_face_moves():
+    """A still face keeps its landmarks (the model runs every STILL_STEPS steps only); a moving
+    one gets them every step, and they follow it."""
+    from camfx.engine.faces import tracker as tracking
+
+    models = FaceModels()
+    calls = []
+    landmarks = models.landmarks
+    models.landmarks = lambda *args: calls.append(1) or landmarks(*args)
+
+    def steps(frames):
+        tracker = FaceTracker(models, track_every=1)
+        for frame in frames:
+            faces = tracker.step(frame)
+        return faces
+
+    still = steps(portrait_over_scene(W, H, [(0.3, 0.1)] * 40, PORTRAIT))
+    ran_still, calls[:] = len(calls), []
+    offsets = [(0.2 + 0.004 * i, 0.1) for i in range(40)]
+    moving = steps(portrait_over_scene(W, H, offsets, PORTRAIT))
+    ran_moving = len(calls)
+    assert ran_still <= 40 / tracking.STILL_STEPS + 3  # the first landmarks, then one per STILL_STEPS
+    assert ran_moving >= 35  # all but the first steps (detection)
+    assert still.points is not None and moving.points is not None
+    shift = (moving.points[:, 0].mean() - still.points[:, 0].mean()) / W
+    assert abs(shift - (0.2 + 0.004 * 39 - 0.3)) < 0.01  # the moving face's landmarks are where it went
+
+
 def test_face_params_validate():
     with pytest.raises(ParamsError, match="framing"):
         Params().updated({"framing": "zoom"})
@@ -306,16 +360,18 @@ def test_face_params_are_cli_flags():
 
 
 @pytest.mark.timeout(120)
-async def test_framing_and_light_over_a_real_peer(server):
-    """A real aiortc peer sends a still off-centre face with framing tight and studio light: the
-    frames that come back are cropped onto the face, and /healthz names the face models' runtime."""
+@pytest.mark.parametrize("light", ["studio", "off"])  # off: the crop alone is the output
+async def test_framing_and_light_over_a_real_peer(server, light):
+    """A real aiortc peer sends a still off-centre face with framing tight (and studio light, or
+    none): the frames that come back are cropped onto the face, and /healthz names the face
+    models' runtime."""
     import aiohttp
 
     from camfx.bench.peer import ClientPeer, SyntheticCamera
 
     clip = portrait_over_scene(960, 540, [(0.04, 0.08)] * 30, 1.0)
     peer = ClientPeer(SyntheticCamera(clip), read_ids=False)
-    await peer.connect(server.url, {"effect": "none", "framing": "tight", "light": "studio"})
+    await peer.connect(server.url, {"effect": "none", "framing": "tight", "light": light})
     try:
         await peer.wait_frames(75)  # 2.5 s: the crop has settled
         image = yuv.to_rgb(peer.received.last_frames[-1][1])
@@ -347,5 +403,6 @@ def test_bench_engine_compares_the_face_stages(tmp_path):
     face = rows[1]
     assert face["face"] == {"framing": "tight", "light": "studio", "touch_up": "0.5"}
     assert "added_p50_ms" in face and face["stages_ms"]["light"]["p50"] > 0
+    assert face["cpu_stages_ms"]["light"]["p50"] > 0 and "added_cpu_p50_ms" in face
     with pytest.raises(SystemExit):
         main(["--face", "framing=zoom", "--out", str(tmp_path)])
