@@ -72,6 +72,32 @@ async def _feed(pipeline, executor, clip: list[VideoFrame], params: Params, fram
     }
 
 
+class CpuTimed:
+    """A pipeline stage that also records its CPU time on the calling thread (time.thread_time)
+    into `times` under its name; everything else is the stage's own."""
+
+    def __init__(self, stage, times: dict[str, list[float]]):
+        self._stage, self._times = stage, times
+        self.name = stage.name
+
+    def __call__(self, work: Work) -> None:
+        start = time.thread_time()
+        self._stage(work)
+        self._times.setdefault(self.name, []).append(time.thread_time() - start)
+
+    def __getattr__(self, attribute: str):
+        return getattr(self._stage, attribute)
+
+
+def _cpu_rows(times: dict[str, list[float]]) -> dict:
+    """Per-stage and per-frame CPU medians, the warm-up frames left out."""
+    kept = {stage: values[WARMUP:] for stage, values in times.items() if len(values) > WARMUP}
+    frames = min((len(v) for v in kept.values()), default=0)
+    per_frame = [sum(v[i] for v in kept.values()) for i in range(frames)]
+    return {"cpu_stages_ms": {k: summary_ms(v) for k, v in sorted(kept.items(), key=lambda kv: _stage_key(kv[0]))},
+            "cpu_total_ms": summary_ms(per_frame) if per_frame else None}
+
+
 def _stage_key(name: str) -> int:
     return STAGE_ORDER.index(name) if name in STAGE_ORDER else len(STAGE_ORDER)
 
@@ -103,14 +129,17 @@ def run(
                 configs.append(("+face", Params(effect=effect, model=model, segment_skip=segment_skip, **face)))
             for suffix, params in configs:
                 pipeline = default_pipeline(segmenters, backgrounds, helper)
+                cpu_times: dict[str, list[float]] = {}
+                pipeline.stages = [CpuTimed(stage, cpu_times) for stage in pipeline.stages]
                 row = {"size": f"{width}x{height}", "effect": effect + suffix, "model": model,
-                       **asyncio.run(_feed(pipeline, workers, clip, params, frames, pace_fps))}
+                       **asyncio.run(_feed(pipeline, workers, clip, params, frames, pace_fps)), **_cpu_rows(cpu_times)}
                 row["total_ms"] = row["wall_ms"]
                 row["model_calls"] = pipeline.model_calls()
                 if suffix:
                     row["face"] = face
                     row["added_p50_ms"] = row["total_ms"]["p50"] - results[-1]["total_ms"]["p50"]
                     row["added_cpu_ms_per_frame"] = row["cpu_ms_per_frame"] - results[-1]["cpu_ms_per_frame"]
+                    row["added_cpu_p50_ms"] = row["cpu_total_ms"]["p50"] - results[-1]["cpu_total_ms"]["p50"]
                     tracker = next((s.tracker for s in pipeline.stages if hasattr(s, "tracker")), None)
                     if tracker is not None and tracker.steps:
                         # The face models run beside the frames (helper pool): their time per frame.

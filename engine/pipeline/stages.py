@@ -292,7 +292,7 @@ class Pipeline:
     def model_calls(self) -> dict[str, int] | None:
         """Frames the segmentation model ran on and frames that took its last mask (None
         without a Segment stage)."""
-        segment = next((s for s in self.stages if isinstance(s, Segment)), None)
+        segment = next((s for s in self.stages if s.name == "segment"), None)
         return None if segment is None else segment.schedule.counts()
 
     def process(self, work: Work) -> Work:
