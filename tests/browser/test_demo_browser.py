@@ -19,30 +19,9 @@ WAIT_MS = 30_000  # a 2-core machine runs browser, encoder, decoder and engine a
 ARTIFACTS = Path(os.environ.get("CAMFX_ARTIFACTS", Path(__file__).resolve().parent.parent.parent / "test-artifacts"))
 
 
-from camfx.bench.clip import person_clip, write_y4m  # noqa: E402
 from camfx.engine.config import ServerConfig  # noqa: E402
 
-from ..chromium import browser_with_camera  # noqa: E402
 from ..server_thread import ServerThread  # noqa: E402
-
-
-@pytest.fixture(scope="module")
-def server():
-    # A short connect timeout: a session the browser never connects must not hold a slot long.
-    running = ServerThread(ServerConfig(max_sessions=2, connect_timeout=15.0)).start()
-    yield running
-    running.stop()
-
-
-@pytest.fixture(scope="module")
-def camera_file(tmp_path_factory) -> Path:
-    return write_y4m(tmp_path_factory.mktemp("camera") / "person.y4m", person_clip(640, 480, 30))
-
-
-@pytest.fixture(scope="module")
-def browser(camera_file):
-    with browser_with_camera(camera_file) as browser:
-        yield browser
 
 
 @pytest.fixture

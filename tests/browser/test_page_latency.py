@@ -13,34 +13,17 @@ from concurrent.futures import ThreadPoolExecutor
 import numpy as np
 import pytest
 
-from camfx.bench.clip import person_clip, write_y4m
+from camfx.bench.clip import person_clip
 from camfx.bench.peer import ClientPeer, SyntheticCamera
-from camfx.engine.config import ServerConfig
 from camfx.engine.pipeline.budget import LADDER
 from camfx.engine.transport.ice import serve_media_on
 
-from ..chromium import browser_with_camera
-from ..server_thread import ServerThread
 
 pytestmark = [pytest.mark.browser, pytest.mark.timeout(240)]
 
 WAIT_MS = 30_000  # a 2-core machine runs browser, encoder, decoder and engine at once
 FPS = 30.0
 FRAME_MS = 1000 / FPS
-
-
-@pytest.fixture(scope="module")
-def server():
-    running = ServerThread(ServerConfig(max_sessions=2, connect_timeout=15.0)).start()
-    yield running
-    running.stop()
-
-
-@pytest.fixture(scope="module")
-def browser(tmp_path_factory):
-    camera = write_y4m(tmp_path_factory.mktemp("camera") / "person.y4m", person_clip(640, 480, 30))
-    with browser_with_camera(camera) as browser:
-        yield browser
 
 
 @pytest.fixture

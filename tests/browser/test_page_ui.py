@@ -19,7 +19,6 @@ import pytest
 
 pytestmark = [pytest.mark.browser, pytest.mark.timeout(300)]
 
-from camfx.bench.clip import person_clip, write_y4m  # noqa: E402
 from camfx.bench.latency import free_port  # noqa: E402
 from camfx.engine.client.app import CameraApp  # noqa: E402
 from camfx.engine.client.control import control_app  # noqa: E402
@@ -29,7 +28,6 @@ from camfx.engine.config import ServerConfig  # noqa: E402
 from camfx.engine.params import Params  # noqa: E402
 from camfx.engine.transport import http_server  # noqa: E402
 
-from ..chromium import browser_with_camera  # noqa: E402
 from ..server_thread import ServerThread  # noqa: E402
 
 WAIT_MS = 30_000
@@ -83,28 +81,10 @@ class CameraThread:
 
 
 @pytest.fixture(scope="module")
-def server():
-    running = ServerThread(ServerConfig(max_sessions=2, connect_timeout=15.0)).start()
-    yield running
-    running.stop()
-
-
-@pytest.fixture(scope="module")
-def camera_file(tmp_path_factory) -> Path:
-    return write_y4m(tmp_path_factory.mktemp("camera") / "person.y4m", person_clip(640, 480, 30))
-
-
-@pytest.fixture(scope="module")
 def camera(camera_file):
     running = CameraThread(camera_file, Params(effect="blur")).start()
     yield running
     running.stop()
-
-
-@pytest.fixture(scope="module")
-def browser(camera_file):
-    with browser_with_camera(camera_file) as browser:
-        yield browser
 
 
 @pytest.fixture
