@@ -55,6 +55,7 @@ WHEN: dict[str, list[dict[str, list[Any]]]] = {
     "mask_threshold": [{**alt, "mask_mode": ["threshold"]} for alt in _MASKED],
     "mask_smoothing": _MASKED,
     "mask_feather": _MASKED,
+    "segment_skip": _MASKED,
 }
 for _group in GROUPS:
     if _group["name"] == "Diffusion":

@@ -20,6 +20,7 @@ from aiohttp import web
 
 from camfx.bench.latency import free_port
 from camfx.engine.config import ServerConfig
+from camfx.engine.params import Params
 from camfx.engine.media import yuv
 from camfx.engine.pipeline.segmenter import Segmenters
 from camfx.engine.transport import http_server
@@ -59,8 +60,8 @@ async def start_server(config: ServerConfig | None = None, pipeline_factory=None
 
 @pytest.fixture(scope="module")
 def segmenter():
-    """The landscape selfie model, as the server loads it (a reference for what came back)."""
-    return Segmenters().get("landscape")
+    """The default selfie model, as the server loads it (a reference for what came back)."""
+    return Segmenters().get(Params().model)
 
 
 @pytest_asyncio.fixture

@@ -171,7 +171,8 @@ async def test_diffusion_session_keeps_the_camera_rate_and_follows_live_changes(
         assert diffusion["status"] == "running" and diffusion["frames"] >= 3
         assert set(diffusion["stage_ms"]) == {"encode", "unet", "decode"}
         # How the scheduler serves it: alone, auto rate = what the device holds it at.
-        assert diffusion["target"] == "auto" and 0 < diffusion["target_fps"] <= 1 / SLOW_S + 0.2
+        # Well under the camera's 30: what this slow device holds (its exact rate is timing).
+        assert diffusion["target"] == "auto" and 0 < diffusion["target_fps"] < 5
         assert diffusion["batch_size"] == 1.0 and diffusion["rung"] == "128px 1 step"
         assert 0 < diffusion["age_ms_p50"] <= diffusion["age_ms_p95"] <= diffusion["max_age_ms"] + 1000 * SLOW_S
 
