@@ -11,19 +11,17 @@ update the sha256 values in models/registry.py and models/NOTICE.
 from __future__ import annotations
 
 import argparse
-import warnings
 from pathlib import Path
 
 import numpy as np
-import onnx
 import onnxruntime as ort
 import torch
 
 from camfx.models.face import TFLITE_FILES, FaceNet, find_face_tflite
-from camfx.models.registry import FACE_KINDS, FACE_MODELS, INPUT_NAME, MODELS_DIR, ModelSpec, sha256_file
+from camfx.models.registry import FACE_KINDS, FACE_MODELS, INPUT_NAME, MODELS_DIR, sha256_file
 from camfx.models.tflite_graph import read_tflite
 
-from .selfie import OPSET
+from .selfie import write_onnx
 
 TOLERANCE = 1e-3  # max |onnxruntime - torch| on the check input (raw offsets reach ~100)
 
@@ -41,7 +39,7 @@ def export_face(out_dir: Path = MODELS_DIR, kinds: tuple[str, ...] = ("detector"
         if model.input_size != (spec.input_height, spec.input_width):
             raise ValueError(f"{tflite}: input {model.input_size} does not match the registry's {spec}")
         path = out_dir / spec.filename
-        _export(model, path, spec)
+        write_onnx(model, _example(*model.input_size), path, spec, model.output_names)
         _check(model, path)
         print(f"{path}  sha256 {sha256_file(path)}  (from {tflite}, sha256 {sha256_file(tflite)})")
         paths.append(path)
@@ -53,24 +51,6 @@ def _example(height: int, width: int) -> torch.Tensor:
     respond to, so the onnxruntime check compares real activations."""
     y, x = torch.meshgrid(torch.linspace(0, 1, height), torch.linspace(0, 1, width), indexing="ij")
     return torch.stack([0.5 + 0.4 * torch.sin(6 * x), 0.5 + 0.4 * torch.cos(5 * y), x * y], -1)[None]
-
-
-def _export(model: FaceNet, path: Path, spec: ModelSpec) -> None:
-    with torch.no_grad(), warnings.catch_warnings():
-        warnings.simplefilter("ignore", DeprecationWarning)
-        torch.onnx.export(
-            model,
-            (_example(*model.input_size),),
-            str(path),
-            input_names=[INPUT_NAME],
-            output_names=list(model.output_names),
-            opset_version=OPSET,
-            dynamo=False,
-        )
-    proto = onnx.load(str(path))
-    proto.doc_string = f"{spec.source}. Licence: {spec.licence}."
-    onnx.checker.check_model(proto, full_check=True)
-    onnx.save(proto, str(path))
 
 
 def _check(model: FaceNet, path: Path) -> None:

@@ -48,7 +48,7 @@ def export_selfie(
         if model.input_size != (spec.input_height, spec.input_width):
             raise ValueError(f"{tflite}: input {model.input_size} does not match the registry's {spec}")
         path = out_dir / spec.filename
-        _export(model, path, spec)
+        write_onnx(model, _example(*model.input_size), path, spec, [OUTPUT_NAME])
         _check(model, path)
         print(f"{path}  sha256 {sha256_file(path)}  (from {tflite}, sha256 {sha256_file(tflite)})")
         paths.append(path)
@@ -70,17 +70,20 @@ def _example(height: int, width: int) -> torch.Tensor:
     return image[None]
 
 
-def _export(model: SelfieSegmenter, path: Path, spec: ModelSpec) -> None:
+def write_onnx(model: torch.nn.Module, example: torch.Tensor, path: Path, spec: ModelSpec,
+               output_names: list[str]) -> None:
+    """`model` traced on `example` into one checked ONNX file at `path`, its source and licence
+    in the file's doc string (`camfx export selfie` and `camfx export face` alike)."""
     # The TorchScript exporter (deprecated in favour of dynamo, which may write a separate
     # .onnx.data file) gives one self-contained file with a plain graph.
     with torch.no_grad(), warnings.catch_warnings():
         warnings.simplefilter("ignore", DeprecationWarning)
         torch.onnx.export(
             model,
-            (_example(*model.input_size),),
+            (example,),
             str(path),
             input_names=[INPUT_NAME],
-            output_names=[OUTPUT_NAME],
+            output_names=list(output_names),
             opset_version=OPSET,
             dynamo=False,
         )
