@@ -42,3 +42,25 @@ def browser_with_camera(camera_file: Path, *extra: str):
             browser.close()
     finally:
         playwright.stop()
+
+
+# The npm whip-whep client, a WHIP / WHEP client camfx did not write (the OBS stand-in).
+WHIP_WHEP = Path(__file__).parent / "web" / "node_modules" / "whip-whep"
+if not (WHIP_WHEP / "whip.js").is_file():
+    raise RuntimeError("tests/web/node_modules is missing: run `npm ci --prefix tests/web` (.ci/run does)")
+
+PUBLISH_PAGE = """<!doctype html><meta charset="utf-8"><title>publisher (an OBS stand-in)</title>
+<script type="module">
+import { WHIPClient } from "/lib/whip.js";
+window.publish = async (url, token) => {
+  const stream = await navigator.mediaDevices.getUserMedia({ video: { width: 640, height: 480 } });
+  const pc = new RTCPeerConnection({ iceServers: [] });  // explicit: no STUN, loopback only
+  pc.addTransceiver(stream.getVideoTracks()[0], { direction: "sendonly" });
+  const client = new WHIPClient();
+  await client.publish(pc, url, token);
+  window.publisher = { pc, client };
+  return String(client.resourceURL);
+};
+window.unpublish = () => window.publisher.client.stop();
+window.ready = true;
+</script>"""

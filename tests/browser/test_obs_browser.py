@@ -19,33 +19,13 @@ from camfx.engine.config import ServerConfig
 from camfx.engine.transport import tls
 from camfx.engine.transport.ice import ice_server
 
-from ..chromium import launch
+from ..chromium import PUBLISH_PAGE, WHIP_WHEP, launch
 from ..server_thread import ServerThread
 
 pytestmark = [pytest.mark.browser, pytest.mark.timeout(300)]
 
 WAIT_MS = 30_000
 TOKEN = "obs-test-token"
-WHIP_WHEP = Path(__file__).parent.parent / "web" / "node_modules" / "whip-whep"
-if not (WHIP_WHEP / "whip.js").is_file():
-    raise RuntimeError("tests/web/node_modules is missing: run `npm ci --prefix tests/web` (.ci/run does)")
-
-PUBLISH_PAGE = """<!doctype html><meta charset="utf-8"><title>publisher</title>
-<script type="module">
-import { WHIPClient } from "/lib/whip.js";
-window.publish = async (url, token) => {
-  const stream = await navigator.mediaDevices.getUserMedia({ video: { width: 640, height: 480 } });
-  const pc = new RTCPeerConnection({ iceServers: [] });  // explicit: no STUN, loopback only
-  pc.addTransceiver(stream.getVideoTracks()[0], { direction: "sendonly" });
-  const client = new WHIPClient();
-  await client.publish(pc, url, token);
-  window.publisher = { pc, client };
-  return String(client.resourceURL);
-};
-window.unpublish = () => window.publisher.client.stop();
-window.ready = true;
-</script>"""
-
 WATCH_PAGE = """<!doctype html><meta charset="utf-8"><title>viewer</title>
 <video id="v" autoplay muted playsinline width="640" height="480"></video><canvas id="c" width="64" height="48"></canvas>
 <script type="module">

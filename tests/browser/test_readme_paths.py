@@ -50,32 +50,13 @@ from camfx.bench.latency import free_port  # noqa: E402
 from camfx.engine import setup_checks  # noqa: E402
 from camfx.engine.media import yuv  # noqa: E402
 
-from ..chromium import browser_with_camera  # noqa: E402
+from ..chromium import PUBLISH_PAGE, WHIP_WHEP, browser_with_camera  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[2]
 README = (ROOT / "README.md").read_text(encoding="utf-8")
 ARTIFACTS = Path(os.environ.get("CAMFX_ARTIFACTS", ROOT / "test-artifacts"))
 CAMFX = [sys.executable, "-m", "camfx"]
 WAIT_MS = 30_000
-WHIP_WHEP = ROOT / "tests" / "web" / "node_modules" / "whip-whep"
-if not (WHIP_WHEP / "whip.js").is_file():
-    raise RuntimeError("tests/web/node_modules is missing: run `npm ci --prefix tests/web` (.ci/run does)")
-PUBLISH_PAGE = """<!doctype html><meta charset="utf-8"><title>OBS stand-in</title>
-<script type="module">
-import { WHIPClient } from "/lib/whip.js";
-window.publish = async (url, token) => {
-  const stream = await navigator.mediaDevices.getUserMedia({ video: { width: 640, height: 480 } });
-  const pc = new RTCPeerConnection({ iceServers: [] });  // explicit: no STUN, loopback only
-  pc.addTransceiver(stream.getVideoTracks()[0], { direction: "sendonly" });
-  const client = new WHIPClient();
-  await client.publish(pc, url, token);
-  window.publisher = { pc, client };
-};
-window.unpublish = () => window.publisher.client.stop();
-window.ready = true;
-</script>"""
-
-
 # ---- reading the README ---------------------------------------------------------------------
 def path_block(name: str) -> str:
     """The fenced block right after `<!-- readme-path: NAME -->`."""
