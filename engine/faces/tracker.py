@@ -1,13 +1,16 @@
 """Faces followed from frame to frame. The detectors (on overlapping squares of the frame; the
 full-range one when the short-range one finds nobody, so a face 40 px high in a 720p frame is
-found) run once a second while a face is tracked (to see who else is there), three times a second
-while nobody is; in between, the landmark model runs on the square the previous landmarks give,
-every other frame, and only when the face moved: while the square's picture stays the same (a
-still face; a thumbnail compared) the last landmarks are kept, up to STILL_STEPS steps. With a
-helper pool the models run beside the frames, not on their path.
+found) run about once a second while a face is tracked (to see who else is there), three times
+a second while nobody is; in between, the landmark model runs on the square the previous
+landmarks give, every TRACK_EVERY-th frame, and only when the face moved: while the square's
+picture stays the same (a still face; a thumbnail compared) the last landmarks are kept, up to
+STILL_STEPS steps. With a helper pool the models run beside the frames, not on their path.
 
-The newest result is what the stages use: with a helper pool it is a frame or two old (the
-models run alongside the frames); inline (no pool) it is this frame's.
+Between landmark runs the face is carried at its own speed: the shift of the landmarks' centre
+between their last two runs, per frame, moves the newest landmarks (all by the same offset, so
+masks drawn on a grid anchored to the face are kept) to the frame being processed, and moves the
+square the next run looks in to where the face will be. The models' result is thereby placed on
+this frame, although with a helper pool it comes from a frame or a few before.
 """
 
 from __future__ import annotations
@@ -25,14 +28,16 @@ from ..media import yuv
 from . import geometry as g
 from .models import FaceModels, detector_yuv, face_patch_yuv
 
-TRACK_EVERY = 2  # frames per tracking step: landmarks at 15 Hz follow a face well enough
-DETECT_EVERY = 15  # tracking steps between detections while a face is tracked (30 frames, 1 s)
-SEARCH_EVERY = 5  # and while none is (10 frames)
+TRACK_EVERY = 4  # frames per tracking step: landmarks at 7.5 Hz, carried at the face's speed between
+DETECT_EVERY = 8  # tracking steps between detections while a face is tracked (32 frames, ~1 s)
+SEARCH_EVERY = 3  # and while none is (12 frames)
 MATCH_IOU = 0.3  # a detection this close to the tracked face is the same face
 # A still face: the square's THUMB x THUMB area-averaged luma within these levels of the last
 # landmarks' (mean and largest cell; a 1-px move of a face's edges exceeds them).
 THUMB, STILL_MEAN, STILL_MAX = 16, 0.75, 3.0
-STILL_STEPS = 8  # landmarks at least every 8 steps (~0.5 s) even so
+STILL_STEPS = 4  # landmarks at least every 4 steps (~0.5 s) even so
+STILL_SPEED = 0.5  # px per frame: a landmarks' centre moving slower than this is a still face's jitter
+CARRY_STEPS = 2  # the landmarks are carried at most this many steps' frames past where they were found
 MIN_SCORE = 0.65  # detections weaker than this are not followed (the detector's own 0.5 finds a helmet a face)
 
 
@@ -81,6 +86,7 @@ class _Job:
     patch: tuple | None  # face_patch_yuv() for the tracked square (made RGB beside the frame)
     roi: g.Roi | None
     size: tuple[int, int]
+    frame: int = 0  # the frame's number (FaceTracker's count)
     thumb: np.ndarray | None = None  # the luma of roi's square, THUMB x THUMB, float32
     still: bool = False  # the face has not moved: the last landmarks stand
 
@@ -94,6 +100,16 @@ class _State:
     others: list[np.ndarray] = field(default_factory=list)  # the other faces' boxes, last detection
     faces: Faces = field(default_factory=Faces)
     since_detect: int = DETECT_EVERY
+    at: int = 0  # the frame the landmarks were found in
+    velocity: tuple[float, float] = (0.0, 0.0)  # the face's, px per frame (0 while still)
+
+    def ahead(self, frame: int, track_every: int) -> tuple[float, float]:
+        """How far the face has moved from where its landmarks were found by `frame`."""
+        vx, vy = self.velocity
+        if (vx == 0 and vy == 0) or self.faces.points is None:
+            return 0.0, 0.0
+        frames = min(max(frame - self.at, 0), CARRY_STEPS * track_every)
+        return vx * frames, vy * frames
 
 
 class FaceTracker:
@@ -108,6 +124,7 @@ class FaceTracker:
         self._detect_every = detect_every
         self._track_every = track_every
         self._frames = 0
+        self._stepped = -TRACK_EVERY * 100  # the frame the last step started on
         self._state = _State()
         self._lock = threading.Lock()
         self._in_flight: Future | None = None
@@ -117,8 +134,15 @@ class FaceTracker:
 
     def step(self, frame: yuv.Frame, halvings: yuv.Halvings | None = None) -> Faces:
         self._frames += 1
-        if (self._frames - 1) % self._track_every or (self._in_flight is not None and not self._in_flight.done()):
+        if self._in_flight is not None and not self._in_flight.done():
             return self.faces
+        with self._lock:
+            state = self._state
+        # A face just found waits for its first landmarks no longer than the next frame.
+        awaited = state.roi is not None and state.faces.points is None
+        if self._frames - self._stepped < self._track_every and not awaited:
+            return self.faces
+        self._stepped = self._frames
         job = self._prepare(frame, halvings)
         if self._helper is None:
             self._run(job)
@@ -128,8 +152,15 @@ class FaceTracker:
 
     @property
     def faces(self) -> Faces:
+        """The newest faces, carried to the last frame given to `step` (see the module's notes)."""
         with self._lock:
-            return self._state.faces
+            state = self._state
+        dx, dy = state.ahead(self._frames, self._track_every)
+        faces = state.faces
+        if dx == 0 and dy == 0:
+            return faces
+        shift = np.float32([dx, dy])
+        return Faces((faces.boxes[0] + np.tile(shift, 2), *faces.boxes[1:]), faces.points + shift, faces.size)
 
     def reset(self) -> None:
         with self._lock:
@@ -139,15 +170,18 @@ class FaceTracker:
         size = yuv.frame_size(frame)
         with self._lock:
             state = self._state
-        roi = state.roi
+        roi, number = state.roi, self._frames
         due = state.since_detect >= (self._detect_every if roi is not None else SEARCH_EVERY)
         detect = detector_yuv(frame, halvings) if due else None
         if roi is None:
-            return _Job(detect, None, None, size)
+            return _Job(detect, None, None, size, number)
         if _is_still(frame, state):  # the same picture: the same landmarks, no patch to cut
-            return _Job(detect, None, roi, size, still=True)
+            return _Job(detect, None, roi, size, number, still=True)
+        dx, dy = state.ahead(number, self._track_every)  # the square goes where the face went
+        if dx or dy:
+            roi = g.Roi(roi.cx + dx, roi.cy + dy, roi.side, roi.angle)
         # The square's thumbnail goes with the landmarks it gives, for the next steps to compare.
-        return _Job(detect, face_patch_yuv(frame, roi), roi, size, _thumb(frame, roi))
+        return _Job(detect, face_patch_yuv(frame, roi), roi, size, number, _thumb(frame, roi))
 
     def _run(self, job: _Job) -> None:
         start, cpu_start = time.perf_counter(), time.thread_time()
@@ -163,9 +197,9 @@ class FaceTracker:
         with self._lock:
             state = self._state
         roi, others, since, points = job.roi, state.others, state.since_detect + 1, None
-        thumb, thumb_roi, still = state.thumb, state.thumb_roi, 0
+        thumb, thumb_roi, still, at = state.thumb, state.thumb_roi, 0, job.frame
         if job.still and state.faces.points is not None:
-            points, still = state.faces.points, state.still + 1
+            points, still, at = state.faces.points, state.still + 1, state.at
         elif job.patch is not None:
             patch, scale, origin = job.patch
             points, presence = self._models.landmarks(yuv.to_rgb(patch), job.roi, origin, scale)
@@ -199,8 +233,22 @@ class FaceTracker:
             boxes = tuple(others)
         if points is None:
             thumb = thumb_roi = None
+        velocity = _velocity(state, points, at) if not still else (0.0, 0.0)
         with self._lock:
-            self._state = _State(roi, thumb, thumb_roi, still, list(others), Faces(boxes, points, job.size), since)
+            self._state = _State(roi, thumb, thumb_roi, still, list(others), Faces(boxes, points, job.size), since,
+                                 at, velocity)
+
+
+def _velocity(before: _State, points: np.ndarray | None, at: int) -> tuple[float, float]:
+    """The face's speed (px per frame) from the shift of the landmarks' centre since the last
+    ones; none when there were none, or the shift is a still face's jitter."""
+    last = before.faces.points
+    if points is None or last is None or at <= before.at:
+        return 0.0, 0.0
+    frames = at - before.at
+    vx = float(points[:, 0].mean() - last[:, 0].mean()) / frames
+    vy = float(points[:, 1].mean() - last[:, 1].mean()) / frames
+    return (vx, vy) if math.hypot(vx, vy) >= STILL_SPEED else (0.0, 0.0)
 
 def _is_still(frame: yuv.Frame, state: _State) -> bool:
     """Whether the square the last landmarks came from holds the same picture in this frame."""

@@ -406,3 +406,40 @@ def test_bench_engine_compares_the_face_stages(tmp_path):
     assert face["cpu_stages_ms"]["light"]["p50"] > 0 and "added_cpu_p50_ms" in face
     with pytest.raises(SystemExit):
         main(["--face", "framing=zoom", "--out", str(tmp_path)])
+
+
+def test_landmarks_carried_between_runs_at_the_face_speed():
+    """Landmarks run every TRACK_EVERY-th frame; on the frames between, the newest ones are
+    moved at the speed the face had between its last two runs, so they sit on the face in the
+    frame being processed (not where it was a few frames before), and a still face's stay put."""
+    from camfx.engine.faces import tracker as tracking
+
+    models = FaceModels()
+    calls = []
+    landmarks = models.landmarks
+    models.landmarks = lambda *args: calls.append(1) or landmarks(*args)
+    step = 0.005  # of the width per frame: 6.4 px
+    offsets = [(0.2 + step * i, 0.1) for i in range(30)]
+    frames = portrait_over_scene(W, H, offsets, PORTRAIT)
+    reference = FaceTracker(models, track_every=1)
+    for frame in frames[:2]:
+        found = reference.step(frame)  # detection, then this frame's landmarks
+    centre_at_1 = found.points[:, 0].mean()
+    tracker = FaceTracker(models)
+    calls[:] = []
+    errors = []
+    for i, frame in enumerate(frames):
+        faces = tracker.step(frame)
+        if i >= 2 + 2 * tracking.TRACK_EVERY:  # two runs in: the speed is known
+            expected = centre_at_1 + (offsets[i][0] - offsets[1][0]) * W
+            errors.append(abs(faces.points[:, 0].mean() - expected))
+            assert abs(faces.boxes[0][0] - faces.points[:, 0].min()) < 1e-3  # the box moves with them
+    assert max(errors) < 3.0, errors  # against 6.4 px a frame, up to 3 frames since the last run
+    assert len(calls) <= len(frames) / tracking.TRACK_EVERY + 2
+
+    still, centres = FaceTracker(models), []
+    for frame in portrait_over_scene(W, H, [(0.3, 0.1)] * 24, PORTRAIT):
+        faces = still.step(frame)
+        if faces.points is not None:
+            centres.append(faces.points.mean(0))
+    assert len(centres) >= 20 and np.abs(np.array(centres) - centres[0]).max() < 1.5  # no drift
