@@ -149,8 +149,11 @@ def white_balance(frame: np.ndarray) -> None:
     level)."""
     for plane in yuv.planes(frame)[1:]:
         mean = cv2.mean(plane[::WB_SAMPLE_ROWS])[0]
+        # A whole number of levels: OpenCV adds a fractional scalar to 8-bit planes ten times
+        # slower (and each pixel's result is rounded to a whole level either way).
         shift = min(max(WHITE_BALANCE * (128.0 - mean), -MAX_WB_SHIFT), MAX_WB_SHIFT)
         if abs(shift) >= 1:
+            shift = round(shift)
             cv2.add(plane, shift, dst=plane) if shift > 0 else cv2.subtract(plane, -shift, dst=plane)
 
 
