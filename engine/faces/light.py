@@ -16,7 +16,7 @@ import numpy as np
 
 from ..effects import gain as gains
 from ..media import yuv
-from .regions import face_box
+from .regions import extent, face_box
 
 GAIN_SHRINK = 8
 FACE_TARGET_LUMA = 150.0  # where the face's mean luma is brought to (studio and key)
@@ -32,12 +32,10 @@ VIGNETTE_DEPTH = 0.45  # the corners' loss at vignette 1
 
 def _face_frame(points: np.ndarray):
     """(centre, width, height, roll) of the face from its landmarks."""
-    xs, ys = points[:, 0], points[:, 1]  # (column by column: numpy's axis-0 reductions cost 5x)
-    centre = np.float32([xs.mean(), ys.mean()])
-    x0, y0, x1, y1 = xs.min(), ys.min(), xs.max(), ys.max()
+    x0, y0, x1, y1, mx, my = extent(points)
     eye_r, eye_l = points[33], points[263]
-    roll = math.atan2(eye_l[1] - eye_r[1], eye_l[0] - eye_r[0])
-    return centre, float(x1 - x0), float(y1 - y0), roll
+    roll = math.atan2(float(eye_l[1] - eye_r[1]), float(eye_l[0] - eye_r[0]))
+    return (mx, my), x1 - x0, y1 - y0, roll
 
 
 @functools.lru_cache(maxsize=4)
@@ -79,8 +77,8 @@ def gain_map(height: int, width: int, points: np.ndarray | None, mode: str, expo
 
 def face_frame(points: np.ndarray) -> tuple[float, float, float, float, float]:
     """What the light map needs of the landmarks: (centre x, centre y, width, height, roll)."""
-    centre, fw, fh, roll = _face_frame(points)
-    return float(centre[0]), float(centre[1]), fw, fh, roll
+    (cx, cy), fw, fh, roll = _face_frame(points)
+    return cx, cy, fw, fh, roll
 
 
 def light_map(height: int, width: int, face: tuple | None, mode: str, exposure: float,
@@ -90,22 +88,97 @@ def light_map(height: int, width: int, face: tuple | None, mode: str, exposure: 
     gh, gw = max(2, height // GAIN_SHRINK), max(2, width // GAIN_SHRINK)
     gain = np.ones((gh, gw), np.float32)
     if face is not None and mode != "off":
-        cx, cy, fw, fh, roll = face
-        centre, fw, fh = np.float32([cx, cy]) / GAIN_SHRINK, fw / GAIN_SHRINK, fh / GAIN_SHRINK
-        light = _blob(gh, gw, centre, fw * 1.0, fh * 1.1, roll)  # a broad, soft light: not a spot
-        lift = exposure * (1.1 if mode == "studio" else 1.0)
-        gain += (lift - 1.0) * light
-        if mode == "key":
-            # The key comes from the face's own right, a little above; the fill side drops a touch.
-            c, s = math.cos(roll), math.sin(roll)
-            side, up = -0.35 * fw, -0.2 * fh
-            key_at = centre + np.float32([c * side - s * up, s * side + c * up])
-            fill_at = centre + np.float32([-c * side - s * up, -s * side + c * up])
-            gain *= 1 + KEY_GAIN * _blob(gh, gw, key_at, fw * 0.45, fh * 0.55, roll)
-            gain *= 1 - FILL_LOSS * _blob(gh, gw, fill_at, fw * 0.4, fh * 0.55, roll)
+        light, key = _face_light(gh, gw, face, mode)
+        gain += (_lift(mode, exposure) - 1.0) * light
+        if key is not None:
+            gain *= key
     if vignette > 0:
         gain *= _vignette(gh, gw, vignette)
     return gain
+
+
+def _lift(mode: str, exposure: float) -> float:
+    return exposure * (1.1 if mode == "studio" else 1.0)
+
+
+def _face_light(gh: int, gw: int, face: tuple, mode: str) -> tuple[np.ndarray, np.ndarray | None]:
+    """The face's light over a (gh, gw) grid, peak 1 (the gain is 1 + (lift - 1) x it), and for
+    `key` the key and fill sides' factor; neither depends on the exposure."""
+    cx, cy, fw, fh, roll = face
+    centre, fw, fh = np.float32([cx, cy]) / GAIN_SHRINK, fw / GAIN_SHRINK, fh / GAIN_SHRINK
+    light = _blob(gh, gw, centre, fw * 1.0, fh * 1.1, roll)  # a broad, soft light: not a spot
+    if mode != "key":
+        return light, None
+    # The key comes from the face's own right, a little above; the fill side drops a touch.
+    c, s = math.cos(roll), math.sin(roll)
+    side, up = -0.35 * fw, -0.2 * fh
+    key_at = centre + np.float32([c * side - s * up, s * side + c * up])
+    fill_at = centre + np.float32([-c * side - s * up, -s * side + c * up])
+    key = 1 + KEY_GAIN * _blob(gh, gw, key_at, fw * 0.45, fh * 0.55, roll)
+    key *= 1 - FILL_LOSS * _blob(gh, gw, fill_at, fw * 0.4, fh * 0.55, roll)
+    return light, key
+
+
+class LightMaps:
+    """`light_map` for one stream, made cheaply frame after frame while the face moves.
+
+    The face's light is made on a grid twice the map's size around a face at its centre, and a
+    face anywhere gets a slice of it, placed to a whole cell (GAIN_SHRINK px); it is made again
+    only when the face's size or roll leave SIZE_SLACK / ROLL_SLACK of those it was made for, or
+    the mode changes (the exposure scales it as it is). The light is so broad that either
+    moves the 8-bit gain `apply_gain` applies by a step (1/64) or two at most, on a few percent
+    of the map. The vignette is kept per setting."""
+
+    SIZE_SLACK = 0.03  # of the face's width and height
+    ROLL_SLACK = 0.03  # rad
+
+    def __init__(self) -> None:
+        self._face: tuple | None = None  # (grid, mode, fw, fh, roll, light, key), big
+        self._made = 0  # how many times it was made
+        self._vignette: tuple[tuple, np.ndarray] | None = None
+        self._last: tuple[tuple, np.ndarray] | None = None
+
+    def get(self, height: int, width: int, face: tuple | None, mode: str, exposure: float,
+            vignette: float) -> np.ndarray:
+        """The map (read-only; the same array while nothing it depends on changed)."""
+        gh, gw = max(2, height // GAIN_SHRINK), max(2, width // GAIN_SHRINK)
+        lit = face is not None and mode != "off"
+        col = row = 0
+        if lit:
+            cx, cy, fw, fh, roll = face
+            col, row = round(cx / GAIN_SHRINK), round(cy / GAIN_SHRINK)
+            if not (0 <= col <= gw and 0 <= row <= gh):  # the face's centre off the picture: made whole
+                return light_map(height, width, face, mode, exposure, vignette)
+            self._make_face(gh, gw, fw, fh, roll, mode)
+        key = (gh, gw, lit, mode, col, row, exposure, vignette, self._made)
+        if self._last is not None and self._last[0] == key:
+            return self._last[1]
+        gain = None
+        if lit:
+            cut = (slice(gh - row, 2 * gh - row), slice(gw - col, 2 * gw - col))
+            light, sides = self._face[5], self._face[6]
+            gain = light[cut] * np.float32(_lift(mode, exposure) - 1.0) + np.float32(1)
+            if sides is not None:
+                gain *= sides[cut]
+        if vignette > 0:
+            if self._vignette is None or self._vignette[0] != (gh, gw, vignette):
+                self._vignette = ((gh, gw, vignette), _vignette(gh, gw, vignette))
+            gain = self._vignette[1] if gain is None else gain * self._vignette[1]
+        elif gain is None:
+            gain = np.ones((gh, gw), np.float32)
+        self._last = (key, gain)
+        return gain
+
+    def _make_face(self, gh: int, gw: int, fw: float, fh: float, roll: float, mode: str) -> None:
+        made = self._face
+        if (made is not None and made[:2] == ((gh, gw), mode) and abs(math.log(max(fw, 1.0) / made[2])) <= self.SIZE_SLACK
+                and abs(math.log(max(fh, 1.0) / made[3])) <= self.SIZE_SLACK and abs(roll - made[4]) <= self.ROLL_SLACK):
+            return
+        fw, fh = max(fw, 1.0), max(fh, 1.0)
+        centred = (gw * GAIN_SHRINK, gh * GAIN_SHRINK, fw, fh, roll)  # cell (gw, gh) of the big grid
+        light, sides = _face_light(2 * gh, 2 * gw, centred, mode)
+        self._face = ((gh, gw), mode, fw, fh, roll, light, sides)
+        self._made += 1
 
 
 def with_person(gain: np.ndarray, person: np.ndarray | None) -> np.ndarray:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import cv2
 import numpy as np
+from numba import njit
 
 # The face's outline, in order around it (forehead, temples, jaw, chin).
 FACE_OVAL = [10, 338, 297, 332, 284, 251, 389, 356, 454, 323, 361, 288, 397, 365, 379, 378, 400, 377,
@@ -23,11 +24,30 @@ LIPS = [0, 13, 14, 17, 37, 39, 40, 61, 78, 80, 81, 82, 84, 87, 88, 91, 95, 146, 
 KEEP_SHARP = (RIGHT_EYE, LEFT_EYE, RIGHT_BROW, LEFT_BROW, LIPS)
 
 
+@njit("UniTuple(float64, 6)(float32[:, :])", nogil=True, cache=True)
+def _extent(points):
+    x0 = x1 = points[0, 0]
+    y0 = y1 = points[0, 1]
+    sx = sy = 0.0
+    for i in range(points.shape[0]):
+        x, y = points[i, 0], points[i, 1]
+        x0, x1, y0, y1 = min(x0, x), max(x1, x), min(y0, y), max(y1, y)
+        sx += x
+        sy += y
+    n = points.shape[0]
+    return float(x0), float(y0), float(x1), float(y1), sx / n, sy / n
+
+
+def extent(points: np.ndarray) -> tuple[float, float, float, float, float, float]:
+    """The landmarks' (x0, y0, x1, y1) bounding box and their mean (cx, cy), in one pass (numpy
+    takes a few microseconds a reduction, and the face stages want six of them per frame)."""
+    return _extent(np.asarray(points, np.float32))
+
+
 def face_box(points: np.ndarray, height: int, width: int, margin: float = 0.05) -> tuple[int, int, int, int] | None:
     """The landmarks' bounding box grown by `margin` of its size, clipped to the picture, with
     even corners (so it maps onto the chroma planes): (x0, y0, x1, y1), or None off-picture."""
-    xs, ys = points[:, 0], points[:, 1]  # (a column's min is 5x cheaper than points.min(0))
-    x0, y0, x1, y1 = xs.min(), ys.min(), xs.max(), ys.max()
+    x0, y0, x1, y1 = extent(points)[:4]
     grow = margin * max(x1 - x0, y1 - y0)
     x0, y0 = max(0, int(x0 - grow) // 2 * 2), max(0, int(y0 - grow) // 2 * 2)
     x1, y1 = min(width, -(-int(x1 + grow + 1) // 2) * 2), min(height, -(-int(y1 + grow + 1) // 2) * 2)

@@ -22,7 +22,7 @@ import numpy as np
 
 from ..media import yuv
 from .framing import AutoFramer, apply_crop, is_full
-from .light import LowLight, apply_gain, face_exposure, face_frame, light_map, white_balance, with_person
+from .light import LightMaps, LowLight, apply_gain, face_exposure, face_frame, white_balance, with_person
 from .models import FaceModels, shared_face_models
 from .regions import SkinMasks
 from .touchup import clean_toon_face, touch_up
@@ -197,15 +197,15 @@ class TouchUp:
 class Light:
     """light studio / key and the vignette, on the output (see light). The face's exposure is
     eased over frames (no flicker as the face moves through uneven light); the light's map is
-    kept while nothing it depends on changes (the face within a pixel or two; only the
-    background's dim, from this frame's mask, is made every frame)."""
+    kept while nothing it depends on changes, and a moving face's is cut from a bigger one (see
+    light.LightMaps); only the background's dim, from this frame's mask, is made every frame."""
 
     name = "light"
     EASE = 0.2  # of the new exposure taken each frame
 
     def __init__(self) -> None:
         self._exposure: float | None = None
-        self._map: tuple[tuple, np.ndarray] | None = None
+        self._maps = LightMaps()
 
     def __call__(self, work: Work) -> None:
         p = work.params
@@ -223,13 +223,9 @@ class Light:
             self._exposure = now if self._exposure is None else self._exposure + self.EASE * (now - self._exposure)
             exposure = round(self._exposure * 64) / 64
         face = None if points is None else face_frame(points)
-        # The map is 1/8 of the frame: a face within 2 px (and 1/100 rad) of the last makes the same map.
-        key = (None if face is None else tuple(round(v / 2) for v in face[:4]) + (round(face[4] * 100),),
-               h, w, p.light, exposure, p.vignette)
-        if self._map is None or self._map[0] != key:
-            self._map = (key, light_map(h, w, face, p.light, exposure, p.vignette))
+        gain = self._maps.get(h, w, face, p.light, exposure, p.vignette)
         dims = face is not None and p.light != "off" and p.effect in MASK_EFFECTS
         person = work.alpha if dims else None
-        apply_gain(output, with_person(self._map[1], person))
+        apply_gain(output, with_person(gain, person))
         if p.probe:
             _keep_probe_rows(work.image, output)

@@ -8,7 +8,7 @@ import numpy as np
 
 from ..effects.blend import blend_plane
 from ..media import yuv
-from .regions import SkinMasks, face_box
+from .regions import SkinMasks, extent, face_box
 
 WORK_FACE_WIDTH = 128  # px: the face's width where touch-up does its filtering
 
@@ -36,8 +36,8 @@ def touch_up(frame: np.ndarray, points: np.ndarray, amount: float, masks: SkinMa
         return
     x0, y0, x1, y1 = box
     plane = yuv.planes(frame)[0]
-    xs, ys = points[:, 0], points[:, 1]
-    left, top, face_w, face_h = float(xs.min()), float(ys.min()), float(xs.max() - xs.min()), float(ys.max() - ys.min())
+    left, top, right, bottom = extent(points)[:4]
+    face_w, face_h = right - left, bottom - top
     shrink = max(1.0, face_w / WORK_FACE_WIDTH)
     # The grid's corner, in frame pixels: a margin past the box's (which is face_box's 5 %, then
     # rounded out to even pixels) on every side.

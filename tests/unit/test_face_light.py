@@ -23,3 +23,25 @@ def test_white_balance_shifts_every_chroma_pixel_by_the_same_whole_level():
     assert expected == -6
     assert np.array_equal(u.astype(int) - u0, np.full(u.shape, expected))
     assert np.array_equal(v, v0) and np.array_equal(yuv.planes(frame)[0], yuv.planes(before)[0])
+
+
+@pytest.mark.parametrize("mode", ["studio", "key"])
+def test_light_maps_follow_a_moving_face_without_remaking_its_light(mode, monkeypatch):
+    """A face that moves gets a slice of the light made once: the map is light_map's, to within
+    two steps of the 8-bit gain (1/64) on a few cells, centred where the face is now."""
+    made = []
+    face_light = light._face_light
+    monkeypatch.setattr(light, "_face_light", lambda *args: made.append(1) or face_light(*args))
+    maps, remade = light.LightMaps(), 0
+    for i in range(40):
+        face = (300.0 + 13.7 * i, 330.0 + 2.3 * i, 260.0 + 0.5 * (i % 3), 330.0, 0.05)
+        before = len(made)
+        got = maps.get(720, 1280, face, mode, 1.25, 0.3)
+        remade += len(made) - before
+        want = light.light_map(720, 1280, face, mode, 1.25, 0.3)
+        steps = np.abs(np.round(got * 64) - np.round(want * 64))
+        assert steps.max() <= 2 and (steps > 0).mean() < 0.15, (i, steps.max(), (steps > 0).mean())
+        peak = np.unravel_index(np.argmax(got), got.shape)
+        assert np.abs(np.array(peak) - np.unravel_index(np.argmax(want), want.shape)).max() <= 1
+    assert remade == 1  # made for the first frame only: the face kept its size and roll
+    assert maps.get(720, 1280, None, mode, 1.0, 0.0).max() == 1.0  # no face, no vignette: unchanged
