@@ -38,7 +38,13 @@ def _multiply_rows(plane, gain, rows, weights):
 def multiply(plane: np.ndarray, fixed: np.ndarray) -> None:
     """plane *= `fixed` / ONE, in place, `fixed` (uint8) scaled bilinearly to the plane's size
     (pixel centres aligned, as cv2.resize does): `plane` may be a strided view."""
-    height, width = plane.shape
+    apply(plane, stretch(fixed, *plane.shape))
+
+
+def stretch(fixed: np.ndarray, height: int, width: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """What `multiply` works out from the map for a (height, width) plane: the map stretched
+    across it, and each plane row's pair of map rows and their mix. `apply` then multiplies; a
+    map that stays the same is stretched once."""
     gh, gw = fixed.shape
     # Stretched across first (a few dozen rows): warpAffine's bilinear is ~2.5x cv2.resize's here.
     across = np.float32([[gw / width, 0, 0.5 * gw / width - 0.5], [0, 1, 0]])
@@ -47,4 +53,9 @@ def multiply(plane: np.ndarray, fixed: np.ndarray) -> None:
     source = np.clip((np.arange(height, dtype=np.float32) + 0.5) * (gh / height) - 0.5, 0, gh - 1)
     rows = source.astype(np.int32)
     weights = np.round((source - rows) * 256).astype(np.uint16)
-    _multiply_rows(plane, stretched, rows, weights)
+    return stretched, rows, weights
+
+
+def apply(plane: np.ndarray, stretched: tuple[np.ndarray, np.ndarray, np.ndarray]) -> None:
+    """plane *= the map `stretch` made for the plane's shape, in place."""
+    _multiply_rows(plane, *stretched)

@@ -201,19 +201,43 @@ def apply_gain(frame: np.ndarray, gain: np.ndarray) -> None:
     """Luma *= gain (scaled up bilinearly), in place, as 8-bit fixed point (gain * 64, up to 4x),
     in one pass (see effects.gain) over the part of the plane where the gain is not 1 (the face's
     light alone touches only the face's neighbourhood)."""
-    luma = yuv.planes(frame)[0]
+    GainPass()(frame, gain)
+
+
+class GainPass:
+    """`apply_gain` for one stream: what it works out from the map (the part of the plane the
+    gain changes, the map stretched over it) is kept while the map is the same array (a still
+    face's light, a vignette) and the frame the same size."""
+
+    def __init__(self) -> None:
+        self._gain: np.ndarray | None = None
+        self._plan: tuple | None = None
+
+    def __call__(self, frame: np.ndarray, gain: np.ndarray) -> None:
+        luma = yuv.planes(frame)[0]
+        if gain is not self._gain or self._plan is None or self._plan[0] != luma.shape:
+            self._gain, self._plan = gain, (luma.shape, _plan(gain, *luma.shape))
+        plan = self._plan[1]
+        if plan is not None:
+            (y0, y1, x0, x1), stretched = plan
+            gains.apply(luma[y0:y1, x0:x1], stretched)
+
+
+def _plan(gain: np.ndarray, height: int, width: int):
+    """((y0, y1, x0, x1), gains.stretch of the map over them) for where the 8-bit gain is not 1,
+    or None where it is 1 everywhere."""
     fixed = cv2.convertScaleAbs(gain, alpha=float(gains.ONE))
     changed = fixed != gains.ONE
     rows, cols = np.flatnonzero(changed.any(1)), np.flatnonzero(changed.any(0))
     if rows.size == 0:
-        return
+        return None
     gh, gw = fixed.shape
     r0, r1 = max(0, rows.min() - 1), min(gh, rows.max() + 2)
     c0, c1 = max(0, cols.min() - 1), min(gw, cols.max() + 2)
-    sy, sx = luma.shape[0] / gh, luma.shape[1] / gw
-    y0, y1 = round(r0 * sy), luma.shape[0] if r1 == gh else round(r1 * sy)
-    x0, x1 = round(c0 * sx), luma.shape[1] if c1 == gw else round(c1 * sx)
-    gains.multiply(luma[y0:y1, x0:x1], np.ascontiguousarray(fixed[r0:r1, c0:c1]))
+    sy, sx = height / gh, width / gw
+    y0, y1 = round(r0 * sy), height if r1 == gh else round(r1 * sy)
+    x0, x1 = round(c0 * sx), width if c1 == gw else round(c1 * sx)
+    return (y0, y1, x0, x1), gains.stretch(np.ascontiguousarray(fixed[r0:r1, c0:c1]), y1 - y0, x1 - x0)
 
 
 def white_balance(frame: np.ndarray) -> None:

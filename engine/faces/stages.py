@@ -22,7 +22,7 @@ import numpy as np
 
 from ..media import yuv
 from .framing import AutoFramer, apply_crop, is_full
-from .light import LightMaps, LowLight, apply_gain, face_exposure, face_frame, white_balance, with_person
+from .light import GainPass, LightMaps, LowLight, face_exposure, face_frame, white_balance, with_person
 from .models import FaceModels, shared_face_models
 from .regions import SkinMasks
 from .touchup import clean_toon_face, touch_up
@@ -206,6 +206,7 @@ class Light:
     def __init__(self) -> None:
         self._exposure: float | None = None
         self._maps = LightMaps()
+        self._gain = GainPass()
 
     def __call__(self, work: Work) -> None:
         p = work.params
@@ -226,6 +227,6 @@ class Light:
         gain = self._maps.get(h, w, face, p.light, exposure, p.vignette)
         dims = face is not None and p.light != "off" and p.effect in MASK_EFFECTS
         person = work.alpha if dims else None
-        apply_gain(output, with_person(gain, person))
+        self._gain(output, with_person(gain, person))
         if p.probe:
             _keep_probe_rows(work.image, output)

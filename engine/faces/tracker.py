@@ -160,7 +160,7 @@ class FaceTracker:
         if dx == 0 and dy == 0:
             return faces
         shift = np.float32([dx, dy])
-        return Faces((faces.boxes[0] + np.tile(shift, 2), *faces.boxes[1:]), faces.points + shift, faces.size)
+        return Faces((faces.boxes[0] + np.float32([dx, dy, dx, dy]), *faces.boxes[1:]), faces.points + shift, faces.size)
 
     def reset(self) -> None:
         with self._lock:

@@ -45,3 +45,17 @@ def test_light_maps_follow_a_moving_face_without_remaking_its_light(mode, monkey
         assert np.abs(np.array(peak) - np.unravel_index(np.argmax(want), want.shape)).max() <= 1
     assert remade == 1  # made for the first frame only: the face kept its size and roll
     assert maps.get(720, 1280, None, mode, 1.0, 0.0).max() == 1.0  # no face, no vignette: unchanged
+
+
+def test_gain_pass_keeps_its_plan_only_for_the_same_map():
+    rng = np.random.default_rng(2)
+    frames = [yuv.from_rgb(rng.integers(0, 256, (72, 128, 3), dtype=np.uint8)) for _ in range(3)]
+    lit = light.light_map(72, 128, (60.0, 40.0, 30.0, 36.0, 0.1), "studio", 1.4, 0.0)
+    vignette = light.light_map(72, 128, None, "off", 1.0, 0.8)
+    applied = light.GainPass()
+    for frame, gain in zip(frames, (lit, lit, vignette)):
+        want = frame.copy()
+        light.apply_gain(want, gain)  # worked out afresh
+        assert not np.array_equal(want, frame)
+        applied(frame, gain)
+        assert np.array_equal(frame, want)
