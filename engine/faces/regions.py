@@ -100,12 +100,20 @@ class SkinMasks:
         self._local: np.ndarray | None = None
         self._mask: np.ndarray | None = None
         self._float: np.ndarray | None = None
+        self._placed: tuple[tuple, np.ndarray] | None = None
 
     def drawn(self, local: np.ndarray, size: tuple[int, int]) -> np.ndarray:
         if size != self._key or self._local is None or np.abs(local - self._local).max() > 0.5:
             self._key, self._local, self._mask = size, local, draw_skin(local, size)
-            self._float = None
+            self._float = self._placed = None
         return self._mask
+
+    def placed(self, key: tuple, make) -> np.ndarray:
+        """`make(mask)`, something made from the kept mask (touch-up's weights placed over the
+        face's box), kept with it while `key` (how it was placed) stays: a still face's."""
+        if self._placed is None or self._placed[0] != key:
+            self._placed = (key, make(self._mask))
+        return self._placed[1]
 
     def get_u8(self, points: np.ndarray, box: tuple[int, int, int, int], size: tuple[int, int] | None = None) -> np.ndarray:
         x0, y0, x1, y1 = box

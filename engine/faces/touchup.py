@@ -50,16 +50,20 @@ def touch_up(frame: np.ndarray, points: np.ndarray, amount: float, masks: SkinMa
                            borderMode=cv2.BORDER_REPLICATE)
     smooth = cv2.bilateralFilter(small, 5, 18 + 14 * amount, 3.0)
     local = (points - np.float32([ox, oy])) * np.float32(1 / shrink) - np.float32(0.5)
-    weight = (masks or SkinMasks()).drawn(local, size)
-    if amount < 1:
-        weight = cv2.convertScaleAbs(weight, alpha=amount)
+    masks = masks or SkinMasks()
+    masks.drawn(local, size)
     # Box pixel u (frame x0 + u) in work pixels: (x0 + u + 0.5 - ox) / shrink - 0.5.
     to_work = np.float32([[1 / shrink, 0, (x0 + 0.5 - ox) / shrink - 0.5], [0, 1 / shrink, (y0 + 0.5 - oy) / shrink - 0.5]])
     box_size = (x1 - x0, y1 - y0)
     smooth = cv2.warpAffine(smooth, to_work, box_size, flags=cv2.INTER_LINEAR | cv2.WARP_INVERSE_MAP,
                             borderMode=cv2.BORDER_REPLICATE)
-    weight = cv2.warpAffine(weight, to_work, box_size, flags=cv2.INTER_LINEAR | cv2.WARP_INVERSE_MAP,
-                            borderMode=cv2.BORDER_CONSTANT)
+
+    def place(mask: np.ndarray) -> np.ndarray:
+        weight = cv2.convertScaleAbs(mask, alpha=amount) if amount < 1 else mask
+        return cv2.warpAffine(weight, to_work, box_size, flags=cv2.INTER_LINEAR | cv2.WARP_INVERSE_MAP,
+                              borderMode=cv2.BORDER_CONSTANT)
+
+    weight = masks.placed((to_work.tobytes(), box_size, amount), place)
     luma = plane[y0:y1, x0:x1]
     mixed = np.empty_like(smooth)  # apart from the inputs: an overlapping output does not vectorise
     blend_plane(smooth, luma, weight, mixed)

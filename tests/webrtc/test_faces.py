@@ -241,6 +241,26 @@ def test_touch_up_moves_with_the_face(parts, monkeypatch):
     assert not np.array_equal(before, yuv.planes(frame)[0])  # and it did touch the face up
 
 
+def test_touch_up_keeps_a_still_face_weights_and_nothing_else(parts):
+    """A still face's skin weights, placed over its box, are kept from frame to frame: the
+    picture under them is touched up as a fresh start would, and a change of amount or of the
+    face's place is not served the kept weights."""
+    from camfx.engine.faces.regions import SkinMasks
+    from camfx.engine.faces.touchup import touch_up
+
+    frames = portrait_over_scene(W, H, [(0.3, -0.2)] * 3 + [(0.31, -0.2)], 1.6)
+    points = run(default_pipeline(*parts), frames[:3], touch_up=1.0)[-1].faces.points
+    kept = SkinMasks()
+    for frame, amount, shift in ((frames[0], 0.8, 0.0), (frames[3], 0.8, 0.0), (frames[3], 0.5, 0.0),
+                                 (frames[3], 0.5, 12.8)):
+        moved = points + np.float32([shift, 0])
+        fresh, again = frame.copy(), frame.copy()
+        touch_up(fresh, moved, amount, SkinMasks())
+        touch_up(again, moved, amount, kept)
+        assert np.array_equal(again, fresh)
+        assert not np.array_equal(again, frame)
+
+
 def test_toon_draws_no_outlines_on_the_face_skin(parts):
     frames = portrait_over_scene(W, H, [(0.3, -0.2)] * 3, 1.6)
     work = run(default_pipeline(*parts), frames, effect="toon")[-1]
