@@ -8,6 +8,7 @@ import cv2
 import numpy as np
 
 from ..media import yuv
+from . import fused
 from .blend import blend_plane, blend_plane_corrected
 
 
@@ -24,6 +25,7 @@ def composite(
     background: yuv.Frame,
     alpha: np.ndarray,
     correction: tuple[np.ndarray, np.ndarray, np.ndarray] | None = None,
+    offsets: tuple[np.ndarray, np.ndarray] | None = None,
 ) -> np.ndarray:
     """foreground * alpha + background * (1 - alpha), plane by plane.
 
@@ -31,7 +33,8 @@ def composite(
     the half-size chroma planes, as 8-bit weights (the result is within 1 of the exact blend,
     and exact where alpha is 0 or 1), and each plane is blended in one pass (see `blend`).
     `correction`: three float32 maps at any size (e.g. `edge_correction`'s), added per plane in
-    the same pass, within one level.
+    the same pass, within one level. `offsets`: the correction already offset by 128 into 8 bits
+    (see `correction_offsets`): the luma's map and the chroma's two, at any size.
     """
     h, w = yuv.frame_size(foreground)
     if yuv.frame_size(background) != (h, w):
@@ -40,9 +43,16 @@ def composite(
     alpha8 = cv2.convertScaleAbs(alpha, alpha=255.0)
     luma_weight = cv2.resize(alpha8, (w, h), interpolation=cv2.INTER_LINEAR)
     chroma_weight = cv2.resize(alpha8, (w // 2, h // 2), interpolation=cv2.INTER_LINEAR)
+    if offsets is not None:
+        # Each map contiguous at its plane's size: the blend loop vectorises only over those.
+        offsets = [cv2.resize(offsets[0], (w, h), interpolation=cv2.INTER_LINEAR)] + [
+            cv2.resize(chroma, (w // 2, h // 2), interpolation=cv2.INTER_LINEAR) for chroma in offsets[1]
+        ]
     for i, (f, b, o) in enumerate(zip(yuv.planes(foreground), yuv.planes(background), yuv.planes(out))):
         weight = luma_weight if i == 0 else chroma_weight
-        if correction is None:
+        if offsets is not None:
+            blend_plane_corrected(f, b, weight, offsets[i], o)
+        elif correction is None:
             blend_plane(f, b, weight, o)
         else:
             # Offset by 128 into 8 bits while small, then scaled (8-bit resizes are fast).
@@ -85,6 +95,34 @@ def edge_colours(small: np.ndarray, small_alpha: np.ndarray, alpha: np.ndarray) 
     person_mean = cv2.blur(small * person[..., None], ksize) * (known / np.maximum(person_sum, _SURE))[..., None]
     background_mean = cv2.blur(small * background[..., None], ksize) * (known / np.maximum(background_sum, _SURE))[..., None]
     return cv2.resize(person_mean - background_mean, (alpha.shape[1], alpha.shape[0]), interpolation=cv2.INTER_LINEAR)
+
+
+def edge_colours_fast(small: np.ndarray, small_alpha: np.ndarray, size: tuple[int, int]) -> np.ndarray:
+    """`edge_colours` in a few fused passes: `small` holds the three planes, (3, h, w) uint8, at
+    `small_alpha`'s size; F - B comes back (H, W, 3) float32 at `size` = (H, W)."""
+    h, w = small_alpha.shape
+    person, background = np.empty((h, w, 4), np.float32), np.empty((h, w, 4), np.float32)
+    fused.weighted_colours(small, np.ascontiguousarray(small_alpha), person, background)
+    ksize = (2 * EDGE_RADIUS + 1,) * 2
+    colours = np.empty((h, w, 3), np.float32)
+    fused.colour_difference(cv2.blur(person, ksize), cv2.blur(background, ksize), _SURE, colours)
+    return cv2.resize(colours, (size[1], size[0]), interpolation=cv2.INTER_LINEAR)
+
+
+def correction_offsets(colours: np.ndarray, alpha: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """`edge_correction` offset by 128 into 8 bits for `composite`'s `offsets`: the luma's map
+    and the chroma's two maps as one (2, H, W) array, at `alpha`'s size."""
+    h, w = alpha.shape
+    luma, chroma = np.empty((h, w), np.uint8), np.empty((2, h, w), np.uint8)
+    fused.correction_offsets(colours, np.ascontiguousarray(alpha), luma, chroma)
+    return luma, chroma
+
+
+def alpha_share(colours: np.ndarray, alpha: np.ndarray) -> np.ndarray:
+    """`edge_correction` with share `alpha`, as one (H, W, 3) map (`blurred_clean`'s `add`)."""
+    out = np.empty(colours.shape, np.float32)
+    fused.alpha_share(colours, np.ascontiguousarray(alpha), out)
+    return out
 
 
 def edge_correction(colours: np.ndarray, alpha: np.ndarray, share: np.ndarray | None = None) -> tuple[np.ndarray, ...]:
@@ -167,6 +205,38 @@ def blurred(
         if small.dtype != np.uint8:
             small = np.clip(small + np.float32(0.5), 0.0, 255.0).astype(np.uint8)
         cv2.resize(small, (pw, ph), dst=dst, interpolation=cv2.INTER_LINEAR)
+    return out
+
+
+def blurred_clean(frame: yuv.Frame, sigma: float, keep: np.ndarray, add: np.ndarray, halvings: yuv.Halvings | None = None) -> np.ndarray:
+    """`blurred` with `keep`, and `add` as one (H, W, 3) map: the planes that shrink to the same
+    size share one stack blur of (I * w for each, w) and one fused pass for the rest."""
+    h, w = yuv.frame_size(frame)
+    sigma = sigma * h / 720.0
+    out = yuv.empty(h, w)
+    halvings = halvings or yuv.Halvings(frame)
+    groups: dict[tuple, list[int]] = {}  # (small height, width, ksize) -> planes
+    for i, plane in enumerate(yuv.planes(frame)):
+        plane_sigma = sigma if i == 0 else sigma / 2  # chroma planes are half size
+        ph, pw = plane.shape
+        factor = pow2_factor(plane_sigma / 2)
+        sh, sw = max(1, ph // factor), max(1, pw // factor)
+        groups.setdefault((sh, sw, stack_blur_size(max(plane_sigma / factor, 0.5))), []).append(i)
+    dsts = yuv.planes(out)
+    for (sh, sw, ksize), members in groups.items():
+        small = np.empty((len(members), sh, sw), np.uint8)
+        for k, i in enumerate(members):
+            halvings.shrink(i, sh, sw, dst=small[k])
+        kept = cv2.erode(cv2.resize(keep, (sw, sh), interpolation=cv2.INTER_LINEAR), _CROSS)  # as `blurred`
+        stack = np.empty((sh, sw, len(members) + 1), np.float32)
+        fused.kept_planes(small, kept, stack)
+        small_add = cv2.resize(add, (sw, sh), interpolation=cv2.INTER_LINEAR).reshape(sh, sw, 3)
+        if len(members) < 3:
+            small_add = np.ascontiguousarray(small_add[..., members])
+        result = np.empty_like(small)
+        fused.normalised_finish(small, cv2.stackBlur(stack, (ksize, ksize)), _FILL, small_add, result)
+        for k, i in enumerate(members):
+            cv2.resize(result[k], (dsts[i].shape[1], dsts[i].shape[0]), dst=dsts[i], interpolation=cv2.INTER_LINEAR)
     return out
 
 

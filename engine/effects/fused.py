@@ -1,0 +1,123 @@
+"""The small-image steps of a clean composite (see `filters`) fused into a few numba loops.
+
+Each of `filters.edge_colours`, `sure_weights`, `edge_correction` and the normalised blur of
+`blurred` is a handful of float32 numpy passes over small images, each with a fresh temporary:
+at 720p they cost more than the blend itself. Here each step reads its inputs once and writes
+one result; OpenCV still does the box and stack blurs and the resizes (SIMD, hard to beat). The
+arithmetic is the same as theirs, in float32, so results match theirs to rounding (asserted in
+tests/unit/test_fused.py against those functions).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from numba import njit
+
+# C-contiguous arrays only: with their strides known the loops vectorise (several times faster).
+_PLANE = "uint8[:, ::1]"
+_PLANES = "uint8[:, :, ::1]"
+_MAP = "float32[:, ::1]"
+_MAPS = "float32[:, :, ::1]"
+
+
+@njit(f"void({_PLANES}, {_MAP}, {_MAPS}, {_MAPS})", nogil=True, cache=True)
+def weighted_colours(planes, alpha, person, background):
+    """Per pixel, the sure weights (`filters.sure_weights`) and the planes weighted by them:
+    person[..., :] = (w * Y, w * U, w * V, w) for the person's weight, background likewise."""
+    height, width = alpha.shape
+    for r in range(height):
+        for c in range(width):
+            a = alpha[r, c] * np.float32(2.0)
+            p = min(max(a - np.float32(1.0), np.float32(0.0)), np.float32(1.0))
+            b = min(max(np.float32(1.0) - a, np.float32(0.0)), np.float32(1.0))
+            p *= p
+            b *= b
+            fy, fu, fv = np.float32(planes[0, r, c]), np.float32(planes[1, r, c]), np.float32(planes[2, r, c])
+            person[r, c, 0] = fy * p
+            person[r, c, 1] = fu * p
+            person[r, c, 2] = fv * p
+            person[r, c, 3] = p
+            background[r, c, 0] = fy * b
+            background[r, c, 1] = fu * b
+            background[r, c, 2] = fv * b
+            background[r, c, 3] = b
+
+
+@njit(f"void({_MAPS}, {_MAPS}, float32, {_MAPS})", nogil=True, cache=True)
+def colour_difference(person, background, sure, out):
+    """F - B per plane from the box-blurred `weighted_colours`: each side's weighted mean, 0
+    where either side's weight is below `sure` (as `filters.edge_colours`)."""
+    height, width = out.shape[:2]
+    for r in range(height):
+        for c in range(width):
+            ps, bs = person[r, c, 3], background[r, c, 3]
+            if ps >= sure and bs >= sure:
+                pk = np.float32(1.0) / max(ps, sure)
+                bk = np.float32(1.0) / max(bs, sure)
+                for k in range(3):
+                    out[r, c, k] = person[r, c, k] * pk - background[r, c, k] * bk
+            else:
+                for k in range(3):
+                    out[r, c, k] = np.float32(0.0)
+
+
+@njit(f"void({_MAPS}, {_MAP}, {_PLANE}, {_PLANES})", nogil=True, cache=True)
+def correction_offsets(colours, alpha, luma, chroma):
+    """a * (1 - a) * (F - B) per plane offset by 128 into 8 bits (as `filters.composite` takes
+    a correction): plane 0 into `luma`, planes 1 and 2 into `chroma[0]` and `chroma[1]`."""
+    height, width = alpha.shape
+    for r in range(height):
+        for c in range(width):
+            a = alpha[r, c]
+            share = a * (np.float32(1.0) - a)
+            for k in range(3):
+                t = colours[r, c, k] * share + np.float32(128.5)
+                t = min(max(t, np.float32(0.0)), np.float32(255.0))
+                if k == 0:
+                    luma[r, c] = np.uint8(t)
+                else:
+                    chroma[k - 1, r, c] = np.uint8(t)
+
+
+@njit(f"void({_MAPS}, {_MAP}, {_MAPS})", nogil=True, cache=True)
+def alpha_share(colours, alpha, out):
+    """a * (F - B) per plane: the correction folded into a background layer (blur)."""
+    height, width = alpha.shape
+    for r in range(height):
+        for c in range(width):
+            a = alpha[r, c]
+            for k in range(3):
+                out[r, c, k] = colours[r, c, k] * a
+
+
+@njit(f"void({_PLANES}, {_MAP}, {_MAPS})", nogil=True, cache=True)
+def kept_planes(planes, kept, out):
+    """out[..., k] = planes[k] * kept for each plane, out[..., -1] = kept: what the normalised
+    blur blurs, in one image (one stack blur for all channels)."""
+    count, height, width = planes.shape
+    for r in range(height):
+        w, o = kept[r], out[r]
+        for c in range(width):
+            o[c, count] = w[c]
+        for k in range(count):
+            p = planes[k, r]
+            for c in range(width):
+                o[c, k] = np.float32(p[c]) * w[c]
+
+
+@njit(f"void({_PLANES}, {_MAPS}, float32, {_MAPS}, {_PLANES})", nogil=True, cache=True)
+def normalised_finish(planes, blurred, fill, add, out):
+    """(blur(I * w) + I * fill) / (blur(w) + fill) + add, rounded and clipped to 8 bits, per
+    plane (as `filters.blurred` with `keep`); `add` has one channel per plane."""
+    count, height, width = planes.shape
+    total = np.empty(width, np.float32)
+    for r in range(height):
+        b, a = blurred[r], add[r]
+        for c in range(width):
+            total[c] = b[c, count] + fill
+        for k in range(count):
+            p, o = planes[k, r], out[k, r]
+            for c in range(width):
+                t = (b[c, k] + np.float32(p[c]) * fill) / total[c] + a[c, k]
+                t = min(max(t + np.float32(0.5), np.float32(0.0)), np.float32(255.0))
+                o[c] = np.uint8(t)
