@@ -121,3 +121,20 @@ def normalised_finish(planes, blurred, fill, add, out):
                 t = (b[c, k] + np.float32(p[c]) * fill) / total[c] + a[c, k]
                 t = min(max(t + np.float32(0.5), np.float32(0.0)), np.float32(255.0))
                 o[c] = np.uint8(t)
+
+
+@njit(f"void({_MAP}, {_MAP}, {_MAP}, float32, float32, float32, float32, float32, {_MAP})", nogil=True, cache=True)
+def smooth_and_steepen(alpha, previous, motion, still_levels, moving_levels, smoothing, edge_level, edge_gain, kept):
+    """`mask.MaskRefiner`'s soft steps in one pass, in place on `alpha`: the previous mask kept
+    by `smoothing` where `motion` (levels) is still, none where moving; the result into `kept`
+    (the next frame's previous), then steepened about `edge_level` by `edge_gain` and clipped."""
+    height, width = alpha.shape
+    scale = np.float32(1.0) / (moving_levels - still_levels)
+    for r in range(height):
+        a, p, m, k = alpha[r], previous[r], motion[r], kept[r]
+        for c in range(width):
+            still = min(max((moving_levels - m[c]) * scale, np.float32(0.0)), np.float32(1.0))
+            v = a[c] + still * smoothing * (p[c] - a[c])
+            k[c] = v
+            v = (v - edge_level) * edge_gain + np.float32(0.5)
+            a[c] = min(max(v, np.float32(0.0)), np.float32(1.0))
