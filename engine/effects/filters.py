@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import math
 
 import cv2
@@ -10,6 +11,11 @@ import numpy as np
 from ..media import yuv
 from . import fused
 from .blend import blend_plane, blend_plane_corrected
+
+
+@functools.lru_cache(maxsize=32)
+def _taps(source: int, size: int) -> tuple[np.ndarray, np.ndarray]:
+    return fused.resize_taps(source, size)
 
 
 def pow2_factor(limit: float) -> int:
@@ -25,7 +31,7 @@ def composite(
     background: yuv.Frame,
     alpha: np.ndarray,
     correction: tuple[np.ndarray, np.ndarray, np.ndarray] | None = None,
-    offsets: tuple[np.ndarray, np.ndarray] | None = None,
+    offsets: tuple[np.ndarray, np.ndarray, np.ndarray] | None = None,
 ) -> np.ndarray:
     """foreground * alpha + background * (1 - alpha), plane by plane.
 
@@ -34,7 +40,8 @@ def composite(
     and exact where alpha is 0 or 1), and each plane is blended in one pass (see `blend`).
     `correction`: three float32 maps at any size (e.g. `edge_correction`'s), added per plane in
     the same pass, within one level. `offsets`: the correction already offset by 128 into 8 bits
-    (see `correction_offsets`): the luma's map and the chroma's two, at any size.
+    (see `correction_offsets`): the three planes' maps, at any size, scaled as OpenCV's bilinear
+    resize would (within one level, rarely).
     """
     h, w = yuv.frame_size(foreground)
     if yuv.frame_size(background) != (h, w):
@@ -43,15 +50,12 @@ def composite(
     alpha8 = cv2.convertScaleAbs(alpha, alpha=255.0)
     luma_weight = cv2.resize(alpha8, (w, h), interpolation=cv2.INTER_LINEAR)
     chroma_weight = cv2.resize(alpha8, (w // 2, h // 2), interpolation=cv2.INTER_LINEAR)
-    if offsets is not None:
-        # Each map contiguous at its plane's size: the blend loop vectorises only over those.
-        offsets = [cv2.resize(offsets[0], (w, h), interpolation=cv2.INTER_LINEAR)] + [
-            cv2.resize(chroma, (w // 2, h // 2), interpolation=cv2.INTER_LINEAR) for chroma in offsets[1]
-        ]
     for i, (f, b, o) in enumerate(zip(yuv.planes(foreground), yuv.planes(background), yuv.planes(out))):
         weight = luma_weight if i == 0 else chroma_weight
         if offsets is not None:
-            blend_plane_corrected(f, b, weight, offsets[i], o)
+            # The correction is 128 (none) but along the edge: added there only, after the blend.
+            blend_plane(f, b, weight, o)
+            fused.add_offsets(o, offsets[i], *_taps(offsets[i].shape[1], o.shape[1]), *_taps(offsets[i].shape[0], o.shape[0]))
         elif correction is None:
             blend_plane(f, b, weight, o)
         else:
@@ -109,13 +113,13 @@ def edge_colours_fast(small: np.ndarray, small_alpha: np.ndarray, size: tuple[in
     return cv2.resize(colours, (size[1], size[0]), interpolation=cv2.INTER_LINEAR)
 
 
-def correction_offsets(colours: np.ndarray, alpha: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """`edge_correction` offset by 128 into 8 bits for `composite`'s `offsets`: the luma's map
-    and the chroma's two maps as one (2, H, W) array, at `alpha`'s size."""
+def correction_offsets(colours: np.ndarray, alpha: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """`edge_correction` offset by 128 into 8 bits for `composite`'s `offsets`: one map per
+    plane, at `alpha`'s size."""
     h, w = alpha.shape
     luma, chroma = np.empty((h, w), np.uint8), np.empty((2, h, w), np.uint8)
     fused.correction_offsets(colours, np.ascontiguousarray(alpha), luma, chroma)
-    return luma, chroma
+    return luma, chroma[0], chroma[1]
 
 
 def alpha_share(colours: np.ndarray, alpha: np.ndarray) -> np.ndarray:

@@ -138,3 +138,88 @@ def smooth_and_steepen(alpha, previous, motion, still_levels, moving_levels, smo
             k[c] = v
             v = (v - edge_level) * edge_gain + np.float32(0.5)
             a[c] = min(max(v, np.float32(0.0)), np.float32(1.0))
+
+
+@njit(f"void(uint8[:, :], {_PLANE}, int32[::1], int16[::1], int32[::1], int16[::1])", nogil=True, cache=True)
+def add_offsets(out, offsets, x_source, x_weight, y_source, y_weight):
+    """out += (offsets scaled to out's size) - 128, clipped to 0..255, only where the scaled map
+    is not 128: a blend followed by this equals `blend.blend_plane_corrected` with the map
+    scaled by OpenCV's bilinear resize, whose fixed-point arithmetic this repeats (11-bit
+    weights; `x_source`, `x_weight` etc. from `resize_taps`). An edge correction is 128 but
+    along the edge: only there is any work done."""
+    height, width = offsets.shape
+    out_height, out_width = out.shape
+    # The first output column reading each source column (x_source is non-decreasing).
+    first = np.full(width + 1, out_width, np.int32)
+    for x in range(out_width - 1, -1, -1):
+        first[x_source[x]] = x
+    for c in range(width - 1, -1, -1):
+        first[c] = min(first[c], first[c + 1])
+    # Per source row, the output columns its non-128 runs reach, as sorted [start, end) spans.
+    spans = np.empty((height, width + 1, 2), np.int32)
+    counts = np.zeros(height, np.int32)
+    for r in range(height):
+        row = offsets[r]
+        end = width
+        while end > 0 and row[end - 1] == 128:  # most of a row is 128: find the rest's ends first
+            end -= 1
+        c = 0
+        while c < end and row[c] == 128:
+            c += 1
+        n = 0
+        while c < end:
+            if row[c] != 128:
+                start = c
+                while c < end and row[c] != 128:
+                    c += 1
+                lo, hi = first[max(start - 1, 0)], first[c]  # taps (x_source, x_source + 1)
+                if n > 0 and lo <= spans[r, n - 1, 1]:
+                    spans[r, n - 1, 1] = hi
+                else:
+                    spans[r, n, 0] = lo
+                    spans[r, n, 1] = hi
+                    n += 1
+            c += 1
+        counts[r] = n
+    for y in range(out_height):
+        j0 = np.int64(y_source[y])
+        j1 = min(j0 + 1, np.int64(height - 1))
+        n0, n1 = counts[j0], counts[j1]
+        if n0 + n1 == 0:
+            continue
+        b1 = np.int32(y_weight[y])
+        b0 = np.int32(2048) - b1
+        s0, s1 = offsets[j0], offsets[j1]
+        o = out[y]
+        k0 = k1 = 0
+        done = 0
+        while k0 < n0 or k1 < n1:  # the two rows' spans merged in order: no column twice
+            if k1 >= n1 or (k0 < n0 and spans[j0, k0, 0] <= spans[j1, k1, 0]):
+                lo, hi = spans[j0, k0, 0], spans[j0, k0, 1]
+                k0 += 1
+            else:
+                lo, hi = spans[j1, k1, 0], spans[j1, k1, 1]
+                k1 += 1
+            for x in range(max(lo, done), hi):
+                c0 = x_source[x]
+                c1 = min(c0 + 1, width - 1)
+                a1 = np.int32(x_weight[x])
+                a0 = np.int32(2048) - a1
+                h0 = np.int32(s0[c0]) * a0 + np.int32(s0[c1]) * a1
+                h1 = np.int32(s1[c0]) * a0 + np.int32(s1[c1]) * a1
+                v = ((((h0 >> 4) * b0) >> 16) + (((h1 >> 4) * b1) >> 16) + 2) >> 2
+                t = np.int32(o[x]) + v - np.int32(128)
+                o[x] = np.uint8(min(max(t, np.int32(0)), np.int32(255)))
+            done = max(done, hi)
+
+
+def resize_taps(source: int, size: int) -> tuple[np.ndarray, np.ndarray]:
+    """OpenCV's bilinear taps from `source` pixels to `size`: each output pixel's first source
+    pixel and the second's weight out of 2048 (borders clamped as OpenCV does)."""
+    position = ((np.arange(size, dtype=np.float64) + 0.5) * (source / size) - 0.5).astype(np.float32)
+    first = np.floor(position).astype(np.int32)
+    fraction = position - first
+    low, high = first < 0, first >= source - 1
+    first[low], fraction[low] = 0, 0.0
+    first[high], fraction[high] = source - 1, 0.0
+    return first, np.round(fraction * 2048).astype(np.int16)
