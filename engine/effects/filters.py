@@ -85,6 +85,13 @@ def sure_weights(alpha: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     return person * person, background * background
 
 
+def background_weights(alpha: np.ndarray) -> np.ndarray:
+    """`sure_weights(alpha)[1]` in one pass."""
+    out = np.empty(alpha.shape, np.float32)
+    fused.background_weights(np.ascontiguousarray(alpha, dtype=np.float32), out)
+    return out
+
+
 def edge_colours(small: np.ndarray, small_alpha: np.ndarray, alpha: np.ndarray) -> np.ndarray:
     """F - B (see above) at `alpha`'s size, (H, W, 3) float32 (one channel per I420 plane); 0
     where either side has no sure pixel nearby (deep inside the person, far out in the room).

@@ -223,3 +223,14 @@ def resize_taps(source: int, size: int) -> tuple[np.ndarray, np.ndarray]:
     first[low], fraction[low] = 0, 0.0
     first[high], fraction[high] = source - 1, 0.0
     return first, np.round(fraction * 2048).astype(np.int16)
+
+
+@njit(f"void({_MAP}, {_MAP})", nogil=True, cache=True)
+def background_weights(alpha, out):
+    """`filters.sure_weights`' background half: clip(1 - 2a, 0, 1) squared."""
+    height, width = alpha.shape
+    for r in range(height):
+        a, o = alpha[r], out[r]
+        for c in range(width):
+            b = min(max(np.float32(1.0) - a[c] * np.float32(2.0), np.float32(0.0)), np.float32(1.0))
+            o[c] = b * b

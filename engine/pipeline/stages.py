@@ -101,7 +101,7 @@ def composite_clean(
         return _composite_wrapped(frame, layer, alpha, p, halvings)
     colours = fast_edge_colours(frame, alpha, halvings)
     if layer is None:
-        keep = effects.sure_weights(alpha)[1]
+        keep = effects.background_weights(alpha)
         layer = effects.blurred_clean(frame, p.blur_strength, keep, effects.alpha_share(colours, alpha), halvings)
         return effects.composite(frame, layer, alpha)
     return effects.composite(frame, layer, alpha, offsets=effects.correction_offsets(colours, alpha))
