@@ -2,13 +2,20 @@
 
 from __future__ import annotations
 
+import functools
 import math
 
 import cv2
 import numpy as np
 
 from ..media import yuv
+from . import fused
 from .blend import blend_plane, blend_plane_corrected
+
+
+@functools.lru_cache(maxsize=32)
+def _taps(source: int, size: int) -> tuple[np.ndarray, np.ndarray]:
+    return fused.resize_taps(source, size)
 
 
 def pow2_factor(limit: float) -> int:
@@ -24,6 +31,7 @@ def composite(
     background: yuv.Frame,
     alpha: np.ndarray,
     correction: tuple[np.ndarray, np.ndarray, np.ndarray] | None = None,
+    offsets: tuple[np.ndarray, np.ndarray, np.ndarray] | None = None,
 ) -> np.ndarray:
     """foreground * alpha + background * (1 - alpha), plane by plane.
 
@@ -31,7 +39,9 @@ def composite(
     the half-size chroma planes, as 8-bit weights (the result is within 1 of the exact blend,
     and exact where alpha is 0 or 1), and each plane is blended in one pass (see `blend`).
     `correction`: three float32 maps at any size (e.g. `edge_correction`'s), added per plane in
-    the same pass, within one level.
+    the same pass, within one level. `offsets`: the correction already offset by 128 into 8 bits
+    (see `correction_offsets`): the three planes' maps, at any size, scaled as OpenCV's bilinear
+    resize would (within one level, rarely).
     """
     h, w = yuv.frame_size(foreground)
     if yuv.frame_size(background) != (h, w):
@@ -42,7 +52,11 @@ def composite(
     chroma_weight = cv2.resize(alpha8, (w // 2, h // 2), interpolation=cv2.INTER_LINEAR)
     for i, (f, b, o) in enumerate(zip(yuv.planes(foreground), yuv.planes(background), yuv.planes(out))):
         weight = luma_weight if i == 0 else chroma_weight
-        if correction is None:
+        if offsets is not None:
+            # The correction is 128 (none) but along the edge: added there only, after the blend.
+            blend_plane(f, b, weight, o)
+            fused.add_offsets(o, offsets[i], *_taps(offsets[i].shape[1], o.shape[1]), *_taps(offsets[i].shape[0], o.shape[0]))
+        elif correction is None:
             blend_plane(f, b, weight, o)
         else:
             # Offset by 128 into 8 bits while small, then scaled (8-bit resizes are fast).
@@ -71,6 +85,13 @@ def sure_weights(alpha: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     return person * person, background * background
 
 
+def background_weights(alpha: np.ndarray) -> np.ndarray:
+    """`sure_weights(alpha)[1]` in one pass."""
+    out = np.empty(alpha.shape, np.float32)
+    fused.background_weights(np.ascontiguousarray(alpha, dtype=np.float32), out)
+    return out
+
+
 def edge_colours(small: np.ndarray, small_alpha: np.ndarray, alpha: np.ndarray) -> np.ndarray:
     """F - B (see above) at `alpha`'s size, (H, W, 3) float32 (one channel per I420 plane); 0
     where either side has no sure pixel nearby (deep inside the person, far out in the room).
@@ -85,6 +106,34 @@ def edge_colours(small: np.ndarray, small_alpha: np.ndarray, alpha: np.ndarray) 
     person_mean = cv2.blur(small * person[..., None], ksize) * (known / np.maximum(person_sum, _SURE))[..., None]
     background_mean = cv2.blur(small * background[..., None], ksize) * (known / np.maximum(background_sum, _SURE))[..., None]
     return cv2.resize(person_mean - background_mean, (alpha.shape[1], alpha.shape[0]), interpolation=cv2.INTER_LINEAR)
+
+
+def edge_colours_fast(small: np.ndarray, small_alpha: np.ndarray, size: tuple[int, int]) -> np.ndarray:
+    """`edge_colours` in a few fused passes: `small` holds the three planes, (3, h, w) uint8, at
+    `small_alpha`'s size; F - B comes back (H, W, 3) float32 at `size` = (H, W)."""
+    h, w = small_alpha.shape
+    person, background = np.empty((h, w, 4), np.float32), np.empty((h, w, 4), np.float32)
+    fused.weighted_colours(small, np.ascontiguousarray(small_alpha), person, background)
+    ksize = (2 * EDGE_RADIUS + 1,) * 2
+    colours = np.empty((h, w, 3), np.float32)
+    fused.colour_difference(cv2.blur(person, ksize), cv2.blur(background, ksize), _SURE, colours)
+    return cv2.resize(colours, (size[1], size[0]), interpolation=cv2.INTER_LINEAR)
+
+
+def correction_offsets(colours: np.ndarray, alpha: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """`edge_correction` offset by 128 into 8 bits for `composite`'s `offsets`: one map per
+    plane, at `alpha`'s size."""
+    h, w = alpha.shape
+    luma, chroma = np.empty((h, w), np.uint8), np.empty((2, h, w), np.uint8)
+    fused.correction_offsets(colours, np.ascontiguousarray(alpha), luma, chroma)
+    return luma, chroma[0], chroma[1]
+
+
+def alpha_share(colours: np.ndarray, alpha: np.ndarray) -> np.ndarray:
+    """`edge_correction` with share `alpha`, as one (H, W, 3) map (`blurred_clean`'s `add`)."""
+    out = np.empty(colours.shape, np.float32)
+    fused.alpha_share(colours, np.ascontiguousarray(alpha), out)
+    return out
 
 
 def edge_correction(colours: np.ndarray, alpha: np.ndarray, share: np.ndarray | None = None) -> tuple[np.ndarray, ...]:
@@ -167,6 +216,38 @@ def blurred(
         if small.dtype != np.uint8:
             small = np.clip(small + np.float32(0.5), 0.0, 255.0).astype(np.uint8)
         cv2.resize(small, (pw, ph), dst=dst, interpolation=cv2.INTER_LINEAR)
+    return out
+
+
+def blurred_clean(frame: yuv.Frame, sigma: float, keep: np.ndarray, add: np.ndarray, halvings: yuv.Halvings | None = None) -> np.ndarray:
+    """`blurred` with `keep`, and `add` as one (H, W, 3) map: the planes that shrink to the same
+    size share one stack blur of (I * w for each, w) and one fused pass for the rest."""
+    h, w = yuv.frame_size(frame)
+    sigma = sigma * h / 720.0
+    out = yuv.empty(h, w)
+    halvings = halvings or yuv.Halvings(frame)
+    groups: dict[tuple, list[int]] = {}  # (small height, width, ksize) -> planes
+    for i, plane in enumerate(yuv.planes(frame)):
+        plane_sigma = sigma if i == 0 else sigma / 2  # chroma planes are half size
+        ph, pw = plane.shape
+        factor = pow2_factor(plane_sigma / 2)
+        sh, sw = max(1, ph // factor), max(1, pw // factor)
+        groups.setdefault((sh, sw, stack_blur_size(max(plane_sigma / factor, 0.5))), []).append(i)
+    dsts = yuv.planes(out)
+    for (sh, sw, ksize), members in groups.items():
+        small = np.empty((len(members), sh, sw), np.uint8)
+        for k, i in enumerate(members):
+            halvings.shrink(i, sh, sw, dst=small[k])
+        kept = cv2.erode(cv2.resize(keep, (sw, sh), interpolation=cv2.INTER_LINEAR), _CROSS)  # as `blurred`
+        stack = np.empty((sh, sw, len(members) + 1), np.float32)
+        fused.kept_planes(small, kept, stack)
+        small_add = cv2.resize(add, (sw, sh), interpolation=cv2.INTER_LINEAR).reshape(sh, sw, 3)
+        if len(members) < 3:
+            small_add = np.ascontiguousarray(small_add[..., members])
+        result = np.empty_like(small)
+        fused.normalised_finish(small, cv2.stackBlur(stack, (ksize, ksize)), _FILL, small_add, result)
+        for k, i in enumerate(members):
+            cv2.resize(result[k], (dsts[i].shape[1], dsts[i].shape[0]), dst=dsts[i], interpolation=cv2.INTER_LINEAR)
     return out
 
 

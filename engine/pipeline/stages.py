@@ -92,21 +92,45 @@ def composite_clean(
     """The person over `layer` without the old background's colour on their edge; `layer` None
     is the room blurred from the room's own pixels (the person never smears into it), with the
     edge correction folded in while it is small. `light_wrap` lets the new background's light
-    into the person's edge."""
+    into the person's edge.
+
+    The steps are `effects`' edge_colours, edge_correction, blurred and composite, made in fused
+    passes (`effects.fused`) unless light wrap is on."""
+    halvings = halvings or yuv.Halvings(frame)
+    if p.light_wrap > 0 and p.effect != "remove":  # a key colour is not light
+        return _composite_wrapped(frame, layer, alpha, p, halvings)
+    colours = fast_edge_colours(frame, alpha, halvings)
+    if layer is None:
+        keep = effects.background_weights(alpha)
+        layer = effects.blurred_clean(frame, p.blur_strength, keep, effects.alpha_share(colours, alpha), halvings)
+        return effects.composite(frame, layer, alpha)
+    return effects.composite(frame, layer, alpha, offsets=effects.correction_offsets(colours, alpha))
+
+
+def fast_edge_colours(frame: yuv.Frame, alpha: np.ndarray, halvings: yuv.Halvings) -> np.ndarray:
+    """`edge_colours` by `effects.edge_colours_fast`."""
+    h, w = max(1, alpha.shape[0] // 2), max(1, alpha.shape[1] // 2)
+    small = np.empty((3, h, w), np.uint8)
+    for i in range(3):
+        halvings.shrink(i, h, w, dst=small[i])
+    return effects.edge_colours_fast(small, cv2.resize(alpha, (w, h), interpolation=cv2.INTER_AREA), alpha.shape)
+
+
+def _composite_wrapped(frame: yuv.Frame, layer: np.ndarray | None, alpha: np.ndarray, p: Params, halvings: yuv.Halvings) -> np.ndarray:
+    """`composite_clean` with light wrap, step by step."""
     colours = edge_colours(frame, alpha, halvings)
-    correction = None
     if layer is None:
         keep = effects.sure_weights(alpha)[1]
         add = effects.edge_correction(colours, alpha, share=alpha)
         layer = effects.blurred(frame, p.blur_strength, halvings, keep=keep, add=add)
+        correction = None
     else:
         correction = effects.edge_correction(colours, alpha)
-    if p.light_wrap > 0 and p.effect != "remove":  # a key colour is not light
-        h, w = alpha.shape
-        small_frame = cv2.merge([(halvings or yuv.Halvings(frame)).shrink(i, h, w) for i in range(3)])
-        small_layer = cv2.merge([cv2.resize(plane, (w, h), interpolation=cv2.INTER_AREA) for plane in yuv.planes(layer)])
-        wrap = effects.light_wrap(small_frame, small_layer, alpha, p.light_wrap)
-        correction = wrap if correction is None else tuple(c + x for c, x in zip(correction, wrap))
+    h, w = alpha.shape
+    small_frame = cv2.merge([halvings.shrink(i, h, w) for i in range(3)])
+    small_layer = cv2.merge([cv2.resize(plane, (w, h), interpolation=cv2.INTER_AREA) for plane in yuv.planes(layer)])
+    wrap = effects.light_wrap(small_frame, small_layer, alpha, p.light_wrap)
+    correction = wrap if correction is None else tuple(c + x for c, x in zip(correction, wrap))
     return effects.composite(frame, layer, alpha, correction)
 
 
