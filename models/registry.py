@@ -42,7 +42,7 @@ SEGMENTATION_MODELS: dict[str, ModelSpec] = {
     "general": ModelSpec(
         name="general",
         filename="selfie_segmentation.onnx",
-        sha256="833bafc67f0cb7a03f67cc8f7b3959feada524cf4231799cbbc42fb8f944cbd9",
+        sha256="025ed22fee6b461a024f85940c0504f4e061afbc85ddee46cb45863725dcc802",
         input_height=256,
         input_width=256,
         licence=_LICENCE,
@@ -54,7 +54,7 @@ SEGMENTATION_MODELS: dict[str, ModelSpec] = {
     "landscape": ModelSpec(
         name="landscape",
         filename="selfie_segmentation_landscape.onnx",
-        sha256="8c7a868da90832f9ee95acaec468ab8d944b43cd3bdd5c400766f4dd0da681d3",
+        sha256="b812a3257263826149c43baa608ae7dc0c46b57e6d059ef71a89e228231b6990",
         input_height=144,
         input_width=256,
         licence=_LICENCE,

@@ -110,6 +110,34 @@ def test_matches_mediapipe(variant, photo, model_inputs):
         assert iou >= MIN_IOU, label
 
 
+@pytest.mark.parametrize("variant", ["general", "landscape"])
+def test_rewrites_keep_the_output(variant, model_inputs):
+    """The port's rewrites (NHWC first conv, 1x1 convs moved before upsamples) change only the
+    order of float sums: the rewritten port and the op-by-op one agree on every photo."""
+    import torch
+
+    from camfx.models.selfie import SelfieSegmenter
+
+    plain = SelfieSegmenter.from_variant(variant, rewrite=False)
+    rewritten = _torch_model(variant)
+    assert rewritten._nhwc_input and not plain._nhwc_input
+    assert [k for k, _, _ in rewritten._steps] != [k for k, _, _ in plain._steps]  # convs moved
+    for photo in ("astronaut", "camera", "grace_hopper"):
+        batch = torch.from_numpy(model_inputs[variant, photo][None] / np.float32(255))
+        with torch.no_grad():
+            diff = float((rewritten(batch) - plain(batch)).abs().max())
+        assert diff <= 1e-4, photo
+
+
+def test_bundled_graph_has_no_input_transpose():
+    import onnx
+
+    for name in registry.SEGMENTATION_MODELS:
+        graph = onnx.load(str(registry.model_path(name))).graph
+        readers = [node.op_type for node in graph.node if registry.INPUT_NAME in node.input]
+        assert readers == ["Reshape"], name
+
+
 def test_registry_checksums_match_bundled_files():
     for name in registry.SEGMENTATION_MODELS:
         registry.verify(name)
