@@ -42,7 +42,7 @@ SEGMENTATION_MODELS: dict[str, ModelSpec] = {
     "general": ModelSpec(
         name="general",
         filename="selfie_segmentation.onnx",
-        sha256="025ed22fee6b461a024f85940c0504f4e061afbc85ddee46cb45863725dcc802",
+        sha256="4bbcc9f5556d20c956eb86939d57d25e50a96f377ba3a60bfb5d88ccc6fb0fe0",
         input_height=256,
         input_width=256,
         licence=_LICENCE,
@@ -54,7 +54,7 @@ SEGMENTATION_MODELS: dict[str, ModelSpec] = {
     "landscape": ModelSpec(
         name="landscape",
         filename="selfie_segmentation_landscape.onnx",
-        sha256="b812a3257263826149c43baa608ae7dc0c46b57e6d059ef71a89e228231b6990",
+        sha256="f903fa5dff5199d6c687708d5b400e05223f71c6309f00638df4468e23e1e2b7",
         input_height=144,
         input_width=256,
         licence=_LICENCE,

@@ -6,10 +6,12 @@ order. Weights come straight from the .tflite (fp16, widened to fp32), so the po
 the network MediaPipe ships. Internally it runs NCHW; the public layout is the tflite one:
 float32 NHWC RGB in [0, 1] in, [N, H, W, 1] sigmoid probability out.
 
-Two rewrites make the exported graph cheaper on onnxruntime's CPU provider without changing
-what it computes (only the order of float sums; outputs move by ~1e-5): the first conv reads
-the NHWC image directly (no layout Transpose), and a 1x1 conv that follows a bilinear upsample
-runs before it, at a quarter of the pixels and on the conv's (fewer) output channels.
+Rewrites make the exported graph cheaper on onnxruntime's CPU provider without changing what
+it computes (only the order of float sums; outputs move by ~5e-5): the first conv reads the
+NHWC image directly (no layout Transpose); a 1x1 conv that follows a bilinear upsample runs
+before it, at a quarter of the pixels; and the squeeze-and-excitation blocks (a mean over H
+and W, a per-channel Mul) use ops that stay in onnxruntime's blocked NCHWc layout, so it does
+not convert the tensors out of it and back around each of them.
 
 Shapes are static (resize targets and "SAME" pads are fixed at build time), so each instance
 accepts only its model's input size, as the .tflite does.
@@ -90,6 +92,25 @@ class Mul(nn.Module):
         return a * b
 
 
+class ChannelScale(nn.Module):
+    """`picture * weights` where `weights` is one value per channel ([N, C, 1, 1]) and `picture`
+    is [N, C, H, W], with the weights first repeated to H x W (nearest upsample, exact). The
+    product is the same; the export gains a same-shape Mul that onnxruntime keeps in its blocked
+    NCHWc layout, where a broadcast Mul makes it convert both operands out and the result back."""
+
+    def __init__(self, weights_input: int, height: int, width: int):
+        super().__init__()
+        self.weights_input = weights_input  # 0 or 1: which operand holds the per-channel weights
+        self.scale = (float(height), float(width))  # a constant scale exports with static shapes
+
+    def forward(self, a, b):
+        picture, weights = (b, a) if self.weights_input == 0 else (a, b)
+        return picture * F.interpolate(weights, scale_factor=self.scale, mode="nearest")
+
+    def extra_repr(self) -> str:
+        return f"weights_input={self.weights_input}, scale={self.scale}"
+
+
 class ZeroPad(nn.Module):
     """Zero padding (left, right, top, bottom) that exports as one ONNX Pad with constant pads."""
 
@@ -149,6 +170,19 @@ class Mean(nn.Module):
 
     def extra_repr(self) -> str:
         return f"dims={self.dims}"
+
+
+def _two_stage_mean(height: int, width: int) -> nn.Module:
+    """The mean over H and W as pools onnxruntime runs in its blocked layout (a ReduceMean makes
+    it convert out and back): block means, then their mean, equal to the plain mean. Two stages
+    because its pooling sums in one float accumulator: a global pool over thousands of pixels
+    moves the model's output by up to ~1e-3, blocks of ~sqrt(H * W) keep it at float noise."""
+    block = 1
+    while height % (2 * block) == 0 and width % (2 * block) == 0 and (2 * block) ** 2 <= (height * width) ** 0.5:
+        block *= 2
+    if block == 1:
+        return nn.AdaptiveAvgPool2d(1)  # exports as GlobalAveragePool
+    return nn.Sequential(nn.AvgPool2d(block), nn.AdaptiveAvgPool2d(1))
 
 
 # TFLite NHWC axis -> our NCHW axis.
@@ -270,6 +304,7 @@ class SelfieSegmenter(nn.Module):
         self._nhwc_input = rewrite and self._read_input_as_nhwc()
         if rewrite:
             self._convs_before_upsamples()
+            self._blocked_layout_friendly(graph.shapes)
         self.eval()
 
     def _readers(self, tensor: int) -> list[int]:
@@ -291,6 +326,21 @@ class SelfieSegmenter(nn.Module):
             pads = (conv.padding[1], conv.padding[1], conv.padding[0], conv.padding[0])
         self.layers[key] = NhwcConv(conv, pads, *self.input_size)
         return True
+
+    def _blocked_layout_friendly(self, shapes: dict[int, tuple[int, ...]]) -> None:
+        """Keep the squeeze-and-excitation blocks in onnxruntime's blocked NCHWc layout: a mean
+        over H and W becomes a global average pool, a per-channel Mul a same-shape one."""
+        for key, inputs, _ in self._steps:
+            layer = self.layers[key]
+            if isinstance(layer, Mean) and layer.dims == (2, 3):
+                _, height, width, _ = shapes[inputs[0]]
+                self.layers[key] = _two_stage_mean(height, width)
+            elif isinstance(layer, Mul) and len(inputs) == 2:
+                (_, h0, w0, c0), (_, h1, w1, c1) = (shapes[i] for i in inputs)
+                if c0 == c1 and (h0, w0) == (1, 1) != (h1, w1):
+                    self.layers[key] = ChannelScale(0, h1, w1)
+                elif c0 == c1 and (h1, w1) == (1, 1) != (h0, w0):
+                    self.layers[key] = ChannelScale(1, h0, w0)
 
     def _convs_before_upsamples(self) -> None:
         """Bilinear upsample -> 1x1 conv becomes 1x1 conv -> upsample. Both are linear, one across

@@ -112,8 +112,9 @@ def test_matches_mediapipe(variant, photo, model_inputs):
 
 @pytest.mark.parametrize("variant", ["general", "landscape"])
 def test_rewrites_keep_the_output(variant, model_inputs):
-    """The port's rewrites (NHWC first conv, 1x1 convs moved before upsamples) change only the
-    order of float sums: the rewritten port and the op-by-op one agree on every photo."""
+    """The port's rewrites (NHWC first conv, 1x1 convs moved before upsamples, pools and
+    same-shape Muls in the squeeze-and-excitation blocks) change only the order of float sums:
+    the rewritten port and the op-by-op one agree on every photo."""
     import torch
 
     from camfx.models.selfie import SelfieSegmenter
@@ -129,13 +130,21 @@ def test_rewrites_keep_the_output(variant, model_inputs):
         assert diff <= 1e-4, photo
 
 
-def test_bundled_graph_has_no_input_transpose():
+def test_bundled_graphs_avoid_layout_conversions():
+    """No input Transpose, no ReduceMean, no broadcast Mul: each would make onnxruntime convert
+    tensors out of its blocked layout and back."""
     import onnx
 
     for name in registry.SEGMENTATION_MODELS:
-        graph = onnx.load(str(registry.model_path(name))).graph
+        model = onnx.shape_inference.infer_shapes(onnx.load(str(registry.model_path(name))))
+        graph = model.graph
         readers = [node.op_type for node in graph.node if registry.INPUT_NAME in node.input]
         assert readers == ["Reshape"], name
+        assert "ReduceMean" not in {node.op_type for node in graph.node}, name
+        shapes = {v.name: [d.dim_value for d in v.type.tensor_type.shape.dim] for v in graph.value_info}
+        for node in graph.node:
+            if node.op_type == "Mul":
+                assert shapes[node.input[0]] == shapes[node.input[1]], (name, node.name)
 
 
 def test_registry_checksums_match_bundled_files():
