@@ -42,7 +42,7 @@ SEGMENTATION_MODELS: dict[str, ModelSpec] = {
     "general": ModelSpec(
         name="general",
         filename="selfie_segmentation.onnx",
-        sha256="4bbcc9f5556d20c956eb86939d57d25e50a96f377ba3a60bfb5d88ccc6fb0fe0",
+        sha256="9e94e14de31fe4c1c3ec45a886b5491c5699712577a4249f7b7781d8176906b6",
         input_height=256,
         input_width=256,
         licence=_LICENCE,
@@ -54,7 +54,7 @@ SEGMENTATION_MODELS: dict[str, ModelSpec] = {
     "landscape": ModelSpec(
         name="landscape",
         filename="selfie_segmentation_landscape.onnx",
-        sha256="f903fa5dff5199d6c687708d5b400e05223f71c6309f00638df4468e23e1e2b7",
+        sha256="d1b113a87e88aec6cd7f3dbca7ac2b75a95bd897bd1b31b552f49de9c7306f3c",
         input_height=144,
         input_width=256,
         licence=_LICENCE,
