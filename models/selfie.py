@@ -199,16 +199,20 @@ class SumOfMeans(nn.Module):
 
 def _is_upsample2x(layer: nn.Module) -> bool:
     return (isinstance(layer, nn.Upsample) and layer.mode == "bilinear" and not layer.align_corners
-            and tuple(layer.scale_factor) == (2.0, 2.0))
+            and layer.scale_factor == (2.0, 2.0))
 
 
-def _is_spatial_mean(layer: nn.Module) -> bool:
-    """A mean over all of H and W, as the squeeze-and-excitation blocks compute it."""
-    if isinstance(layer, nn.AvgPool2d):  # the tflite's own pool, its window the whole input
-        return layer.stride == layer.kernel_size and layer.padding == 0
+def _is_spatial_mean(layer: nn.Module, height: int, width: int) -> bool:
+    """A mean over all of an H x W input, as the squeeze-and-excitation blocks compute it."""
+    if isinstance(layer, nn.AvgPool2d):  # the tflite's own pool: its window must be the whole input
+        return _pair(layer.kernel_size) == (height, width) and layer.padding == 0
     if isinstance(layer, nn.Sequential):
         return isinstance(layer[-1], nn.AdaptiveAvgPool2d)
     return isinstance(layer, nn.AdaptiveAvgPool2d) and layer.output_size == 1
+
+
+def _pair(value) -> tuple[int, int]:
+    return (value, value) if isinstance(value, int) else tuple(value)
 
 
 # TFLite NHWC axis -> our NCHW axis.
@@ -382,16 +386,18 @@ class SelfieSegmenter(nn.Module):
         producers = {output: i for i, (_, _, output) in enumerate(self._steps)}
         for i, (key, inputs, output) in enumerate(self._steps):
             readers = self._readers(output)
-            if not isinstance(self.layers[key], Add) or len(readers) != 1 or output == self._output:
+            if (not isinstance(self.layers[key], Add) or len(set(inputs)) != 2 or len(readers) != 1
+                    or output == self._output):
                 continue
             mean_key, _, mean_output = self._steps[readers[0]]
             mean = self.layers[mean_key]
-            upsampled = [t for t in inputs if t in producers and _is_upsample2x(self.layers[self._steps[producers[t]][0]])]
-            if not _is_spatial_mean(mean) or len(upsampled) != 1:
+            _, height, width, _ = shapes[output]
+            upsampled = [t for t in inputs
+                         if t in producers and _is_upsample2x(self.layers[self._steps[producers[t]][0]])]
+            if not _is_spatial_mean(mean, height, width) or len(upsampled) != 1:
                 continue
             (other,) = (t for t in inputs if t != upsampled[0])
             _, (small,), _ = self._steps[producers[upsampled[0]]]
-            _, height, width, _ = shapes[output]
             small_mean = (nn.AvgPool2d((height // 2, width // 2)) if isinstance(mean, nn.AvgPool2d)
                           else _two_stage_mean(height // 2, width // 2))
             self.layers[mean_key] = SumOfMeans(mean, small_mean)
