@@ -42,7 +42,7 @@ SEGMENTATION_MODELS: dict[str, ModelSpec] = {
     "general": ModelSpec(
         name="general",
         filename="selfie_segmentation.onnx",
-        sha256="833bafc67f0cb7a03f67cc8f7b3959feada524cf4231799cbbc42fb8f944cbd9",
+        sha256="9e94e14de31fe4c1c3ec45a886b5491c5699712577a4249f7b7781d8176906b6",
         input_height=256,
         input_width=256,
         licence=_LICENCE,
@@ -54,7 +54,7 @@ SEGMENTATION_MODELS: dict[str, ModelSpec] = {
     "landscape": ModelSpec(
         name="landscape",
         filename="selfie_segmentation_landscape.onnx",
-        sha256="8c7a868da90832f9ee95acaec468ab8d944b43cd3bdd5c400766f4dd0da681d3",
+        sha256="d1b113a87e88aec6cd7f3dbca7ac2b75a95bd897bd1b31b552f49de9c7306f3c",
         input_height=144,
         input_width=256,
         licence=_LICENCE,

@@ -6,6 +6,14 @@ order. Weights come straight from the .tflite (fp16, widened to fp32), so the po
 the network MediaPipe ships. Internally it runs NCHW; the public layout is the tflite one:
 float32 NHWC RGB in [0, 1] in, [N, H, W, 1] sigmoid probability out.
 
+Rewrites make the exported graph cheaper on onnxruntime's CPU provider without changing what
+it computes (only the order of float sums; outputs move by ~1e-4): the first conv reads the
+NHWC image directly (no layout Transpose); a 1x1 conv that follows a bilinear upsample runs
+before it, at a quarter of the pixels; the squeeze-and-excitation blocks (a mean over H and
+W, a per-channel Mul) use ops that stay in onnxruntime's blocked NCHWc layout, so it does not
+convert the tensors out of it and back around each of them; and in the decoder, the mean of a
+sum with an upsampled tensor is taken before the upsample, without the full-size Add.
+
 Shapes are static (resize targets and "SAME" pads are fixed at build time), so each instance
 accepts only its model's input size, as the .tflite does.
 """
@@ -85,6 +93,25 @@ class Mul(nn.Module):
         return a * b
 
 
+class ChannelScale(nn.Module):
+    """`picture * weights` where `weights` is one value per channel ([N, C, 1, 1]) and `picture`
+    is [N, C, H, W], with the weights first repeated to H x W (nearest upsample, exact). The
+    product is the same; the export gains a same-shape Mul that onnxruntime keeps in its blocked
+    NCHWc layout, where a broadcast Mul makes it convert both operands out and the result back."""
+
+    def __init__(self, weights_input: int, height: int, width: int):
+        super().__init__()
+        self.weights_input = weights_input  # 0 or 1: which operand holds the per-channel weights
+        self.scale = (float(height), float(width))  # a constant scale exports with static shapes
+
+    def forward(self, a, b):
+        picture, weights = (b, a) if self.weights_input == 0 else (a, b)
+        return picture * F.interpolate(weights, scale_factor=self.scale, mode="nearest")
+
+    def extra_repr(self) -> str:
+        return f"weights_input={self.weights_input}, scale={self.scale}"
+
+
 class ZeroPad(nn.Module):
     """Zero padding (left, right, top, bottom) that exports as one ONNX Pad with constant pads."""
 
@@ -114,6 +141,26 @@ class _ConstantPad(torch.autograd.Function):
         return g.op("Pad", x, g.op("Constant", value_t=onnx_pads), mode_s="constant")
 
 
+class NhwcConv(nn.Module):
+    """A conv read straight from an NHWC image: each image row is seen as one channel of W * C
+    values, the kernel widened to kw * C and the horizontal stride to sw * C. It sums the same
+    products as the NCHW conv, without a layout Transpose in front of it."""
+
+    def __init__(self, conv: nn.Conv2d, pads: tuple[int, int, int, int], height: int, width: int):
+        super().__init__()
+        out, channels, kh, kw = conv.weight.shape
+        (sh, sw), left, right, top, bottom = conv.stride, *pads
+        self.rows = (height, width * channels)  # constants: the export keeps a static Reshape
+        self.pad = ZeroPad(left * channels, right * channels, top, bottom)
+        self.conv = nn.Conv2d(1, out, (kh, kw * channels), (sh, sw * channels))
+        self.conv.weight.data.copy_(conv.weight.data.permute(0, 2, 3, 1).reshape(out, 1, kh, kw * channels))
+        self.conv.bias.data.copy_(conv.bias.data)
+
+    def forward(self, image):
+        x = image.reshape(-1, 1, *self.rows)
+        return self.conv(self.pad(x) if any(self.pad.pads) else x)
+
+
 class Mean(nn.Module):
     def __init__(self, dims: tuple[int, ...]):
         super().__init__()
@@ -124,6 +171,48 @@ class Mean(nn.Module):
 
     def extra_repr(self) -> str:
         return f"dims={self.dims}"
+
+
+def _two_stage_mean(height: int, width: int) -> nn.Module:
+    """The mean over H and W as pools onnxruntime runs in its blocked layout (a ReduceMean makes
+    it convert out and back): block means, then their mean, equal to the plain mean. Two stages
+    because its pooling sums in one float accumulator: a global pool over thousands of pixels
+    moves the model's output by up to ~1e-3, blocks of ~sqrt(H * W) keep it at float noise."""
+    block = 1
+    while height % (2 * block) == 0 and width % (2 * block) == 0 and (2 * block) ** 2 <= (height * width) ** 0.5:
+        block *= 2
+    if block == 1:
+        return nn.AdaptiveAvgPool2d(1)  # exports as GlobalAveragePool
+    return nn.Sequential(nn.AvgPool2d(block), nn.AdaptiveAvgPool2d(1))
+
+
+class SumOfMeans(nn.Module):
+    """mean(a) + mean(b), each over H and W."""
+
+    def __init__(self, mean_a: nn.Module, mean_b: nn.Module):
+        super().__init__()
+        self.mean_a, self.mean_b = mean_a, mean_b
+
+    def forward(self, a, b):
+        return self.mean_a(a) + self.mean_b(b)
+
+
+def _is_upsample2x(layer: nn.Module) -> bool:
+    return (isinstance(layer, nn.Upsample) and layer.mode == "bilinear" and not layer.align_corners
+            and layer.scale_factor == (2.0, 2.0))
+
+
+def _is_spatial_mean(layer: nn.Module, height: int, width: int) -> bool:
+    """A mean over all of an H x W input, as the squeeze-and-excitation blocks compute it."""
+    if isinstance(layer, nn.AvgPool2d):  # the tflite's own pool: its window must be the whole input
+        return _pair(layer.kernel_size) == (height, width) and layer.padding == 0
+    if isinstance(layer, nn.Sequential):
+        return isinstance(layer[-1], nn.AdaptiveAvgPool2d)
+    return isinstance(layer, nn.AdaptiveAvgPool2d) and layer.output_size == 1
+
+
+def _pair(value) -> tuple[int, int]:
+    return (value, value) if isinstance(value, int) else tuple(value)
 
 
 # TFLite NHWC axis -> our NCHW axis.
@@ -217,7 +306,8 @@ BUILDERS = {
 class SelfieSegmenter(nn.Module):
     """One MediaPipe selfie segmentation network, executed op by op as in its .tflite."""
 
-    def __init__(self, graph: TfliteGraph):
+    def __init__(self, graph: TfliteGraph, rewrite: bool = True):
+        """rewrite=False keeps the ops exactly as the .tflite lists them (the rewrites' reference)."""
         super().__init__()
         if len(graph.inputs) != 1 or len(graph.outputs) != 1:
             raise ValueError("expected a graph with one input and one output")
@@ -241,19 +331,110 @@ class SelfieSegmenter(nn.Module):
             self.layers[key] = BUILDERS[op.name](op, graph)
             self._steps.append((key, activations, op.outputs[0]))
             available.add(op.outputs[0])
+        self._nhwc_input = rewrite and self._read_input_as_nhwc()
+        if rewrite:
+            self._convs_before_upsamples()
+            self._blocked_layout_friendly(graph.shapes)
+            self._means_before_upsamples(graph.shapes)
         self.eval()
 
-    @classmethod
-    def from_tflite(cls, path: str | Path) -> SelfieSegmenter:
-        return cls(read_tflite(path))
+    def _readers(self, tensor: int) -> list[int]:
+        return [i for i, (_, inputs, _) in enumerate(self._steps) if tensor in inputs]
+
+    def _read_input_as_nhwc(self) -> bool:
+        """Swap the first conv for an NhwcConv when it is the input's only reader."""
+        readers = self._readers(self._input)
+        if len(readers) != 1:
+            return False
+        key = self._steps[readers[0]][0]
+        layer = self.layers[key]
+        pad, conv = (layer[0], layer[1]) if isinstance(layer, nn.Sequential) else (None, layer)
+        if not isinstance(conv, nn.Conv2d) or conv.groups != 1 or conv.dilation != (1, 1):
+            return False
+        if pad is not None:
+            pads = pad.pads
+        else:
+            pads = (conv.padding[1], conv.padding[1], conv.padding[0], conv.padding[0])
+        self.layers[key] = NhwcConv(conv, pads, *self.input_size)
+        return True
+
+    def _blocked_layout_friendly(self, shapes: dict[int, tuple[int, ...]]) -> None:
+        """Keep the squeeze-and-excitation blocks in onnxruntime's blocked NCHWc layout: a mean
+        over H and W becomes a global average pool, a per-channel Mul a same-shape one."""
+        for key, inputs, _ in self._steps:
+            layer = self.layers[key]
+            if isinstance(layer, Mean) and layer.dims == (2, 3):
+                _, height, width, _ = shapes[inputs[0]]
+                self.layers[key] = _two_stage_mean(height, width)
+            elif isinstance(layer, Mul) and len(inputs) == 2:
+                (_, h0, w0, c0), (_, h1, w1, c1) = (shapes[i] for i in inputs)
+                if c0 == c1 and (h0, w0) == (1, 1) != (h1, w1):
+                    self.layers[key] = ChannelScale(0, h1, w1)
+                elif c0 == c1 and (h1, w1) == (1, 1) != (h0, w0):
+                    self.layers[key] = ChannelScale(1, h0, w0)
+
+    def _means_before_upsamples(self, shapes: dict[int, tuple[int, ...]]) -> None:
+        """mean(a + upsample2x(c)) becomes mean(a) + mean(c) when the sum feeds only that mean
+        (the squeeze-and-excitation input of each decoder level): a bilinear x2 upsample with
+        TensorFlow's half-pixel centres and clamped edges gives every input pixel a total weight
+        of 4, so it keeps the mean. The full-size Add is gone; the extra mean is over 4x fewer
+        pixels."""
+        while self._fold_one_mean(shapes):
+            pass
+
+    def _fold_one_mean(self, shapes: dict[int, tuple[int, ...]]) -> bool:
+        producers = {output: i for i, (_, _, output) in enumerate(self._steps)}
+        for i, (key, inputs, output) in enumerate(self._steps):
+            readers = self._readers(output)
+            if (not isinstance(self.layers[key], Add) or len(set(inputs)) != 2 or len(readers) != 1
+                    or output == self._output):
+                continue
+            mean_key, _, mean_output = self._steps[readers[0]]
+            mean = self.layers[mean_key]
+            _, height, width, _ = shapes[output]
+            upsampled = [t for t in inputs
+                         if t in producers and _is_upsample2x(self.layers[self._steps[producers[t]][0]])]
+            if not _is_spatial_mean(mean, height, width) or len(upsampled) != 1:
+                continue
+            (other,) = (t for t in inputs if t != upsampled[0])
+            _, (small,), _ = self._steps[producers[upsampled[0]]]
+            small_mean = (nn.AvgPool2d((height // 2, width // 2)) if isinstance(mean, nn.AvgPool2d)
+                          else _two_stage_mean(height // 2, width // 2))
+            self.layers[mean_key] = SumOfMeans(mean, small_mean)
+            self._steps[readers[0]] = (mean_key, (other, small), mean_output)
+            del self._steps[i]
+            return True
+        return False
+
+    def _convs_before_upsamples(self) -> None:
+        """Bilinear upsample -> 1x1 conv becomes 1x1 conv -> upsample. Both are linear, one across
+        pixels and one across channels, and each upsampled pixel's weights sum to 1 (so the bias
+        passes through): the result is the same, computed on 4x fewer pixels."""
+        for i, (key, inputs, output) in enumerate(self._steps):
+            readers = self._readers(output)
+            if not isinstance(self.layers[key], nn.Upsample) or len(readers) != 1 or output == self._output:
+                continue
+            conv_key, _, conv_output = self._steps[readers[0]]
+            conv = self.layers[conv_key]
+            if not (isinstance(conv, nn.Conv2d) and conv.kernel_size == (1, 1) and conv.stride == (1, 1)
+                    and conv.padding == (0, 0) and conv.groups == 1):
+                continue
+            # The conv takes the upsample's place in the order, reading its input; the upsample
+            # follows, producing what the conv used to.
+            self._steps[i] = (conv_key, inputs, output)
+            self._steps[readers[0]] = (key, (output,), conv_output)
 
     @classmethod
-    def from_variant(cls, variant: str, wheel: str | Path | None = None) -> SelfieSegmenter:
-        return cls.from_tflite(find_selfie_tflite(variant, wheel))
+    def from_tflite(cls, path: str | Path, rewrite: bool = True) -> SelfieSegmenter:
+        return cls(read_tflite(path), rewrite)
+
+    @classmethod
+    def from_variant(cls, variant: str, wheel: str | Path | None = None, rewrite: bool = True) -> SelfieSegmenter:
+        return cls.from_tflite(find_selfie_tflite(variant, wheel), rewrite)
 
     def forward(self, image: torch.Tensor) -> torch.Tensor:
         """image: float32 [N, H, W, 3] RGB in [0, 1] -> [N, H, W, 1] foreground probability."""
-        values = {self._input: image.permute(0, 3, 1, 2)}
+        values = {self._input: image if self._nhwc_input else image.permute(0, 3, 1, 2)}
         for key, inputs, output in self._steps:
             values[output] = self.layers[key](*(values[i] for i in inputs))
         return values[self._output].permute(0, 2, 3, 1)

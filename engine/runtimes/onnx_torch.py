@@ -65,7 +65,9 @@ def _average_pool(x, *, kernel_shape, strides=None, pads=(0, 0, 0, 0), ceil_mode
 
 
 def _resize(x, roi=None, scales=None, sizes=None, *, mode=b"nearest", coordinate_transformation_mode=b"half_pixel",
-            **_):
+            nearest_mode=b"round_prefer_floor", **_):
+    if (mode, coordinate_transformation_mode, nearest_mode) == (b"nearest", b"asymmetric", b"floor") and x.dim() == 4:
+        return _resize_nearest(x, scales)
     if mode != b"linear" or coordinate_transformation_mode != b"half_pixel" or x.dim() != 4:
         raise NotImplementedError(f"Resize mode {mode!r} / {coordinate_transformation_mode!r}")
     if sizes is not None and len(sizes):
@@ -76,6 +78,15 @@ def _resize(x, roi=None, scales=None, sizes=None, *, mode=b"nearest", coordinate
     # half_pixel with an explicit scale is torch's align_corners=False with that scale factor.
     return F.interpolate(x, scale_factor=factors, mode="bilinear", align_corners=False,
                          recompute_scale_factor=False)
+
+
+def _resize_nearest(x, scales):
+    # ONNX's asymmetric / floor source pixel, floor(out / scale), is torch's "nearest" with the
+    # scale kept as given (the exports repeat a [N, C, 1, 1] tensor this way).
+    if scales is None or not len(scales) or [float(s) for s in scales[:2]] != [1.0, 1.0]:
+        raise NotImplementedError("nearest Resize needs scales, and none over the batch or channel axes")
+    factors = tuple(float(s) for s in scales[2:])
+    return F.interpolate(x, scale_factor=factors, mode="nearest", recompute_scale_factor=False)
 
 
 def _max_pool(x, *, kernel_shape, strides=None, pads=(0, 0, 0, 0), ceil_mode=0, dilations=(1, 1), **_):

@@ -110,6 +110,57 @@ def test_matches_mediapipe(variant, photo, model_inputs):
         assert iou >= MIN_IOU, label
 
 
+@pytest.mark.parametrize("variant", ["general", "landscape"])
+def test_rewrites_keep_the_output(variant, model_inputs):
+    """The port's rewrites (NHWC first conv, 1x1 convs and means moved before upsamples, pools
+    and same-shape Muls in the squeeze-and-excitation blocks) change only the order of float
+    sums: the rewritten port and the op-by-op one agree on every photo."""
+    import torch
+
+    from camfx.models.selfie import SelfieSegmenter
+
+    plain = SelfieSegmenter.from_variant(variant, rewrite=False)
+    rewritten = _torch_model(variant)
+    assert rewritten._nhwc_input and not plain._nhwc_input
+    assert [k for k, _, _ in rewritten._steps] != [k for k, _, _ in plain._steps]  # convs moved
+    for photo in ("astronaut", "camera", "grace_hopper"):
+        batch = torch.from_numpy(model_inputs[variant, photo][None] / np.float32(255))
+        with torch.no_grad():
+            diff = float((rewritten(batch) - plain(batch)).abs().max())
+        # Means over up to 128 x 128 pixels summed in another order: up to ~1.2e-4 apart.
+        assert diff <= 3e-4, photo
+
+
+def test_bilinear_upsample_keeps_the_mean():
+    """The identity behind moving the decoder's means before its upsamples."""
+    import torch
+
+    from camfx.models.selfie import _is_upsample2x
+    from torch import nn
+
+    upsample = nn.Upsample(scale_factor=(2.0, 2.0), mode="bilinear", align_corners=False)
+    assert _is_upsample2x(upsample)
+    small = torch.rand(1, 5, 9, 16, dtype=torch.float64) * 10 - 3
+    torch.testing.assert_close(upsample(small).mean(dim=(2, 3)), small.mean(dim=(2, 3)), rtol=0, atol=1e-12)
+
+
+def test_bundled_graphs_avoid_layout_conversions():
+    """No input Transpose, no ReduceMean, no broadcast Mul: each would make onnxruntime convert
+    tensors out of its blocked layout and back."""
+    import onnx
+
+    for name in registry.SEGMENTATION_MODELS:
+        model = onnx.shape_inference.infer_shapes(onnx.load(str(registry.model_path(name))))
+        graph = model.graph
+        readers = [node.op_type for node in graph.node if registry.INPUT_NAME in node.input]
+        assert readers == ["Reshape"], name
+        assert "ReduceMean" not in {node.op_type for node in graph.node}, name
+        shapes = {v.name: [d.dim_value for d in v.type.tensor_type.shape.dim] for v in graph.value_info}
+        for node in graph.node:
+            if node.op_type == "Mul":
+                assert shapes[node.input[0]] == shapes[node.input[1]], (name, node.name)
+
+
 def test_registry_checksums_match_bundled_files():
     for name in registry.SEGMENTATION_MODELS:
         registry.verify(name)

@@ -58,6 +58,27 @@ def test_torch_runtime_equals_onnxruntime_on_the_bundled_models_at_any_batch(nam
     assert (got[0] > 0.9).mean() > 0.1 and (got[0] < 0.1).mean() > 0.1  # person and background found
 
 
+def test_torch_runtime_nearest_resize_equals_onnxruntime():
+    """The exports' asymmetric / floor nearest Resize, on a picture where each source pixel differs."""
+    import onnxruntime as ort
+    import torch
+    from onnx import TensorProto, helper, numpy_helper
+
+    x = helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 2, 3, 4])
+    y = helper.make_tensor_value_info("y", TensorProto.FLOAT, None)
+    scales = numpy_helper.from_array(np.array([1, 1, 2, 3], np.float32), "scales")
+    node = helper.make_node("Resize", ["x", "", "scales"], ["y"], mode="nearest",
+                            coordinate_transformation_mode="asymmetric", nearest_mode="floor")
+    model = helper.make_model(helper.make_graph([node], "g", [x], [y], [scales]),
+                              opset_imports=[helper.make_opsetid("", 17)])
+    picture = np.random.default_rng(0).random((1, 2, 3, 4), dtype=np.float32)
+    got = OnnxTorchModule(model)(x=torch.from_numpy(picture))["y"].numpy()
+    expected = ort.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"]).run(
+        None, {"x": picture})[0]
+    assert got.shape == (1, 2, 6, 12)
+    np.testing.assert_array_equal(got, expected)
+
+
 def test_torch_runtime_refuses_an_operator_it_does_not_implement():
     from onnx import TensorProto, helper
 
