@@ -250,6 +250,7 @@ def _velocity(before: _State, points: np.ndarray | None, at: int) -> tuple[float
     vy = float(points[:, 1].mean() - last[:, 1].mean()) / frames
     return (vx, vy) if math.hypot(vx, vy) >= STILL_SPEED else (0.0, 0.0)
 
+
 def _is_still(frame: yuv.Frame, state: _State) -> bool:
     """Whether the square the last landmarks came from holds the same picture in this frame."""
     if state.thumb is None or state.faces.points is None or state.still >= STILL_STEPS:
