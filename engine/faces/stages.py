@@ -22,7 +22,8 @@ import numpy as np
 
 from ..media import yuv
 from .framing import AutoFramer, apply_crop, is_full
-from .light import GainPass, LightMaps, LowLight, face_exposure, face_frame, white_balance, with_person
+from .light import (BACKGROUND_DIM, GainPass, LightMaps, LowLight, face_exposure, face_frame, white_balance,
+                    white_balance_shift)
 from .models import FaceModels, shared_face_models
 from .regions import SkinMasks
 from .touchup import clean_toon_face, touch_up
@@ -33,6 +34,7 @@ if TYPE_CHECKING:
     from ..pipeline.stages import Work
 
 MASK_EFFECTS = ("blur", "replace", "remove")
+NEW_BACKGROUND = ("replace", "remove")  # a picture or key colour of the user's: not the camera's light
 
 
 def wants_faces(p: Params) -> bool:
@@ -194,6 +196,24 @@ class TouchUp:
             _keep_probe_rows(work.image, output)
 
 
+def composite_light(work: Work) -> tuple[float, tuple[int, int]]:
+    """What `light` does as the effect stage composites (`effects.composite`'s background_light
+    and foreground_shift), at no cost beyond the blend's own pass:
+
+    - Studio Light's dimmer room, while a face is lit: the background's luma times
+      1 - BACKGROUND_DIM at the mask's full detail (blur and replace; not remove, whose key colour
+      must stay the key colour);
+    - with a new background (replace, remove), the white balance of the camera's picture on the
+      person alone, so the user's picture and the key colour keep their colours. (`none` and
+      `blur` show only the camera's picture: the light stage shifts all of it.)"""
+    p = work.params
+    if p.light == "off" or p.effect not in MASK_EFFECTS:
+        return 1.0, (0, 0)
+    lit = work.faces is not None and work.faces.points is not None
+    dim = 1.0 - BACKGROUND_DIM if lit and p.effect != "remove" else 1.0
+    return dim, white_balance_shift(work.image) if p.effect in NEW_BACKGROUND else (0, 0)
+
+
 class Light:
     """light studio / key and the vignette, on the output (see light). The face's exposure is
     eased over frames (no flicker as the face moves through uneven light); the light's map is
@@ -216,7 +236,7 @@ class Light:
         points = work.faces.points if work.faces is not None else None
         output = _own_output(work)
         h, w = yuv.frame_size(output)
-        if p.light != "off":
+        if p.light != "off" and p.effect not in NEW_BACKGROUND:  # (those were balanced as composited)
             white_balance(output)
         exposure = 1.0
         if points is not None and p.light != "off":
@@ -224,9 +244,8 @@ class Light:
             self._exposure = now if self._exposure is None else self._exposure + self.EASE * (now - self._exposure)
             exposure = round(self._exposure * 64) / 64
         face = None if points is None else face_frame(points)
-        gain = self._maps.get(h, w, face, p.light, exposure, p.vignette)
-        dims = face is not None and p.light != "off" and p.effect in MASK_EFFECTS
-        person = work.alpha if dims else None
-        self._gain(output, with_person(gain, person))
+        # The map holds the face's light alone (the room was dimmed as it was composited, see
+        # background_light): the same array, and so the same gain plan, while the face is still.
+        self._gain(output, self._maps.get(h, w, face, p.light, exposure, p.vignette))
         if p.probe:
             _keep_probe_rows(work.image, output)

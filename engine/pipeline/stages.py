@@ -22,7 +22,7 @@ from ..effects import compose, filters as effects
 from ..effects.backgrounds import Backgrounds
 from ..effects.mask import MaskRefiner, frame_guide
 from ..faces.models import FaceModels, shared_face_models
-from ..faces.stages import AutoFrame, KeepMainPerson, Light, LowLightStage, TouchUp, TrackFaces
+from ..faces.stages import AutoFrame, KeepMainPerson, Light, LowLightStage, TouchUp, TrackFaces, composite_light
 from ..faces.tracker import Faces
 from ..media import yuv
 from ..params import Params, hex_to_rgb
@@ -87,24 +87,26 @@ def edge_colours(frame: yuv.Frame, alpha: np.ndarray, halvings: yuv.Halvings | N
 
 
 def composite_clean(
-    frame: yuv.Frame, layer: np.ndarray | None, alpha: np.ndarray, p: Params, halvings: yuv.Halvings | None = None
+    frame: yuv.Frame, layer: np.ndarray | None, alpha: np.ndarray, p: Params, halvings: yuv.Halvings | None = None,
+    light: tuple[float, tuple[int, int]] = (1.0, (0, 0)),
 ) -> np.ndarray:
     """The person over `layer` without the old background's colour on their edge; `layer` None
     is the room blurred from the room's own pixels (the person never smears into it), with the
     edge correction folded in while it is small. `light_wrap` lets the new background's light
-    into the person's edge.
+    into the person's edge. `light`: `composite`'s background_light and foreground_shift.
 
     The steps are `effects`' edge_colours, edge_correction, blurred and composite, made in fused
     passes (`effects.fused`) unless light wrap is on."""
     halvings = halvings or yuv.Halvings(frame)
     if p.light_wrap > 0 and p.effect != "remove":  # a key colour is not light
-        return _composite_wrapped(frame, layer, alpha, p, halvings)
+        return _composite_wrapped(frame, layer, alpha, p, halvings, light)
     colours = fast_edge_colours(frame, alpha, halvings)
     if layer is None:
         keep = effects.background_weights(alpha)
         layer = effects.blurred_clean(frame, p.blur_strength, keep, effects.alpha_share(colours, alpha), halvings)
-        return effects.composite(frame, layer, alpha)
-    return effects.composite(frame, layer, alpha, offsets=effects.correction_offsets(colours, alpha))
+        return effects.composite(frame, layer, alpha, background_light=light[0], foreground_shift=light[1])
+    return effects.composite(frame, layer, alpha, offsets=effects.correction_offsets(colours, alpha),
+                             background_light=light[0], foreground_shift=light[1])
 
 
 def fast_edge_colours(frame: yuv.Frame, alpha: np.ndarray, halvings: yuv.Halvings) -> np.ndarray:
@@ -116,7 +118,8 @@ def fast_edge_colours(frame: yuv.Frame, alpha: np.ndarray, halvings: yuv.Halving
     return effects.edge_colours_fast(small, cv2.resize(alpha, (w, h), interpolation=cv2.INTER_AREA), alpha.shape)
 
 
-def _composite_wrapped(frame: yuv.Frame, layer: np.ndarray | None, alpha: np.ndarray, p: Params, halvings: yuv.Halvings) -> np.ndarray:
+def _composite_wrapped(frame: yuv.Frame, layer: np.ndarray | None, alpha: np.ndarray, p: Params, halvings: yuv.Halvings,
+                       light: tuple[float, tuple[int, int]]) -> np.ndarray:
     """`composite_clean` with light wrap, step by step."""
     colours = edge_colours(frame, alpha, halvings)
     if layer is None:
@@ -131,7 +134,7 @@ def _composite_wrapped(frame: yuv.Frame, layer: np.ndarray | None, alpha: np.nda
     small_layer = cv2.merge([cv2.resize(plane, (w, h), interpolation=cv2.INTER_AREA) for plane in yuv.planes(layer)])
     wrap = effects.light_wrap(small_frame, small_layer, alpha, p.light_wrap)
     correction = wrap if correction is None else tuple(c + x for c, x in zip(correction, wrap))
-    return effects.composite(frame, layer, alpha, correction)
+    return effects.composite(frame, layer, alpha, correction, background_light=light[0], foreground_shift=light[1])
 
 
 class PrepareBackground:
@@ -253,7 +256,8 @@ class ApplyEffect:
         elif p.effect == "diffusion":
             work.output = self._diffusion(work)
         else:
-            work.output = composite_clean(frame, work.background.result(), work.alpha, p, work.halvings)
+            work.output = composite_clean(frame, work.background.result(), work.alpha, p, work.halvings,
+                                          composite_light(work))
         if p.probe and work.output is not frame:
             # The untouched input rows let a latency probe match this output to its input.
             keep_probe_rows(frame, work.output)

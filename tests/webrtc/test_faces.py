@@ -151,7 +151,27 @@ def test_light_brightens_the_face_and_not_the_background(parts, dim_clip, face_a
     before = run(default_pipeline(*parts), dim_clip, effect="blur")[-1].output
     after = run(default_pipeline(*parts), dim_clip, effect="blur", light=mode)[-1].output
     assert luma(after)[inner].mean() >= luma(before)[inner].mean() + 10
-    assert luma(after)[far].mean() <= luma(before)[far].mean()  # dimmed a little, not lit
+    # The room dimmed a little (by BACKGROUND_DIM, less the white balance's shift), not lit.
+    assert luma(after)[far].mean() <= 0.9 * luma(before)[far].mean()
+    assert luma(after)[far].mean() >= 0.75 * luma(before)[far].mean()
+
+
+@pytest.mark.parametrize("effect", ["remove", "replace"])
+def test_light_leaves_a_new_backgrounds_colours_alone(parts, dim_clip, face_at_origin, effect):
+    """remove's key colour (which the overlay page keys out) and replace's picture keep their
+    colours under light: the white balance is the person's (the face is still lit); only
+    replace's room is dimmed, and remove's key colour stays exact."""
+    inner, far = _face_and_far(face_at_origin)
+    before = run(default_pipeline(*parts), dim_clip, effect=effect, key_color="#00ff00")[-1].output
+    after = run(default_pipeline(*parts), dim_clip, effect=effect, key_color="#00ff00", light="studio")[-1].output
+    assert luma(after)[inner].mean() >= luma(before)[inner].mean() + 10
+    for plane_before, plane_after in zip(yuv.planes(before)[1:], yuv.planes(after)[1:]):
+        chroma_far = (slice(far[0].start // 2, far[0].stop // 2), slice(far[1].start // 2, far[1].stop // 2))
+        assert np.array_equal(plane_after[chroma_far], plane_before[chroma_far])
+    if effect == "remove":
+        assert np.array_equal(luma(after)[far], luma(before)[far])
+    else:
+        assert luma(after)[far].mean() <= 0.9 * luma(before)[far].mean()
 
 
 def test_light_without_a_mask_leaves_the_far_background_alone(parts, dim_clip, face_at_origin):
