@@ -34,6 +34,7 @@ def composite(
     offsets: tuple[np.ndarray, np.ndarray, np.ndarray] | None = None,
     background_light: float = 1.0,
     foreground_shift: tuple[int, int] = (0, 0),
+    background_shift: tuple[int, int] = (0, 0),
 ) -> np.ndarray:
     """foreground * alpha + background * (1 - alpha), plane by plane.
 
@@ -45,8 +46,8 @@ def composite(
     (see `correction_offsets`): the three planes' maps, at any size, scaled as OpenCV's bilinear
     resize would (within one level, rarely). Light, in the same pass: `background_light` (0..1)
     scales the background's luma as it is blended in (Studio Light's dimmer room, at the mask's
-    own detail), and `foreground_shift` moves the foreground's U and V by whole levels (the
-    person's white balance, the new background's colours left as they are).
+    own detail), and `foreground_shift` and `background_shift` move each side's U and V by whole
+    levels (white balance: of both for a blurred room, of the person alone over a new picture).
     """
     h, w = yuv.frame_size(foreground)
     if yuv.frame_size(background) != (h, w):
@@ -56,7 +57,7 @@ def composite(
     luma_weight = cv2.resize(alpha8, (w, h), interpolation=cv2.INTER_LINEAR)
     chroma_weight = cv2.resize(alpha8, (w // 2, h // 2), interpolation=cv2.INTER_LINEAR)
     dim = min(256, max(0, round(background_light * 256)))
-    shifts = (0, *foreground_shift)
+    shifts, background_shifts = (0, *foreground_shift), (0, *background_shift)
     for i, (f, b, o) in enumerate(zip(yuv.planes(foreground), yuv.planes(background), yuv.planes(out))):
         weight = luma_weight if i == 0 else chroma_weight
         scale = dim if i == 0 else 256
@@ -65,11 +66,11 @@ def composite(
             offset = np.clip(correction[i] + np.float32(128.5), 0.0, 255.0).astype(np.uint8)
             offset = cv2.resize(offset, (o.shape[1], o.shape[0]), interpolation=cv2.INTER_LINEAR)
             f = _shifted(f, shifts[i])
-            b = cv2.convertScaleAbs(b, alpha=scale / 256) if scale < 256 else b
+            b = _shifted(cv2.convertScaleAbs(b, alpha=scale / 256) if scale < 256 else b, background_shifts[i])
             blend_plane_corrected(f, b, weight, offset, o)
             continue
-        if scale < 256 or shifts[i]:
-            blend_plane_lit(f, b, weight, scale, shifts[i], o)
+        if scale < 256 or shifts[i] or background_shifts[i]:
+            blend_plane_lit(f, b, weight, scale, shifts[i], background_shifts[i], o)
         else:
             blend_plane(f, b, weight, o)
         if offsets is not None:

@@ -34,7 +34,6 @@ if TYPE_CHECKING:
     from ..pipeline.stages import Work
 
 MASK_EFFECTS = ("blur", "replace", "remove")
-NEW_BACKGROUND = ("replace", "remove")  # a picture or key colour of the user's: not the camera's light
 
 
 def wants_faces(p: Params) -> bool:
@@ -196,22 +195,23 @@ class TouchUp:
             _keep_probe_rows(work.image, output)
 
 
-def composite_light(work: Work) -> tuple[float, tuple[int, int]]:
-    """What `light` does as the effect stage composites (`effects.composite`'s background_light
-    and foreground_shift), at no cost beyond the blend's own pass:
+def composite_light(work: Work) -> dict:
+    """What `light` does as the effect stage composites, as `effects.composite`'s arguments
+    (background_light, foreground_shift, background_shift), at no cost beyond the blend's pass:
 
     - Studio Light's dimmer room, while a face is lit: the background's luma times
       1 - BACKGROUND_DIM at the mask's full detail (blur and replace; not remove, whose key colour
       must stay the key colour);
-    - with a new background (replace, remove), the white balance of the camera's picture on the
-      person alone, so the user's picture and the key colour keep their colours. (`none` and
-      `blur` show only the camera's picture: the light stage shifts all of it.)"""
+    - the white balance of the camera's picture: of the whole output for blur (all of it is the
+      camera's), of the person alone for replace and remove, so the user's picture and the key
+      colour keep their colours. (Other effects: the light stage shifts the output.)"""
     p = work.params
     if p.light == "off" or p.effect not in MASK_EFFECTS:
-        return 1.0, (0, 0)
+        return {}
     lit = work.faces is not None and work.faces.points is not None
-    dim = 1.0 - BACKGROUND_DIM if lit and p.effect != "remove" else 1.0
-    return dim, white_balance_shift(work.image) if p.effect in NEW_BACKGROUND else (0, 0)
+    shift = white_balance_shift(work.image)
+    return {"background_light": 1.0 - BACKGROUND_DIM if lit and p.effect != "remove" else 1.0,
+            "foreground_shift": shift, "background_shift": shift if p.effect == "blur" else (0, 0)}
 
 
 class Light:
@@ -236,7 +236,7 @@ class Light:
         points = work.faces.points if work.faces is not None else None
         output = _own_output(work)
         h, w = yuv.frame_size(output)
-        if p.light != "off" and p.effect not in NEW_BACKGROUND:  # (those were balanced as composited)
+        if p.light != "off" and p.effect not in MASK_EFFECTS:  # (those were balanced as composited)
             white_balance(output)
         exposure = 1.0
         if points is not None and p.light != "off":

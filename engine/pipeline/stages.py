@@ -88,12 +88,13 @@ def edge_colours(frame: yuv.Frame, alpha: np.ndarray, halvings: yuv.Halvings | N
 
 def composite_clean(
     frame: yuv.Frame, layer: np.ndarray | None, alpha: np.ndarray, p: Params, halvings: yuv.Halvings | None = None,
-    light: tuple[float, tuple[int, int]] = (1.0, (0, 0)),
+    light: dict | None = None,
 ) -> np.ndarray:
     """The person over `layer` without the old background's colour on their edge; `layer` None
     is the room blurred from the room's own pixels (the person never smears into it), with the
     edge correction folded in while it is small. `light_wrap` lets the new background's light
-    into the person's edge. `light`: `composite`'s background_light and foreground_shift.
+    into the person's edge. `light`: `composite`'s arguments of light (see
+    faces.stages.composite_light).
 
     The steps are `effects`' edge_colours, edge_correction, blurred and composite, made in fused
     passes (`effects.fused`) unless light wrap is on."""
@@ -104,9 +105,8 @@ def composite_clean(
     if layer is None:
         keep = effects.background_weights(alpha)
         layer = effects.blurred_clean(frame, p.blur_strength, keep, effects.alpha_share(colours, alpha), halvings)
-        return effects.composite(frame, layer, alpha, background_light=light[0], foreground_shift=light[1])
-    return effects.composite(frame, layer, alpha, offsets=effects.correction_offsets(colours, alpha),
-                             background_light=light[0], foreground_shift=light[1])
+        return effects.composite(frame, layer, alpha, **(light or {}))
+    return effects.composite(frame, layer, alpha, offsets=effects.correction_offsets(colours, alpha), **(light or {}))
 
 
 def fast_edge_colours(frame: yuv.Frame, alpha: np.ndarray, halvings: yuv.Halvings) -> np.ndarray:
@@ -119,7 +119,7 @@ def fast_edge_colours(frame: yuv.Frame, alpha: np.ndarray, halvings: yuv.Halving
 
 
 def _composite_wrapped(frame: yuv.Frame, layer: np.ndarray | None, alpha: np.ndarray, p: Params, halvings: yuv.Halvings,
-                       light: tuple[float, tuple[int, int]]) -> np.ndarray:
+                       light: dict | None) -> np.ndarray:
     """`composite_clean` with light wrap, step by step."""
     colours = edge_colours(frame, alpha, halvings)
     if layer is None:
@@ -134,7 +134,7 @@ def _composite_wrapped(frame: yuv.Frame, layer: np.ndarray | None, alpha: np.nda
     small_layer = cv2.merge([cv2.resize(plane, (w, h), interpolation=cv2.INTER_AREA) for plane in yuv.planes(layer)])
     wrap = effects.light_wrap(small_frame, small_layer, alpha, p.light_wrap)
     correction = wrap if correction is None else tuple(c + x for c, x in zip(correction, wrap))
-    return effects.composite(frame, layer, alpha, correction, background_light=light[0], foreground_shift=light[1])
+    return effects.composite(frame, layer, alpha, correction, **(light or {}))
 
 
 class PrepareBackground:

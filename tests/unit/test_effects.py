@@ -97,23 +97,24 @@ def test_blend_plane_is_the_rounded_weighted_mean_for_every_weight():
     assert np.array_equal(out, (f * w + b * (255 - w) + 127) // 255)
 
 
-@pytest.mark.parametrize("scale, shift", [(0, 0), (210, 0), (255, 12), (256, -12), (256, 255), (210, -255)])
-def test_lit_blend_shifts_the_foreground_and_scales_the_background(scale, shift):
+@pytest.mark.parametrize("scale, shift, background_shift", [(0, 0, 0), (210, 0, 5), (255, 12, -3), (256, -12, 0),
+                                                           (256, 255, -255), (210, -255, 255)])
+def test_lit_blend_shifts_and_scales_each_side(scale, shift, background_shift):
     rng = np.random.default_rng(4)
     fg, bg = (rng.integers(0, 256, (256, 300), dtype=np.uint8) for _ in range(2))
     fg[0], bg[0], fg[1] = 255, 255, 0  # where 16-bit lanes overflow first, and the clipping
     weight = np.tile(np.arange(256, dtype=np.uint8)[:, None], (1, 300))
     out = np.empty_like(fg)
-    blend_plane_lit(fg, bg, weight, scale, shift, out)
+    blend_plane_lit(fg, bg, weight, scale, shift, background_shift, out)
     f, b, w = (a.astype(np.int64) for a in (fg, bg, weight))
-    f, b = np.clip(f + shift, 0, 255), (b * scale + 128) // 256
+    f, b = np.clip(f + shift, 0, 255), np.clip((b * scale + 128) // 256 + background_shift, 0, 255)
     assert np.array_equal(out, (f * w + b * (255 - w) + 127) // 255)
 
 
 def test_composite_lights_the_person_and_the_room_apart():
-    """Studio Light's room: luma scaled where the background shows; the person's white balance:
-    chroma shifted where the person shows; nothing else changed, on every path (plain, edge
-    offsets, corrected)."""
+    """Studio Light's room: luma scaled where the background shows; white balance: each side's
+    chroma shifted by its own levels; nothing else changed, on every path (plain, edge offsets,
+    corrected)."""
     fg, bg = textured(seed=1), textured(seed=2)
     alpha = left_half_alpha()
     h, w = alpha.shape
@@ -121,7 +122,8 @@ def test_composite_lights_the_person_and_the_room_apart():
     correction = tuple(np.zeros((h, w), np.float32) for _ in range(3))
     for extra in ({}, {"offsets": offsets}, {"correction": correction}):
         plain = effects.composite(fg, bg, alpha, **extra)
-        lit = effects.composite(fg, bg, alpha, background_light=0.82, foreground_shift=(5, -7), **extra)
+        lit = effects.composite(fg, bg, alpha, background_light=0.82, foreground_shift=(5, -7),
+                                background_shift=(-2, 3), **extra)
         for i, (before, after) in enumerate(zip(yuv.planes(plain), yuv.planes(lit))):
             cols = before.shape[1]
             person, room = slice(0, cols // 2 - cols // 8), slice(cols // 2 + cols // 8, cols)
@@ -131,7 +133,7 @@ def test_composite_lights_the_person_and_the_room_apart():
                 assert np.abs(after[:, room] - (before[:, room] * 210 + 128) // 256).max() <= 1
             else:
                 assert np.array_equal(after[:, person], np.clip(before[:, person] + (5, -7)[i - 1], 0, 255))
-                assert np.array_equal(after[:, room], before[:, room])
+                assert np.array_equal(after[:, room], np.clip(before[:, room] + (-2, 3)[i - 1], 0, 255))
 
 
 def test_gain_multiply_matches_a_full_size_gain_and_stays_in_its_view():

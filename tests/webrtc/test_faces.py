@@ -174,6 +174,25 @@ def test_light_leaves_a_new_backgrounds_colours_alone(parts, dim_clip, face_at_o
         assert luma(after)[far].mean() <= 0.9 * luma(before)[far].mean()
 
 
+def test_light_white_balances_the_whole_blurred_picture(parts, dim_clip, face_at_origin):
+    """blur shows only the camera's picture: a colour cast comes out of the person and the room."""
+    inner, far = _face_and_far(face_at_origin)
+    cast = [f.copy() for f in dim_clip]
+    for frame in cast:
+        u, v = yuv.planes(frame)[1:]
+        u[...] = np.clip(u.astype(int) + 16, 0, 255)
+        v[...] = np.clip(v.astype(int) - 12, 0, 255)
+    before = run(default_pipeline(*parts), cast, effect="blur")[-1].output
+    after = run(default_pipeline(*parts), cast, effect="blur", light="studio")[-1].output
+    for i, towards in ((1, -1), (2, +1)):
+        moved = []
+        for region in (inner, far):
+            half = tuple(slice(r.start // 2, r.stop // 2) for r in region)
+            moved.append(yuv.planes(after)[i][half].astype(float).mean() - yuv.planes(before)[i][half].astype(float).mean())
+        assert min(m * towards for m in moved) >= 2  # pulled back towards grey
+        assert abs(moved[0] - moved[1]) <= 1  # by the same levels, person and room
+
+
 def test_light_without_a_mask_leaves_the_far_background_alone(parts, dim_clip, face_at_origin):
     inner, far = _face_and_far(face_at_origin)
     frame = dim_clip[-1]
