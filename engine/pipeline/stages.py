@@ -22,7 +22,8 @@ from ..effects import compose, filters as effects
 from ..effects.backgrounds import Backgrounds
 from ..effects.mask import MaskRefiner, frame_guide
 from ..faces.models import FaceModels, shared_face_models
-from ..faces.stages import AutoFrame, KeepMainPerson, Light, LowLightStage, TouchUp, TrackFaces, composite_light
+from ..faces.stages import (AutoFrame, FramingOut, KeepMainPerson, Light, LowLightStage, TouchUp, TrackFaces,
+                            composite_light)
 from ..faces.tracker import Faces
 from ..media import yuv
 from ..params import Params, hex_to_rgb
@@ -51,6 +52,7 @@ class Work:
     output: np.ndarray | None = None  # I420 result
     faces: Faces | None = None  # the faces found (engine/faces), in the image's pixels
     image_owned: bool = False  # image is a picture a stage made, not the camera's: later stages may write it
+    camera: yuv.Frame | None = None  # the camera's picture, while image is a crop of it (framing)
     timings: dict[str, float] = field(default_factory=dict)  # stage name -> seconds
 
 
@@ -343,7 +345,7 @@ def default_pipeline(
     faces: FaceModels | None = None,
 ) -> Pipeline:
     """[low light -> faces -> framing ->] segment -> [people ->] refine mask -> (stylize) -> effect
-    [-> touch-up -> light]; with `helper`, the background layer is made, and faces tracked,
+    [-> touch-up -> light -> framing out]; with `helper`, the background layer is made, and faces tracked,
     alongside. The face stages (engine/faces) cost nothing while their parameters are off;
     `faces`: the face models (default: the process's, loaded when a stream first needs them).
     With `diffusion` (the device's DiffusionService), frames of the diffusion effect are offered
@@ -356,4 +358,4 @@ def default_pipeline(
         from ..diffusion.stage import Stylize
 
         stages.append(Stylize(diffusion))
-    return Pipeline(stages + [ApplyEffect(), TouchUp(), Light()])
+    return Pipeline(stages + [ApplyEffect(), TouchUp(), Light(), FramingOut()])
