@@ -85,7 +85,7 @@ def edge_colours(frame: yuv.Frame, alpha: np.ndarray, halvings: yuv.Halvings | N
     halvings = halvings or yuv.Halvings(frame)
     h, w = max(1, alpha.shape[0] // 2), max(1, alpha.shape[1] // 2)
     small = cv2.merge([halvings.shrink(i, h, w) for i in range(3)])
-    return effects.edge_colours(small, cv2.resize(alpha, (w, h), interpolation=cv2.INTER_AREA), alpha)
+    return effects.edge_colours(small, half_alpha(alpha, h, w), alpha)
 
 
 def composite_clean(
@@ -117,7 +117,13 @@ def fast_edge_colours(frame: yuv.Frame, alpha: np.ndarray, halvings: yuv.Halving
     small = np.empty((3, h, w), np.uint8)
     for i in range(3):
         halvings.shrink(i, h, w, dst=small[i])
-    return effects.edge_colours_fast(small, cv2.resize(alpha, (w, h), interpolation=cv2.INTER_AREA), alpha.shape)
+    return effects.edge_colours_fast(small, half_alpha(alpha, h, w), alpha.shape)
+
+
+def half_alpha(alpha: np.ndarray, h: int, w: int) -> np.ndarray:
+    """`alpha` area-averaged to (h, w), its half (rounded down): an odd last row or column is
+    left out, which keeps OpenCV on its whole-ratio path (ten times faster than 455 -> 227)."""
+    return cv2.resize(alpha[: 2 * h, : 2 * w], (w, h), interpolation=cv2.INTER_AREA)
 
 
 def _composite_wrapped(frame: yuv.Frame, layer: np.ndarray | None, alpha: np.ndarray, p: Params, halvings: yuv.Halvings,
