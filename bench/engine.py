@@ -40,7 +40,7 @@ from .stats import axes, machine, save, summary_ms
 
 WARMUP = 20  # first frames allocate and fill caches
 STAGE_ORDER = ["convert_in", "low_light", "face", "framing", "background", "segment", "people", "refine", "effect",
-               "touch_up", "light", "convert_out"]
+               "touch_up", "light", "framing_out", "convert_out"]
 
 
 async def _feed(pipeline, executor, clip: list[VideoFrame], params: Params, frames: int, pace_fps: float) -> dict:

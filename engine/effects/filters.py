@@ -10,7 +10,7 @@ import numpy as np
 
 from ..media import yuv
 from . import fused
-from .blend import blend_plane, blend_plane_corrected
+from .blend import blend_plane, blend_plane_corrected, blend_plane_lit
 
 
 @functools.lru_cache(maxsize=32)
@@ -32,6 +32,9 @@ def composite(
     alpha: np.ndarray,
     correction: tuple[np.ndarray, np.ndarray, np.ndarray] | None = None,
     offsets: tuple[np.ndarray, np.ndarray, np.ndarray] | None = None,
+    background_light: float = 1.0,
+    foreground_shift: tuple[int, int] = (0, 0),
+    background_shift: tuple[int, int] = (0, 0),
 ) -> np.ndarray:
     """foreground * alpha + background * (1 - alpha), plane by plane.
 
@@ -41,7 +44,10 @@ def composite(
     `correction`: three float32 maps at any size (e.g. `edge_correction`'s), added per plane in
     the same pass, within one level. `offsets`: the correction already offset by 128 into 8 bits
     (see `correction_offsets`): the three planes' maps, at any size, scaled as OpenCV's bilinear
-    resize would (within one level, rarely).
+    resize would (within one level, rarely). Light, in the same pass: `background_light` (0..1)
+    scales the background's luma as it is blended in (Studio Light's dimmer room, at the mask's
+    own detail), and `foreground_shift` and `background_shift` move each side's U and V by whole
+    levels (white balance: of both for a blurred room, of the person alone over a new picture).
     """
     h, w = yuv.frame_size(foreground)
     if yuv.frame_size(background) != (h, w):
@@ -50,20 +56,34 @@ def composite(
     alpha8 = cv2.convertScaleAbs(alpha, alpha=255.0)
     luma_weight = cv2.resize(alpha8, (w, h), interpolation=cv2.INTER_LINEAR)
     chroma_weight = cv2.resize(alpha8, (w // 2, h // 2), interpolation=cv2.INTER_LINEAR)
+    dim = min(256, max(0, round(background_light * 256)))
+    shifts, background_shifts = (0, *foreground_shift), (0, *background_shift)
     for i, (f, b, o) in enumerate(zip(yuv.planes(foreground), yuv.planes(background), yuv.planes(out))):
         weight = luma_weight if i == 0 else chroma_weight
-        if offsets is not None:
-            # The correction is 128 (none) but along the edge: added there only, after the blend.
-            blend_plane(f, b, weight, o)
-            fused.add_offsets(o, offsets[i], *_taps(offsets[i].shape[1], o.shape[1]), *_taps(offsets[i].shape[0], o.shape[0]))
-        elif correction is None:
-            blend_plane(f, b, weight, o)
-        else:
+        scale = dim if i == 0 else 256
+        if correction is not None and offsets is None:
             # Offset by 128 into 8 bits while small, then scaled (8-bit resizes are fast).
             offset = np.clip(correction[i] + np.float32(128.5), 0.0, 255.0).astype(np.uint8)
             offset = cv2.resize(offset, (o.shape[1], o.shape[0]), interpolation=cv2.INTER_LINEAR)
+            f = _shifted(f, shifts[i])
+            b = _shifted(cv2.convertScaleAbs(b, alpha=scale / 256) if scale < 256 else b, background_shifts[i])
             blend_plane_corrected(f, b, weight, offset, o)
+            continue
+        if scale < 256 or shifts[i] or background_shifts[i]:
+            blend_plane_lit(f, b, weight, scale, shifts[i], background_shifts[i], o)
+        else:
+            blend_plane(f, b, weight, o)
+        if offsets is not None:
+            # The correction is 128 (none) but along the edge: added there only, after the blend.
+            fused.add_offsets(o, offsets[i], *_taps(offsets[i].shape[1], o.shape[1]), *_taps(offsets[i].shape[0], o.shape[0]))
     return out
+
+
+def _shifted(plane: np.ndarray, levels: int) -> np.ndarray:
+    """`plane` + `levels`, clipped (a new array unless `levels` is 0)."""
+    if levels > 0:
+        return cv2.add(plane, levels)
+    return cv2.subtract(plane, -levels) if levels < 0 else plane
 
 
 # Edge colour: a pixel on the person's edge is a mix, I = a * F + (1 - a) * B, of the person's

@@ -64,19 +64,21 @@ def colour_difference(person, background, sure, out):
 @njit(f"void({_MAPS}, {_MAP}, {_PLANE}, {_PLANES})", nogil=True, cache=True)
 def correction_offsets(colours, alpha, luma, chroma):
     """a * (1 - a) * (F - B) per plane offset by 128 into 8 bits (as `filters.composite` takes
-    a correction): plane 0 into `luma`, planes 1 and 2 into `chroma[0]` and `chroma[1]`."""
+    a correction): plane 0 into `luma`, planes 1 and 2 into `chroma[0]` and `chroma[1]`. Most
+    of a mask is 0 or 1, where the offset is 128 whatever the colours: only the edge reads them."""
     height, width = alpha.shape
     for r in range(height):
+        a_row, l_row, u_row, v_row = alpha[r], luma[r], chroma[0, r], chroma[1, r]
         for c in range(width):
-            a = alpha[r, c]
+            a = a_row[c]
             share = a * (np.float32(1.0) - a)
-            for k in range(3):
-                t = colours[r, c, k] * share + np.float32(128.5)
-                t = min(max(t, np.float32(0.0)), np.float32(255.0))
-                if k == 0:
-                    luma[r, c] = np.uint8(t)
-                else:
-                    chroma[k - 1, r, c] = np.uint8(t)
+            if share == np.float32(0.0):
+                l_row[c] = u_row[c] = v_row[c] = np.uint8(128)
+                continue
+            y = min(max(colours[r, c, 0] * share + np.float32(128.5), np.float32(0.0)), np.float32(255.0))
+            u = min(max(colours[r, c, 1] * share + np.float32(128.5), np.float32(0.0)), np.float32(255.0))
+            v = min(max(colours[r, c, 2] * share + np.float32(128.5), np.float32(0.0)), np.float32(255.0))
+            l_row[c], u_row[c], v_row[c] = np.uint8(y), np.uint8(u), np.uint8(v)
 
 
 @njit(f"void({_MAPS}, {_MAP}, {_MAPS})", nogil=True, cache=True)

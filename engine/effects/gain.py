@@ -8,6 +8,8 @@ two nearest map rows and multiplies, in 16-bit lanes, reading the plane once and
 
 from __future__ import annotations
 
+import functools
+
 import cv2
 import numpy as np
 from numba import njit
@@ -50,10 +52,17 @@ def stretch(fixed: np.ndarray, height: int, width: int) -> tuple[np.ndarray, np.
     across = np.float32([[gw / width, 0, 0.5 * gw / width - 0.5], [0, 1, 0]])
     stretched = cv2.warpAffine(fixed, across, (width, gh), flags=cv2.INTER_LINEAR | cv2.WARP_INVERSE_MAP,
                                borderMode=cv2.BORDER_REPLICATE)
-    source = np.clip((np.arange(height, dtype=np.float32) + 0.5) * (gh / height) - 0.5, 0, gh - 1)
-    rows = source.astype(np.int32)
-    weights = np.round((source - rows) * 256).astype(np.uint16)
-    return stretched, rows, weights
+    return (stretched, *_row_mix(gh, height))
+
+
+@functools.lru_cache(maxsize=64)
+def _row_mix(rows: int, height: int) -> tuple[np.ndarray, np.ndarray]:
+    """Each of `height` plane rows' first map row (of `rows`) and the next one's share in 256ths
+    (pixel centres aligned, as cv2.resize does); kept (the same for every frame), never written."""
+    source = np.clip((np.arange(height, dtype=np.float32) + 0.5) * (rows / height) - 0.5, 0, rows - 1)
+    first = source.astype(np.int32)
+    weights = np.round((source - first) * 256).astype(np.uint16)
+    return first, weights
 
 
 def apply(plane: np.ndarray, stretched: tuple[np.ndarray, np.ndarray, np.ndarray]) -> None:

@@ -6,6 +6,11 @@ zone around it (so a still face never makes the crop twitch), and the crop eases
 as a critically damped spring (no jump when a move starts or ends, settled within about a
 second). The zoom never goes past MAX_ZOOM (beyond it the picture is visibly soft); with nobody
 in the picture for NOBODY_FRAMES the goal is the full frame again.
+
+The crop is worked on at its own resolution (`working_size`): every stage after framing (mask,
+effect, touch-up, light) pays for the crop's pixels, not for the frame's, and `scale_back` brings
+the output to the camera's size at the end. Scaling the crop up first would only make them pay
+for pixels that hold nothing new.
 """
 
 from __future__ import annotations
@@ -26,6 +31,8 @@ ZOOM_DEAD_ZONE = 0.15  # relative change of the wanted crop size that moves the 
 OMEGA = 6.0  # spring's natural frequency, 1/s: settled to ~2 % one second after a move
 FPS = 30.0  # the spring steps one frame at this rate
 NOBODY_FRAMES = 45  # 1.5 s without a face: back to the full frame
+WORK_STEP = 64  # px: the working width is the crop's rounded up to this, so a zoom passes through
+                # a few sizes, and what a stage keeps per size (masks, maps) is kept in between
 
 
 @dataclass
@@ -110,17 +117,42 @@ def is_full(crop: Crop, height: int, width: int) -> bool:
     return width - crop.width < 0.5 and abs(crop.cx - width / 2) < 0.5 and abs(crop.cy - height / 2) < 0.5
 
 
-def apply_crop(frame: yuv.Frame, crop: Crop) -> np.ndarray:
-    """The crop scaled back to the frame's size (bilinear, sub-pixel placed: a slow pan glides
-    rather than stepping a pixel at a time)."""
+def working_size(crop: Crop, height: int, width: int) -> tuple[int, int]:
+    """(height, width) to work on `crop` at: the crop's own width rounded up to WORK_STEP (at
+    most the frame's), at the frame's aspect, even."""
+    ww = min(width, -(-math.ceil(crop.width - 0.5) // WORK_STEP) * WORK_STEP)
+    wh = min(height, max(2, round(ww * height / width / 2) * 2))
+    return wh, ww
+
+
+def apply_crop(frame: yuv.Frame, crop: Crop, size: tuple[int, int] | None = None) -> np.ndarray:
+    """The crop scaled to `size` (height, width; the frame's size by default): bilinear,
+    sub-pixel placed, so a slow pan glides rather than stepping a pixel at a time."""
     h, w = yuv.frame_size(frame)
-    out = yuv.empty(h, w)
-    scale = w / crop.width
+    oh, ow = size or (h, w)
+    out = yuv.empty(oh, ow)
+    sx, sy = ow / crop.width, oh / (crop.width * h / w)
     x0, y0 = crop.cx - crop.width / 2, crop.cy - crop.width * h / w / 2
     for i, (src, dst) in enumerate(zip(yuv.planes(frame), yuv.planes(out))):
         f = 1.0 if i == 0 else 0.5  # chroma planes are half size
         # dst pixel centre (u + 0.5) maps to src (x0 + (u + 0.5) / scale) in luma pixels.
-        m = np.float32([[1 / scale, 0, (x0 * f) + 0.5 / scale - 0.5], [0, 1 / scale, (y0 * f) + 0.5 / scale - 0.5]])
-        cv2.warpAffine(src, m, (dst.shape[1], dst.shape[0]), dst=dst,
-                       flags=cv2.INTER_LINEAR | cv2.WARP_INVERSE_MAP, borderMode=cv2.BORDER_REPLICATE)
+        m = np.float32([[1 / sx, 0, (x0 * f) + 0.5 / sx - 0.5], [0, 1 / sy, (y0 * f) + 0.5 / sy - 0.5]])
+        _warp(src, m, dst)
     return out
+
+
+def scale_back(frame: yuv.Frame, height: int, width: int) -> np.ndarray:
+    """A picture worked on at `working_size` brought to the camera's (height, width), pixel
+    centres aligned (as cv2.resize, by warpAffine: twice as fast at these scales)."""
+    out = yuv.empty(height, width)
+    fh, fw = yuv.frame_size(frame)
+    sx, sy = fw / width, fh / height
+    m = np.float32([[sx, 0, 0.5 * sx - 0.5], [0, sy, 0.5 * sy - 0.5]])
+    for src, dst in zip(yuv.planes(frame), yuv.planes(out)):
+        _warp(src, m, dst)
+    return out
+
+
+def _warp(src: np.ndarray, inverse: np.ndarray, dst: np.ndarray) -> None:
+    cv2.warpAffine(src, inverse, (dst.shape[1], dst.shape[0]), dst=dst,
+                   flags=cv2.INTER_LINEAR | cv2.WARP_INVERSE_MAP, borderMode=cv2.BORDER_REPLICATE)

@@ -3,7 +3,8 @@ low light (a gain that keeps skin tones, and a denoise).
 
 Everything the face light changes is one gain map over the luma, made at 1/8 of the frame's size
 (light varies slowly) and applied in one pass; white balance is a shift of the chroma planes.
-Luma-only gains keep every colour's hue, so skin stays skin.
+Luma-only gains keep every colour's hue, so skin stays skin. The background's dim is not in the
+map: the effect stage turns the room's luma down as it composites (see stages.background_light).
 """
 
 from __future__ import annotations
@@ -21,7 +22,7 @@ from .regions import extent, face_box
 GAIN_SHRINK = 8
 FACE_TARGET_LUMA = 150.0  # where the face's mean luma is brought to (studio and key)
 EXPOSURE_RANGE = (0.85, 1.6)
-BACKGROUND_DIM = 0.18  # Studio Light's background, when a mask says where it is
+BACKGROUND_DIM = 0.18  # Studio Light's background, when a mask says where it is (dimmed as it is composited)
 KEY_GAIN = 0.28  # the key light's peak, on the face's lit side
 FILL_LOSS = 0.08  # and the shadow side's loss
 WHITE_BALANCE = 0.5  # how far the picture's mean chroma is pulled to grey
@@ -68,13 +69,6 @@ def face_exposure(frame: yuv.Frame, points: np.ndarray) -> float:
     return min(max(FACE_TARGET_LUMA / max(mean, 1.0), low), high)  # (np.clip of a scalar costs 10 µs)
 
 
-def gain_map(height: int, width: int, points: np.ndarray | None, mode: str, exposure: float,
-             person: np.ndarray | None, vignette: float) -> np.ndarray:
-    """The luma gain at 1/GAIN_SHRINK of the frame, float32 (1 = unchanged)."""
-    face = None if points is None else face_frame(points)
-    return with_person(light_map(height, width, face, mode, exposure, vignette), person if face is not None and mode != "off" else None)
-
-
 def face_frame(points: np.ndarray) -> tuple[float, float, float, float, float]:
     """What the light map needs of the landmarks: (centre x, centre y, width, height, roll)."""
     (cx, cy), fw, fh, roll = _face_frame(points)
@@ -83,8 +77,8 @@ def face_frame(points: np.ndarray) -> tuple[float, float, float, float, float]:
 
 def light_map(height: int, width: int, face: tuple | None, mode: str, exposure: float,
               vignette: float) -> np.ndarray:
-    """The gain of the face's light and the vignette (`gain_map` without the background's dim),
-    at 1/GAIN_SHRINK of the frame; `face`: `face_frame` of the landmarks, or None."""
+    """The luma gain of the face's light and the vignette at 1/GAIN_SHRINK of the frame, float32
+    (1 = unchanged); `face`: `face_frame` of the landmarks, or None."""
     gh, gw = max(2, height // GAIN_SHRINK), max(2, width // GAIN_SHRINK)
     gain = np.ones((gh, gw), np.float32)
     if face is not None and mode != "off":
@@ -181,16 +175,6 @@ class LightMaps:
         self._made += 1
 
 
-def with_person(gain: np.ndarray, person: np.ndarray | None) -> np.ndarray:
-    """`gain` with the background (where `person`, the mask in [0, 1], is low) dimmed: a new
-    array (gain itself when there is no mask)."""
-    if person is None:
-        return gain
-    # Bilinear, not area: the mask is already soft and small (the frame's height / 5).
-    weight = cv2.resize(person, gain.shape[::-1], interpolation=cv2.INTER_LINEAR)
-    return gain * (1 - BACKGROUND_DIM * (1 - weight))
-
-
 def _vignette(gh: int, gw: int, amount: float) -> np.ndarray:
     xx, yy = _grid(gh, gw)
     r2 = (xx / gw * 2 - 1) ** 2 + (yy / gh * 2 - 1) ** 2
@@ -227,31 +211,39 @@ def _plan(gain: np.ndarray, height: int, width: int):
     """((y0, y1, x0, x1), gains.stretch of the map over them) for where the 8-bit gain is not 1,
     or None where it is 1 everywhere."""
     fixed = cv2.convertScaleAbs(gain, alpha=float(gains.ONE))
-    changed = fixed != gains.ONE
-    rows, cols = np.flatnonzero(changed.any(1)), np.flatnonzero(changed.any(0))
-    if rows.size == 0:
+    c0, r0, cols, rows = cv2.boundingRect(cv2.compare(fixed, gains.ONE, cv2.CMP_NE))
+    if rows == 0:
         return None
     gh, gw = fixed.shape
-    r0, r1 = max(0, rows.min() - 1), min(gh, rows.max() + 2)
-    c0, c1 = max(0, cols.min() - 1), min(gw, cols.max() + 2)
+    r0, r1 = max(0, r0 - 1), min(gh, r0 + rows + 1)
+    c0, c1 = max(0, c0 - 1), min(gw, c0 + cols + 1)
     sy, sx = height / gh, width / gw
     y0, y1 = round(r0 * sy), height if r1 == gh else round(r1 * sy)
     x0, x1 = round(c0 * sx), width if c1 == gw else round(c1 * sx)
     return (y0, y1, x0, x1), gains.stretch(np.ascontiguousarray(fixed[r0:r1, c0:c1]), y1 - y0, x1 - x0)
 
 
-def white_balance(frame: np.ndarray) -> None:
-    """Pull the picture's mean chroma part way to grey (grey world), in place. The mean is taken
-    over every WB_SAMPLE_ROWS-th row (a quarter of the reading; the same mean to a fraction of a
-    level)."""
+def white_balance_shift(frame: yuv.Frame) -> tuple[int, int]:
+    """The shifts of U and V, whole levels, that pull the picture's mean chroma part way to grey
+    (grey world). The mean is taken over every WB_SAMPLE_ROWS-th row (a quarter of the reading;
+    the same mean to a fraction of a level). Whole levels: OpenCV adds a fractional scalar to
+    8-bit planes ten times slower, and each pixel's result is rounded to a whole level anyway."""
+    shifts = []
     for plane in yuv.planes(frame)[1:]:
         mean = cv2.mean(plane[::WB_SAMPLE_ROWS])[0]
-        # A whole number of levels: OpenCV adds a fractional scalar to 8-bit planes ten times
-        # slower (and each pixel's result is rounded to a whole level either way).
         shift = min(max(WHITE_BALANCE * (128.0 - mean), -MAX_WB_SHIFT), MAX_WB_SHIFT)
-        if abs(shift) >= 1:
-            shift = round(shift)
-            cv2.add(plane, shift, dst=plane) if shift > 0 else cv2.subtract(plane, -shift, dst=plane)
+        shifts.append(round(shift) if abs(shift) >= 1 else 0)
+    return shifts[0], shifts[1]
+
+
+def white_balance(frame: np.ndarray, shifts: tuple[int, int] | None = None) -> None:
+    """The chroma shifted by `shifts` (`white_balance_shift` of the frame itself by default), in
+    place."""
+    for plane, shift in zip(yuv.planes(frame)[1:], shifts or white_balance_shift(frame)):
+        if shift > 0:
+            cv2.add(plane, shift, dst=plane)
+        elif shift < 0:
+            cv2.subtract(plane, -shift, dst=plane)
 
 
 class LowLight:

@@ -2,12 +2,13 @@
 
     low_light  gain and denoise of a dark picture (before anything looks at it)
     face       faces found and tracked (on the camera's whole picture)
-    framing    the auto-frame crop: everything after runs on the cropped picture
+    framing    the auto-frame crop: everything after runs on the cropped picture, at its own size
     ...        the mask stages (background, segment)
     people     only the main person's part of the mask stays (before refine)
     ...        refine, effect
     touch_up   skin smoothing; the toon look's outlines off the face's skin
     light      face exposure, key light, background dimmed, white balance, vignette
+    framing_out  the cropped picture's output at the camera's size
 
 Each does nothing, at no cost, while its parameters are off.
 """
@@ -21,8 +22,9 @@ import cv2
 import numpy as np
 
 from ..media import yuv
-from .framing import AutoFramer, apply_crop, is_full
-from .light import GainPass, LightMaps, LowLight, face_exposure, face_frame, white_balance, with_person
+from .framing import WORK_STEP, AutoFramer, apply_crop, is_full, scale_back, working_size
+from .light import (BACKGROUND_DIM, GainPass, LightMaps, LowLight, face_exposure, face_frame, white_balance,
+                    white_balance_shift)
 from .models import FaceModels, shared_face_models
 from .regions import SkinMasks
 from .touchup import clean_toon_face, touch_up
@@ -110,19 +112,30 @@ class TrackFaces:
 
 
 class AutoFrame:
-    """The crop (see framing) applied: work.image becomes the crop at the frame's size, and the
-    faces move into its pixels."""
+    """The crop (see framing) applied: work.image becomes the crop at its own resolution
+    (`framing.working_size`), the faces move into its pixels, and work.camera keeps the camera's
+    picture for `FramingOut`."""
 
     name = "framing"
 
     def __init__(self) -> None:
         self._framer = AutoFramer()
         self.crop = None  # the last frame's crop (None while framing is off)
+        self._size: tuple | None = None  # ((frame height, width), the last working size)
+
+    def _working_size(self, crop, h: int, w: int) -> tuple[int, int]:
+        """`working_size`, kept while the crop still fits it with at most a step to spare: a
+        crop whose width wobbles across a step keeps one size (and the mask's state with it)."""
+        size = working_size(crop, h, w)
+        if self._size is not None and self._size[0] == (h, w) and size[1] <= self._size[1][1] <= size[1] + WORK_STEP:
+            return self._size[1]
+        self._size = ((h, w), size)
+        return size
 
     def __call__(self, work: Work) -> None:
         p = work.params
         if p.framing == "off":
-            self._framer, self.crop = AutoFramer(), None
+            self._framer, self.crop, self._size = AutoFramer(), None, None
             return
         h, w = yuv.frame_size(work.image)
         faces = work.faces or Faces()
@@ -130,15 +143,31 @@ class AutoFrame:
         self.crop = crop
         if is_full(crop, h, w):
             return
-        original = work.image
-        work.image = apply_crop(original, crop)
+        size = self._working_size(crop, h, w) if p.effect != "none" else (h, w)
+        work.camera = work.image
+        work.image = apply_crop(work.camera, crop, size)
         work.image_owned = True
         work.halvings = yuv.Halvings(work.image)
-        scale = w / crop.width
         x0, y0 = crop.cx - crop.width / 2, crop.cy - crop.width * h / w / 2
-        work.faces = faces.mapped(x0, y0, scale, (h, w))
-        if p.probe:
-            _keep_probe_rows(original, work.image)
+        work.faces = faces.mapped(x0, y0, size[1] / crop.width, size)
+
+
+class FramingOut:
+    """The output of a cropped frame brought to the camera's size (the encoder's, the viewer's),
+    with the camera's own probe rows when a latency probe asks for them."""
+
+    name = "framing_out"
+
+    def __call__(self, work: Work) -> None:
+        camera = work.camera
+        if camera is None:
+            return
+        output = work.image if work.output is None else work.output
+        h, w = yuv.frame_size(camera)
+        if yuv.frame_size(output) != (h, w):
+            work.output = scale_back(output, h, w)
+        if work.params.probe:
+            _keep_probe_rows(camera, work.output)
 
 
 class KeepMainPerson:
@@ -194,6 +223,25 @@ class TouchUp:
             _keep_probe_rows(work.image, output)
 
 
+def composite_light(work: Work) -> dict:
+    """What `light` does as the effect stage composites, as `effects.composite`'s arguments
+    (background_light, foreground_shift, background_shift), at no cost beyond the blend's pass:
+
+    - Studio Light's dimmer room, while a face is lit: the background's luma times
+      1 - BACKGROUND_DIM at the mask's full detail (blur and replace; not remove, whose key colour
+      must stay the key colour);
+    - the white balance of the camera's picture: of the whole output for blur (all of it is the
+      camera's), of the person alone for replace and remove, so the user's picture and the key
+      colour keep their colours. (Other effects: the light stage shifts the output.)"""
+    p = work.params
+    if p.light == "off" or p.effect not in MASK_EFFECTS:
+        return {}
+    lit = work.faces is not None and work.faces.points is not None
+    shift = white_balance_shift(work.image)
+    return {"background_light": 1.0 - BACKGROUND_DIM if lit and p.effect != "remove" else 1.0,
+            "foreground_shift": shift, "background_shift": shift if p.effect == "blur" else (0, 0)}
+
+
 class Light:
     """light studio / key and the vignette, on the output (see light). The face's exposure is
     eased over frames (no flicker as the face moves through uneven light); the light's map is
@@ -216,7 +264,7 @@ class Light:
         points = work.faces.points if work.faces is not None else None
         output = _own_output(work)
         h, w = yuv.frame_size(output)
-        if p.light != "off":
+        if p.light != "off" and p.effect not in MASK_EFFECTS:  # (those were balanced as composited)
             white_balance(output)
         exposure = 1.0
         if points is not None and p.light != "off":
@@ -224,9 +272,8 @@ class Light:
             self._exposure = now if self._exposure is None else self._exposure + self.EASE * (now - self._exposure)
             exposure = round(self._exposure * 64) / 64
         face = None if points is None else face_frame(points)
-        gain = self._maps.get(h, w, face, p.light, exposure, p.vignette)
-        dims = face is not None and p.light != "off" and p.effect in MASK_EFFECTS
-        person = work.alpha if dims else None
-        self._gain(output, with_person(gain, person))
+        # The map holds the face's light alone (the room was dimmed as it was composited, see
+        # background_light): the same array, and so the same gain plan, while the face is still.
+        self._gain(output, self._maps.get(h, w, face, p.light, exposure, p.vignette))
         if p.probe:
             _keep_probe_rows(work.image, output)

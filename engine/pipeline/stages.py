@@ -22,7 +22,8 @@ from ..effects import compose, filters as effects
 from ..effects.backgrounds import Backgrounds
 from ..effects.mask import MaskRefiner, frame_guide
 from ..faces.models import FaceModels, shared_face_models
-from ..faces.stages import AutoFrame, KeepMainPerson, Light, LowLightStage, TouchUp, TrackFaces
+from ..faces.stages import (AutoFrame, FramingOut, KeepMainPerson, Light, LowLightStage, TouchUp, TrackFaces,
+                            composite_light)
 from ..faces.tracker import Faces
 from ..media import yuv
 from ..params import Params, hex_to_rgb
@@ -51,6 +52,7 @@ class Work:
     output: np.ndarray | None = None  # I420 result
     faces: Faces | None = None  # the faces found (engine/faces), in the image's pixels
     image_owned: bool = False  # image is a picture a stage made, not the camera's: later stages may write it
+    camera: yuv.Frame | None = None  # the camera's picture, while image is a crop of it (framing)
     timings: dict[str, float] = field(default_factory=dict)  # stage name -> seconds
 
 
@@ -83,28 +85,30 @@ def edge_colours(frame: yuv.Frame, alpha: np.ndarray, halvings: yuv.Halvings | N
     halvings = halvings or yuv.Halvings(frame)
     h, w = max(1, alpha.shape[0] // 2), max(1, alpha.shape[1] // 2)
     small = cv2.merge([halvings.shrink(i, h, w) for i in range(3)])
-    return effects.edge_colours(small, cv2.resize(alpha, (w, h), interpolation=cv2.INTER_AREA), alpha)
+    return effects.edge_colours(small, half_alpha(alpha, h, w), alpha)
 
 
 def composite_clean(
-    frame: yuv.Frame, layer: np.ndarray | None, alpha: np.ndarray, p: Params, halvings: yuv.Halvings | None = None
+    frame: yuv.Frame, layer: np.ndarray | None, alpha: np.ndarray, p: Params, halvings: yuv.Halvings | None = None,
+    light: dict | None = None,
 ) -> np.ndarray:
     """The person over `layer` without the old background's colour on their edge; `layer` None
     is the room blurred from the room's own pixels (the person never smears into it), with the
     edge correction folded in while it is small. `light_wrap` lets the new background's light
-    into the person's edge.
+    into the person's edge. `light`: `composite`'s arguments of light (see
+    faces.stages.composite_light).
 
     The steps are `effects`' edge_colours, edge_correction, blurred and composite, made in fused
     passes (`effects.fused`) unless light wrap is on."""
     halvings = halvings or yuv.Halvings(frame)
     if p.light_wrap > 0 and p.effect != "remove":  # a key colour is not light
-        return _composite_wrapped(frame, layer, alpha, p, halvings)
+        return _composite_wrapped(frame, layer, alpha, p, halvings, light)
     colours = fast_edge_colours(frame, alpha, halvings)
     if layer is None:
         keep = effects.background_weights(alpha)
         layer = effects.blurred_clean(frame, p.blur_strength, keep, effects.alpha_share(colours, alpha), halvings)
-        return effects.composite(frame, layer, alpha)
-    return effects.composite(frame, layer, alpha, offsets=effects.correction_offsets(colours, alpha))
+        return effects.composite(frame, layer, alpha, **(light or {}))
+    return effects.composite(frame, layer, alpha, offsets=effects.correction_offsets(colours, alpha), **(light or {}))
 
 
 def fast_edge_colours(frame: yuv.Frame, alpha: np.ndarray, halvings: yuv.Halvings) -> np.ndarray:
@@ -113,10 +117,17 @@ def fast_edge_colours(frame: yuv.Frame, alpha: np.ndarray, halvings: yuv.Halving
     small = np.empty((3, h, w), np.uint8)
     for i in range(3):
         halvings.shrink(i, h, w, dst=small[i])
-    return effects.edge_colours_fast(small, cv2.resize(alpha, (w, h), interpolation=cv2.INTER_AREA), alpha.shape)
+    return effects.edge_colours_fast(small, half_alpha(alpha, h, w), alpha.shape)
 
 
-def _composite_wrapped(frame: yuv.Frame, layer: np.ndarray | None, alpha: np.ndarray, p: Params, halvings: yuv.Halvings) -> np.ndarray:
+def half_alpha(alpha: np.ndarray, h: int, w: int) -> np.ndarray:
+    """`alpha` area-averaged to (h, w), its half (rounded down): an odd last row or column is
+    left out, which keeps OpenCV on its whole-ratio path (ten times faster than 455 -> 227)."""
+    return cv2.resize(alpha[: 2 * h, : 2 * w], (w, h), interpolation=cv2.INTER_AREA)
+
+
+def _composite_wrapped(frame: yuv.Frame, layer: np.ndarray | None, alpha: np.ndarray, p: Params, halvings: yuv.Halvings,
+                       light: dict | None) -> np.ndarray:
     """`composite_clean` with light wrap, step by step."""
     colours = edge_colours(frame, alpha, halvings)
     if layer is None:
@@ -131,7 +142,7 @@ def _composite_wrapped(frame: yuv.Frame, layer: np.ndarray | None, alpha: np.nda
     small_layer = cv2.merge([cv2.resize(plane, (w, h), interpolation=cv2.INTER_AREA) for plane in yuv.planes(layer)])
     wrap = effects.light_wrap(small_frame, small_layer, alpha, p.light_wrap)
     correction = wrap if correction is None else tuple(c + x for c, x in zip(correction, wrap))
-    return effects.composite(frame, layer, alpha, correction)
+    return effects.composite(frame, layer, alpha, correction, **(light or {}))
 
 
 class PrepareBackground:
@@ -253,7 +264,8 @@ class ApplyEffect:
         elif p.effect == "diffusion":
             work.output = self._diffusion(work)
         else:
-            work.output = composite_clean(frame, work.background.result(), work.alpha, p, work.halvings)
+            work.output = composite_clean(frame, work.background.result(), work.alpha, p, work.halvings,
+                                          composite_light(work))
         if p.probe and work.output is not frame:
             # The untouched input rows let a latency probe match this output to its input.
             keep_probe_rows(frame, work.output)
@@ -339,7 +351,7 @@ def default_pipeline(
     faces: FaceModels | None = None,
 ) -> Pipeline:
     """[low light -> faces -> framing ->] segment -> [people ->] refine mask -> (stylize) -> effect
-    [-> touch-up -> light]; with `helper`, the background layer is made, and faces tracked,
+    [-> touch-up -> light -> framing out]; with `helper`, the background layer is made, and faces tracked,
     alongside. The face stages (engine/faces) cost nothing while their parameters are off;
     `faces`: the face models (default: the process's, loaded when a stream first needs them).
     With `diffusion` (the device's DiffusionService), frames of the diffusion effect are offered
@@ -352,4 +364,4 @@ def default_pipeline(
         from ..diffusion.stage import Stylize
 
         stages.append(Stylize(diffusion))
-    return Pipeline(stages + [ApplyEffect(), TouchUp(), Light()])
+    return Pipeline(stages + [ApplyEffect(), TouchUp(), Light(), FramingOut()])

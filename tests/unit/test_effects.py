@@ -6,7 +6,7 @@ import pytest
 
 from camfx.engine.effects import filters as effects
 from camfx.engine.effects import gain
-from camfx.engine.effects.blend import blend_plane
+from camfx.engine.effects.blend import blend_plane, blend_plane_lit
 from camfx.engine.effects.mask import EDGE_GAIN, EDGE_LEVEL, GuidedFilter, MaskRefiner, work_size
 from camfx.engine.media import yuv
 from camfx.engine.pipeline.stages import edge_colours
@@ -95,6 +95,45 @@ def test_blend_plane_is_the_rounded_weighted_mean_for_every_weight():
     blend_plane(padded[:, :300], bg, weight, out)  # a strided view, as decoded planes are
     f, b, w = (a.astype(np.int64) for a in (fg, bg, weight))
     assert np.array_equal(out, (f * w + b * (255 - w) + 127) // 255)
+
+
+@pytest.mark.parametrize("scale, shift, background_shift", [(0, 0, 0), (210, 0, 5), (255, 12, -3), (256, -12, 0),
+                                                           (256, 255, -255), (210, -255, 255)])
+def test_lit_blend_shifts_and_scales_each_side(scale, shift, background_shift):
+    rng = np.random.default_rng(4)
+    fg, bg = (rng.integers(0, 256, (256, 300), dtype=np.uint8) for _ in range(2))
+    fg[0], bg[0], fg[1] = 255, 255, 0  # where 16-bit lanes overflow first, and the clipping
+    weight = np.tile(np.arange(256, dtype=np.uint8)[:, None], (1, 300))
+    out = np.empty_like(fg)
+    blend_plane_lit(fg, bg, weight, scale, shift, background_shift, out)
+    f, b, w = (a.astype(np.int64) for a in (fg, bg, weight))
+    f, b = np.clip(f + shift, 0, 255), np.clip((b * scale + 128) // 256 + background_shift, 0, 255)
+    assert np.array_equal(out, (f * w + b * (255 - w) + 127) // 255)
+
+
+def test_composite_lights_the_person_and_the_room_apart():
+    """Studio Light's room: luma scaled where the background shows; white balance: each side's
+    chroma shifted by its own levels; nothing else changed, on every path (plain, edge offsets,
+    corrected)."""
+    fg, bg = textured(seed=1), textured(seed=2)
+    alpha = left_half_alpha()
+    h, w = alpha.shape
+    offsets = tuple(np.full(s, 128, np.uint8) for s in [(h, w)] * 3)
+    correction = tuple(np.zeros((h, w), np.float32) for _ in range(3))
+    for extra in ({}, {"offsets": offsets}, {"correction": correction}):
+        plain = effects.composite(fg, bg, alpha, **extra)
+        lit = effects.composite(fg, bg, alpha, background_light=0.82, foreground_shift=(5, -7),
+                                background_shift=(-2, 3), **extra)
+        for i, (before, after) in enumerate(zip(yuv.planes(plain), yuv.planes(lit))):
+            cols = before.shape[1]
+            person, room = slice(0, cols // 2 - cols // 8), slice(cols // 2 + cols // 8, cols)
+            before, after = before.astype(np.int64), after.astype(np.int64)
+            if i == 0:
+                assert np.array_equal(after[:, person], before[:, person])
+                assert np.abs(after[:, room] - (before[:, room] * 210 + 128) // 256).max() <= 1
+            else:
+                assert np.array_equal(after[:, person], np.clip(before[:, person] + (5, -7)[i - 1], 0, 255))
+                assert np.array_equal(after[:, room], np.clip(before[:, room] + (-2, 3)[i - 1], 0, 255))
 
 
 def test_gain_multiply_matches_a_full_size_gain_and_stays_in_its_view():

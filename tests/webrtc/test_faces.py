@@ -24,7 +24,7 @@ from camfx.engine.faces.tracker import FaceTracker
 from camfx.engine.media import yuv
 from camfx.engine.params import Params, ParamsError
 from camfx.engine.pipeline.segmenter import Segmenters
-from camfx.engine.pipeline.stages import Work, default_pipeline
+from camfx.engine.pipeline.stages import PROBE_ROWS, Work, default_pipeline
 
 pytestmark = pytest.mark.webrtc
 
@@ -115,13 +115,57 @@ def test_tight_crop_centres_the_face_in_the_output(parts):
     assert (y1 - y0) / H >= 0.3  # zoomed: the face fills a good part of the picture
 
 
+@pytest.mark.parametrize("width", [512.0, 700.4, 1100.0])
+def test_the_crop_worked_at_its_own_size_comes_back_as_a_full_size_crop_would(width):
+    """What later stages see is the crop at its own resolution; brought back to the camera's
+    size it is the crop scaled straight to it (bilinear twice against once: within a level or
+    two on a photo, where a half-pixel misplacement would be several)."""
+    frame = portrait_over_scene(W, H, [(0.12, 0.1)], PORTRAIT)[0]
+    crop = framing.Crop(640.3, 330.7, width)
+    size = framing.working_size(crop, H, W)
+    assert size[1] % framing.WORK_STEP == 0 and size[1] >= width and size[0] % 2 == 0
+    assert abs(size[0] / size[1] - H / W) < 0.01
+    direct = framing.apply_crop(frame, crop).astype(float)
+    worked = framing.scale_back(framing.apply_crop(frame, crop, size), H, W).astype(float)
+    assert np.abs(direct - worked).mean() < 1.5
+    shifted = framing.scale_back(framing.apply_crop(frame, framing.Crop(641.3, 330.7, width), size), H, W)
+    assert np.abs(direct - shifted.astype(float)).mean() > 2 * np.abs(direct - worked).mean()
+
+
+def test_a_crop_wobbling_across_a_step_keeps_its_working_size():
+    stage = AutoFrame()
+    widths = [stage._working_size(framing.Crop(640, 360, width), H, W)[1] for width in (830, 835, 829, 833, 828)]
+    assert widths == [832, 896, 896, 896, 896]  # grown once, then kept
+    assert stage._working_size(framing.Crop(640, 360, 1000), H, W) == (576, 1024)  # outgrown: a new size
+    assert stage._working_size(framing.Crop(640, 360, 700), H, W) == (396, 704)  # far smaller: a new size
+
+
+def test_none_crops_straight_to_the_cameras_size(parts):
+    """With `none` no later stage pays by the pixel: one resampling, not two."""
+    frames = portrait_over_scene(W, H, [(0.12, 0.1)] * 30, PORTRAIT)
+    work = run(default_pipeline(*parts), frames, framing="tight")[-1]
+    assert yuv.frame_size(work.image) == (H, W) and work.output is work.image
+
+
+def test_a_cropped_frame_keeps_the_cameras_probe_rows(parts):
+    """A latency probe stamps the camera's top rows: with framing on they reach the output."""
+    frames = portrait_over_scene(W, H, [(0.12, 0.1)] * 30, PORTRAIT)
+    for f in frames:
+        f[:PROBE_ROWS] = np.arange(W, dtype=np.uint8)  # a stamp no crop would leave in place
+    work = run(default_pipeline(*parts), frames, framing="tight", effect="blur", probe=True)[-1]
+    assert yuv.frame_size(work.image)[1] < W  # worked on a crop
+    assert np.array_equal(yuv.planes(work.output)[0][:PROBE_ROWS], frames[-1][:PROBE_ROWS])
+
+
 def test_the_mask_follows_the_crop(parts):
     """With framing on, the mask stages run on the cropped picture: the mask covers the
     person where the output shows them."""
     frames = portrait_over_scene(W, H, [(0.12, 0.1)] * 45, PORTRAIT)
     work = run(default_pipeline(*parts), frames, framing="tight", effect="remove", key_color="#00ff00")[-1]
-    found = FaceModels().detect_tiled(yuv.to_rgb(work.image))
-    x0, y0, x1, y1 = (int(v) for v in found[0].box)
+    found = FaceModels().detect_tiled(yuv.to_rgb(work.image))  # the crop, at its own size
+    scale = W / yuv.frame_size(work.image)[1]  # and the output is it at the camera's
+    assert yuv.frame_size(work.output) == (H, W) and scale > 1.5
+    x0, y0, x1, y1 = (int(v * scale) for v in found[0].box)
     dx, dy = (x1 - x0) // 4, (y1 - y0) // 4
     rgb = yuv.to_rgb(work.output)
     face = rgb[y0 + dy : y1 - dy, x0 + dx : x1 - dx].reshape(-1, 3)
@@ -151,7 +195,46 @@ def test_light_brightens_the_face_and_not_the_background(parts, dim_clip, face_a
     before = run(default_pipeline(*parts), dim_clip, effect="blur")[-1].output
     after = run(default_pipeline(*parts), dim_clip, effect="blur", light=mode)[-1].output
     assert luma(after)[inner].mean() >= luma(before)[inner].mean() + 10
-    assert luma(after)[far].mean() <= luma(before)[far].mean()  # dimmed a little, not lit
+    # The room dimmed a little (by BACKGROUND_DIM, less the white balance's shift), not lit.
+    assert luma(after)[far].mean() <= 0.9 * luma(before)[far].mean()
+    assert luma(after)[far].mean() >= 0.75 * luma(before)[far].mean()
+
+
+@pytest.mark.parametrize("effect", ["remove", "replace"])
+def test_light_leaves_a_new_backgrounds_colours_alone(parts, dim_clip, face_at_origin, effect):
+    """remove's key colour (which the overlay page keys out) and replace's picture keep their
+    colours under light: the white balance is the person's (the face is still lit); only
+    replace's room is dimmed, and remove's key colour stays exact."""
+    inner, far = _face_and_far(face_at_origin)
+    before = run(default_pipeline(*parts), dim_clip, effect=effect, key_color="#00ff00")[-1].output
+    after = run(default_pipeline(*parts), dim_clip, effect=effect, key_color="#00ff00", light="studio")[-1].output
+    assert luma(after)[inner].mean() >= luma(before)[inner].mean() + 10
+    for plane_before, plane_after in zip(yuv.planes(before)[1:], yuv.planes(after)[1:]):
+        chroma_far = (slice(far[0].start // 2, far[0].stop // 2), slice(far[1].start // 2, far[1].stop // 2))
+        assert np.array_equal(plane_after[chroma_far], plane_before[chroma_far])
+    if effect == "remove":
+        assert np.array_equal(luma(after)[far], luma(before)[far])
+    else:
+        assert luma(after)[far].mean() <= 0.9 * luma(before)[far].mean()
+
+
+def test_light_white_balances_the_whole_blurred_picture(parts, dim_clip, face_at_origin):
+    """blur shows only the camera's picture: a colour cast comes out of the person and the room."""
+    inner, far = _face_and_far(face_at_origin)
+    cast = [f.copy() for f in dim_clip]
+    for frame in cast:
+        u, v = yuv.planes(frame)[1:]
+        u[...] = np.clip(u.astype(int) + 16, 0, 255)
+        v[...] = np.clip(v.astype(int) - 12, 0, 255)
+    before = run(default_pipeline(*parts), cast, effect="blur")[-1].output
+    after = run(default_pipeline(*parts), cast, effect="blur", light="studio")[-1].output
+    for i, towards in ((1, -1), (2, +1)):
+        moved = []
+        for region in (inner, far):
+            half = tuple(slice(r.start // 2, r.stop // 2) for r in region)
+            moved.append(yuv.planes(after)[i][half].astype(float).mean() - yuv.planes(before)[i][half].astype(float).mean())
+        assert min(m * towards for m in moved) >= 2  # pulled back towards grey
+        assert abs(moved[0] - moved[1]) <= 1  # by the same levels, person and room
 
 
 def test_light_without_a_mask_leaves_the_far_background_alone(parts, dim_clip, face_at_origin):
