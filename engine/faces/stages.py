@@ -273,7 +273,7 @@ class Light:
             exposure = round(self._exposure * 64) / 64
         face = None if points is None else face_frame(points)
         # The map holds the face's light alone (the room was dimmed as it was composited, see
-        # background_light): the same array, and so the same gain plan, while the face is still.
+        # composite_light): the same array, and so the same gain plan, while the face is still.
         self._gain(output, self._maps.get(h, w, face, p.light, exposure, p.vignette))
         if p.probe:
             _keep_probe_rows(work.image, output)
