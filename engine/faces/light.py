@@ -4,7 +4,7 @@ low light (a gain that keeps skin tones, and a denoise).
 Everything the face light changes is one gain map over the luma, made at 1/8 of the frame's size
 (light varies slowly) and applied in one pass; white balance is a shift of the chroma planes.
 Luma-only gains keep every colour's hue, so skin stays skin. The background's dim is not in the
-map: the effect stage turns the room's luma down as it composites (see stages.background_light).
+map: the effect stage turns the room's luma down as it composites (see stages.composite_light).
 """
 
 from __future__ import annotations
