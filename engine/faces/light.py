@@ -236,10 +236,9 @@ def white_balance_shift(frame: yuv.Frame) -> tuple[int, int]:
     return shifts[0], shifts[1]
 
 
-def white_balance(frame: np.ndarray, shifts: tuple[int, int] | None = None) -> None:
-    """The chroma shifted by `shifts` (`white_balance_shift` of the frame itself by default), in
-    place."""
-    for plane, shift in zip(yuv.planes(frame)[1:], shifts or white_balance_shift(frame)):
+def white_balance(frame: np.ndarray) -> None:
+    """The chroma shifted by the frame's own `white_balance_shift`, in place."""
+    for plane, shift in zip(yuv.planes(frame)[1:], white_balance_shift(frame)):
         if shift > 0:
             cv2.add(plane, shift, dst=plane)
         elif shift < 0:
