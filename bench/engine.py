@@ -5,8 +5,11 @@ VideoFrame handed from the event loop to a worker thread (`stream.process_frame`
 the Pipeline, the result wrapped as a VideoFrame) and back. Reports per effect and frame size the
 median and p95 per stage (convert_in and convert_out included), the whole hand-off as the event
 loop sees it (`wall`), what lies outside every stage (`overhead`: the executor hand-off and
-wake-up, Work and frame objects), and the process's CPU per frame (helper threads included),
-with `none` as the same-run baseline.
+wake-up, Work and frame objects), and the process's CPU per frame (helper threads included,
+while the frame is in hand), with `none` as the same-run baseline. With `--face`, each effect
+also runs with the face stages on, frame by frame in turn with the run without them (each frame
+through both pipelines, in alternating order), and that row says what they added; the face
+models, which run beside the frames and may run on past one, are reported apart.
 
 By default frames follow each other back to back (hot caches: the engine's best case). With
 `--pace-fps 30` they come at a camera's rate and the cores idle between frames, as when serving;
@@ -43,33 +46,41 @@ STAGE_ORDER = ["convert_in", "low_light", "face", "framing", "background", "segm
                "touch_up", "light", "framing_out", "convert_out"]
 
 
-async def _feed(pipeline, executor, clip: list[VideoFrame], params: Params, frames: int, pace_fps: float) -> dict:
-    """Every frame through `process_frame` on a worker thread, as a stream hands it over."""
+async def _feed(runs: list[tuple], executor, clip: list[VideoFrame], frames: int, pace_fps: float) -> list[dict]:
+    """Every frame through `process_frame` on a worker thread, as a stream hands it over, once per
+    (pipeline, params) of `runs`: all of them on the same frame, one after another in an order
+    that alternates from frame to frame (so none is always the one that runs after the idle),
+    before the next frame. A stat per run."""
     loop = asyncio.get_running_loop()
-    per_stage: dict[str, list[float]] = {}
-    walls, overheads = [], []
+    per_stage: list[dict[str, list[float]]] = [{} for _ in runs]
+    walls: list[list[float]] = [[] for _ in runs]
+    overheads: list[list[float]] = [[] for _ in runs]
+    cpu = [0.0] * len(runs)
     next_frame = time.perf_counter()
     for i in range(frames + WARMUP):
         if pace_fps:  # wait for the camera's next frame, as a session does
             next_frame += 1.0 / pace_fps
             await asyncio.sleep(max(0.0, next_frame - time.perf_counter()))
-        if i == WARMUP:
-            cpu0 = time.process_time()
-        work = Work(image=np.empty(0, np.uint8), params=params, t_recv=time.perf_counter())
-        start = time.perf_counter()
-        await loop.run_in_executor(executor, process_frame, pipeline, clip[i % len(clip)], work)
-        wall = time.perf_counter() - start
-        if i < WARMUP:
-            continue
-        for stage, seconds in work.timings.items():
-            per_stage.setdefault(stage, []).append(seconds)
-        walls.append(wall)
-        overheads.append(wall - sum(work.timings.values()))
-    return {
-        "wall_ms": summary_ms(walls), "overhead_ms": summary_ms(overheads),
-        "stages_ms": {k: summary_ms(per_stage[k]) for k in sorted(per_stage, key=_stage_key)},
-        "cpu_ms_per_frame": round((time.process_time() - cpu0) * 1000 / frames, 3),
-    }
+        order = range(len(runs)) if i % 2 == 0 else reversed(range(len(runs)))
+        for k in order:
+            pipeline, params = runs[k]
+            work = Work(image=np.empty(0, np.uint8), params=params, t_recv=time.perf_counter())
+            cpu0, start = time.process_time(), time.perf_counter()
+            await loop.run_in_executor(executor, process_frame, pipeline, clip[i % len(clip)], work)
+            wall = time.perf_counter() - start
+            if i < WARMUP:
+                continue
+            # The process's CPU while this run had the frame (helper threads' work beside it included).
+            cpu[k] += time.process_time() - cpu0
+            for stage, seconds in work.timings.items():
+                per_stage[k].setdefault(stage, []).append(seconds)
+            walls[k].append(wall)
+            overheads[k].append(wall - sum(work.timings.values()))
+    return [{
+        "wall_ms": summary_ms(walls[k]), "overhead_ms": summary_ms(overheads[k]),
+        "stages_ms": {n: summary_ms(per_stage[k][n]) for n in sorted(per_stage[k], key=_stage_key)},
+        "cpu_ms_per_frame": round(cpu[k] * 1000 / frames, 3),
+    } for k in range(len(runs))]
 
 
 class CpuTimed:
@@ -127,12 +138,17 @@ def run(
             configs = [("", Params(effect=effect, model=model, segment_skip=segment_skip))]
             if face:  # the same run again with the face stages on: the row says what they added
                 configs.append(("+face", Params(effect=effect, model=model, segment_skip=segment_skip, **face)))
-            for suffix, params in configs:
+            pipelines, cpu_times = [], []
+            for _ in configs:
                 pipeline = default_pipeline(segmenters, backgrounds, helper)
-                cpu_times: dict[str, list[float]] = {}
-                pipeline.stages = [CpuTimed(stage, cpu_times) for stage in pipeline.stages]
-                row = {"size": f"{width}x{height}", "effect": effect + suffix, "model": model,
-                       **asyncio.run(_feed(pipeline, workers, clip, params, frames, pace_fps)), **_cpu_rows(cpu_times)}
+                cpu_times.append({})
+                pipeline.stages = [CpuTimed(stage, cpu_times[-1]) for stage in pipeline.stages]
+                pipelines.append(pipeline)
+            fed = asyncio.run(_feed([(pipe, params) for pipe, (_, params) in zip(pipelines, configs)],
+                                    workers, clip, frames, pace_fps))
+            for (suffix, params), pipeline, times, stats in zip(configs, pipelines, cpu_times, fed):
+                row = {"size": f"{width}x{height}", "effect": effect + suffix, "model": model, **stats,
+                       **_cpu_rows(times)}
                 row["total_ms"] = row["wall_ms"]
                 row["model_calls"] = pipeline.model_calls()
                 if suffix:
