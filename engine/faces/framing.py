@@ -7,10 +7,13 @@ as a critically damped spring (no jump when a move starts or ends, settled withi
 second). The zoom never goes past MAX_ZOOM (beyond it the picture is visibly soft); with nobody
 in the picture for NOBODY_FRAMES the goal is the full frame again.
 
-The crop is worked on at its own resolution (`working_size`): every stage after framing (mask,
-effect, touch-up, light) pays for the crop's pixels, not for the frame's, and `scale_back` brings
-the output to the camera's size at the end. Scaling the crop up first would only make them pay
-for pixels that hold nothing new.
+The crop is worked on at its own resolution: every stage after framing (mask, effect, touch-up,
+light) pays for the crop's pixels, not for the frame's, and the output is brought to the camera's
+size at the end. Scaling the crop up first would only make them pay for pixels that hold nothing
+new. Mostly that picture is a `window` of the camera's own pixels around the crop (no resampling
+at all: the one resampling is the output's, `apply_crop` of the crop's place in the window); a
+new background picture (replace) must not zoom with the crop, so there the crop is resampled to
+`working_size` and the background made at that size, and `scale_back` brings the output back.
 """
 
 from __future__ import annotations
@@ -31,6 +34,7 @@ ZOOM_DEAD_ZONE = 0.15  # relative change of the wanted crop size that moves the 
 OMEGA = 6.0  # spring's natural frequency, 1/s: settled to ~2 % one second after a move
 FPS = 30.0  # the spring steps one frame at this rate
 NOBODY_FRAMES = 45  # 1.5 s without a face: back to the full frame
+WINDOW_SPARE = 8  # px: a window is at least this much wider than its crop
 WORK_STEP = 64  # px: the working width is the crop's rounded up to this, so a zoom passes through
                 # a few sizes, and what a stage keeps per size (masks, maps) is kept in between
 
@@ -125,14 +129,40 @@ def working_size(crop: Crop, height: int, width: int) -> tuple[int, int]:
     return wh, ww
 
 
-def apply_crop(frame: yuv.Frame, crop: Crop, size: tuple[int, int] | None = None) -> np.ndarray:
+def window(crop: Crop, height: int, width: int, size: tuple[int, int]) -> tuple[int, int]:
+    """(y0, x0): where a window of `size` (height, width; as big as the crop or bigger) that holds
+    the crop lies in the frame: centred on it, inside the frame, on even pixels (so it maps onto
+    the chroma planes)."""
+    wh, ww = size
+    x0 = min(max(0, round((crop.cx - ww / 2) / 2) * 2), width - ww)
+    y0 = min(max(0, round((crop.cy - wh / 2) / 2) * 2), height - wh)
+    return y0, x0
+
+
+def window_size(crop: Crop, height: int, width: int) -> tuple[int, int]:
+    """`working_size` for a window that holds the crop with a few pixels to spare on every side
+    (the window's corner is rounded to even pixels)."""
+    return working_size(Crop(crop.cx, crop.cy, crop.width + WINDOW_SPARE), height, width)
+
+
+def cut_window(frame: yuv.Frame, corner: tuple[int, int], size: tuple[int, int]) -> tuple[np.ndarray, ...]:
+    """The window's planes: views of the frame's, nothing copied."""
+    (y0, x0), (wh, ww) = corner, size
+    return tuple(plane[y0 // f : (y0 + wh) // f, x0 // f : (x0 + ww) // f]
+                 for plane, f in zip(yuv.planes(frame), (1, 2, 2)))
+
+
+def apply_crop(frame: yuv.Frame, crop: Crop, size: tuple[int, int] | None = None,
+               aspect: float | None = None) -> np.ndarray:
     """The crop scaled to `size` (height, width; the frame's size by default): bilinear,
-    sub-pixel placed, so a slow pan glides rather than stepping a pixel at a time."""
+    sub-pixel placed, so a slow pan glides rather than stepping a pixel at a time. `aspect`: the
+    crop's height over its width (the frame's by default)."""
     h, w = yuv.frame_size(frame)
     oh, ow = size or (h, w)
     out = yuv.empty(oh, ow)
-    sx, sy = ow / crop.width, oh / (crop.width * h / w)
-    x0, y0 = crop.cx - crop.width / 2, crop.cy - crop.width * h / w / 2
+    crop_h = crop.width * (h / w if aspect is None else aspect)
+    sx, sy = ow / crop.width, oh / crop_h
+    x0, y0 = crop.cx - crop.width / 2, crop.cy - crop_h / 2
     for i, (src, dst) in enumerate(zip(yuv.planes(frame), yuv.planes(out))):
         f = 1.0 if i == 0 else 0.5  # chroma planes are half size
         # dst pixel centre (u + 0.5) maps to src (x0 + (u + 0.5) / scale) in luma pixels.

@@ -22,7 +22,7 @@ import cv2
 import numpy as np
 
 from ..media import yuv
-from .framing import WORK_STEP, AutoFramer, apply_crop, is_full, scale_back, working_size
+from .framing import WORK_STEP, AutoFramer, Crop, apply_crop, cut_window, is_full, scale_back, window, window_size, working_size
 from .light import (BACKGROUND_DIM, GainPass, LightMaps, LowLight, face_exposure, face_frame, white_balance,
                     white_balance_shift)
 from .models import FaceModels, shared_face_models
@@ -112,24 +112,28 @@ class TrackFaces:
 
 
 class AutoFrame:
-    """The crop (see framing) applied: work.image becomes the crop at its own resolution
-    (`framing.working_size`), the faces move into its pixels, and work.camera keeps the camera's
-    picture for `FramingOut`."""
+    """The crop (see framing) applied: work.image becomes the crop at its own resolution, the
+    faces move into its pixels, and work.camera keeps the camera's picture for `FramingOut`.
+    That picture is a window of the camera's pixels around the crop (work.crop: where the crop
+    lies in it), or for `replace` the crop resampled to its working size (so the new background,
+    made at that size, does not zoom with the crop)."""
 
     name = "framing"
 
     def __init__(self) -> None:
         self._framer = AutoFramer()
         self.crop = None  # the last frame's crop (None while framing is off)
-        self._size: tuple | None = None  # ((frame height, width), the last working size)
+        self._size: tuple | None = None  # ((frame height, width), resampled?, the last working size)
 
-    def _working_size(self, crop, h: int, w: int) -> tuple[int, int]:
-        """`working_size`, kept while the crop still fits it with at most a step to spare: a
-        crop whose width wobbles across a step keeps one size (and the mask's state with it)."""
-        size = working_size(crop, h, w)
-        if self._size is not None and self._size[0] == (h, w) and size[1] <= self._size[1][1] <= size[1] + WORK_STEP:
-            return self._size[1]
-        self._size = ((h, w), size)
+    def _working_size(self, crop, h: int, w: int, resampled: bool = True) -> tuple[int, int]:
+        """`working_size` (or `window_size`), kept while the crop still fits it with at most a
+        step to spare: a crop whose width wobbles across a step keeps one size (and the mask's
+        state with it)."""
+        size = working_size(crop, h, w) if resampled else window_size(crop, h, w)
+        kept = self._size
+        if kept is not None and kept[:2] == ((h, w), resampled) and size[1] <= kept[2][1] <= size[1] + WORK_STEP:
+            return kept[2]
+        self._size = ((h, w), resampled, size)
         return size
 
     def __call__(self, work: Work) -> None:
@@ -143,13 +147,19 @@ class AutoFrame:
         self.crop = crop
         if is_full(crop, h, w):
             return
-        size = self._working_size(crop, h, w) if p.effect != "none" else (h, w)
         work.camera = work.image
-        work.image = apply_crop(work.camera, crop, size)
-        work.image_owned = True
+        if p.effect == "replace":
+            size = self._working_size(crop, h, w)
+            work.image = apply_crop(work.camera, crop, size)
+            work.image_owned = True
+            x0, y0, scale = crop.cx - crop.width / 2, crop.cy - crop.width * h / w / 2, size[1] / crop.width
+        else:
+            size = self._working_size(crop, h, w, resampled=False)
+            y0, x0 = window(crop, h, w, size)
+            work.image = cut_window(work.camera, (y0, x0), size)
+            work.crop, scale = Crop(crop.cx - x0, crop.cy - y0, crop.width), 1.0
         work.halvings = yuv.Halvings(work.image)
-        x0, y0 = crop.cx - crop.width / 2, crop.cy - crop.width * h / w / 2
-        work.faces = faces.mapped(x0, y0, size[1] / crop.width, size)
+        work.faces = faces.mapped(x0, y0, scale, size)
 
 
 class FramingOut:
@@ -164,7 +174,9 @@ class FramingOut:
             return
         output = work.image if work.output is None else work.output
         h, w = yuv.frame_size(camera)
-        if yuv.frame_size(output) != (h, w):
+        if work.crop is not None:  # the crop's place in a window of the camera's pixels
+            work.output = apply_crop(output, work.crop, (h, w), aspect=h / w)
+        elif yuv.frame_size(output) != (h, w):
             work.output = scale_back(output, h, w)
         if work.params.probe:
             _keep_probe_rows(camera, work.output)

@@ -21,6 +21,7 @@ from ..diffusion.picture import StylizedPicture
 from ..effects import compose, filters as effects
 from ..effects.backgrounds import Backgrounds
 from ..effects.mask import MaskRefiner, frame_guide
+from ..faces.framing import Crop
 from ..faces.models import FaceModels, shared_face_models
 from ..faces.stages import (AutoFrame, FramingOut, KeepMainPerson, Light, LowLightStage, TouchUp, TrackFaces,
                             composite_light)
@@ -53,6 +54,7 @@ class Work:
     faces: Faces | None = None  # the faces found (engine/faces), in the image's pixels
     image_owned: bool = False  # image is a picture a stage made, not the camera's: later stages may write it
     camera: yuv.Frame | None = None  # the camera's picture, while image is a crop of it (framing)
+    crop: Crop | None = None  # where the camera's view lies in image, when image is a window of camera
     timings: dict[str, float] = field(default_factory=dict)  # stage name -> seconds
 
 

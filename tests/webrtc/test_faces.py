@@ -140,11 +140,33 @@ def test_a_crop_wobbling_across_a_step_keeps_its_working_size():
     assert stage._working_size(framing.Crop(640, 360, 700), H, W) == (396, 704)  # far smaller: a new size
 
 
-def test_none_crops_straight_to_the_cameras_size(parts):
-    """With `none` no later stage pays by the pixel: one resampling, not two."""
+@pytest.mark.parametrize("effect", ["none", "blur"])
+def test_the_stages_work_on_the_cameras_own_pixels_and_the_output_is_resampled_once(parts, effect):
+    """Other than `replace`, the stages after framing work on a window of the camera's pixels
+    around the crop (a view: nothing resampled, nothing copied), and the output is the crop
+    scaled straight to the camera's size."""
     frames = portrait_over_scene(W, H, [(0.12, 0.1)] * 30, PORTRAIT)
-    work = run(default_pipeline(*parts), frames, framing="tight")[-1]
-    assert yuv.frame_size(work.image) == (H, W) and work.output is work.image
+    pipeline = default_pipeline(*parts)
+    work = run(pipeline, frames, framing="tight", effect=effect)[-1]
+    crop = next(s for s in pipeline.stages if isinstance(s, AutoFrame)).crop
+    assert W / crop.width > 1.5
+    wh, ww = yuv.frame_size(work.image)
+    assert crop.width + 4 <= ww < W and np.shares_memory(yuv.planes(work.image)[0], work.camera)
+    assert yuv.frame_size(work.output) == (H, W)
+    if effect == "none":  # the output is the camera's crop, resampled once
+        direct = framing.apply_crop(work.camera, crop).astype(int)
+        assert np.abs(work.output.astype(int) - direct).max() <= 1
+
+
+def test_a_window_holds_its_crop_inside_the_frame():
+    for cx, cy, width in ((640.3, 330.7, 700.2), (30.0, 20.0, 512.0), (1270.0, 700.0, 900.0), (640.0, 360.0, 1275.0)):
+        crop = framing._clamped(framing.Crop(cx, cy, width), H, W)
+        size = framing.window_size(crop, H, W)
+        y0, x0 = framing.window(crop, H, W, size)
+        assert y0 % 2 == 0 and x0 % 2 == 0 and 0 <= x0 <= W - size[1] and 0 <= y0 <= H - size[0]
+        crop_h = crop.width * H / W
+        assert x0 <= crop.cx - crop.width / 2 and crop.cx + crop.width / 2 <= x0 + size[1]
+        assert y0 <= crop.cy - crop_h / 2 + 0.5 and crop.cy + crop_h / 2 - 0.5 <= y0 + size[0]
 
 
 def test_a_cropped_frame_keeps_the_cameras_probe_rows(parts):
