@@ -5,11 +5,12 @@ VideoFrame handed from the event loop to a worker thread (`stream.process_frame`
 the Pipeline, the result wrapped as a VideoFrame) and back. Reports per effect and frame size the
 median and p95 per stage (convert_in and convert_out included), the whole hand-off as the event
 loop sees it (`wall`), what lies outside every stage (`overhead`: the executor hand-off and
-wake-up, Work and frame objects), and the process's CPU per frame (helper threads included,
-while the frame is in hand), with `none` as the same-run baseline. With `--face`, each effect
+wake-up, Work and frame objects), and the process's CPU per frame (helper threads included:
+the face models' step a frame starts is waited for before the next frame), with `none` as the
+same-run baseline. With `--face`, each effect
 also runs with the face stages on, frame by frame in turn with the run without them (each frame
 through both pipelines, in alternating order), and that row says what they added; the face
-models, which run beside the frames and may run on past one, are reported apart.
+models' time is also reported apart.
 
 By default frames follow each other back to back (hot caches: the engine's best case). With
 `--pace-fps 30` they come at a camera's rate and the cores idle between frames, as when serving;
@@ -68,9 +69,14 @@ async def _feed(runs: list[tuple], executor, clip: list[VideoFrame], frames: int
             cpu0, start = time.process_time(), time.perf_counter()
             await loop.run_in_executor(executor, process_frame, pipeline, clip[i % len(clip)], work)
             wall = time.perf_counter() - start
+            # The face models' step this frame left to run after it: done before the next run's
+            # frame starts, so that one is not slowed by it (its CPU is this run's).
+            tracker = getattr(pipeline.stage("face"), "tracker", None)
+            if tracker is not None and tracker.in_flight is not None:
+                await asyncio.wrap_future(tracker.in_flight)
             if i < WARMUP:
                 continue
-            # The process's CPU while this run had the frame (helper threads' work beside it included).
+            # The process's CPU while this run had the frame (helper threads' work included).
             cpu[k] += time.process_time() - cpu0
             for stage, seconds in work.timings.items():
                 per_stage[k].setdefault(stage, []).append(seconds)

@@ -107,7 +107,10 @@ class TrackFaces:
             return
         if self._tracker is None:
             self._tracker = FaceTracker(self._models(), self._helper)
-        faces = self._tracker.step(work.image, work.halvings)
+        # The step's models start once the frame is done: run beside its stages they slowed
+        # them (the cores' caches, and the GIL for their Python), and their landmarks come in
+        # time for the next frame either way.
+        faces = self._tracker.step(work.image, work.halvings, later=work.after.append)
         work.faces = faces if faces.size == yuv.frame_size(work.image) else None
 
 

@@ -20,6 +20,7 @@ import threading
 import time
 from concurrent.futures import Executor, Future
 from dataclasses import dataclass, field
+from typing import Callable
 
 import cv2
 import numpy as np
@@ -132,7 +133,10 @@ class FaceTracker:
         self.busy_seconds = 0.0
         self.busy_cpu_seconds = 0.0  # and the CPU time of the thread that ran them
 
-    def step(self, frame: yuv.Frame, halvings: yuv.Halvings | None = None) -> Faces:
+    def step(self, frame: yuv.Frame, halvings: yuv.Halvings | None = None,
+             later: Callable[[Callable[[], None]], None] | None = None) -> Faces:
+        """`later`: where to leave the start of a step on the helper pool, when it should wait
+        until the caller has done with this frame (its inputs are cut from the frame now)."""
         self._frames += 1
         if self._in_flight is not None and not self._in_flight.done():
             return self.faces
@@ -146,9 +150,19 @@ class FaceTracker:
         job = self._prepare(frame, halvings)
         if self._helper is None:
             self._run(job)
+        elif later is None:
+            self._start(job)
         else:
-            self._in_flight = self._helper.submit(self._run, job)  # the reference keeps it alive
+            later(lambda: self._start(job))
         return self.faces
+
+    def _start(self, job: _Job) -> None:
+        self._in_flight = self._helper.submit(self._run, job)  # the reference keeps it alive
+
+    @property
+    def in_flight(self) -> Future | None:
+        """The step running on the helper pool (None when none has started)."""
+        return self._in_flight
 
     @property
     def faces(self) -> Faces:

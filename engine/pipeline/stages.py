@@ -55,6 +55,9 @@ class Work:
     image_owned: bool = False  # image is a picture a stage made, not the camera's: later stages may write it
     camera: yuv.Frame | None = None  # the camera's picture, while image is a crop of it (framing)
     crop: Crop | None = None  # where the camera's view lies in image, when image is a window of camera
+    # Work a stage starts once every stage has run (the face models' next step): beside the next
+    # frame, not competing with this one for the cores.
+    after: list[Callable[[], None]] = field(default_factory=list)
     timings: dict[str, float] = field(default_factory=dict)  # stage name -> seconds
 
 
@@ -342,6 +345,8 @@ class Pipeline:
             work.timings[stage.name] = time.perf_counter() - start
         if work.output is None:
             work.output = work.image
+        for start_job in work.after:
+            start_job()
         return work
 
 

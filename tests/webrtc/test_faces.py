@@ -431,6 +431,36 @@ def test_tracking_alongside_on_a_helper_pool(parts):
     assert tracker.faces.points is not None and tracker.faces.points.shape == (468, 2)
 
 
+def test_the_face_models_start_once_the_frames_stages_are_done(parts):
+    """In the pipeline, a tracking step's models start after the frame's last stage (not beside
+    its stages, which they slowed), and their faces reach the next frames."""
+    frames = portrait_over_scene(W, H, [(0.3, 0.1)] * 6, PORTRAIT)
+    with ThreadPoolExecutor(max_workers=1) as helper:
+        pipeline = default_pipeline(*parts, helper=helper)
+        stages, started = pipeline.stages, []
+
+        class Last:  # the last stage: what has the tracker started by then?
+            name = "last"
+
+            def __call__(self, work):
+                started.append(pipeline.stage("face").tracker.in_flight)
+
+        pipeline.stages = [*stages, Last()]
+        p = Params(effect="none", light="studio")
+        found, steps = [], 0
+        for frame in frames:
+            work = pipeline.process(Work(image=frame, params=p))
+            tracker = pipeline.stage("face").tracker
+            if work.after:  # a step was due: it started after the last stage, not before
+                steps += 1
+                assert tracker.in_flight is not None and tracker.in_flight is not started[-1]
+                tracker.in_flight.result()
+            found.append(work.faces)
+    assert started[0] is None and steps >= 2
+    assert found[0] is None or not found[0].boxes  # the first frame's step was not done for it
+    assert found[-1] is not None and found[-1].points is not None
+
+
 def test_landmarks_run_only_when_the_face_moves():
     """A still face keeps its landmarks (the model runs every STILL_STEPS steps only); a moving
     one gets them every step, and they follow it."""
