@@ -18,6 +18,15 @@ def _taps(source: int, size: int) -> tuple[np.ndarray, np.ndarray]:
     return fused.resize_taps(source, size)
 
 
+MIN_SHRUNK_SIGMA = 1.6  # the blur's spread, in pixels of the shrunken plane, at the least: its
+                        # bilinear scale-up then passes e^-12 at that plane's Nyquist, so no steps show
+
+
+def blur_shrink(sigma: float) -> int:
+    """How far (1, 2, 4 or 8) a plane is shrunk before a blur that spreads `sigma` of its pixels."""
+    return pow2_factor(sigma / MIN_SHRUNK_SIGMA)
+
+
 def pow2_factor(limit: float) -> int:
     """The largest of 1, 2, 4, 8 not above `limit`: OpenCV's area resize is fast at these."""
     factor = 1
@@ -216,7 +225,7 @@ def blurred(
     for i, (src, dst) in enumerate(zip(yuv.planes(frame), yuv.planes(out))):
         plane_sigma = sigma if i == 0 else sigma / 2  # chroma planes are half size
         ph, pw = src.shape
-        factor = pow2_factor(plane_sigma / 2)
+        factor = blur_shrink(plane_sigma)
         sh, sw = max(1, ph // factor), max(1, pw // factor)
         small = halvings.shrink(i, sh, sw)
         ksize = (stack_blur_size(max(plane_sigma / factor, 0.5)),) * 2
@@ -250,7 +259,7 @@ def blurred_clean(frame: yuv.Frame, sigma: float, keep: np.ndarray, add: np.ndar
     for i, plane in enumerate(yuv.planes(frame)):
         plane_sigma = sigma if i == 0 else sigma / 2  # chroma planes are half size
         ph, pw = plane.shape
-        factor = pow2_factor(plane_sigma / 2)
+        factor = blur_shrink(plane_sigma)
         sh, sw = max(1, ph // factor), max(1, pw // factor)
         groups.setdefault((sh, sw, stack_blur_size(max(plane_sigma / factor, 0.5))), []).append(i)
     dsts = yuv.planes(out)

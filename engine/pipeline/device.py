@@ -17,7 +17,7 @@ import torch
 import torch.nn.functional as F
 
 from ..effects.backgrounds import Backgrounds
-from ..effects.filters import EDGE_RADIUS, pow2_factor, stack_blur_size
+from ..effects.filters import EDGE_RADIUS, blur_shrink, stack_blur_size
 from ..effects.mask import EDGE_GAIN, EDGE_LEVEL, MOVING_LEVELS, STILL_LEVELS, feather_radius, work_size
 from ..faces.stages import any_face_stage
 from ..media import yuv
@@ -278,7 +278,7 @@ def _blur(plane: torch.Tensor, sigma: float, keep: torch.Tensor | None = None,
           add: torch.Tensor | None = None) -> torch.Tensor:
     """`effects.blurred` on one uint8 plane: a stack blur (triangular kernel) of a downscaled copy,
     normalised by the `keep` weights (at any size) when given, plus `add` (at any size)."""
-    factor = pow2_factor(sigma / 2)
+    factor = blur_shrink(sigma)
     h, w = plane.shape
     x = plane.float()[None, None]
     if factor > 1:
