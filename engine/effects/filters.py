@@ -9,6 +9,7 @@ import cv2
 import numpy as np
 
 from ..media import yuv
+from ..media.scale import resize_linear
 from . import fused
 from .blend import blend_plane, blend_plane_corrected, blend_plane_lit
 
@@ -63,8 +64,8 @@ def composite(
         raise ValueError(f"background is {yuv.frame_size(background)}, foreground {(h, w)}")
     out = yuv.empty(h, w)
     alpha8 = cv2.convertScaleAbs(alpha, alpha=255.0)
-    luma_weight = cv2.resize(alpha8, (w, h), interpolation=cv2.INTER_LINEAR)
-    chroma_weight = cv2.resize(alpha8, (w // 2, h // 2), interpolation=cv2.INTER_LINEAR)
+    luma_weight = resize_linear(alpha8, w, h)
+    chroma_weight = resize_linear(alpha8, w // 2, h // 2)
     dim = min(256, max(0, round(background_light * 256)))
     shifts, background_shifts = (0, *foreground_shift), (0, *background_shift)
     for i, (f, b, o) in enumerate(zip(yuv.planes(foreground), yuv.planes(background), yuv.planes(out))):
@@ -73,7 +74,7 @@ def composite(
         if correction is not None and offsets is None:
             # Offset by 128 into 8 bits while small, then scaled (8-bit resizes are fast).
             offset = np.clip(correction[i] + np.float32(128.5), 0.0, 255.0).astype(np.uint8)
-            offset = cv2.resize(offset, (o.shape[1], o.shape[0]), interpolation=cv2.INTER_LINEAR)
+            offset = resize_linear(offset, o.shape[1], o.shape[0])
             f = _shifted(f, shifts[i])
             b = _shifted(cv2.convertScaleAbs(b, alpha=scale / 256) if scale < 256 else b, background_shifts[i])
             blend_plane_corrected(f, b, weight, offset, o)
@@ -244,7 +245,7 @@ def blurred(
             small = small + cv2.resize(add[i], (sw, sh), interpolation=cv2.INTER_LINEAR)
         if small.dtype != np.uint8:
             small = np.clip(small + np.float32(0.5), 0.0, 255.0).astype(np.uint8)
-        cv2.resize(small, (pw, ph), dst=dst, interpolation=cv2.INTER_LINEAR)
+        resize_linear(small, pw, ph, dst=dst)
     return out
 
 
@@ -276,7 +277,7 @@ def blurred_clean(frame: yuv.Frame, sigma: float, keep: np.ndarray, add: np.ndar
         result = np.empty_like(small)
         fused.normalised_finish(small, cv2.stackBlur(stack, (ksize, ksize)), _FILL, small_add, result)
         for k, i in enumerate(members):
-            cv2.resize(result[k], (dsts[i].shape[1], dsts[i].shape[0]), dst=dsts[i], interpolation=cv2.INTER_LINEAR)
+            resize_linear(result[k], dsts[i].shape[1], dsts[i].shape[0], dst=dsts[i])
     return out
 
 

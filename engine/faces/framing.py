@@ -25,6 +25,7 @@ import cv2
 import numpy as np
 
 from ..media import yuv
+from ..media.scale import resize_linear
 
 MAX_ZOOM = 2.5
 FACE_HEIGHTS = {"follow": 4.5, "tight": 2.4}  # crop height in face heights
@@ -173,13 +174,10 @@ def apply_crop(frame: yuv.Frame, crop: Crop, size: tuple[int, int] | None = None
 
 def scale_back(frame: yuv.Frame, height: int, width: int) -> np.ndarray:
     """A picture worked on at `working_size` brought to the camera's (height, width), pixel
-    centres aligned (as cv2.resize, by warpAffine: twice as fast at these scales)."""
+    centres aligned (see media.scale)."""
     out = yuv.empty(height, width)
-    fh, fw = yuv.frame_size(frame)
-    sx, sy = fw / width, fh / height
-    m = np.float32([[sx, 0, 0.5 * sx - 0.5], [0, sy, 0.5 * sy - 0.5]])
     for src, dst in zip(yuv.planes(frame), yuv.planes(out)):
-        _warp(src, m, dst)
+        resize_linear(src, dst.shape[1], dst.shape[0], dst=dst)
     return out
 
 
