@@ -158,6 +158,17 @@ def test_the_stages_work_on_the_cameras_own_pixels_and_the_output_is_resampled_o
         assert np.abs(work.output.astype(int) - direct).max() <= 1
 
 
+@pytest.mark.parametrize("effect", ["none", "blur", "replace", "remove", "toon"])
+def test_every_effect_with_framing_gives_the_cameras_size_and_the_face_in_the_middle(parts, effect):
+    frames = portrait_over_scene(W, H, [(0.12, 0.1)] * 30, PORTRAIT)
+    work = run(default_pipeline(*parts), frames, framing="tight", light="studio", touch_up=0.5, effect=effect)[-1]
+    assert yuv.frame_size(work.output) == (H, W)
+    assert (work.crop is None) == (effect == "replace")  # replace resamples; the rest take a window
+    found = FaceModels().detect_tiled(yuv.to_rgb(work.output))
+    x0, y0, x1, y1 = max(found, key=lambda face: face.score).box
+    assert abs((x0 + x1) / 2 / W - 0.5) <= 0.06 and (y1 - y0) / H >= 0.3
+
+
 def test_a_window_holds_its_crop_inside_the_frame():
     for cx, cy, width in ((640.3, 330.7, 700.2), (30.0, 20.0, 512.0), (1270.0, 700.0, 900.0), (640.0, 360.0, 1275.0)):
         crop = framing._clamped(framing.Crop(cx, cy, width), H, W)
