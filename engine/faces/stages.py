@@ -22,7 +22,8 @@ import cv2
 import numpy as np
 
 from ..media import yuv
-from .framing import WORK_STEP, AutoFramer, Crop, apply_crop, cut_window, is_full, scale_back, window, window_size, working_size
+from .framing import (WORK_STEP, AutoFramer, Crop, apply_crop, cut_window, is_full, scale_back, window, window_size,
+                      working_size)
 from .light import (BACKGROUND_DIM, GainPass, LightMaps, LowLight, face_exposure, face_frame, white_balance,
                     white_balance_shift)
 from .models import FaceModels, shared_face_models
