@@ -74,7 +74,7 @@ def composite(
         if correction is not None and offsets is None:
             # Offset by 128 into 8 bits while small, then scaled (8-bit resizes are fast).
             offset = np.clip(correction[i] + np.float32(128.5), 0.0, 255.0).astype(np.uint8)
-            offset = resize_linear(offset, o.shape[1], o.shape[0])
+            offset = cv2.resize(offset, (o.shape[1], o.shape[0]), interpolation=cv2.INTER_LINEAR)  # as add_offsets
             f = _shifted(f, shifts[i])
             b = _shifted(cv2.convertScaleAbs(b, alpha=scale / 256) if scale < 256 else b, background_shifts[i])
             blend_plane_corrected(f, b, weight, offset, o)
