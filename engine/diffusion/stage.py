@@ -33,14 +33,15 @@ class Stylize:
         self._state = None
         self._lock = threading.Lock()  # open / close from the frame thread, stats from the loop
         self._refusal: str | None = None
+        self._closed = False  # the stream has ended: a frame still on its way takes no new slot
 
     def check(self, params: Params) -> None:
         self._service.check(params, self._handle, self._state)
 
     def __call__(self, work) -> None:
         p = work.params
-        if p.effect != "diffusion":
-            self.close()
+        if p.effect != "diffusion" or self._closed:
+            self._release()
             return
         if self._handle is None and not self._open(p):
             return
@@ -61,6 +62,9 @@ class Stylize:
                 self._refusal = str(exc)
             return False
         with self._lock:
+            if self._closed:  # the stream ended while the slot was being opened: give it back
+                handle.close()
+                return False
             self._handle, self._state, self._refusal = handle, state, None
         return True
 
@@ -105,8 +109,16 @@ class Stylize:
             **served,
         }}
 
-    def close(self) -> None:
+    def _release(self) -> None:
+        """Give the scheduler's slot back (the effect is no longer diffusion, or the stream ended)."""
         with self._lock:
             handle, self._handle, self._refusal = self._handle, None, None
         if handle is not None:
             handle.close()
+
+    def close(self) -> None:
+        """The stream's end (the pipeline's close): the slot is given back, and a frame the worker
+        thread still carries through the stages afterwards does not take a new one."""
+        with self._lock:
+            self._closed = True
+        self._release()

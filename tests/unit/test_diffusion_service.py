@@ -150,3 +150,21 @@ def test_the_stylize_stage_offers_frames_and_lets_go_when_the_effect_changes(mod
     assert stats["status"] == "running" and stats["rung"] == "128px 1 step" and stats["pictures"] == 1
     stage(Work(image=_frame(2), params=Params(effect="blur")))
     assert service.scheduler.streams == 0 and stage.stats() == {"diffusion": None}  # its share is free
+
+
+def test_a_frame_that_comes_after_the_stream_closed_takes_no_slot(models, monkeypatch):
+    """The stream closes its pipeline while the worker thread may still be carrying a frame
+    through it: that frame must not open a new slot that nobody would ever give back."""
+    from camfx.engine.diffusion.stage import Stylize
+    from camfx.engine.pipeline.stages import Work
+
+    service = DiffusionService(models, clock=SimClock())
+    monkeypatch.setattr(service, "_start", lambda: None)
+    stage = Stylize(service)
+    stage(Work(image=_frame(0), params=_params(prompt="a cat")))
+    assert service.scheduler.streams == 1
+    stage.close()
+    assert service.scheduler.streams == 0
+    late = Work(image=_frame(1), params=_params(prompt="a cat"))
+    stage(late)  # the frame that was on its way
+    assert service.scheduler.streams == 0 and late.stylized is None and stage.stats() == {"diffusion": None}
