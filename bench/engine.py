@@ -7,10 +7,9 @@ median and p95 per stage (convert_in and convert_out included), the whole hand-o
 loop sees it (`wall`), what lies outside every stage (`overhead`: the executor hand-off and
 wake-up, Work and frame objects), and the process's CPU per frame (helper threads included:
 the face models' step a frame starts is waited for before the next frame), with `none` as the
-same-run baseline. With `--face`, each effect
-also runs with the face stages on, frame by frame in turn with the run without them (each frame
-through both pipelines, in alternating order), and that row says what they added; the face
-models' time is also reported apart.
+same-run baseline. With `--face`, each effect also runs with the face stages on, frame by frame
+in turn with the run without them (each frame through both pipelines, in alternating order),
+and that row says what they added; the face models' time is also reported apart.
 
 By default frames follow each other back to back (hot caches: the engine's best case). With
 `--pace-fps 30` they come at a camera's rate and the cores idle between frames, as when serving;
