@@ -73,19 +73,28 @@ class PlaneHalvings:
         self._levels = [plane]  # the plane, halved, halved twice, ...
         self._lock = threading.Lock()
 
-    def shrink(self, height: int, width: int, dst: np.ndarray | None = None) -> np.ndarray:
-        """The plane area-averaged down to (height, width): halved while it stays at least that
-        size, then bilinear for the rest, which at under 2x still reads every source pixel."""
+    def shrink(self, height: int, width: int, dst: np.ndarray | None = None,
+               region: tuple[int, int, int, int] | None = None) -> np.ndarray:
+        """The plane (or its `region`, (x0, y0, x1, y1)) area-averaged down to (height, width):
+        halved while it stays at least that size, then bilinear for the rest, which at under 2x
+        still reads every source pixel. A region is cut from the deepest level its corners
+        fall on exactly (they are divisible by its 2 ** depth)."""
+        x0, y0, x1, y1 = region or (0, 0, self._levels[0].shape[1], self._levels[0].shape[0])
         with self._lock:  # a second thread wanting a level waits for it rather than repeat it
             levels = self._levels
             depth = 0
-            while levels[depth].shape[0] // 2 >= height and levels[depth].shape[1] // 2 >= width:
+            step = 2
+            while ((y1 - y0) // step >= height and (x1 - x0) // step >= width
+                   and (region is None or not (x0 % step or y0 % step or x1 % step or y1 % step))):
                 depth += 1
+                step *= 2
                 if depth == len(levels):
                     above = levels[-1]
                     half = (above.shape[1] // 2, above.shape[0] // 2)
                     levels.append(cv2.resize(above, half, interpolation=cv2.INTER_AREA))
             plane = levels[depth]
+        if region is not None:
+            plane = plane[y0 >> depth: y1 >> depth, x0 >> depth: x1 >> depth]
         return cv2.resize(plane, (width, height), dst=dst, interpolation=cv2.INTER_LINEAR)
 
 
@@ -97,20 +106,26 @@ class Halvings:
     def __init__(self, frame: Frame):
         self._planes = [PlaneHalvings(plane) for plane in planes(frame)]
 
-    def shrink(self, index: int, height: int, width: int, dst: np.ndarray | None = None) -> np.ndarray:
-        """Plane `index` (0 Y, 1 U, 2 V) area-averaged down to (height, width)."""
-        return self._planes[index].shrink(height, width, dst)
+    def shrink(self, index: int, height: int, width: int, dst: np.ndarray | None = None,
+               region: tuple[int, int, int, int] | None = None) -> np.ndarray:
+        """Plane `index` (0 Y, 1 U, 2 V), or its part under `region` ((x0, y0, x1, y1) in luma
+        pixels, even), area-averaged down to (height, width)."""
+        if region is not None and index:
+            region = tuple(c // 2 for c in region)
+        return self._planes[index].shrink(height, width, dst, region)
 
 
 def resize(
-    frame: Frame, height: int, width: int, interpolation: int = cv2.INTER_AREA, halvings: Halvings | None = None
+    frame: Frame, height: int, width: int, interpolation: int = cv2.INTER_AREA, halvings: Halvings | None = None,
+    region: tuple[int, int, int, int] | None = None,
 ) -> np.ndarray:
-    """Resize plane by plane (height and width must be even); shrinking uses `halvings` if given."""
+    """Resize plane by plane (height and width must be even); shrinking uses `halvings` if given.
+    `region`: only that part of the frame ((x0, y0, x1, y1), even; INTER_AREA only)."""
     out = empty(height, width)
     if interpolation == cv2.INTER_AREA:
         halvings = halvings or Halvings(frame)
         for i, dst in enumerate(planes(out)):
-            halvings.shrink(i, *dst.shape, dst=dst)
+            halvings.shrink(i, *dst.shape, dst=dst, region=region)
     else:
         for src, dst in zip(planes(frame), planes(out)):
             cv2.resize(src, (dst.shape[1], dst.shape[0]), dst=dst, interpolation=interpolation)
@@ -123,6 +138,8 @@ def colour(rgb: tuple[int, int, int]) -> tuple[int, int, int]:
     return int(patch[0, 0]), int(patch[2, 0]), int(patch[2, 1])
 
 
-def model_input(frame: Frame, height: int, width: int, halvings: Halvings | None = None) -> np.ndarray:
-    """The frame scaled to a model's input size as RGB uint8 (scaled in I420: cheap)."""
-    return to_rgb(resize(frame, height, width, halvings=halvings))
+def model_input(frame: Frame, height: int, width: int, halvings: Halvings | None = None,
+                region: tuple[int, int, int, int] | None = None) -> np.ndarray:
+    """The frame (or its `region`, see `resize`) scaled to a model's input size as RGB uint8
+    (scaled in I420: cheap)."""
+    return to_rgb(resize(frame, height, width, halvings=halvings, region=region))

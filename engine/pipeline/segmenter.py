@@ -28,9 +28,11 @@ class Segmenter:
         """Person probability in [0, 1], float32 (model height, model width)."""
         return self.infer(self.picture(frame, halvings))
 
-    def picture(self, frame: yuv.Frame, halvings: yuv.Halvings | None = None) -> np.ndarray:
-        """What the model sees of `frame`: RGB uint8 at its input size (a new array)."""
-        return yuv.model_input(frame, *self.input_hw, halvings)
+    def picture(self, frame: yuv.Frame, halvings: yuv.Halvings | None = None,
+                region: tuple[int, int, int, int] | None = None) -> np.ndarray:
+        """What the model sees of `frame` (or of its `region`, (x0, y0, x1, y1)): RGB uint8 at its
+        input size (a new array)."""
+        return yuv.model_input(frame, *self.input_hw, halvings, region)
 
     def infer(self, picture: np.ndarray) -> np.ndarray:
         """The person probability of a `picture`."""
