@@ -46,6 +46,11 @@ class MotionGate:
         self._skipped += 1
         return False
 
+    def saw(self, picture: np.ndarray) -> None:
+        """The model also ran on `picture` (this frame, looked at again another way): later
+        frames are compared with it."""
+        self._seen = picture
+
     def forget(self) -> None:
         """The next frame goes to the model (its mask is not comparable: another model, say)."""
         self._seen = None

@@ -76,5 +76,9 @@ class MaskSchedule:
         self.reused += 1
         return False
 
+    def saw(self, picture) -> None:
+        """The model ran on `picture` too, in the same call's frame (see MotionGate.saw)."""
+        self._gate.saw(picture)
+
     def counts(self) -> dict[str, int]:
         return {"calls": self.calls, "reused": self.reused}

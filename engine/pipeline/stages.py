@@ -20,7 +20,7 @@ from camfx.models.registry import SEGMENTATION_MODELS
 from ..diffusion.picture import StylizedPicture
 from ..effects import compose, filters as effects
 from ..effects.backgrounds import Backgrounds
-from ..effects.mask import MaskRefiner, frame_guide
+from ..effects.mask import MaskRefiner, frame_guide, work_size
 from ..faces.framing import Crop
 from ..faces.models import FaceModels, shared_face_models
 from ..faces.stages import (AutoFrame, FramingOut, KeepMainPerson, Light, LowLightStage, TouchUp, TrackFaces,
@@ -30,6 +30,7 @@ from ..media import yuv
 from ..params import Params, hex_to_rgb
 from .budget import LADDER, Quality
 from .decisions import NEEDS_MASK, MaskSchedule, background, feather, needs_mask
+from .person_region import PersonRegion, placed, thumbnail
 from .segmenter import Segmenters
 
 PROBE_ROWS = 16
@@ -45,7 +46,7 @@ class Work:
     quality: Quality = LADDER[0]
     halvings: yuv.Halvings | None = None  # the image's, shared by all that shrink it
     t_recv: float = 0.0  # time.perf_counter() when the frame was received
-    probability: np.ndarray | None = None  # model output, model resolution
+    probability: np.ndarray | None = None  # the person's probability over the whole image (model or work resolution)
     alpha: np.ndarray | None = None  # refined mask, work resolution
     guide: Future | None = None  # the mask's GuidedFilter for this frame, being made
     background: Future | None = None  # the layer behind the person (I420), being made
@@ -201,29 +202,83 @@ class Segment:
 
     name = "segment"
 
-    def __init__(self, segmenters: Segmenters):
+    def __init__(self, segmenters: Segmenters, person_region: bool = True):
+        """`person_region`: the model looks at a region around the person (see person_region);
+        False: always at the whole frame (as the device pipeline does)."""
         self._segmenters = segmenters
         self._last: np.ndarray | None = None
         self.schedule = MaskSchedule()
+        self.region = PersonRegion() if person_region else None
 
     def __call__(self, work: Work) -> None:
         p = work.params
         if not needs_mask(p):
+            if self.region is not None:
+                self.region.reset()
             return
+        frame, region = work.image, None
+        if self.region is not None:
+            thumb = thumbnail(frame, work.halvings)
+            region = self.region.region(thumb, motion_rows(p, frame, thumb))
         if self.schedule.look(p.model, work.quality):
             segmenter = self._segmenters.get(p.model)
-            picture = segmenter.picture(work.image, work.halvings)
-            if self.schedule.run(p.model, picture[motion_rows(p, work.image, picture):], p.segment_skip):
-                self._last = segmenter.infer(picture)
+            picture = segmenter.picture(frame, work.halvings, region)
+            if self.schedule.run(p.model, motion_view(p, frame, picture, region), p.segment_skip):
+                self._last = self._whole(segmenter.infer(picture), frame, segmenter.input_hw, region)
+                if self.region is not None:
+                    self._follow(segmenter, work, region)
         work.probability = self._last
 
+    def _follow(self, segmenter, work: Work, region) -> None:
+        """After the model looked at `region` (None: the whole frame). When the whole frame showed
+        where she is, the mask is the region's at once, from the region her own mask settles on
+        (twice at most): shown for a frame, the whole frame's mask or a first guess's would make
+        the edge jump. Every CHECK_EVERY calls on a region, the whole frame is looked at too,
+        for the region alone."""
+        frame, p, whole = work.image, work.params, self._last
+        for _ in range(2 if region is None else 0):
+            if self.region.current is None or self.region.current == region:
+                break
+            region = self.region.current
+            picture = segmenter.picture(frame, work.halvings, region)
+            self._last = self._whole(segmenter.infer(picture), frame, segmenter.input_hw, region)
+            self.schedule.saw(motion_view(p, frame, picture, region))
+            if self.region.current is None:  # the region's mask did not fill it: nobody there after all
+                self._last = whole
+        if region is not None and self.region.wants_check():
+            self.region.check(segmenter.infer(segmenter.picture(frame, work.halvings)), yuv.frame_size(frame))
 
-def motion_rows(p: Params, frame: yuv.Frame, picture) -> int:
-    """Where the picture starts for the motion measure: below the probe rows when a latency
-    probe stamps them (a frame id changes every frame; it is not the camera's picture)."""
-    if not p.probe:
+    def _whole(self, probability: np.ndarray, frame, model_hw: tuple[int, int], region) -> np.ndarray:
+        """The model's probability as a map of the whole frame (model resolution when it saw the
+        whole frame, else the mask's work resolution), and the next region from it."""
+        frame_hw = yuv.frame_size(frame)
+        if self.region is not None:
+            self.region.update(probability, frame_hw, region)
+        if region is not None:
+            probability = placed(probability, region, frame_hw, work_size(frame_hw, model_hw))
+        return probability
+
+
+def motion_view(p: Params, frame: yuv.Frame, picture: np.ndarray, region=None) -> np.ndarray:
+    """What the motion measure reads of the model's input: a region's brought to the scale the
+    whole frame's input has (a region's larger picture averages sensor noise less, and would
+    read as motion), below the probe rows."""
+    if region is not None:
+        h, w = yuv.frame_size(frame)
+        mh, mw = picture.shape[:2]
+        size = (max(1, round(mw * (region[2] - region[0]) / w)), max(1, round(mh * (region[3] - region[1]) / h)))
+        picture = cv2.resize(picture, size, interpolation=cv2.INTER_AREA)
+    return picture[motion_rows(p, frame, picture, region):]
+
+
+def motion_rows(p: Params, frame: yuv.Frame, picture, region=None) -> int:
+    """Where the picture (of the frame, or of its `region`) starts for the motion measure: below
+    the probe rows when a latency probe stamps them (a frame id changes every frame; it is not
+    the camera's picture)."""
+    top, bottom = (0, yuv.frame_size(frame)[0]) if region is None else (region[1], region[3])
+    if not p.probe or top >= PROBE_ROWS:
         return 0
-    return -(-PROBE_ROWS * picture.shape[0] // yuv.frame_size(frame)[0]) + 1
+    return -(-(PROBE_ROWS - top) * picture.shape[0] // (bottom - top)) + 1
 
 
 class RefineMask:
