@@ -411,16 +411,18 @@ def default_pipeline(
     helper: Executor | None = None,
     diffusion=None,
     faces: FaceModels | None = None,
+    person_region: bool = True,
 ) -> Pipeline:
     """[low light -> faces -> framing ->] segment -> [people ->] refine mask -> (stylize) -> effect
     [-> touch-up -> light -> framing out]; with `helper`, the background layer is made, and faces tracked,
     alongside. The face stages (engine/faces) cost nothing while their parameters are off;
     `faces`: the face models (default: the process's, loaded when a stream first needs them).
     With `diffusion` (the device's DiffusionService), frames of the diffusion effect are offered
-    to its scheduler and its newest picture composited."""
+    to its scheduler and its newest picture composited. `person_region` False: the model always
+    looks at the whole frame (as the device pipeline does; see `Segment`)."""
     stages: list[Stage] = [
         LowLightStage(), TrackFaces((lambda: faces) if faces is not None else shared_face_models, helper), AutoFrame(),
-        PrepareBackground(backgrounds, helper), Segment(segmenters), KeepMainPerson(), RefineMask(),
+        PrepareBackground(backgrounds, helper), Segment(segmenters, person_region), KeepMainPerson(), RefineMask(),
     ]
     if diffusion is not None:
         from ..diffusion.stage import Stylize

@@ -136,8 +136,7 @@ def test_the_device_pipeline_skips_the_same_frames(segmenters, still):
     from camfx.engine.pipeline.device import DevicePipeline
 
     backgrounds = Backgrounds()
-    opencv = default_pipeline(segmenters, backgrounds)
-    opencv.stages[opencv.stages.index(opencv.stage("segment"))] = Segment(segmenters, person_region=False)
+    opencv = default_pipeline(segmenters, backgrounds, person_region=False)  # the device pipeline's whole frame
     device = DevicePipeline(segmenters, backgrounds, default_pipeline(segmenters, backgrounds), "cpu")
     params = Params(effect="blur", segment_skip=4)
     moved = still[5].copy()

@@ -24,7 +24,7 @@ pytestmark = pytest.mark.webrtc
 @pytest.fixture(scope="module")
 def pipelines():
     segmenters, backgrounds = Segmenters(), Backgrounds()
-    opencv = default_pipeline(segmenters, backgrounds)
+    opencv = default_pipeline(segmenters, backgrounds, person_region=False)  # the device pipeline's whole frame
     return opencv, DevicePipeline(segmenters, backgrounds, default_pipeline(segmenters, backgrounds), "cpu")
 
 
@@ -50,7 +50,7 @@ def test_device_pipeline_walks_the_quality_ladder_as_the_opencv_one(clip_640, qu
     """Every rung gives the OpenCV pipeline's pictures: without feather the mask's edges are not
     snapped (both ways alike), on mask-every-2nd the model runs on every other frame only."""
     segmenters, backgrounds = Segmenters(), Backgrounds()
-    opencv = default_pipeline(segmenters, backgrounds)
+    opencv = default_pipeline(segmenters, backgrounds, person_region=False)  # the device pipeline's whole frame
     device = DevicePipeline(segmenters, backgrounds, default_pipeline(segmenters, backgrounds), "cpu")
     params = Params(effect="replace", background="color", background_color="#ff00ff", mask_feather=4)  # a rung drops it
     model_runs = {"opencv": 0, "device": 0}
@@ -103,10 +103,16 @@ def test_device_choice():
         resolve_device("tpu")
 
 
-async def test_a_webrtc_session_through_the_device_pipeline(clip_640, segmenter):
+async def test_a_webrtc_session_through_the_device_pipeline(segmenter):
+    # A person sitting still: on this CPU the device pipeline is slow enough for the budget to
+    # drop to mask-every-2nd, and a swaying person's reused mask then trails her (flaky, 1 in 6).
+    from camfx.bench.clip import still_clip
+
+    clip_640 = still_clip(640, 480, 30)
     segmenters, backgrounds = Segmenters(), Backgrounds()
     runner, server = await start_server(
-        ServerConfig(), lambda: DevicePipeline(segmenters, backgrounds, default_pipeline(segmenters, backgrounds), "cpu")
+        ServerConfig(),
+        lambda: DevicePipeline(segmenters, backgrounds, default_pipeline(segmenters, backgrounds), "cpu"),
     )
     peer = ClientPeer(SyntheticCamera(clip_640), codec="VP8")
     try:
@@ -130,7 +136,7 @@ def test_device_pipeline_follows_a_video_background_and_its_fit(clip_640):
     clock = FakeClock()
     segmenters, backgrounds = Segmenters(), Backgrounds(clock=clock)
     name = backgrounds.add_upload(make_video("mp4", frames=12, w=160, h=90))  # 16:9 on a 4:3 frame
-    opencv = default_pipeline(segmenters, backgrounds)
+    opencv = default_pipeline(segmenters, backgrounds, person_region=False)  # the device pipeline's whole frame
     device = DevicePipeline(segmenters, backgrounds, default_pipeline(segmenters, backgrounds), "cpu")
     frame = clip_640[0]
     h, w = yuv.frame_size(frame)
