@@ -224,7 +224,7 @@ class Segment:
             segmenter = self._segmenters.get(p.model)
             picture = segmenter.picture(frame, work.halvings, region)
             if self.schedule.run(p.model, motion_view(p, frame, picture, region), p.segment_skip):
-                self._last = self._whole(segmenter.infer(picture), frame, segmenter.input_hw, region)
+                self._last = self._mapped(segmenter.infer(picture), frame, segmenter.input_hw, region)
                 if self.region is not None:
                     self._follow(segmenter, work, region)
         work.probability = self._last
@@ -241,14 +241,14 @@ class Segment:
                 break
             region = self.region.current
             picture = segmenter.picture(frame, work.halvings, region)
-            self._last = self._whole(segmenter.infer(picture), frame, segmenter.input_hw, region)
+            self._last = self._mapped(segmenter.infer(picture), frame, segmenter.input_hw, region)
             self.schedule.saw(motion_view(p, frame, picture, region))
             if self.region.current is None:  # the region's mask did not fill it: nobody there after all
                 self._last = whole
         if region is not None and self.region.wants_check():
             self.region.check(segmenter.infer(segmenter.picture(frame, work.halvings)), yuv.frame_size(frame))
 
-    def _whole(self, probability: np.ndarray, frame, model_hw: tuple[int, int], region) -> np.ndarray:
+    def _mapped(self, probability: np.ndarray, frame, model_hw: tuple[int, int], region) -> np.ndarray:
         """The model's probability as a map of the whole frame (model resolution when it saw the
         whole frame, else the mask's work resolution), and the next region from it."""
         frame_hw = yuv.frame_size(frame)
