@@ -29,8 +29,8 @@ GROUPS: list[dict[str, Any]] = [
         "diffusion_model", "diffusion_feedback", "similarity_threshold", "stream_batch", "guidance",
         "diffusion_fps", "diffusion_max_age_ms"]},
     {"name": "Face", "fields": ["framing", "light", "low_light", "vignette", "touch_up", "people"]},
-    {"name": "Mask", "fields": ["model", "mask_mode", "mask_threshold", "mask_smoothing", "mask_feather",
-                                "segment_skip"],
+    {"name": "Mask", "fields": ["model", "mask_region", "mask_mode", "mask_threshold", "mask_smoothing",
+                                "mask_feather", "segment_skip"],
      "collapsed": True},
     {"name": "Advanced", "fields": ["probe"], "collapsed": True},
 ]
@@ -51,6 +51,7 @@ WHEN: dict[str, list[dict[str, list[Any]]]] = {
     "background_color": [{"effect": ["replace"], "background": ["color"]}],
     "backdrop_source": [{"effect": ["diffusion"], "diffusion_mode": ["backdrop"]}],
     "model": _MASKED,
+    "mask_region": _MASKED,
     "mask_mode": _MASKED,
     "mask_threshold": [{**alt, "mask_mode": ["threshold"]} for alt in _MASKED],
     "mask_smoothing": _MASKED,

@@ -39,6 +39,7 @@ export const FIELDS = {
     label: "Model", kind: "select",
     labels: { general: "General · 256×256", landscape: "Landscape · 144×256 (fast)" },
   },
+  mask_region: { label: "Look at the person (sharper edges)", kind: "checkbox" },
   mask_mode: { label: "Mask edges", kind: "segmented", labels: { soft: "Soft", threshold: "Hard" } },
   mask_threshold: { label: "Threshold", step: 0.01, fmt: fixed(2) },
   mask_smoothing: { label: "Temporal smoothing", step: 0.05, fmt: fixed(2) },

@@ -202,30 +202,28 @@ class Segment:
 
     name = "segment"
 
-    def __init__(self, segmenters: Segmenters, person_region: bool = True):
-        """`person_region`: the model looks at a region around the person (see person_region);
-        False: always at the whole frame (as the device pipeline does)."""
+    def __init__(self, segmenters: Segmenters):
         self._segmenters = segmenters
         self._last: np.ndarray | None = None
         self.schedule = MaskSchedule()
-        self.region = PersonRegion() if person_region else None
+        self.region = PersonRegion()  # where the model looks (`mask_region`, see person_region)
 
     def __call__(self, work: Work) -> None:
         p = work.params
-        if not needs_mask(p):
-            if self.region is not None:
-                self.region.reset()
-            return
+        if not needs_mask(p) or not p.mask_region:
+            self.region.reset()
+            if not needs_mask(p):
+                return
         frame, region = work.image, None
-        if self.region is not None:
+        if p.mask_region:
             thumb = thumbnail(frame, work.halvings)
             region = self.region.region(thumb, motion_rows(p, frame, thumb))
         if self.schedule.look(p.model, work.quality):
             segmenter = self._segmenters.get(p.model)
             picture = segmenter.picture(frame, work.halvings, region)
             if self.schedule.run(p.model, motion_view(p, frame, picture, region), p.segment_skip):
-                self._last = self._mapped(segmenter.infer(picture), frame, segmenter.input_hw, region)
-                if self.region is not None:
+                self._last = self._mapped(segmenter.infer(picture), frame, segmenter.input_hw, region, p)
+                if p.mask_region:
                     self._follow(segmenter, work, region)
         work.probability = self._last
 
@@ -241,18 +239,18 @@ class Segment:
                 break
             region = self.region.current
             picture = segmenter.picture(frame, work.halvings, region)
-            self._last = self._mapped(segmenter.infer(picture), frame, segmenter.input_hw, region)
+            self._last = self._mapped(segmenter.infer(picture), frame, segmenter.input_hw, region, p)
             self.schedule.saw(motion_view(p, frame, picture, region))
             if self.region.current is None:  # the region's mask did not fill it: nobody there after all
                 self._last = whole
         if region is not None and self.region.wants_check():
             self.region.check(segmenter.infer(segmenter.picture(frame, work.halvings)), yuv.frame_size(frame))
 
-    def _mapped(self, probability: np.ndarray, frame, model_hw: tuple[int, int], region) -> np.ndarray:
+    def _mapped(self, probability: np.ndarray, frame, model_hw: tuple[int, int], region, p: Params) -> np.ndarray:
         """The model's probability as a map of the whole frame (model resolution when it saw the
         whole frame, else the mask's work resolution), and the next region from it."""
         frame_hw = yuv.frame_size(frame)
-        if self.region is not None:
+        if p.mask_region:
             self.region.update(probability, frame_hw, region)
         if region is not None:
             probability = placed(probability, region, frame_hw, work_size(frame_hw, model_hw))
@@ -411,18 +409,16 @@ def default_pipeline(
     helper: Executor | None = None,
     diffusion=None,
     faces: FaceModels | None = None,
-    person_region: bool = True,
 ) -> Pipeline:
     """[low light -> faces -> framing ->] segment -> [people ->] refine mask -> (stylize) -> effect
     [-> touch-up -> light -> framing out]; with `helper`, the background layer is made, and faces tracked,
     alongside. The face stages (engine/faces) cost nothing while their parameters are off;
     `faces`: the face models (default: the process's, loaded when a stream first needs them).
     With `diffusion` (the device's DiffusionService), frames of the diffusion effect are offered
-    to its scheduler and its newest picture composited. `person_region` False: the model always
-    looks at the whole frame (as the device pipeline does; see `Segment`)."""
+    to its scheduler and its newest picture composited."""
     stages: list[Stage] = [
         LowLightStage(), TrackFaces((lambda: faces) if faces is not None else shared_face_models, helper), AutoFrame(),
-        PrepareBackground(backgrounds, helper), Segment(segmenters, person_region), KeepMainPerson(), RefineMask(),
+        PrepareBackground(backgrounds, helper), Segment(segmenters), KeepMainPerson(), RefineMask(),
     ]
     if diffusion is not None:
         from ..diffusion.stage import Stylize

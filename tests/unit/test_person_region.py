@@ -218,3 +218,17 @@ def test_an_empty_room_gets_no_region_and_the_whole_frame_check_drops_a_stale_on
     assert region.region(_thumb()) == looked
     region.check(np.zeros(SQUARE, np.float32), FRAME)
     assert region.region(_thumb()) is None
+
+
+def test_mask_region_off_looks_at_the_whole_frame_and_on_again_finds_her(segmenters):
+    frame, _ = _scene([800.0])
+    segment = Segment(segmenters)
+    work = Work(image=frame, params=Params(effect="blur", segment_skip=0, mask_region=False))
+    segment(work)
+    assert segment.region.current is None
+    assert np.array_equal(work.probability, segmenters.get(Params().model)(frame))  # the model's own map
+    work = Work(image=frame, params=Params(effect="blur", segment_skip=0))
+    segment(work)
+    assert segment.region.current is not None and work.probability.shape == work_size(FRAME, SQUARE)
+    segment(Work(image=frame, params=Params(effect="blur", segment_skip=0, mask_region=False)))
+    assert segment.region.current is None  # let go at once

@@ -24,7 +24,7 @@ pytestmark = pytest.mark.webrtc
 @pytest.fixture(scope="module")
 def pipelines():
     segmenters, backgrounds = Segmenters(), Backgrounds()
-    opencv = default_pipeline(segmenters, backgrounds, person_region=False)  # the device pipeline's whole frame
+    opencv = default_pipeline(segmenters, backgrounds)
     return opencv, DevicePipeline(segmenters, backgrounds, default_pipeline(segmenters, backgrounds), "cpu")
 
 
@@ -32,7 +32,7 @@ def pipelines():
 @pytest.mark.parametrize("mask_mode", ["soft", "threshold"])
 def test_device_pipeline_gives_the_opencv_pictures(pipelines, clip_640, effect, mask_mode):
     opencv, device = pipelines
-    params = Params(effect=effect, mask_mode=mask_mode, probe=True)
+    params = Params(effect=effect, mask_mode=mask_mode, probe=True, mask_region=False)  # as the device looks
     for frame in clip_640[::7]:
         expected = opencv.process(Work(image=frame, params=params)).output.astype(int)
         work = device.process(Work(image=frame, params=params))
@@ -50,9 +50,10 @@ def test_device_pipeline_walks_the_quality_ladder_as_the_opencv_one(clip_640, qu
     """Every rung gives the OpenCV pipeline's pictures: without feather the mask's edges are not
     snapped (both ways alike), on mask-every-2nd the model runs on every other frame only."""
     segmenters, backgrounds = Segmenters(), Backgrounds()
-    opencv = default_pipeline(segmenters, backgrounds, person_region=False)  # the device pipeline's whole frame
+    opencv = default_pipeline(segmenters, backgrounds)
     device = DevicePipeline(segmenters, backgrounds, default_pipeline(segmenters, backgrounds), "cpu")
-    params = Params(effect="replace", background="color", background_color="#ff00ff", mask_feather=4)  # a rung drops it
+    params = Params(effect="replace", background="color", background_color="#ff00ff", mask_feather=4,  # a rung drops it
+                    mask_region=False)  # the whole frame, as the device pipeline looks
     model_runs = {"opencv": 0, "device": 0}
     runtime = segmenters.get(params.model).runtime
 
@@ -136,14 +137,14 @@ def test_device_pipeline_follows_a_video_background_and_its_fit(clip_640):
     clock = FakeClock()
     segmenters, backgrounds = Segmenters(), Backgrounds(clock=clock)
     name = backgrounds.add_upload(make_video("mp4", frames=12, w=160, h=90))  # 16:9 on a 4:3 frame
-    opencv = default_pipeline(segmenters, backgrounds, person_region=False)  # the device pipeline's whole frame
+    opencv = default_pipeline(segmenters, backgrounds)
     device = DevicePipeline(segmenters, backgrounds, default_pipeline(segmenters, backgrounds), "cpu")
     frame = clip_640[0]
     h, w = yuv.frame_size(frame)
     try:
         outputs = []
         for number, fit in ((2, "cover"), (8, "cover"), (8, "contain")):
-            params = Params(effect="replace", background_image=name, background_fit=fit)
+            params = Params(effect="replace", background_image=name, background_fit=fit, mask_region=False)
             show(backgrounds, clock, name, number, (h, w, fit, (0, 0, 0) if fit == "cover" else (47, 93, 138)))
             expected = opencv.process(Work(image=frame, params=params)).output.astype(int)
             got = device.process(Work(image=frame, params=params)).output.astype(int)
