@@ -9,7 +9,8 @@ wake-up, Work and frame objects), and the process's CPU per frame (helper thread
 the face models' step a frame starts is waited for before the next frame), with `none` as the
 same-run baseline. With `--face`, each effect also runs with the face stages on, frame by frame
 in turn with the run without them (each frame through both pipelines, in alternating order),
-and that row says what they added; the face models' time is also reported apart.
+and that row says what they added; the face models' time is also reported apart. `--compare`
+does the same for any parameters (`--compare mask_region=false`: the model on the whole frame).
 
 By default frames follow each other back to back (hot caches: the engine's best case). With
 `--pace-fps 30` they come at a camera's rate and the cores idle between frames, as when serving;
@@ -126,11 +127,12 @@ def _clip(kind: str, width: int, height: int) -> list[VideoFrame]:
 
 def run(
     sizes: list[tuple[int, int]], effects: list[str], frames: int, model: str, threads: int, pace_fps: float = 0.0,
-    clip_kind: str = "moving", segment_skip: float = 0.0, face: dict | None = None,
+    clip_kind: str = "moving", segment_skip: float = 0.0, face: dict | None = None, label: str = "+face",
 ) -> dict:
-    """`face`: face parameters (framing, light, ...) to compare: each effect then runs twice,
-    without and with them, frame by frame in turn (each frame goes through both pipelines, in
-    alternating order), and the row with them says what they added."""
+    """`face`: face parameters (framing, light, ...), or any others, to compare: each effect then
+    runs twice, without and with them, frame by frame in turn (each frame goes through both
+    pipelines, in alternating order), and the row with them (its effect named with `label`) says
+    what they added."""
     cv2.setNumThreads(ServerConfig().opencv_threads)  # as the server runs it
     segmenters, backgrounds = Segmenters(threads=threads), Backgrounds()
     # As the server's: a worker pool for the frames, a helper pool for work alongside the model.
@@ -142,7 +144,7 @@ def run(
         for effect in effects:
             configs = [("", Params(effect=effect, model=model, segment_skip=segment_skip))]
             if face:  # the same run again with the face stages on: the row says what they added
-                configs.append(("+face", Params(effect=effect, model=model, segment_skip=segment_skip, **face)))
+                configs.append((label, Params(effect=effect, model=model, segment_skip=segment_skip, **face)))
             pipelines, cpu_times = [], []
             for _ in configs:
                 pipeline = default_pipeline(segmenters, backgrounds, helper)
@@ -157,7 +159,7 @@ def run(
                 row["total_ms"] = row["wall_ms"]
                 row["model_calls"] = pipeline.model_calls()
                 if suffix:
-                    row["face"] = face
+                    row["face" if label == "+face" else "compared"] = face
                     row["added_p50_ms"] = row["total_ms"]["p50"] - results[-1]["total_ms"]["p50"]
                     row["added_cpu_ms_per_frame"] = row["cpu_ms_per_frame"] - results[-1]["cpu_ms_per_frame"]
                     row["added_cpu_p50_ms"] = row["cpu_total_ms"]["p50"] - results[-1]["cpu_total_ms"]["p50"]
@@ -215,21 +217,28 @@ def main(argv: list[str]) -> int:
     parser.add_argument("--face", nargs="*", default=[], metavar="PARAM=VALUE",
                         help="face parameters to compare against none, interleaved (e.g. framing=follow "
                              "light=studio touch_up=0.5)")
+    parser.add_argument("--compare", nargs="*", default=[], metavar="PARAM=VALUE",
+                        help="any parameters to compare against the same effect without them, interleaved "
+                             "(e.g. mask_region=false: the model on the whole frame)")
     parser.add_argument("--clip", choices=["moving", "still"], default="moving",
                         help="the swaying person, or a person sitting still (noise only)")
     parser.add_argument("--segment-skip", type=float, default=0.0,
                         help="the segment_skip param: reuse the last mask while the picture barely moves")
     parser.add_argument("--out", type=Path, default=Path("bench/results"))
     args = parser.parse_args(argv)
+    if args.face and args.compare:
+        parser.error("--face or --compare, not both")
+    option, items = ("--face", args.face) if args.face else ("--compare", args.compare)
     try:
-        face = dict(item.split("=", 1) for item in args.face)
+        face = dict(item.split("=", 1) for item in items)
         Params().updated(face)
     except (ValueError, ParamsError) as exc:
-        parser.error(f"--face: {exc}")
+        parser.error(f"{option}: {exc}")
+    label = "+face" if args.face else "+" + ",".join(items)
     if args.pace_fps < 0:
         parser.error("--pace-fps must be 0 or more")
     sizes = [tuple(int(v) for v in s.split("x")) for s in args.sizes]
     data = run(sizes, args.effects, args.frames, args.model, args.model_threads, args.pace_fps,
-               args.clip, args.segment_skip, face)
+               args.clip, args.segment_skip, face, label)
     save(args.out, "engine", data, plot)
     return 0

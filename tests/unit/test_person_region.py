@@ -232,3 +232,19 @@ def test_mask_region_off_looks_at_the_whole_frame_and_on_again_finds_her(segment
     assert segment.region.current is not None and work.probability.shape == work_size(FRAME, SQUARE)
     segment(Work(image=frame, params=Params(effect="blur", segment_skip=0, mask_region=False)))
     assert segment.region.current is None  # let go at once
+
+
+def test_bench_engine_compares_the_region_with_the_whole_frame(tmp_path):
+    import json
+
+    from camfx.bench.engine import main
+
+    argv = ["--sizes", "640x360", "--effects", "blur", "--frames", "10", "--model", "general", "--out", str(tmp_path),
+            "--compare", "mask_region=false"]
+    assert main(argv) == 0
+    rows = json.loads((tmp_path / "engine.json").read_text())["results"]
+    assert [r["effect"] for r in rows] == ["blur", "blur+mask_region=false"]
+    assert rows[1]["compared"] == {"mask_region": "false"} and "added_p50_ms" in rows[1]
+    for bad in (["--compare", "mask_region=maybe"], ["--face", "framing=tight", "--compare", "mask_region=false"]):
+        with pytest.raises(SystemExit):
+            main([*bad, "--out", str(tmp_path)])
