@@ -27,6 +27,7 @@ from ..params import Params, hex_to_rgb
 from ..runtimes.base import run_tensors
 from .segmenter import Segmenters
 from .decisions import NEEDS_MASK, MaskSchedule, background, feather
+from .person_region import THUMB_ROWS, PersonRegion
 from .stages import Pipeline, Work, keep_probe_rows, motion_rows
 
 # OpenCV's I420 -> RGB (BT.601, limited range), so the model sees what the numpy path gives it.
@@ -50,6 +51,7 @@ class DevicePipeline:
         self._previous_luma: torch.Tensor | None = None  # last work-size luma, to see motion
         self._last_mask: torch.Tensor | None = None  # the model's last probability
         self.schedule = MaskSchedule(_block_change)  # as `Segment`'s
+        self.region = PersonRegion()  # where the model looks, as `Segment`'s (`mask_region`)
 
     def model_calls(self) -> dict[str, int]:
         return self.schedule.counts()
@@ -116,18 +118,69 @@ class DevicePipeline:
 
     # -- mask -------------------------------------------------------------------------------
     def _segment(self, frame: torch.Tensor, p: Params, quality) -> tuple[torch.Tensor, torch.Tensor | None]:
-        """The model's person probability (model resolution) and this frame's luma shrunk for it
-        (None when the last probability is reused outright: on the ladder's mask-every-n rungs)."""
+        """As `stages.Segment`: the person's probability over the whole frame (model resolution,
+        or, from a region around her, the mask's work resolution) and this frame's luma shrunk
+        for the model when it saw the whole frame (else None, as when the last probability is
+        reused outright on the ladder's mask-every-n rungs). A few small reads back to the host:
+        the region's thumbnail and the model's output, for where to look next."""
+        h, w = yuv.frame_size(frame)
+        region = None
+        if p.mask_region:
+            thumb = _shrink(yuv.planes(frame)[0], min(THUMB_ROWS, h), min(w, max(1, round(w * THUMB_ROWS / h))))
+            thumb = thumb.round_().to(torch.uint8).cpu().numpy()
+            region = self.region.region(thumb, motion_rows(p, frame, thumb))
+        else:
+            self.region.reset()
         if not self.schedule.look(p.model, quality):
             return self._last_mask, None
         segmenter = self._segmenters.get(p.model)
-        mh, mw = segmenter.input_hw
+        small_y, rgb = self._picture(frame, segmenter.input_hw, region)
+        if self.schedule.run(p.model, _motion_view(p, frame, rgb, region), p.segment_skip):
+            self._last_mask = self._look(segmenter, frame, rgb, region, p)
+            if p.mask_region:
+                region = self._follow(segmenter, frame, region, p)
+        # The luma shrunk for the model is the work luma only when the map is the model's own.
+        return self._last_mask, small_y if self._last_mask.shape == small_y.shape else None
+
+    def _follow(self, segmenter, frame: torch.Tensor, region, p: Params):
+        """As `stages.Segment._follow`: the region's mask at once when the whole frame showed
+        where she is, and the whole frame looked at every CHECK_EVERY calls; the region used."""
+        whole = self._last_mask
+        for _ in range(2 if region is None else 0):
+            if self.region.current is None or self.region.current == region:
+                break
+            region = self.region.current
+            _, rgb = self._picture(frame, segmenter.input_hw, region)
+            self._last_mask = self._look(segmenter, frame, rgb, region, p)
+            self.schedule.saw(_motion_view(p, frame, rgb, region))
+            if self.region.current is None:  # the region's mask did not fill it: nobody there after all
+                self._last_mask = whole
+        if region is not None and self.region.wants_check():
+            _, rgb = self._picture(frame, segmenter.input_hw, None)
+            probability = run_tensors(segmenter.runtime, {"image": rgb[None]})["mask"][0, :, :, 0]
+            self.region.check(probability.cpu().numpy(), yuv.frame_size(frame))
+        return region
+
+    def _picture(self, frame: torch.Tensor, model_hw: tuple[int, int], region) -> tuple[torch.Tensor, torch.Tensor]:
+        """(the luma shrunk for the model, the model's RGB input) of the frame or of its region."""
+        mh, mw = model_hw
         y, u, v = yuv.planes(frame)
+        if region is not None:
+            x0, y0, x1, y1 = region
+            y, u, v = y[y0:y1, x0:x1], u[y0 // 2: y1 // 2, x0 // 2: x1 // 2], v[y0 // 2: y1 // 2, x0 // 2: x1 // 2]
         small_y = _shrink(y, mh, mw)
-        rgb = _to_rgb(small_y, _shrink(u, mh // 2, mw // 2), _shrink(v, mh // 2, mw // 2))
-        if self.schedule.run(p.model, rgb[motion_rows(p, frame, rgb):], p.segment_skip):
-            self._last_mask = run_tensors(segmenter.runtime, {"image": rgb[None]})["mask"][0, :, :, 0]
-        return self._last_mask, small_y
+        return small_y, _to_rgb(small_y, _shrink(u, mh // 2, mw // 2), _shrink(v, mh // 2, mw // 2))
+
+    def _look(self, segmenter, frame: torch.Tensor, rgb: torch.Tensor, region, p: Params) -> torch.Tensor:
+        """The model's probability of `rgb` (of `region`; None: the whole frame) as a map of the
+        whole frame, and the next region from it."""
+        probability = run_tensors(segmenter.runtime, {"image": rgb[None]})["mask"][0, :, :, 0]
+        h, w = yuv.frame_size(frame)
+        if p.mask_region:
+            self.region.update(probability.cpu().numpy(), (h, w), region)
+        if region is None:
+            return probability
+        return _placed(probability, region, (h, w), work_size((h, w), segmenter.input_hw))
 
     def _refine(self, frame: torch.Tensor, probability: torch.Tensor, small_y: torch.Tensor | None, p: Params,
                 radius_720p: int) -> torch.Tensor:
@@ -249,6 +302,39 @@ def _to_rgb(y: torch.Tensor, u: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
     luma = _Y_SCALE * (y - 16.0)
     rgb = torch.stack([luma + _V_R * v, luma + _U_G * u + _V_G * v, luma + _U_B * u], dim=-1)
     return rgb.round_().clamp_(0, 255) / 255.0
+
+
+def _placed(probability: torch.Tensor, region, frame_hw: tuple[int, int], size: tuple[int, int]) -> torch.Tensor:
+    """As `person_region.placed`: the region's probability on a map of the whole frame at
+    `size`, bilinear, pixel centres aligned, borders replicated inside the region, 0 outside."""
+    mh, mw = probability.shape
+    h, w = frame_hw
+    x0, y0, x1, y1 = region
+    oh, ow = size
+    out = torch.zeros(size, dtype=torch.float32, device=probability.device)
+    u0, u1 = round(x0 * ow / w), round(x1 * ow / w)
+    v0, v1 = round(y0 * oh / h), round(y1 * oh / h)
+    # Map pixel u's centre in model pixels, then in grid_sample's [-1, 1] (pixel centres).
+    us = torch.arange(u0, u1, device=probability.device, dtype=torch.float32)
+    vs = torch.arange(v0, v1, device=probability.device, dtype=torch.float32)
+    j = ((us + 0.5) * w / ow - x0) * mw / (x1 - x0) - 0.5
+    i = ((vs + 0.5) * h / oh - y0) * mh / (y1 - y0) - 0.5
+    gy, gx = torch.meshgrid((2 * i + 1) / mh - 1, (2 * j + 1) / mw - 1, indexing="ij")
+    out[v0:v1, u0:u1] = F.grid_sample(probability.float()[None, None], torch.stack([gx, gy], dim=-1)[None],
+                                      mode="bilinear", padding_mode="border", align_corners=False)[0, 0]
+    return out
+
+
+def _motion_view(p: Params, frame: torch.Tensor, rgb: torch.Tensor, region) -> torch.Tensor:
+    """As `stages.motion_view`: a region's input brought to the whole frame's scale for the
+    motion measure (bilinear, 8-bit as OpenCV's), below the probe rows."""
+    if region is not None and p.segment_skip > 0:
+        h, w = yuv.frame_size(frame)
+        mh, mw = rgb.shape[:2]
+        size = (max(1, round(mh * (region[3] - region[1]) / h)), max(1, round(mw * (region[2] - region[0]) / w)))
+        rgb = F.interpolate(rgb.permute(2, 0, 1)[None], size=size, mode="bilinear", align_corners=False)[0]
+        rgb = (rgb.permute(1, 2, 0) * 255.0).round_() / 255.0
+    return rgb[motion_rows(p, frame, rgb, region):]
 
 
 def _block_change(picture: torch.Tensor, seen: torch.Tensor) -> float:

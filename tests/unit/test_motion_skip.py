@@ -138,7 +138,7 @@ def test_the_device_pipeline_skips_the_same_frames(segmenters, still):
     backgrounds = Backgrounds()
     opencv = default_pipeline(segmenters, backgrounds)
     device = DevicePipeline(segmenters, backgrounds, default_pipeline(segmenters, backgrounds), "cpu")
-    params = Params(effect="blur", segment_skip=4, mask_region=False)  # as the device looks
+    params = Params(effect="blur", segment_skip=4)
     moved = still[5].copy()
     moved[8:40, 8:40] = 255 - moved[8:40, 8:40]
     clip = [*still[:5], moved, *still[6:10]]

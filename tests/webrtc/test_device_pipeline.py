@@ -32,7 +32,7 @@ def pipelines():
 @pytest.mark.parametrize("mask_mode", ["soft", "threshold"])
 def test_device_pipeline_gives_the_opencv_pictures(pipelines, clip_640, effect, mask_mode):
     opencv, device = pipelines
-    params = Params(effect=effect, mask_mode=mask_mode, probe=True, mask_region=False)  # as the device looks
+    params = Params(effect=effect, mask_mode=mask_mode, probe=True)
     for frame in clip_640[::7]:
         expected = opencv.process(Work(image=frame, params=params)).output.astype(int)
         work = device.process(Work(image=frame, params=params))
@@ -52,8 +52,7 @@ def test_device_pipeline_walks_the_quality_ladder_as_the_opencv_one(clip_640, qu
     segmenters, backgrounds = Segmenters(), Backgrounds()
     opencv = default_pipeline(segmenters, backgrounds)
     device = DevicePipeline(segmenters, backgrounds, default_pipeline(segmenters, backgrounds), "cpu")
-    params = Params(effect="replace", background="color", background_color="#ff00ff", mask_feather=4,  # a rung drops it
-                    mask_region=False)  # the whole frame, as the device pipeline looks
+    params = Params(effect="replace", background="color", background_color="#ff00ff", mask_feather=4)  # a rung drops it
     model_runs = {"opencv": 0, "device": 0}
     runtime = segmenters.get(params.model).runtime
 
@@ -79,7 +78,9 @@ def test_device_pipeline_walks_the_quality_ladder_as_the_opencv_one(clip_640, qu
         # As above: the steepened soft edge magnifies the two paths' model-input rounding there.
         assert diff.mean() < 0.5 and np.percentile(diff, 99) <= 10, (quality.name, diff.mean())
     assert model_runs["device"] == model_runs["opencv"]
-    assert model_runs["device"] == (4 if quality.mask_every == 2 else 6)  # frames 1, 2, 4, 6 on every other
+    looks = 4 if quality.mask_every == 2 else 6  # frames 1, 2, 4, 6 on every other
+    # ...and on the first frame the region around her the whole frame showed (once or twice).
+    assert model_runs["device"] in (looks + 1, looks + 2), model_runs
     # The rungs differ where they should: feathering changes the picture.
     if not quality.feather:
         feathered = device.process(Work(image=clip_640[0], params=params, quality=LADDER[0])).output
@@ -144,7 +145,7 @@ def test_device_pipeline_follows_a_video_background_and_its_fit(clip_640):
     try:
         outputs = []
         for number, fit in ((2, "cover"), (8, "cover"), (8, "contain")):
-            params = Params(effect="replace", background_image=name, background_fit=fit, mask_region=False)
+            params = Params(effect="replace", background_image=name, background_fit=fit)
             show(backgrounds, clock, name, number, (h, w, fit, (0, 0, 0) if fit == "cover" else (47, 93, 138)))
             expected = opencv.process(Work(image=frame, params=params)).output.astype(int)
             got = device.process(Work(image=frame, params=params)).output.astype(int)
