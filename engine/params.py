@@ -88,7 +88,7 @@ class Params(BaseModel):
     mask_region: bool = Field(True, description="the model looks at a region around the person rather than the "
                                                  "whole frame: it sees her undistorted and larger, so the edge follows "
                                                  "hair and shoulders closer (see `camfx bench quality`); off = the "
-                                                 "whole frame (the device pipeline always looks at the whole frame)")
+                                                 "whole frame")
     segment_skip: float = Field(4.0, ge=0.0, le=32.0,
                                 description="reuse the last mask while the picture barely moves: the model "
                                             "skips a frame when no 16x16 block of its input changed by this "
