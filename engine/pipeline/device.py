@@ -19,6 +19,7 @@ import torch.nn.functional as F
 from ..effects.backgrounds import Backgrounds
 from ..effects.filters import EDGE_RADIUS, blur_shrink, stack_blur_size
 from ..effects.mask import EDGE_GAIN, EDGE_LEVEL, MOVING_LEVELS, STILL_LEVELS, feather_radius, work_size
+from ..faces.framing import cut_window
 from ..faces.stages import any_face_stage
 from ..media import yuv
 from ..media.motion import BLOCK
@@ -164,10 +165,8 @@ class DevicePipeline:
     def _picture(self, frame: torch.Tensor, model_hw: tuple[int, int], region) -> tuple[torch.Tensor, torch.Tensor]:
         """(the luma shrunk for the model, the model's RGB input) of the frame or of its region."""
         mh, mw = model_hw
-        y, u, v = yuv.planes(frame)
-        if region is not None:
-            x0, y0, x1, y1 = region
-            y, u, v = y[y0:y1, x0:x1], u[y0 // 2: y1 // 2, x0 // 2: x1 // 2], v[y0 // 2: y1 // 2, x0 // 2: x1 // 2]
+        y, u, v = yuv.planes(frame) if region is None else cut_window(
+            frame, (region[1], region[0]), (region[3] - region[1], region[2] - region[0]))
         small_y = _shrink(y, mh, mw)
         return small_y, _to_rgb(small_y, _shrink(u, mh // 2, mw // 2), _shrink(v, mh // 2, mw // 2))
 

@@ -11,9 +11,9 @@ nobody, and when the picture changed outside the region (someone coming in, a mo
 did not hold). A mask that reaches the region's side where the frame goes on widens the next
 region there. And every CHECK_EVERY model calls the model also sees the whole frame, for the
 region alone: someone who came in with little contrast to the room, or a region left on an
-empty room (zoomed in on, the model can take texture for a person), is found within a second. A region the mask does not
-fill is not made again for half a second: an empty room's texture, looked at in turn whole and
-zoomed in on, would make the mask jump from frame to frame.
+empty room (zoomed in on, the model can take texture for a person), is found within a second.
+A region the mask does not fill is not made again for half a second: an empty room's texture,
+looked at in turn whole and zoomed in on, would make the mask jump from frame to frame.
 """
 
 from __future__ import annotations
@@ -188,16 +188,11 @@ def _holds(kept: Region, box, wanted: Region, frame_hw: tuple[int, int]) -> bool
 
 
 def thumbnail(frame: yuv.Frame, halvings: yuv.Halvings | None) -> np.ndarray:
-    """The frame's luma, THUMB_ROWS high (from the shared halvings: a few microseconds)."""
+    """The frame's luma, THUMB_ROWS high (from the shared halvings: the levels the model's input
+    and the blur make anyway, and three small ones)."""
     h, w = yuv.frame_size(frame)
     tw = max(1, round(w * THUMB_ROWS / h))
     return (halvings or yuv.Halvings(frame)).shrink(0, min(THUMB_ROWS, h), min(tw, w))
-
-
-def cut(frame: yuv.Frame, region: Region) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """The region's planes: views of the frame's (its corners are even)."""
-    x0, y0, x1, y1 = region
-    return tuple(plane[y0 // f: y1 // f, x0 // f: x1 // f] for plane, f in zip(yuv.planes(frame), (1, 2, 2)))
 
 
 def placed(probability: np.ndarray, region: Region, frame_hw: tuple[int, int],
