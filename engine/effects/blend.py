@@ -31,6 +31,19 @@ def blend_plane(foreground, background, weight, out):
 
 
 
+@njit(f"void({_PLANE}, {_PLANE}, uint16, {_PLANE})", nogil=True, cache=True)
+def blend_into(foreground, weight, scale, plane):
+    """`blend_plane` of `foreground` over `plane`, in place, with the weight scaled by `scale` /
+    256 (at most 256) in the same pass. Releases the GIL."""
+    height, width = plane.shape
+    for y in range(height):
+        f, a, o = foreground[y], weight[y], plane[y]
+        for x in range(width):
+            w = np.uint16(np.uint16(np.uint16(a[x]) * scale + np.uint16(128)) >> np.uint16(8))
+            t = np.uint16(np.uint16(f[x]) * w + np.uint16(o[x]) * np.uint16(255 - w) + np.uint16(128))
+            o[x] = np.uint8((t + (t >> np.uint16(8))) >> np.uint16(8))
+
+
 @njit(f"void({_PLANE}, {_PLANE}, {_PLANE}, uint16, int16, int16, {_PLANE})", nogil=True, cache=True)
 def blend_plane_lit(foreground, background, weight, scale, shift, background_shift, out):
     """`blend_plane` of the foreground shifted by `shift` levels over the background scaled by

@@ -38,6 +38,15 @@ def _extent(points):
     return float(x0), float(y0), float(x1), float(y1), sx / n, sy / n
 
 
+@njit("boolean(float32[:, :], float32[:, :], float64)", nogil=True, cache=True)
+def _apart(a, b, tolerance):
+    """Whether any coordinate of the points `a` is more than `tolerance` from `b`'s."""
+    for i in range(a.shape[0]):
+        if abs(a[i, 0] - b[i, 0]) > tolerance or abs(a[i, 1] - b[i, 1]) > tolerance:
+            return True
+    return False
+
+
 def extent(points: np.ndarray) -> tuple[float, float, float, float, float, float]:
     """The landmarks' (x0, y0, x1, y1) bounding box and their mean (cx, cy), in one pass (numpy
     takes a few microseconds a reduction, and the face stages want six of them per frame)."""
@@ -103,7 +112,8 @@ class SkinMasks:
         self._placed: tuple[tuple, np.ndarray] | None = None
 
     def drawn(self, local: np.ndarray, size: tuple[int, int]) -> np.ndarray:
-        if size != self._key or self._local is None or np.abs(local - self._local).max() > 0.5:
+        local = np.asarray(local, np.float32)
+        if size != self._key or self._local is None or _apart(local, self._local, 0.5):
             self._key, self._local, self._mask = size, local, draw_skin(local, size)
             self._float = self._placed = None
         return self._mask

@@ -6,7 +6,7 @@ from __future__ import annotations
 import cv2
 import numpy as np
 
-from ..effects.blend import blend_plane
+from ..effects.blend import blend_into
 from ..media import yuv
 from .regions import SkinMasks, extent, face_box
 
@@ -26,8 +26,8 @@ def touch_up(frame: np.ndarray, points: np.ndarray, amount: float, masks: SkinMa
     face ~WORK_FACE_WIDTH px wide on it (the cost stays flat with the face's size), so a face
     that only moves or the auto-frame crop only pans or zooms over keeps its mask (SkinMasks)
     and just the picture is resampled. The filtered luma and the mask come back to the box as
-    8-bit planes and are mixed in one pass (effects.blend); the filter's reach smooths a wrinkle
-    and not the jaw line or a nostril."""
+    8-bit planes and are mixed in, in place, in one pass (effects.blend); the filter's reach
+    smooths a wrinkle and not the jaw line or a nostril."""
     if amount <= 0:
         return
     h, w = yuv.frame_size(frame)
@@ -59,15 +59,12 @@ def touch_up(frame: np.ndarray, points: np.ndarray, amount: float, masks: SkinMa
                             borderMode=cv2.BORDER_REPLICATE)
 
     def place(mask: np.ndarray) -> np.ndarray:
-        weight = cv2.convertScaleAbs(mask, alpha=amount) if amount < 1 else mask
-        return cv2.warpAffine(weight, to_work, box_size, flags=cv2.INTER_LINEAR | cv2.WARP_INVERSE_MAP,
+        return cv2.warpAffine(mask, to_work, box_size, flags=cv2.INTER_LINEAR | cv2.WARP_INVERSE_MAP,
                               borderMode=cv2.BORDER_CONSTANT)
 
-    weight = masks.placed((to_work.tobytes(), box_size, amount), place)
-    luma = plane[y0:y1, x0:x1]
-    mixed = np.empty_like(smooth)  # apart from the inputs: an overlapping output does not vectorise
-    blend_plane(smooth, luma, weight, mixed)
-    luma[...] = mixed
+    weight = masks.placed((to_work.tobytes(), box_size), place)
+    # `amount` scales the weights as they are mixed in: the placed weights serve every amount.
+    blend_into(smooth, weight, min(256, round(amount * 256)), plane[y0:y1, x0:x1])
 
 
 def clean_toon_face(frame: np.ndarray, points: np.ndarray, masks: SkinMasks | None = None) -> None:

@@ -359,8 +359,8 @@ def test_touch_up_moves_with_the_face(parts, monkeypatch):
 
 def test_touch_up_keeps_a_still_face_weights_and_nothing_else(parts):
     """A still face's skin weights, placed over its box, are kept from frame to frame: the
-    picture under them is touched up as a fresh start would, and a change of amount or of the
-    face's place is not served the kept weights."""
+    picture under them is touched up as a fresh start would, at any amount (it scales them as
+    they are mixed in), and a change of the face's place is not served the kept weights."""
     from camfx.engine.faces.regions import SkinMasks
     from camfx.engine.faces.touchup import touch_up
 
