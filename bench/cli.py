@@ -26,6 +26,8 @@ BENCHMARKS = {  # name -> (what it measures, module, the extras it needs)
                     "bench"),
     "reference": ("camfx's blur pipeline against a plain MediaPipe-mask + Gaussian-blur compose, per frame",
                   "camfx.bench.reference", "bench"),
+    "idle": ("what a library call costs the first time after a frame's idle, against back to back",
+             "camfx.bench.idle", "bench"),
     "segment-skip": ("picture figures and model calls with and without skipping the model on still frames",
                      "camfx.bench.segment_skip", "bench"),
 }

@@ -213,3 +213,18 @@ def test_the_hub_sets_opencv_threads_for_the_process():
     finally:
         hub.shutdown()
         cv2.setNumThreads(before)
+
+
+def test_bench_idle_reports_every_call_first_again_and_back_to_back(tmp_path):
+    import json
+
+    from camfx.bench import idle
+
+    result = camfx("bench", "idle", "--rounds", "2", "--idle-ms", "1", "--out", str(tmp_path))
+    assert result.returncode == 0, result.stderr
+    data = json.loads((tmp_path / "idle.json").read_text())
+    assert [row["call"] for row in data["calls"]] == [name for name, _ in idle.calls()]
+    for row in data["calls"]:
+        assert row["first_us"] > 0 and row["again_us"] > 0 and row["back_to_back_us"] > 0
+    bad = camfx("bench", "idle", "--rounds", "0")
+    assert bad.returncode == 2 and "--rounds" in bad.stderr
