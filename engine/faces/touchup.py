@@ -10,7 +10,9 @@ from ..effects.blend import blend_into
 from ..media import yuv
 from .regions import SkinMasks, extent, face_box
 
-WORK_FACE_WIDTH = 128  # px: the face's width where touch-up does its filtering
+WORK_FACE_WIDTH = 96  # px: the face's width where touch-up does its filtering
+# A 3-px bilateral there reaches ~1 % of the face's width: pores and fine lines, not a nostril.
+# (128 px and 5 px looked the same and smoothed the skin alike, at four times the filter's cost.)
 
 
 def _blend_into(plane: np.ndarray, changed: np.ndarray, weight: np.ndarray) -> None:
@@ -48,7 +50,7 @@ def touch_up(frame: np.ndarray, points: np.ndarray, amount: float, masks: SkinMa
     to_frame = np.float32([[shrink, 0, ox + 0.5 * shrink - 0.5], [0, shrink, oy + 0.5 * shrink - 0.5]])
     small = cv2.warpAffine(plane, to_frame, size[::-1], flags=cv2.INTER_LINEAR | cv2.WARP_INVERSE_MAP,
                            borderMode=cv2.BORDER_REPLICATE)
-    smooth = cv2.bilateralFilter(small, 5, 18 + 14 * amount, 3.0)
+    smooth = cv2.bilateralFilter(small, 3, 18 + 14 * amount, 2.0)
     local = (points - np.float32([ox, oy])) * np.float32(1 / shrink) - np.float32(0.5)
     masks = masks or SkinMasks()
     masks.drawn(local, size)
