@@ -77,10 +77,10 @@ class AutoFramer:
         return self._crop
 
     def _wanted(self, boxes, height: int, width: int, mode: str) -> Crop:
-        x0 = min(float(b[0]) for b in boxes)
-        y0 = min(float(b[1]) for b in boxes)
-        x1 = max(float(b[2]) for b in boxes)
-        y1 = max(float(b[3]) for b in boxes)
+        corners = [b.tolist() for b in boxes]  # Python floats: numpy's per-element cost is most of the work here
+        x0, y0, x1, y1 = corners[0]
+        for bx0, by0, bx1, by1 in corners[1:]:
+            x0, y0, x1, y1 = min(x0, bx0), min(y0, by0), max(x1, bx1), max(y1, by1)
         aspect = width / height
         crop_h = max((y1 - y0) * FACE_HEIGHTS[mode], (x1 - x0) * 1.6 / aspect)  # the group fits across
         crop_w = min(float(width), max(width / MAX_ZOOM, crop_h * aspect))

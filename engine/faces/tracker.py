@@ -58,8 +58,12 @@ class Faces:
     def mapped(self, x0: float, y0: float, scale: float, size: tuple[int, int]) -> Faces:
         """The same faces in a crop starting at (x0, y0), scaled by `scale`, of `size`."""
         offset = np.float32([x0, y0, x0, y0])
-        boxes = tuple((b - offset) * np.float32(scale) for b in self.boxes)
-        points = None if self.points is None else (self.points - np.float32([x0, y0])) * np.float32(scale)
+        if scale == 1:  # a window of the picture's own pixels: a shift alone
+            boxes = tuple(b - offset for b in self.boxes)
+            points = None if self.points is None else self.points - offset[:2]
+        else:
+            boxes = tuple((b - offset) * np.float32(scale) for b in self.boxes)
+            points = None if self.points is None else (self.points - offset[:2]) * np.float32(scale)
         return Faces(boxes, points, size)
 
 
@@ -173,8 +177,8 @@ class FaceTracker:
         faces = state.faces
         if dx == 0 and dy == 0:
             return faces
-        shift = np.float32([dx, dy])
-        return Faces((faces.boxes[0] + np.float32([dx, dy, dx, dy]), *faces.boxes[1:]), faces.points + shift, faces.size)
+        shift = np.float32([dx, dy, dx, dy])
+        return Faces((faces.boxes[0] + shift, *faces.boxes[1:]), faces.points + shift[:2], faces.size)
 
     def reset(self) -> None:
         with self._lock:
