@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import functools
 import math
+from typing import NamedTuple
 
 import cv2
 import numpy as np
@@ -113,15 +114,29 @@ def _face_light(gh: int, gw: int, face: tuple, mode: str) -> tuple[np.ndarray, n
     return light, key
 
 
+class GainMap(NamedTuple):
+    """A gain map for a picture: `gain` (float32 cells, 1 = unchanged) spans `size` (height,
+    width) pixels, and the picture lies on it from `offset` (y, x) on: the picture's own map
+    (its size, offset 0), or a moving face's light, made once, bigger than the picture and
+    placed under it (see LightMaps)."""
+
+    gain: np.ndarray
+    size: tuple[int, int]
+    offset: tuple[int, int] = (0, 0)
+
+
 class LightMaps:
     """`light_map` for one stream, made cheaply frame after frame while the face moves.
 
-    The face's light is made on a grid twice the map's size around a face at its centre, and a
-    face anywhere gets a slice of it, placed to a whole cell (GAIN_SHRINK px); it is made again
-    only when the face's size or roll leave SIZE_SLACK / ROLL_SLACK of those it was made for, or
-    the mode changes (the exposure scales it as it is). The light is so broad that either
-    moves the 8-bit gain `apply_gain` applies by a step (1/64) or two at most, on a few percent
-    of the map. The vignette is kept per setting."""
+    The face's light is made on a grid twice the map's size around a face at its centre (times
+    the exposure's lift: made again when that changes); it is made again only when the face's
+    size or roll leave SIZE_SLACK / ROLL_SLACK of those it was made for, or the mode changes.
+    A face anywhere gets that same big map, placed under the picture to the pixel (so the gain
+    pass's plan, made for the map, is kept while the face moves). With a vignette (which stays
+    with the picture, not the face) the map is the picture's: a slice of the face's light placed
+    to a whole cell (GAIN_SHRINK px) times the vignette, kept per setting. The light is so broad
+    that either placement moves the 8-bit gain `apply_gain` applies by a step (1/64) or two at
+    most, on a few percent of the map."""
 
     SIZE_SLACK = 0.03  # of the face's width and height
     ROLL_SLACK = 0.03  # rad
@@ -129,11 +144,12 @@ class LightMaps:
     def __init__(self) -> None:
         self._face: tuple | None = None  # (grid, mode, fw, fh, roll, light, key), big
         self._made = 0  # how many times it was made
+        self._lit: tuple[tuple, np.ndarray] | None = None  # the big light times the exposure's lift
         self._vignette: tuple[tuple, np.ndarray] | None = None
-        self._last: tuple[tuple, np.ndarray] | None = None
+        self._last: tuple[tuple, GainMap] | None = None
 
     def get(self, height: int, width: int, face: tuple | None, mode: str, exposure: float,
-            vignette: float) -> np.ndarray:
+            vignette: float) -> GainMap:
         """The map (read-only; the same array while nothing it depends on changed)."""
         gh, gw = max(2, height // GAIN_SHRINK), max(2, width // GAIN_SHRINK)
         lit = face is not None and mode != "off"
@@ -142,8 +158,10 @@ class LightMaps:
             cx, cy, fw, fh, roll = face
             col, row = round(cx / GAIN_SHRINK), round(cy / GAIN_SHRINK)
             if not (0 <= col <= gw and 0 <= row <= gh):  # the face's centre off the picture: made whole
-                return light_map(height, width, face, mode, exposure, vignette)
+                return GainMap(light_map(height, width, face, mode, exposure, vignette), (height, width))
             self._make_face(gh, gw, fw, fh, roll, mode)
+            if vignette <= 0:
+                return self._placed(height, width, gh, gw, cx, cy, mode, exposure)
         key = (gh, gw, lit, mode, col, row, exposure, vignette, self._made)
         if self._last is not None and self._last[0] == key:
             return self._last[1]
@@ -160,8 +178,23 @@ class LightMaps:
             gain = self._vignette[1] if gain is None else gain * self._vignette[1]
         elif gain is None:
             gain = np.ones((gh, gw), np.float32)
-        self._last = (key, gain)
-        return gain
+        self._last = (key, GainMap(gain, (height, width)))
+        return self._last[1]
+
+    def _placed(self, height: int, width: int, gh: int, gw: int, cx: float, cy: float, mode: str,
+                exposure: float) -> GainMap:
+        """The big light (its cell (gw, gh) under the face's centre) placed under the picture."""
+        key = (self._made, exposure)
+        if self._lit is None or self._lit[0] != key:
+            light, sides = self._face[5], self._face[6]
+            gain = light * np.float32(_lift(mode, exposure) - 1.0) + np.float32(1)
+            if sides is not None:
+                gain *= sides
+            self._lit = (key, gain)
+        sy, sx = height / gh, width / gw  # the picture's pixels per cell
+        offset = (min(max(0, round(sy * (gh - cy / GAIN_SHRINK))), height),
+                  min(max(0, round(sx * (gw - cx / GAIN_SHRINK))), width))
+        return GainMap(self._lit[1], (2 * height, 2 * width), offset)
 
     def _make_face(self, gh: int, gw: int, fw: float, fh: float, roll: float, mode: str) -> None:
         made = self._face
@@ -185,31 +218,36 @@ def apply_gain(frame: np.ndarray, gain: np.ndarray) -> None:
     """Luma *= gain (scaled up bilinearly), in place, as 8-bit fixed point (gain * 64, up to 4x),
     in one pass (see effects.gain) over the part of the plane where the gain is not 1 (the face's
     light alone touches only the face's neighbourhood)."""
-    GainPass()(frame, gain)
+    GainPass()(frame, GainMap(gain, yuv.frame_size(frame)))
 
 
 class GainPass:
-    """`apply_gain` for one stream: what it works out from the map (the part of the plane the
-    gain changes, the map stretched over it) is kept while the map is the same array (a still
-    face's light, a vignette) and the frame the same size."""
+    """`apply_gain` of a `GainMap` for one stream: what it works out from the map (where the
+    gain is not 1, the map stretched over its pixels) is kept while the map is the same array (a
+    still face's light, a moving face's big one, a vignette); each frame takes the part under
+    the picture."""
 
     def __init__(self) -> None:
         self._gain: np.ndarray | None = None
         self._plan: tuple | None = None
 
-    def __call__(self, frame: np.ndarray, gain: np.ndarray) -> None:
+    def __call__(self, frame: np.ndarray, placed: GainMap) -> None:
         luma = yuv.planes(frame)[0]
-        if gain is not self._gain or self._plan is None or self._plan[0] != luma.shape:
-            self._gain, self._plan = gain, (luma.shape, _plan(gain, *luma.shape))
+        if placed.gain is not self._gain or self._plan is None or self._plan[0] != placed.size:
+            self._gain, self._plan = placed.gain, (placed.size, _plan(placed.gain, *placed.size))
         plan = self._plan[1]
-        if plan is not None:
-            (y0, y1, x0, x1), stretched = plan
-            gains.apply(luma[y0:y1, x0:x1], stretched)
+        if plan is None:
+            return
+        (y0, y1, x0, x1), (stretched, rows, weights) = plan
+        (oy, ox), (h, w) = placed.offset, luma.shape
+        y0, y1, x0, x1 = max(y0, oy), min(y1, oy + h), max(x0, ox), min(x1, ox + w)
+        if y0 < y1 and x0 < x1:
+            gains.apply(luma[y0 - oy : y1 - oy, x0 - ox : x1 - ox], (stretched[:, x0:x1], rows[y0:y1], weights[y0:y1]))
 
 
 def _plan(gain: np.ndarray, height: int, width: int):
-    """((y0, y1, x0, x1), gains.stretch of the map over them) for where the 8-bit gain is not 1,
-    or None where it is 1 everywhere."""
+    """((y0, y1, x0, x1), gains.stretch of the map over its (height, width) pixels): the
+    pixels where the 8-bit gain is not 1, and the map stretched; None where it is 1 everywhere."""
     fixed = cv2.convertScaleAbs(gain, alpha=float(gains.ONE))
     c0, r0, cols, rows = cv2.boundingRect(cv2.compare(fixed, gains.ONE, cv2.CMP_NE))
     if rows == 0:
@@ -220,7 +258,7 @@ def _plan(gain: np.ndarray, height: int, width: int):
     sy, sx = height / gh, width / gw
     y0, y1 = round(r0 * sy), height if r1 == gh else round(r1 * sy)
     x0, x1 = round(c0 * sx), width if c1 == gw else round(c1 * sx)
-    return (y0, y1, x0, x1), gains.stretch(np.ascontiguousarray(fixed[r0:r1, c0:c1]), y1 - y0, x1 - x0)
+    return (y0, y1, x0, x1), gains.stretch(fixed, height, width)
 
 
 def white_balance_shift(frame: yuv.Frame) -> tuple[int, int]:

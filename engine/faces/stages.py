@@ -261,21 +261,24 @@ def composite_light(work: Work) -> dict:
 class Light:
     """light studio / key and the vignette, on the output (see light). The face's exposure is
     eased over frames (no flicker as the face moves through uneven light); the light's map is
-    kept while nothing it depends on changes, and a moving face's is cut from a bigger one (see
-    light.LightMaps); only the background's dim, from this frame's mask, is made every frame."""
+    kept while nothing it depends on changes, and a moving face's is one bigger map placed under
+    the picture (see light.LightMaps); only the background's dim, from this frame's mask, is made
+    every frame."""
 
     name = "light"
     EASE = 0.2  # of the new exposure taken each frame
+    STEP_AT = 0.75  # of a step of the applied exposure (1/64)
 
     def __init__(self) -> None:
         self._exposure: float | None = None
+        self._applied: float | None = None  # the exposure the light is made with
         self._maps = LightMaps()
         self._gain = GainPass()
 
     def __call__(self, work: Work) -> None:
         p = work.params
         if p.light == "off" and p.vignette <= 0:
-            self._exposure = None
+            self._exposure = self._applied = None
             return
         points = work.faces.points if work.faces is not None else None
         output = _own_output(work)
@@ -286,10 +289,15 @@ class Light:
         if points is not None and p.light != "off":
             now = face_exposure(output, points)
             self._exposure = now if self._exposure is None else self._exposure + self.EASE * (now - self._exposure)
-            exposure = round(self._exposure * 64) / 64
+            # Applied in steps of 1/64, each taken once the eased exposure is most of a step away:
+            # no flicker between two steps (and no new light map) while it hovers between them.
+            if self._applied is None or abs(self._exposure - self._applied) >= self.STEP_AT / 64:
+                self._applied = round(self._exposure * 64) / 64
+            exposure = self._applied
         face = None if points is None else face_frame(points)
         # The map holds the face's light alone (the room was dimmed as it was composited, see
-        # composite_light): the same array, and so the same gain plan, while the face is still.
+        # composite_light): the same array, and so the same gain plan, while the face keeps its
+        # size and the exposure its step.
         self._gain(output, self._maps.get(h, w, face, p.light, exposure, p.vignette))
         if p.probe:
             _keep_probe_rows(work.image, output)
