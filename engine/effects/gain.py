@@ -1,4 +1,5 @@
-"""A plane multiplied by a smooth gain map, in a single pass compiled by numba.
+"""A plane multiplied by a smooth gain map, in a single pass compiled by numba (and the chroma
+planes' distance from grey, for a gain that should light a colour, not pale it).
 
 A gain made small (light varies slowly) used to be scaled up to the plane's size and then
 multiplied in: two full-size passes and a full-size temporary. Here the map arrives already
@@ -37,6 +38,30 @@ def _multiply_rows(plane, gain, rows, weights):
             p[x] = np.uint8(min(v, np.uint16(255)))
 
 
+@njit(inline="always")
+def _scale_chroma_row(a, b, keep, f, row):
+    """row = 128 + (row - 128) * g / ONE (clipped to 0..255), g = the map rows a and b mixed as
+    keep : f. Unsigned 16-bit lanes throughout: c * g / ONE + 128 - 128 * g / ONE, the last
+    term taken off no further than to 0 (every sum fits: 255 * 255 + 32 < 2 ** 16)."""
+    for x in range(row.shape[0]):
+        g = np.uint16(np.uint16(a[x]) * keep + np.uint16(b[x]) * f + np.uint16(128)) >> np.uint16(8)
+        t = np.uint16((np.uint16(np.uint16(row[x]) * g + np.uint16(32)) >> np.uint16(6)) + np.uint16(128))
+        t = np.uint16(t - min(t, np.uint16(g << np.uint16(1))))  # 128 * g / ONE = 2 g
+        row[x] = np.uint8(min(t, np.uint16(255)))
+
+
+@njit("void(uint8[:, :], uint8[:, :], uint8[:, :], int32[:], uint16[:])", nogil=True, cache=True)
+def _scale_chroma_rows(u, v, gain, rows, weights):
+    """The chroma planes' distance from grey times the map (rows mixed as `_multiply_rows`
+    mixes them), in place. Releases the GIL."""
+    last = gain.shape[0] - 1
+    for y in range(u.shape[0]):
+        f = weights[y]
+        a, b, keep = gain[rows[y]], gain[min(rows[y] + 1, last)], np.uint16(256 - f)
+        _scale_chroma_row(a, b, keep, f, u[y])
+        _scale_chroma_row(a, b, keep, f, v[y])
+
+
 def multiply(plane: np.ndarray, fixed: np.ndarray) -> None:
     """plane *= `fixed` / ONE, in place, `fixed` (uint8) scaled bilinearly to the plane's size
     (pixel centres aligned, as cv2.resize does): `plane` may be a strided view."""
@@ -68,3 +93,10 @@ def _row_mix(rows: int, height: int) -> tuple[np.ndarray, np.ndarray]:
 def apply(plane: np.ndarray, stretched: tuple[np.ndarray, np.ndarray, np.ndarray]) -> None:
     """plane *= the map `stretch` made for the plane's shape, in place."""
     _multiply_rows(plane, *stretched)
+
+
+def apply_chroma(u: np.ndarray, v: np.ndarray, stretched: tuple[np.ndarray, np.ndarray, np.ndarray]) -> None:
+    """The chroma planes' distance from grey times the map `stretch` made for their shape, in
+    place: with the luma multiplied by the same map, every colour's RGB is (so a lit colour
+    keeps its saturation, as more light on it would)."""
+    _scale_chroma_rows(u, v, *stretched)

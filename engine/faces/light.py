@@ -1,10 +1,12 @@
 """Light: a face evenly exposed and lit, the background a little dimmer, an optional vignette; and
 low light (a gain that keeps skin tones, and a denoise).
 
-Everything the face light changes is one gain map over the luma, made at 1/8 of the frame's size
-(light varies slowly) and applied in one pass; white balance is a shift of the chroma planes.
-Luma-only gains keep every colour's hue, so skin stays skin. The background's dim is not in the
-map: the effect stage turns the room's luma down as it composites (see stages.composite_light).
+Everything the face light changes is one gain map, made at 1/8 of the frame's size (light varies
+slowly) and applied in one pass to the luma and one to the chroma planes' distance from grey:
+the map multiplies each pixel's RGB, as more light would, so skin keeps its hue and its
+saturation (a luma-only gain paled a lit face to grey). White balance is a shift of the chroma
+planes. The background's dim is not in the map: the effect stage turns the room's luma down as
+it composites (see stages.composite_light).
 """
 
 from __future__ import annotations
@@ -215,9 +217,10 @@ def _vignette(gh: int, gw: int, amount: float) -> np.ndarray:
 
 
 def apply_gain(frame: np.ndarray, gain: np.ndarray) -> None:
-    """Luma *= gain (scaled up bilinearly), in place, as 8-bit fixed point (gain * 64, up to 4x),
-    in one pass (see effects.gain) over the part of the plane where the gain is not 1 (the face's
-    light alone touches only the face's neighbourhood)."""
+    """Luma and the chroma's distance from grey *= gain (scaled up bilinearly), in place, as 8-bit
+    fixed point (gain * 64, up to 4x), one pass each (see effects.gain) over the part of the
+    planes where the gain is not 1 (the face's light alone touches only the face's
+    neighbourhood)."""
     GainPass()(frame, GainMap(gain, yuv.frame_size(frame)))
 
 
@@ -232,22 +235,31 @@ class GainPass:
         self._plan: tuple | None = None
 
     def __call__(self, frame: np.ndarray, placed: GainMap) -> None:
-        luma = yuv.planes(frame)[0]
         if placed.gain is not self._gain or self._plan is None or self._plan[0] != placed.size:
             self._gain, self._plan = placed.gain, (placed.size, _plan(placed.gain, *placed.size))
-        plan = self._plan[1]
-        if plan is None:
+        plans = self._plan[1]
+        if plans is None:
             return
-        (y0, y1, x0, x1), (stretched, rows, weights) = plan
-        (oy, ox), (h, w) = placed.offset, luma.shape
-        y0, y1, x0, x1 = max(y0, oy), min(y1, oy + h), max(x0, ox), min(x1, ox + w)
-        if y0 < y1 and x0 < x1:
-            gains.apply(luma[y0 - oy : y1 - oy, x0 - ox : x1 - ox], (stretched[:, x0:x1], rows[y0:y1], weights[y0:y1]))
+        y, u, v = yuv.planes(frame)
+        (oy, ox), (h, w) = placed.offset, y.shape
+        for (region, (stretched, rows, weights)), scale in zip(plans, (1, 2)):
+            y0, y1, x0, x1 = region
+            oy_, ox_, h_, w_ = oy // scale, ox // scale, h // scale, w // scale
+            y0, y1, x0, x1 = max(y0, oy_), min(y1, oy_ + h_), max(x0, ox_), min(x1, ox_ + w_)
+            if y0 >= y1 or x0 >= x1:
+                continue
+            part = (stretched[:, x0:x1], rows[y0:y1], weights[y0:y1])
+            inside = (slice(y0 - oy_, y1 - oy_), slice(x0 - ox_, x1 - ox_))
+            if scale == 1:
+                gains.apply(y[inside], part)
+            else:
+                gains.apply_chroma(u[inside], v[inside], part)
 
 
 def _plan(gain: np.ndarray, height: int, width: int):
-    """((y0, y1, x0, x1), gains.stretch of the map over its (height, width) pixels): the
-    pixels where the 8-bit gain is not 1, and the map stretched; None where it is 1 everywhere."""
+    """For the luma, then the chroma planes, of a map spanning (height, width) pixels: the
+    region (y0, y1, x0, x1) where the 8-bit gain is not 1 and `gains.stretch` of the map over the
+    plane; None where it is 1 everywhere."""
     fixed = cv2.convertScaleAbs(gain, alpha=float(gains.ONE))
     c0, r0, cols, rows = cv2.boundingRect(cv2.compare(fixed, gains.ONE, cv2.CMP_NE))
     if rows == 0:
@@ -255,10 +267,13 @@ def _plan(gain: np.ndarray, height: int, width: int):
     gh, gw = fixed.shape
     r0, r1 = max(0, r0 - 1), min(gh, r0 + rows + 1)
     c0, c1 = max(0, c0 - 1), min(gw, c0 + cols + 1)
-    sy, sx = height / gh, width / gw
-    y0, y1 = round(r0 * sy), height if r1 == gh else round(r1 * sy)
-    x0, x1 = round(c0 * sx), width if c1 == gw else round(c1 * sx)
-    return (y0, y1, x0, x1), gains.stretch(fixed, height, width)
+    plans = []
+    for h, w in ((height, width), (height // 2, width // 2)):
+        sy, sx = h / gh, w / gw
+        y0, y1 = round(r0 * sy), h if r1 == gh else round(r1 * sy)
+        x0, x1 = round(c0 * sx), w if c1 == gw else round(c1 * sx)
+        plans.append(((y0, y1, x0, x1), gains.stretch(fixed, h, w)))
+    return plans
 
 
 def white_balance_shift(frame: yuv.Frame) -> tuple[int, int]:

@@ -117,3 +117,19 @@ def test_the_applied_exposure_holds_while_the_measure_hovers_and_follows_a_trend
         stage(work)
     assert set(used[:30]) == {83 / 64}  # settled, then hovering: one exposure
     assert used[-1] - used[29] >= 0.1 and all(b >= a for a, b in zip(used[29:], used[30:]))
+
+
+def test_a_gain_lights_colours_and_keeps_their_saturation():
+    """The gain multiplies each pixel's colour, as more light would: the luma and the chroma's
+    distance from grey by the same factor (a luma-only gain pales a lit face toward grey)."""
+    rng = np.random.default_rng(5)
+    frame = yuv.empty(64, 96)
+    y, u, v = yuv.planes(frame)
+    y[...] = rng.integers(60, 150, y.shape)
+    u[...] = rng.integers(100, 156, u.shape)
+    v[...] = rng.integers(100, 156, v.shape)
+    before = frame.copy()
+    light.apply_gain(frame, np.full((8, 12), 1.5, np.float32))
+    for after, was, grey in zip(yuv.planes(frame), yuv.planes(before), (0, 128, 128)):
+        want = grey + (was.astype(float) - grey) * 1.5
+        assert np.abs(after - np.round(want)).max() <= 1
