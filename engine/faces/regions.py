@@ -101,21 +101,20 @@ class SkinMasks:
     """The skin mask for one stream, kept while the landmarks stay within half a pixel of where
     the kept mask was drawn for them, in the pixels it is drawn in (a still face; or, drawn
     anchored to the face as touch-up does, one that only moves or the auto-frame crop pans
-    over): remade when they change. `get` gives float32 weights over a box (`skin_mask`),
-    `get_u8` the same as uint8, `drawn` the uint8 mask of landmarks already in its grid."""
+    over): remade when they change. `get_u8` gives uint8 weights over a box (`skin_mask_u8`),
+    `drawn` the mask of landmarks already in its grid."""
 
     def __init__(self) -> None:
         self._key: tuple | None = None
         self._local: np.ndarray | None = None
         self._mask: np.ndarray | None = None
-        self._float: np.ndarray | None = None
         self._placed: tuple[tuple, np.ndarray] | None = None
 
     def drawn(self, local: np.ndarray, size: tuple[int, int]) -> np.ndarray:
         local = np.asarray(local, np.float32)
         if size != self._key or self._local is None or _apart(local, self._local, 0.5):
             self._key, self._local, self._mask = size, local, draw_skin(local, size)
-            self._float = self._placed = None
+            self._placed = None
         return self._mask
 
     def placed(self, key: tuple, make) -> np.ndarray:
@@ -130,9 +129,3 @@ class SkinMasks:
         height, width = size or (y1 - y0, x1 - x0)
         scale = np.float32([width / (x1 - x0), height / (y1 - y0)])
         return self.drawn((points - np.float32([x0, y0])) * scale, (height, width))
-
-    def get(self, points: np.ndarray, box: tuple[int, int, int, int], size: tuple[int, int] | None = None) -> np.ndarray:
-        mask = self.get_u8(points, box, size)
-        if self._float is None:
-            self._float = mask.astype(np.float32) * np.float32(1 / 255)
-        return self._float

@@ -15,11 +15,6 @@ WORK_FACE_WIDTH = 96  # px: the face's width where touch-up does its filtering
 # (128 px and 5 px looked the same and smoothed the skin alike, at four times the filter's cost.)
 
 
-def _blend_into(plane: np.ndarray, changed: np.ndarray, weight: np.ndarray) -> None:
-    """plane = weight * changed + (1 - weight) * plane, in place (weight float32 in [0, 1])."""
-    plane[...] = cv2.blendLinear(changed, plane, weight, 1 - weight)
-
-
 def touch_up(frame: np.ndarray, points: np.ndarray, amount: float, masks: SkinMasks | None = None) -> None:
     """Smooth the face's skin in place (an I420 ndarray): an edge-preserving (bilateral) filter of
     the luma, mixed in by `amount` (0..1) times the skin mask, over the face's box only.
@@ -81,7 +76,7 @@ def clean_toon_face(frame: np.ndarray, points: np.ndarray, masks: SkinMasks | No
         return
     x0, y0, x1, y1 = box
     size = max(3, round(float(np.ptp(points[:, 0])) * 0.07)) | 1
-    weight = (masks or SkinMasks()).get(points, box)
+    weight = (masks or SkinMasks()).get_u8(points, box)
     y, u, v = yuv.planes(frame)
     for plane, scale, op in ((y, 1, cv2.MORPH_CLOSE), (u, 2, cv2.MORPH_OPEN), (v, 2, cv2.MORPH_CLOSE)):
         region = plane[y0 // scale : y1 // scale, x0 // scale : x1 // scale]
@@ -89,4 +84,4 @@ def clean_toon_face(frame: np.ndarray, points: np.ndarray, masks: SkinMasks | No
         changed = cv2.morphologyEx(region, op, cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (k, k)))
         mask = weight if scale == 1 else cv2.resize(weight, (region.shape[1], region.shape[0]),
                                                     interpolation=cv2.INTER_AREA)
-        _blend_into(region, changed, mask)
+        blend_into(changed, mask, 256, region)
