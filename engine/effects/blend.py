@@ -30,7 +30,6 @@ def blend_plane(foreground, background, weight, out):
 
 
 
-
 @njit(f"void({_PLANE}, {_PLANE}, uint16, {_PLANE})", nogil=True, cache=True)
 def blend_into(foreground, weight, scale, plane):
     """`blend_plane` of `foreground` over `plane`, in place, with the weight scaled by `scale` /
