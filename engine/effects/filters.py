@@ -122,12 +122,13 @@ def background_weights(alpha: np.ndarray) -> np.ndarray:
     return out
 
 
-def edge_colours(small: np.ndarray, small_alpha: np.ndarray, alpha: np.ndarray) -> np.ndarray:
-    """F - B (see above) at `alpha`'s size, (H, W, 3) float32 (one channel per I420 plane); 0
-    where either side has no sure pixel nearby (deep inside the person, far out in the room).
+def edge_colours(small: np.ndarray, small_alpha: np.ndarray, size: tuple[int, int] | None = None) -> np.ndarray:
+    """F - B (see above) at `size` (H, W; the small size when None), (H, W, 3) float32 (one
+    channel per I420 plane); 0 where either side has no sure pixel nearby (deep inside the
+    person, far out in the room).
 
-    `small`: the frame's planes merged, (h, w, 3) at half `alpha`'s size; `small_alpha`: `alpha`
-    at that size."""
+    `small`: the frame's planes merged, (h, w, 3) at half the mask's size; `small_alpha`: the
+    mask at that size."""
     ksize = (2 * EDGE_RADIUS + 1,) * 2
     person, background = sure_weights(small_alpha)
     person_sum, background_sum = cv2.blur(person, ksize), cv2.blur(background, ksize)
@@ -135,18 +136,23 @@ def edge_colours(small: np.ndarray, small_alpha: np.ndarray, alpha: np.ndarray) 
     small = small.astype(np.float32)
     person_mean = cv2.blur(small * person[..., None], ksize) * (known / np.maximum(person_sum, _SURE))[..., None]
     background_mean = cv2.blur(small * background[..., None], ksize) * (known / np.maximum(background_sum, _SURE))[..., None]
-    return cv2.resize(person_mean - background_mean, (alpha.shape[1], alpha.shape[0]), interpolation=cv2.INTER_LINEAR)
+    if size is None:
+        return person_mean - background_mean
+    return cv2.resize(person_mean - background_mean, (size[1], size[0]), interpolation=cv2.INTER_LINEAR)
 
 
-def edge_colours_fast(small: np.ndarray, small_alpha: np.ndarray, size: tuple[int, int]) -> np.ndarray:
+def edge_colours_fast(small: np.ndarray, small_alpha: np.ndarray, size: tuple[int, int] | None = None) -> np.ndarray:
     """`edge_colours` in a few fused passes: `small` holds the three planes, (3, h, w) uint8, at
-    `small_alpha`'s size; F - B comes back (H, W, 3) float32 at `size` = (H, W)."""
+    `small_alpha`'s size; F - B comes back (H, W, 3) float32 at `size` = (H, W), or at the small
+    size itself when `size` is None."""
     h, w = small_alpha.shape
     person, background = np.empty((h, w, 4), np.float32), np.empty((h, w, 4), np.float32)
     fused.weighted_colours(small, np.ascontiguousarray(small_alpha), person, background)
     ksize = (2 * EDGE_RADIUS + 1,) * 2
     colours = np.empty((h, w, 3), np.float32)
     fused.colour_difference(cv2.blur(person, ksize), cv2.blur(background, ksize), _SURE, colours)
+    if size is None:
+        return colours
     return cv2.resize(colours, (size[1], size[0]), interpolation=cv2.INTER_LINEAR)
 
 
@@ -159,18 +165,10 @@ def correction_offsets(colours: np.ndarray, alpha: np.ndarray) -> tuple[np.ndarr
     return luma, chroma[0], chroma[1]
 
 
-def alpha_share(colours: np.ndarray, alpha: np.ndarray) -> np.ndarray:
-    """`edge_correction` with share `alpha`, as one (H, W, 3) map (`blurred_clean`'s `add`)."""
-    out = np.empty(colours.shape, np.float32)
-    fused.alpha_share(colours, np.ascontiguousarray(alpha), out)
-    return out
-
-
-def edge_correction(colours: np.ndarray, alpha: np.ndarray, share: np.ndarray | None = None) -> tuple[np.ndarray, ...]:
-    """Per plane, the map to add to an output composited with `alpha`: a * (1 - a) * (F - B), or
-    `share` * (F - B) when given (a, for a background layer)."""
-    if share is None:
-        share = alpha * (np.float32(1.0) - alpha)
+def edge_correction(colours: np.ndarray, alpha: np.ndarray) -> tuple[np.ndarray, ...]:
+    """Per plane, the map to add to an output composited with `alpha`: a * (1 - a) * (F - B).
+    (A background layer takes a * (F - B): see `blurred`'s `share`.)"""
+    share = alpha * (np.float32(1.0) - alpha)
     return tuple(cv2.split(colours * share[..., None]))
 
 
@@ -203,6 +201,7 @@ def blurred(
     halvings: yuv.Halvings | None = None,
     keep: np.ndarray | None = None,
     add: tuple[np.ndarray, np.ndarray, np.ndarray] | None = None,
+    share: np.ndarray | None = None,
 ) -> np.ndarray:
     """A Gaussian-like blur of the frame, `sigma` in pixels at 720p (scaled with height).
 
@@ -216,7 +215,8 @@ def blurred(
     into the blurred room around them (blurring the whole frame leaves a halo even behind a
     perfect mask). Where nothing kept is in reach (deep inside the person, hidden by the mask
     anyway) the copy's own pixels fill in. `add`: three float32 maps at any size added to the
-    planes while they are small (the edge colour correction, see `edge_colours`).
+    planes while they are small (the edge colour correction, see `edge_colours`), each times
+    `share` (a map at any size) when given, the two multiplied at the small size.
     """
     h, w = yuv.frame_size(frame)
     sigma = sigma * h / 720.0
@@ -242,16 +242,23 @@ def blurred(
             small = small.astype(np.float32)
             small = (cv2.stackBlur(small * kept, ksize) + small * _FILL) / kept_sum
         if add is not None:
-            small = small + cv2.resize(add[i], (sw, sh), interpolation=cv2.INTER_LINEAR)
+            small_add = cv2.resize(add[i], (sw, sh), interpolation=cv2.INTER_LINEAR)
+            if share is not None:
+                small_add *= cv2.resize(share, (sw, sh), interpolation=cv2.INTER_LINEAR)
+            small = small + small_add
         if small.dtype != np.uint8:
             small = np.clip(small + np.float32(0.5), 0.0, 255.0).astype(np.uint8)
         resize_linear(small, pw, ph, dst=dst)
     return out
 
 
-def blurred_clean(frame: yuv.Frame, sigma: float, keep: np.ndarray, add: np.ndarray, halvings: yuv.Halvings | None = None) -> np.ndarray:
-    """`blurred` with `keep`, and `add` as one (H, W, 3) map: the planes that shrink to the same
-    size share one stack blur of (I * w for each, w) and one fused pass for the rest."""
+def blurred_clean(frame: yuv.Frame, sigma: float, keep: np.ndarray, colours: np.ndarray, share: np.ndarray,
+                  halvings: yuv.Halvings | None = None) -> np.ndarray:
+    """`blurred` with `keep`, and `add` = `share` * `colours` (`edge_correction` with a share;
+    an (H, W, 3) and an (H', W') map, at any sizes), the two scaled to the small planes and
+    multiplied there: the colours are smooth, so that is their product at the mask's size, scaled
+    down (the blur halo measures the same), at a fraction of the cost. The planes that shrink to
+    the same size share one stack blur of (I * w for each, w) and one fused pass for the rest."""
     h, w = yuv.frame_size(frame)
     sigma = sigma * h / 720.0
     out = yuv.empty(h, w)
@@ -271,7 +278,9 @@ def blurred_clean(frame: yuv.Frame, sigma: float, keep: np.ndarray, add: np.ndar
         kept = cv2.erode(cv2.resize(keep, (sw, sh), interpolation=cv2.INTER_LINEAR), _CROSS)  # as `blurred`
         stack = np.empty((sh, sw, len(members) + 1), np.float32)
         fused.kept_planes(small, kept, stack)
-        small_add = cv2.resize(add, (sw, sh), interpolation=cv2.INTER_LINEAR).reshape(sh, sw, 3)
+        small_add = np.empty((sh, sw, 3), np.float32)
+        fused.alpha_share(cv2.resize(colours, (sw, sh), interpolation=cv2.INTER_LINEAR).reshape(sh, sw, 3),
+                          cv2.resize(share, (sw, sh), interpolation=cv2.INTER_LINEAR), small_add)
         if len(members) < 3:
             small_add = np.ascontiguousarray(small_add[..., members])
         result = np.empty_like(small)

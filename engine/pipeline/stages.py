@@ -86,12 +86,14 @@ def background_layer(
     return effects.solid(h, w, rgb)
 
 
-def edge_colours(frame: yuv.Frame, alpha: np.ndarray, halvings: yuv.Halvings | None = None) -> np.ndarray:
-    """`effects.edge_colours` for `frame`, whose planes it shrinks to half the mask's size."""
+def edge_colours(frame: yuv.Frame, alpha: np.ndarray, halvings: yuv.Halvings | None = None,
+                 at_mask_size: bool = True) -> np.ndarray:
+    """`effects.edge_colours` for `frame`, whose planes it shrinks to half the mask's size: at
+    the mask's size, or at that half size."""
     halvings = halvings or yuv.Halvings(frame)
     h, w = max(1, alpha.shape[0] // 2), max(1, alpha.shape[1] // 2)
     small = cv2.merge([halvings.shrink(i, h, w) for i in range(3)])
-    return effects.edge_colours(small, half_alpha(alpha, h, w), alpha)
+    return effects.edge_colours(small, half_alpha(alpha, h, w), alpha.shape if at_mask_size else None)
 
 
 def composite_clean(
@@ -109,21 +111,26 @@ def composite_clean(
     halvings = halvings or yuv.Halvings(frame)
     if p.light_wrap > 0 and p.effect != "remove":  # a key colour is not light
         return _composite_wrapped(frame, layer, alpha, p, halvings, light)
-    colours = fast_edge_colours(frame, alpha, halvings)
     if layer is None:
+        # The blurred room takes its correction at the blur's own small size: the colours go
+        # there from the half size they are made at, not by way of the mask's size.
+        colours = fast_edge_colours(frame, alpha, halvings, at_mask_size=False)
         keep = effects.background_weights(alpha)
-        layer = effects.blurred_clean(frame, p.blur_strength, keep, effects.alpha_share(colours, alpha), halvings)
+        layer = effects.blurred_clean(frame, p.blur_strength, keep, colours, alpha, halvings)
         return effects.composite(frame, layer, alpha, **(light or {}))
+    colours = fast_edge_colours(frame, alpha, halvings)
     return effects.composite(frame, layer, alpha, offsets=effects.correction_offsets(colours, alpha), **(light or {}))
 
 
-def fast_edge_colours(frame: yuv.Frame, alpha: np.ndarray, halvings: yuv.Halvings) -> np.ndarray:
-    """`edge_colours` by `effects.edge_colours_fast`."""
+def fast_edge_colours(frame: yuv.Frame, alpha: np.ndarray, halvings: yuv.Halvings,
+                      at_mask_size: bool = True) -> np.ndarray:
+    """`edge_colours` by `effects.edge_colours_fast`, at the mask's size or at the half size it
+    is made at."""
     h, w = max(1, alpha.shape[0] // 2), max(1, alpha.shape[1] // 2)
     small = np.empty((3, h, w), np.uint8)
     for i in range(3):
         halvings.shrink(i, h, w, dst=small[i])
-    return effects.edge_colours_fast(small, half_alpha(alpha, h, w), alpha.shape)
+    return effects.edge_colours_fast(small, half_alpha(alpha, h, w), alpha.shape if at_mask_size else None)
 
 
 def half_alpha(alpha: np.ndarray, h: int, w: int) -> np.ndarray:
@@ -135,14 +142,13 @@ def half_alpha(alpha: np.ndarray, h: int, w: int) -> np.ndarray:
 def _composite_wrapped(frame: yuv.Frame, layer: np.ndarray | None, alpha: np.ndarray, p: Params, halvings: yuv.Halvings,
                        light: dict | None) -> np.ndarray:
     """`composite_clean` with light wrap, step by step."""
-    colours = edge_colours(frame, alpha, halvings)
     if layer is None:
         keep = effects.sure_weights(alpha)[1]
-        add = effects.edge_correction(colours, alpha, share=alpha)
-        layer = effects.blurred(frame, p.blur_strength, halvings, keep=keep, add=add)
+        add = cv2.split(edge_colours(frame, alpha, halvings, at_mask_size=False))
+        layer = effects.blurred(frame, p.blur_strength, halvings, keep=keep, add=add, share=alpha)
         correction = None
     else:
-        correction = effects.edge_correction(colours, alpha)
+        correction = effects.edge_correction(edge_colours(frame, alpha, halvings), alpha)
     h, w = alpha.shape
     small_frame = cv2.merge([halvings.shrink(i, h, w) for i in range(3)])
     small_layer = cv2.merge([cv2.resize(plane, (w, h), interpolation=cv2.INTER_AREA) for plane in yuv.planes(layer)])

@@ -27,12 +27,11 @@ def random_case(h, w, seed):
 
 def step_by_step(frame, layer, alpha, p):
     """The clean composite as the plain functions make it."""
-    colours = edge_colours(frame, alpha)
     if layer is None:
         keep = effects.sure_weights(alpha)[1]
-        add = effects.edge_correction(colours, alpha, share=alpha)
-        return effects.composite(frame, effects.blurred(frame, p.blur_strength, keep=keep, add=add), alpha)
-    return effects.composite(frame, layer, alpha, effects.edge_correction(colours, alpha))
+        add = cv2.split(edge_colours(frame, alpha, at_mask_size=False))
+        return effects.composite(frame, effects.blurred(frame, p.blur_strength, keep=keep, add=add, share=alpha), alpha)
+    return effects.composite(frame, layer, alpha, effects.edge_correction(edge_colours(frame, alpha), alpha))
 
 
 @pytest.mark.parametrize("h, w", [(720, 1280), (480, 640), (270, 480)])
