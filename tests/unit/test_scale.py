@@ -19,10 +19,12 @@ def smooth(h: int, w: int, channels: int = 1) -> np.ndarray:
 
 @pytest.mark.parametrize("size, target", [((180, 320), (720, 1280)), ((120, 160), (240, 320)),
                                           ((91, 160), (360, 640)), ((480, 640), (240, 320)),
-                                          ((360, 640), (480, 320))])
+                                          ((360, 640), (480, 320)), ((480, 640), (256, 341)),
+                                          ((480, 480), (256, 256))])
 def test_it_scales_as_cv2_resize_does(size, target):
-    """Enlarged (by warpAffine) or shrunk (by cv2.resize): pixel centres where cv2.resize puts
-    them, within one level; a half-pixel shift would be several levels off at these edges."""
+    """Enlarged or shrunk (by warpAffine; an exact halving by cv2.resize): pixel centres where
+    cv2.resize puts them, within one level; a half-pixel shift would be several levels off at
+    these edges."""
     src = smooth(*size)
     want = cv2.resize(src, target[::-1], interpolation=cv2.INTER_LINEAR).astype(int)
     got = resize_linear(src, target[1], target[0])
